@@ -1,0 +1,231 @@
+//! The library's error type: a negative `int`, either `-errno` for system errors or one of the
+//! library's own codes in `-10000..=-10999`, a range no errno reaches.
+
+use std::ffi::CStr;
+use std::fmt;
+use std::io;
+
+/// An error code: `-errno` (system) or a library code (`Error::CANCELLED`, ...).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Error(i32);
+
+/// Result with the library's error.
+pub type Result<T> = std::result::Result<T, Error>;
+
+macro_rules! library_codes {
+    ($($(#[$doc:meta])* $name:ident = $val:expr, $cname:literal, $msg:literal;)*) => {
+        impl Error {
+            $($(#[$doc])* pub const $name: Error = Error($val);)*
+        }
+        fn library_entry(code: i32) -> Option<(&'static CStr, &'static CStr)> {
+            match code {
+                $($val => Some(($cname, $msg)),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+library_codes! {
+    /// A required pointer argument was NULL.
+    NULL_ARG = -10001, c"ALOOP_E_NULL", c"a required argument was NULL";
+    /// The requested backend cannot run here (io_uring forbidden or too old).
+    BACKEND_UNAVAILABLE = -10002, c"ALOOP_E_BACKEND", c"the requested event loop backend is not available";
+    /// The operation was cancelled because its handle was closed (or it was cancelled).
+    CANCELLED = -10003, c"ALOOP_E_CANCELLED", c"operation cancelled";
+    /// The handle is closing or closed.
+    CLOSED = -10004, c"ALOOP_E_CLOSED", c"handle is closing";
+    /// An address string could not be parsed as a numeric IPv4 or IPv6 address.
+    BAD_ADDRESS = -10005, c"ALOOP_E_ADDRESS", c"invalid IP address";
+    /// A Rust panic was caught at the API boundary; the library's state may be inconsistent.
+    PANIC = -10006, c"ALOOP_E_PANIC", c"internal error (panic caught at the API boundary)";
+    /// The operation is already active (for example reading twice) or was already done.
+    ALREADY = -10007, c"ALOOP_E_ALREADY", c"operation already in progress or already done";
+    /// The loop still has open handles; close them first.
+    BUSY = -10008, c"ALOOP_E_BUSY", c"the loop still has open handles";
+    /// An argument is out of range or an enum value is unknown.
+    INVALID = -10009, c"ALOOP_E_INVALID", c"invalid argument";
+    /// The end of the stream: the peer closed its sending side.
+    EOF = -10010, c"ALOOP_E_EOF", c"end of stream";
+    /// A connect or request timed out.
+    TIMEOUT = -10011, c"ALOOP_E_TIMEOUT", c"operation timed out";
+}
+
+impl Error {
+    /// Lowest library code.
+    pub const LIBRARY_MIN: i32 = -10999;
+    /// Highest library code.
+    pub const LIBRARY_MAX: i32 = -10000;
+
+    /// An error from a raw code; `code` must be negative.
+    pub fn from_code(code: i32) -> Error {
+        debug_assert!(code < 0);
+        Error(code)
+    }
+
+    /// A system error from a positive errno value.
+    pub fn from_errno(errno: i32) -> Error {
+        Error(-errno.abs())
+    }
+
+    /// The error of the last failed libc call on this thread.
+    pub fn last_os_error() -> Error {
+        Error::from_errno(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    /// The negative code as the C API returns it.
+    pub fn code(self) -> i32 {
+        self.0
+    }
+
+    /// The errno, when this is a system error.
+    pub fn errno(self) -> Option<i32> {
+        if self.0 > Self::LIBRARY_MAX || self.0 < Self::LIBRARY_MIN {
+            Some(-self.0)
+        } else {
+            None
+        }
+    }
+
+    /// A static, human-readable message for any code (unknown codes get a generic text).
+    pub fn message(self) -> &'static CStr {
+        message_for(self.0)
+    }
+
+    /// A static symbolic name (`"ECONNREFUSED"`, `"ALOOP_E_CANCELLED"`, `"UNKNOWN"`).
+    pub fn name(self) -> &'static CStr {
+        name_for(self.0)
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::from_errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name().to_string_lossy(), self.0)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message().to_string_lossy())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Message for a code: 0 is "success", library codes have their own text, errno values use the C
+/// library's text (computed once per code and kept for the life of the process).
+pub fn message_for(code: i32) -> &'static CStr {
+    if code == 0 {
+        return c"success";
+    }
+    if let Some((_, msg)) = library_entry(code) {
+        return msg;
+    }
+    if code < 0 && code > -4096 {
+        return errno_message(-code);
+    }
+    c"unknown error"
+}
+
+/// Symbolic name for a code.
+pub fn name_for(code: i32) -> &'static CStr {
+    if code == 0 {
+        return c"OK";
+    }
+    if let Some((name, _)) = library_entry(code) {
+        return name;
+    }
+    if code < 0 {
+        if let Some(n) = errno_name(-code) {
+            return n;
+        }
+    }
+    c"UNKNOWN"
+}
+
+fn errno_message(errno: i32) -> &'static CStr {
+    use parking_lot::Mutex;
+    use std::collections::HashMap;
+    static CACHE: Mutex<Option<HashMap<i32, &'static CStr>>> = Mutex::new(None);
+    let mut guard = CACHE.lock();
+    let map = guard.get_or_insert_with(HashMap::new);
+    map.entry(errno).or_insert_with(|| {
+        let text = io::Error::from_raw_os_error(errno).to_string();
+        // "No such file or directory (os error 2)": keep the C library's part.
+        let text = match text.rfind(" (os error") {
+            Some(i) => text[..i].to_string(),
+            None => text,
+        };
+        let owned = std::ffi::CString::new(text).unwrap_or_else(|_| c"system error".into());
+        // Bounded: at most one string per errno value (< 4096), kept for the process lifetime.
+        Box::leak(owned.into_boxed_c_str())
+    })
+}
+
+fn errno_name(errno: i32) -> Option<&'static CStr> {
+    use libc::*;
+    Some(match errno {
+        EPERM => c"EPERM",
+        ENOENT => c"ENOENT",
+        EINTR => c"EINTR",
+        EIO => c"EIO",
+        EBADF => c"EBADF",
+        EAGAIN => c"EAGAIN",
+        ENOMEM => c"ENOMEM",
+        EACCES => c"EACCES",
+        EFAULT => c"EFAULT",
+        EBUSY => c"EBUSY",
+        EEXIST => c"EEXIST",
+        EINVAL => c"EINVAL",
+        ENFILE => c"ENFILE",
+        EMFILE => c"EMFILE",
+        ENOSPC => c"ENOSPC",
+        EPIPE => c"EPIPE",
+        ERANGE => c"ERANGE",
+        ENOSYS => c"ENOSYS",
+        ENOTSOCK => c"ENOTSOCK",
+        EMSGSIZE => c"EMSGSIZE",
+        EPROTONOSUPPORT => c"EPROTONOSUPPORT",
+        EOPNOTSUPP => c"EOPNOTSUPP",
+        EAFNOSUPPORT => c"EAFNOSUPPORT",
+        EADDRINUSE => c"EADDRINUSE",
+        EADDRNOTAVAIL => c"EADDRNOTAVAIL",
+        ENETDOWN => c"ENETDOWN",
+        ENETUNREACH => c"ENETUNREACH",
+        ECONNABORTED => c"ECONNABORTED",
+        ECONNRESET => c"ECONNRESET",
+        ENOBUFS => c"ENOBUFS",
+        EISCONN => c"EISCONN",
+        ENOTCONN => c"ENOTCONN",
+        ETIMEDOUT => c"ETIMEDOUT",
+        ECONNREFUSED => c"ECONNREFUSED",
+        EHOSTUNREACH => c"EHOSTUNREACH",
+        EALREADY => c"EALREADY",
+        EINPROGRESS => c"EINPROGRESS",
+        ECANCELED => c"ECANCELED",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_names_and_messages() {
+        assert_eq!(Error::CANCELLED.name(), c"ALOOP_E_CANCELLED");
+        assert_eq!(Error::from_errno(libc::ECONNREFUSED).name(), c"ECONNREFUSED");
+        assert_eq!(Error::from_errno(libc::ECONNREFUSED).message(), c"Connection refused");
+        assert_eq!(name_for(0), c"OK");
+        assert_eq!(name_for(-9999), c"UNKNOWN");
+        assert_eq!(message_for(12345), c"unknown error");
+        assert!(Error::EOF.errno().is_none());
+        assert_eq!(Error::from_errno(libc::EPIPE).errno(), Some(libc::EPIPE));
+    }
+}

@@ -1,0 +1,230 @@
+//! TCP listener: multishot accept. When accept fails for lack of resources (EMFILE, ENFILE,
+//! ENOBUFS, ENOMEM) the error is reported and accepting pauses for `ACCEPT_RETRY`, then resumes
+//! by itself: no busy loop, and the pending connections wait in the backlog.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::socket;
+use super::stream::TcpStream;
+use crate::error::{Error, Result};
+use crate::reactor::{Completion, Loop, Op, OpOwner, Timer, Token};
+
+/// Pause after an accept error before accepting again.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Options for `TcpListener::bind`.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenOptions {
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+    /// SO_REUSEPORT: several sockets (loops, processes) share the address and port.
+    pub reuse_port: bool,
+    /// IPV6_V6ONLY for IPv6 addresses.
+    pub ipv6_only: bool,
+    /// TCP_NODELAY on accepted connections.
+    pub nodelay: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions { backlog: 1024, reuse_port: false, ipv6_only: false, nodelay: true }
+    }
+}
+
+type AcceptCb = Box<dyn FnMut(Result<TcpStream>)>;
+
+struct ListenerInner {
+    lp: Loop,
+    fd: Cell<RawFd>,
+    local: SocketAddr,
+    nodelay: bool,
+    accept: Cell<Option<Token>>,
+    close_op: Cell<Option<Token>>,
+    on_accept: RefCell<Option<AcceptCb>>,
+    retry: RefCell<Option<Timer>>,
+    closing: Cell<bool>,
+    close_cb: RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+/// A listening TCP socket. Clones share it; `close` ends it for all of them.
+#[derive(Clone)]
+pub struct TcpListener {
+    inner: Rc<ListenerInner>,
+}
+
+impl TcpListener {
+    /// Creates, binds and listens (SO_REUSEADDR always; SO_REUSEPORT if asked). Port 0 picks a
+    /// free port: see `local_addr`. Must be closed with `close`.
+    pub fn bind(lp: &Loop, addr: SocketAddr, opts: ListenOptions) -> Result<TcpListener> {
+        let fd = socket::tcp_socket(&addr)?;
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        socket::set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        if opts.reuse_port {
+            socket::set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        }
+        if addr.is_ipv6() {
+            socket::set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, opts.ipv6_only as i32)?;
+        }
+        socket::bind(raw, &addr)?;
+        socket::listen(raw, opts.backlog.max(1))?;
+        let local = socket::local_addr(raw)?;
+        lp.handle_opened();
+        Ok(TcpListener {
+            inner: Rc::new(ListenerInner {
+                lp: lp.clone(),
+                fd: Cell::new(fd.into_raw_fd()),
+                local,
+                nodelay: opts.nodelay,
+                accept: Cell::new(None),
+                close_op: Cell::new(None),
+                on_accept: RefCell::new(None),
+                retry: RefCell::new(None),
+                closing: Cell::new(false),
+                close_cb: RefCell::new(None),
+            }),
+        })
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// The listening fd (-1 once closing).
+    pub fn fd(&self) -> RawFd {
+        self.inner.fd.get()
+    }
+
+    /// Starts accepting: `cb` gets each new connection (owned by the callee, who must close it)
+    /// or a transient error (accepting resumes by itself). `ALREADY` if started, `CLOSED` if
+    /// closing.
+    pub fn start(&self, cb: impl FnMut(Result<TcpStream>) + 'static) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closing.get() {
+            return Err(Error::CLOSED);
+        }
+        if inner.on_accept.borrow().is_some() {
+            return Err(Error::ALREADY);
+        }
+        *inner.on_accept.borrow_mut() = Some(Box::new(cb));
+        if let Err(e) = inner.clone().arm() {
+            inner.on_accept.borrow_mut().take();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Closes the listener: accepting stops, the fd is closed, and `cb` runs once nothing is in
+    /// flight. Closing twice does nothing the second time.
+    pub fn close(&self, cb: impl FnOnce() + 'static) {
+        let inner = &self.inner;
+        if inner.closing.replace(true) {
+            return;
+        }
+        *inner.close_cb.borrow_mut() = Some(Box::new(cb));
+        let old = inner.on_accept.borrow_mut().take();
+        drop(old);
+        let timer = inner.retry.borrow_mut().take();
+        drop(timer);
+        if let Some(t) = inner.accept.get() {
+            inner.lp.cancel(t);
+        }
+        let fd = inner.fd.replace(-1);
+        match inner.lp.submit(Op::Close { fd }, inner.clone()) {
+            Ok(t) => inner.close_op.set(Some(t)),
+            Err(_) => {
+                // SAFETY: we own fd and nothing else will use it.
+                unsafe { libc::close(fd) };
+            }
+        }
+        inner.clone().maybe_finish_close();
+    }
+}
+
+impl ListenerInner {
+    fn arm(self: Rc<Self>) -> Result<()> {
+        let t = self.lp.submit(Op::Accept { fd: self.fd.get() }, self.clone())?;
+        self.accept.set(Some(t));
+        Ok(())
+    }
+
+    fn maybe_finish_close(self: Rc<Self>) {
+        if self.closing.get() && self.accept.get().is_none() && self.close_op.get().is_none() {
+            let cb = self.close_cb.borrow_mut().take();
+            if let Some(cb) = cb {
+                let lp = self.lp.clone();
+                self.lp.defer(move || {
+                    lp.handle_closed();
+                    cb();
+                });
+            }
+        }
+    }
+
+    fn report(&self, r: Result<TcpStream>) {
+        let cb = self.on_accept.borrow_mut().take();
+        if let Some(mut cb) = cb {
+            cb(r);
+            let mut slot = self.on_accept.borrow_mut();
+            if slot.is_none() && !self.closing.get() {
+                *slot = Some(cb);
+            }
+        }
+    }
+
+    fn pause_then_retry(self: Rc<Self>) {
+        let timer = Timer::new(&self.lp);
+        let weak = Rc::downgrade(&self);
+        timer.start(ACCEPT_RETRY, None, move || {
+            if let Some(l) = weak.upgrade() {
+                let t = l.retry.borrow_mut().take();
+                if !l.closing.get() && l.accept.get().is_none() && l.on_accept.borrow().is_some() {
+                    if l.clone().arm().is_err() {
+                        l.clone().pause_then_retry();
+                    }
+                }
+                // Dropping the timer inside its own callback is allowed.
+                drop(t);
+            }
+        });
+        *self.retry.borrow_mut() = Some(timer);
+    }
+}
+
+impl OpOwner for ListenerInner {
+    fn complete(self: Rc<Self>, lp: &Loop, op: Op, c: &Completion, _data: &[u8]) {
+        if let Op::Close { .. } = op {
+            self.close_op.set(None);
+            self.maybe_finish_close();
+            return;
+        }
+        if !c.more && self.accept.get() == Some(c.token) {
+            self.accept.set(None);
+        }
+        if c.res >= 0 {
+            if self.closing.get() || self.on_accept.borrow().is_none() {
+                // SAFETY: a connection accepted after close started: nobody else owns it.
+                unsafe { libc::close(c.res) };
+            } else {
+                let stream = TcpStream::from_accepted(lp, c.res, self.nodelay);
+                self.report(Ok(stream));
+            }
+            if !c.more && !self.closing.get() && self.accept.get().is_none() && self.on_accept.borrow().is_some() {
+                if self.clone().arm().is_err() {
+                    self.clone().pause_then_retry();
+                }
+            }
+        } else if c.res != -libc::ECANCELED && !self.closing.get() {
+            self.report(Err(Error::from_code(c.res)));
+            if self.accept.get().is_none() && !self.closing.get() {
+                self.clone().pause_then_retry();
+            }
+        }
+        self.maybe_finish_close();
+    }
+}

@@ -1,0 +1,11 @@
+//! TCP on the loop: listeners (SO_REUSEPORT, IPv4/IPv6, port 0), streams (connect with timeout,
+//! read start/stop, queued writev writes, shutdown, close), socket options and addresses.
+
+mod addr;
+mod listener;
+mod socket;
+mod stream;
+
+pub use addr::{parse_ip_port, SockAddr};
+pub use listener::{ListenOptions, TcpListener};
+pub use stream::{ReadEvent, TcpStream};

@@ -1,0 +1,66 @@
+//! Socket creation and options, thin and checked.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use super::addr::SockAddr;
+use crate::error::{Error, Result};
+
+fn check(r: libc::c_int) -> Result<libc::c_int> {
+    if r < 0 {
+        Err(Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A non-blocking, close-on-exec TCP socket for `addr`'s family.
+pub fn tcp_socket(addr: &SocketAddr) -> Result<OwnedFd> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain syscall; checked.
+    let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd is new and owned only here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets an integer socket option.
+pub fn set_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> Result<()> {
+    // SAFETY: value is a valid c_int for the option's duration.
+    check(unsafe {
+        libc::setsockopt(fd, level, name, (&value as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+    })
+    .map(drop)
+}
+
+/// `bind(2)`.
+pub fn bind(fd: RawFd, addr: &SocketAddr) -> Result<()> {
+    let sa = SockAddr::from_std(addr);
+    // SAFETY: sa is a valid sockaddr of sa.len bytes.
+    check(unsafe { libc::bind(fd, sa.as_ptr(), sa.len) }).map(drop)
+}
+
+/// `listen(2)`.
+pub fn listen(fd: RawFd, backlog: i32) -> Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::listen(fd, backlog) }).map(drop)
+}
+
+fn name(fd: RawFd, peer: bool) -> Result<SocketAddr> {
+    // SAFETY: zeroed storage is valid; len tells the kernel its size.
+    let mut sa = SockAddr { storage: unsafe { std::mem::zeroed() }, len: 0 };
+    sa.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = &mut sa.storage as *mut _ as *mut libc::sockaddr;
+    // SAFETY: p/len describe writable storage of the stated size.
+    check(unsafe { if peer { libc::getpeername(fd, p, &mut sa.len) } else { libc::getsockname(fd, p, &mut sa.len) } })?;
+    sa.to_std().ok_or(Error::from_errno(libc::EAFNOSUPPORT))
+}
+
+/// The local address of a socket.
+pub fn local_addr(fd: RawFd) -> Result<SocketAddr> {
+    name(fd, false)
+}
+
+/// The peer address of a connected socket.
+pub fn peer_addr(fd: RawFd) -> Result<SocketAddr> {
+    name(fd, true)
+}

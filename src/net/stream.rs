@@ -1,0 +1,556 @@
+//! TCP stream: reads arrive as borrowed slices of the loop's receive buffers; writes are queued
+//! (the data is owned by the queue) and sent with one `sendmsg` of up to `MAX_IOV` pieces at a
+//! time; shutdown waits for queued writes; close cancels what is in flight, closes the fd
+//! through the driver, and calls its callback after every other callback of the stream.
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::addr::SockAddr;
+use super::socket;
+use crate::error::{Error, Result};
+use crate::reactor::{Completion, Loop, Op, OpOwner, Timer, Token};
+
+/// Pieces gathered into one `sendmsg`.
+const MAX_IOV: usize = 64;
+
+/// What a read callback receives.
+#[derive(Debug)]
+pub enum ReadEvent<'a> {
+    /// Bytes received, borrowed until the callback returns.
+    Data(&'a [u8]),
+    /// The peer shut down its sending side; no more data will come.
+    Eof,
+    /// The connection failed (reset, ...); reading has stopped.
+    Error(Error),
+}
+
+type ReadCb = Box<dyn FnMut(ReadEvent<'_>)>;
+type DoneCb = Box<dyn FnOnce(Result<()>)>;
+
+struct WriteReq {
+    data: Vec<u8>,
+    offset: usize,
+    cb: Option<DoneCb>,
+}
+
+/// How reading ended while nobody was reading (reported at the next `read_start`).
+#[derive(Clone, Copy)]
+enum ReadEnd {
+    Eof,
+    Error(Error),
+}
+
+struct StreamInner {
+    lp: Loop,
+    fd: Cell<RawFd>,
+    // Reading.
+    recv: Cell<Option<Token>>,
+    reading: Cell<bool>,
+    on_read: RefCell<Option<ReadCb>>,
+    stash: RefCell<Vec<u8>>,
+    read_end: Cell<Option<ReadEnd>>,
+    // Writing.
+    queue: RefCell<VecDeque<WriteReq>>,
+    queued_bytes: Cell<usize>,
+    send: Cell<Option<Token>>,
+    iov: UnsafeCell<Vec<libc::iovec>>,
+    msg: UnsafeCell<libc::msghdr>,
+    done: RefCell<Vec<DoneCb>>,
+    shutdown: RefCell<Option<DoneCb>>,
+    shutdown_done: Cell<bool>,
+    // Connecting.
+    connect: Cell<Option<Token>>,
+    connect_addr: UnsafeCell<SockAddr>,
+    on_connect: RefCell<Option<DoneCb>>,
+    connect_timer: RefCell<Option<Timer>>,
+    timed_out: Cell<bool>,
+    // Closing.
+    closing: Cell<bool>,
+    close_op: Cell<Option<Token>>,
+    close_cb: RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+/// A TCP connection. Clones share it; it must be closed with `close`.
+#[derive(Clone)]
+pub struct TcpStream {
+    inner: Rc<StreamInner>,
+}
+
+impl TcpStream {
+    fn from_fd(lp: &Loop, fd: RawFd) -> TcpStream {
+        lp.handle_opened();
+        TcpStream {
+            inner: Rc::new(StreamInner {
+                lp: lp.clone(),
+                fd: Cell::new(fd),
+                recv: Cell::new(None),
+                reading: Cell::new(false),
+                on_read: RefCell::new(None),
+                stash: RefCell::new(Vec::new()),
+                read_end: Cell::new(None),
+                queue: RefCell::new(VecDeque::new()),
+                queued_bytes: Cell::new(0),
+                send: Cell::new(None),
+                iov: UnsafeCell::new(Vec::new()),
+                // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control data).
+                msg: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+                done: RefCell::new(Vec::new()),
+                shutdown: RefCell::new(None),
+                shutdown_done: Cell::new(false),
+                connect: Cell::new(None),
+                // SAFETY: all-zero storage is valid.
+                connect_addr: UnsafeCell::new(SockAddr { storage: unsafe { std::mem::zeroed() }, len: 0 }),
+                on_connect: RefCell::new(None),
+                connect_timer: RefCell::new(None),
+                timed_out: Cell::new(false),
+                closing: Cell::new(false),
+                close_op: Cell::new(None),
+                close_cb: RefCell::new(None),
+            }),
+        }
+    }
+
+    pub(crate) fn from_accepted(lp: &Loop, fd: RawFd, nodelay: bool) -> TcpStream {
+        if nodelay {
+            let _ = socket::set_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        }
+        TcpStream::from_fd(lp, fd)
+    }
+
+    /// Starts connecting to `addr`; `cb` gets the result: `Ok`, `-errno`, `TIMEOUT` when
+    /// `timeout` passes first, `CANCELLED` when the stream is closed first. The stream is
+    /// returned at once (close it to cancel) and must be closed in every case.
+    pub fn connect(
+        lp: &Loop,
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+        cb: impl FnOnce(Result<()>) + 'static,
+    ) -> Result<TcpStream> {
+        let fd = socket::tcp_socket(&addr)?;
+        let _ = socket::set_opt(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        let s = TcpStream::from_fd(lp, fd.into_raw_fd());
+        let inner = &s.inner;
+        // SAFETY: no operation uses connect_addr yet; it is written once here and then only
+        // read by the kernel until the connect completes.
+        let sa = unsafe {
+            *inner.connect_addr.get() = SockAddr::from_std(&addr);
+            &*inner.connect_addr.get()
+        };
+        *inner.on_connect.borrow_mut() = Some(Box::new(cb));
+        let op = Op::Connect { fd: inner.fd.get(), addr: sa.as_ptr(), len: sa.len };
+        match lp.submit(op, inner.clone()) {
+            Ok(t) => inner.connect.set(Some(t)),
+            Err(e) => {
+                inner.on_connect.borrow_mut().take();
+                s.close(|| {});
+                return Err(e);
+            }
+        }
+        if let Some(d) = timeout {
+            let timer = Timer::new(lp);
+            let weak = Rc::downgrade(inner);
+            timer.start(d, None, move || {
+                if let Some(i) = weak.upgrade() {
+                    if let Some(t) = i.connect.get() {
+                        i.timed_out.set(true);
+                        i.lp.cancel(t);
+                    }
+                }
+            });
+            *inner.connect_timer.borrow_mut() = Some(timer);
+        }
+        Ok(s)
+    }
+
+    /// The socket's fd (-1 once closing). Borrowed: do not close it.
+    pub fn fd(&self) -> RawFd {
+        self.inner.fd.get()
+    }
+
+    /// Local address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.open_fd().and_then(socket::local_addr)
+    }
+
+    /// Peer address.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        self.open_fd().and_then(socket::peer_addr)
+    }
+
+    /// TCP_NODELAY on or off.
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        socket::set_opt(self.open_fd()?, libc::IPPROTO_TCP, libc::TCP_NODELAY, on as i32)
+    }
+
+    fn open_fd(&self) -> Result<RawFd> {
+        if self.inner.closing.get() {
+            Err(Error::CLOSED)
+        } else {
+            Ok(self.inner.fd.get())
+        }
+    }
+
+    /// Bytes queued and not yet handed to the kernel.
+    pub fn write_queue_size(&self) -> usize {
+        self.inner.queued_bytes.get()
+    }
+
+    /// Whether the stream is closing or closed.
+    pub fn is_closing(&self) -> bool {
+        self.inner.closing.get()
+    }
+
+    /// Starts reading: `cb` gets data, then `Eof` or `Error` once. `ALREADY` if reading,
+    /// `CLOSED` if closing.
+    pub fn read_start(&self, cb: impl FnMut(ReadEvent<'_>) + 'static) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closing.get() {
+            return Err(Error::CLOSED);
+        }
+        if inner.reading.get() {
+            return Err(Error::ALREADY);
+        }
+        *inner.on_read.borrow_mut() = Some(Box::new(cb));
+        inner.reading.set(true);
+        if !inner.stash.borrow().is_empty() || inner.read_end.get().is_some() {
+            // Deliver what arrived while reading was stopped, from the loop, not from here.
+            let i = inner.clone();
+            inner.lp.defer(move || i.deliver_stash());
+        } else if let Err(e) = inner.clone().arm_recv() {
+            inner.reading.set(false);
+            inner.on_read.borrow_mut().take();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stops reading; the read callback is dropped. Data that still arrives is kept for the
+    /// next `read_start`.
+    pub fn read_stop(&self) {
+        let inner = &self.inner;
+        inner.reading.set(false);
+        let cb = inner.on_read.borrow_mut().take();
+        drop(cb);
+        if let Some(t) = inner.recv.get() {
+            inner.lp.cancel(t);
+        }
+    }
+
+    /// Whether reading is on.
+    pub fn is_reading(&self) -> bool {
+        self.inner.reading.get()
+    }
+
+    /// Queues `data` (owned by the stream from now on); `cb`, if any, runs once with `Ok` when
+    /// all of it was handed to the kernel, or the error (`CANCELLED` on close). `CLOSED` if
+    /// closing, `-EPIPE` after `shutdown`.
+    pub fn write(&self, data: Vec<u8>, cb: Option<DoneCb>) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closing.get() {
+            return Err(Error::CLOSED);
+        }
+        if inner.shutdown.borrow().is_some() || inner.shutdown_done.get() {
+            return Err(Error::from_errno(libc::EPIPE));
+        }
+        if inner.connect.get().is_some() {
+            return Err(Error::from_errno(libc::ENOTCONN));
+        }
+        inner.queued_bytes.set(inner.queued_bytes.get() + data.len());
+        inner.queue.borrow_mut().push_back(WriteReq { data, offset: 0, cb });
+        if inner.send.get().is_none() {
+            if let Err(e) = inner.clone().flush() {
+                // Nothing was sent: report the error to every queued write, from the loop.
+                let i = inner.clone();
+                inner.lp.defer(move || i.fail_writes(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Shuts down the sending side once queued writes are sent; `cb` gets the result.
+    pub fn shutdown(&self, cb: impl FnOnce(Result<()>) + 'static) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closing.get() {
+            return Err(Error::CLOSED);
+        }
+        if inner.shutdown.borrow().is_some() || inner.shutdown_done.get() {
+            return Err(Error::ALREADY);
+        }
+        *inner.shutdown.borrow_mut() = Some(Box::new(cb));
+        if inner.send.get().is_none() && inner.queue.borrow().is_empty() {
+            let i = inner.clone();
+            inner.lp.defer(move || i.do_shutdown());
+        }
+        Ok(())
+    }
+
+    /// Closes the stream: reading stops, pending writes, shutdown and connect complete with
+    /// `CANCELLED` (unless they finish first), the fd is closed, then `cb` runs, last of all
+    /// the stream's callbacks. Closing twice does nothing the second time.
+    pub fn close(&self, cb: impl FnOnce() + 'static) {
+        let inner = &self.inner;
+        if inner.closing.replace(true) {
+            return;
+        }
+        *inner.close_cb.borrow_mut() = Some(Box::new(cb));
+        inner.reading.set(false);
+        let read_cb = inner.on_read.borrow_mut().take();
+        drop(read_cb);
+        inner.stash.borrow_mut().clear();
+        let timer = inner.connect_timer.borrow_mut().take();
+        drop(timer);
+        for t in [inner.recv.get(), inner.send.get(), inner.connect.get()].into_iter().flatten() {
+            inner.lp.cancel(t);
+        }
+        if inner.send.get().is_none() {
+            let i = inner.clone();
+            inner.lp.defer(move || i.fail_writes(Error::CANCELLED));
+        }
+        let fd = inner.fd.replace(-1);
+        match inner.lp.submit(Op::Close { fd }, inner.clone()) {
+            Ok(t) => inner.close_op.set(Some(t)),
+            Err(_) => {
+                // SAFETY: we own fd; nothing uses it after this.
+                unsafe { libc::close(fd) };
+            }
+        }
+        inner.clone().maybe_finish_close();
+    }
+}
+
+impl StreamInner {
+    fn arm_recv(self: Rc<Self>) -> Result<()> {
+        let t = self.lp.submit(Op::Recv { fd: self.fd.get() }, self.clone())?;
+        self.recv.set(Some(t));
+        Ok(())
+    }
+
+    /// Calls the read callback with `ev`, keeping it unless it was replaced or reading stopped.
+    fn emit(&self, ev: ReadEvent<'_>) {
+        let cb = self.on_read.borrow_mut().take();
+        if let Some(mut cb) = cb {
+            cb(ev);
+            if self.reading.get() && !self.closing.get() {
+                let mut slot = self.on_read.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(cb);
+                }
+            }
+        }
+    }
+
+    fn end_reading(&self, end: ReadEnd) {
+        self.read_end.set(Some(end));
+        if self.reading.get() {
+            self.reading.set(false);
+            let ev = match end {
+                ReadEnd::Eof => ReadEvent::Eof,
+                ReadEnd::Error(e) => ReadEvent::Error(e),
+            };
+            self.emit(ev);
+            let cb = self.on_read.borrow_mut().take();
+            drop(cb);
+        }
+    }
+
+    fn deliver_stash(self: Rc<Self>) {
+        if !self.reading.get() || self.closing.get() {
+            return;
+        }
+        let data = std::mem::take(&mut *self.stash.borrow_mut());
+        if !data.is_empty() {
+            self.emit(ReadEvent::Data(&data));
+        }
+        if !self.reading.get() {
+            return;
+        }
+        if let Some(end) = self.read_end.get() {
+            self.reading.set(true);
+            self.end_reading(end);
+        } else if self.recv.get().is_none() {
+            if let Err(e) = self.clone().arm_recv() {
+                self.end_reading(ReadEnd::Error(e));
+            }
+        }
+    }
+
+    fn on_recv(self: Rc<Self>, c: &Completion, data: &[u8]) {
+        if !c.more && self.recv.get() == Some(c.token) {
+            self.recv.set(None);
+        }
+        if self.closing.get() {
+            return;
+        }
+        if c.res > 0 {
+            if self.reading.get() {
+                self.emit(ReadEvent::Data(data));
+            } else {
+                self.stash.borrow_mut().extend_from_slice(data);
+            }
+        } else if c.res == 0 {
+            self.end_reading(ReadEnd::Eof);
+            return;
+        } else if c.res != -libc::ECANCELED && c.res != -libc::ENOBUFS {
+            self.end_reading(ReadEnd::Error(Error::from_code(c.res)));
+            return;
+        }
+        // Multishot ended (buffers ran out, or a cancel raced with read_start): re-arm.
+        if self.reading.get() && !self.closing.get() && self.recv.get().is_none() && self.read_end.get().is_none() {
+            if let Err(e) = self.clone().arm_recv() {
+                self.end_reading(ReadEnd::Error(e));
+            }
+        }
+    }
+
+    /// Submits one sendmsg over the front of the queue.
+    fn flush(self: Rc<Self>) -> Result<()> {
+        // SAFETY: no send is in flight (send is None), so the kernel does not read iov/msg now;
+        // they stay untouched until this send's completion.
+        let (iov, msg) = unsafe { (&mut *self.iov.get(), &mut *self.msg.get()) };
+        iov.clear();
+        for req in self.queue.borrow().iter().take(MAX_IOV) {
+            let rest = &req.data[req.offset..];
+            iov.push(libc::iovec { iov_base: rest.as_ptr() as *mut _, iov_len: rest.len() });
+        }
+        if iov.is_empty() {
+            return Ok(());
+        }
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        let t = self.lp.submit(Op::Send { fd: self.fd.get(), msg: self.msg.get() }, self.clone())?;
+        self.send.set(Some(t));
+        Ok(())
+    }
+
+    fn on_send(self: Rc<Self>, res: i32) {
+        self.send.set(None);
+        if res < 0 {
+            let e = if res == -libc::ECANCELED { Error::CANCELLED } else { Error::from_code(res) };
+            self.fail_writes(e);
+            return;
+        }
+        // Account for the bytes sent before any callback runs, then keep the queue moving, so
+        // writes made from callbacks simply join the queue.
+        let mut sent = res as usize;
+        self.queued_bytes.set(self.queued_bytes.get() - sent);
+        let mut done = std::mem::take(&mut *self.done.borrow_mut());
+        {
+            let mut q = self.queue.borrow_mut();
+            while let Some(front) = q.front_mut() {
+                let left = front.data.len() - front.offset;
+                if sent >= left {
+                    sent -= left;
+                    let req = q.pop_front().unwrap();
+                    if let Some(cb) = req.cb {
+                        done.push(cb);
+                    }
+                } else {
+                    front.offset += sent;
+                    break;
+                }
+            }
+        }
+        let more = !self.queue.borrow().is_empty();
+        let mut flush_err = None;
+        if more && !self.closing.get() {
+            if let Err(e) = self.clone().flush() {
+                flush_err = Some(e);
+            }
+        }
+        for cb in done.drain(..) {
+            cb(Ok(()));
+        }
+        *self.done.borrow_mut() = done;
+        if let Some(e) = flush_err {
+            self.fail_writes(e);
+        } else if self.closing.get() {
+            self.fail_writes(Error::CANCELLED);
+        } else if !more && self.send.get().is_none() && self.shutdown.borrow().is_some() {
+            self.do_shutdown();
+        }
+    }
+
+    /// Fails every queued write (and a pending shutdown) with `e`.
+    fn fail_writes(&self, e: Error) {
+        loop {
+            let req = self.queue.borrow_mut().pop_front();
+            let Some(req) = req else { break };
+            self.queued_bytes.set(self.queued_bytes.get() - (req.data.len() - req.offset));
+            if let Some(cb) = req.cb {
+                cb(Err(e));
+            }
+        }
+        let sd = self.shutdown.borrow_mut().take();
+        if let Some(cb) = sd {
+            self.shutdown_done.set(true);
+            cb(Err(e));
+        }
+    }
+
+    fn do_shutdown(&self) {
+        let cb = self.shutdown.borrow_mut().take();
+        let Some(cb) = cb else { return };
+        self.shutdown_done.set(true);
+        if self.closing.get() {
+            cb(Err(Error::CANCELLED));
+            return;
+        }
+        // SAFETY: plain syscall on our open fd.
+        let r = unsafe { libc::shutdown(self.fd.get(), libc::SHUT_WR) };
+        cb(if r < 0 { Err(Error::last_os_error()) } else { Ok(()) });
+    }
+
+    fn on_connect(self: Rc<Self>, res: i32) {
+        self.connect.set(None);
+        let timer = self.connect_timer.borrow_mut().take();
+        drop(timer);
+        let r = if res >= 0 {
+            Ok(())
+        } else if res == -libc::ECANCELED {
+            Err(if self.timed_out.get() && !self.closing.get() { Error::TIMEOUT } else { Error::CANCELLED })
+        } else {
+            Err(Error::from_code(res))
+        };
+        let cb = self.on_connect.borrow_mut().take();
+        if let Some(cb) = cb {
+            cb(r);
+        }
+    }
+
+    fn maybe_finish_close(self: Rc<Self>) {
+        if self.closing.get()
+            && self.recv.get().is_none()
+            && self.send.get().is_none()
+            && self.connect.get().is_none()
+            && self.close_op.get().is_none()
+        {
+            let cb = self.close_cb.borrow_mut().take();
+            if let Some(cb) = cb {
+                let lp = self.lp.clone();
+                // Deferred: after every callback already queued for this stream.
+                self.lp.defer(move || {
+                    lp.handle_closed();
+                    cb();
+                });
+            }
+        }
+    }
+}
+
+impl OpOwner for StreamInner {
+    fn complete(self: Rc<Self>, _lp: &Loop, op: Op, c: &Completion, data: &[u8]) {
+        match op {
+            Op::Recv { .. } => self.clone().on_recv(c, data),
+            Op::Send { .. } => self.clone().on_send(c.res),
+            Op::Connect { .. } => self.clone().on_connect(c.res),
+            Op::Close { .. } => self.close_op.set(None),
+            _ => {}
+        }
+        self.maybe_finish_close();
+    }
+}

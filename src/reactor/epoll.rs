@@ -1,0 +1,309 @@
+//! epoll driver: emulates the completion interface. Level-triggered readiness, then the
+//! non-blocking syscall, then a completion. Sends and connects are tried at once and wait for
+//! `EPOLLOUT` only when the socket is not ready; cancellations complete at the next turn.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::buffers::BufPool;
+use super::op::{Completion, Op};
+use super::token::Token;
+
+/// Accepts done for one readiness event before other fds get a turn.
+const ACCEPTS_PER_EVENT: usize = 64;
+/// Events taken per `epoll_wait`.
+const MAX_EVENTS: usize = 256;
+
+#[derive(Default, Clone, Copy)]
+struct FdSlot {
+    read: Option<(Token, Op)>,
+    write: Option<(Token, Op)>,
+    registered: u32,
+}
+
+/// The epoll driver.
+pub struct EpollDriver {
+    epfd: OwnedFd,
+    fds: Vec<FdSlot>,
+    pool: BufPool,
+    free_bufs: Vec<u16>,
+    ready: Vec<Completion>,
+    events: Vec<libc::epoll_event>,
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+impl EpollDriver {
+    /// Creates the epoll instance.
+    pub fn new(pool: BufPool) -> io::Result<EpollDriver> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let free_bufs = (0..pool.count()).rev().collect();
+        Ok(EpollDriver {
+            // SAFETY: fd is a new descriptor owned by nobody else.
+            epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fds: Vec::new(),
+            pool,
+            free_bufs,
+            ready: Vec::new(),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS],
+        })
+    }
+
+    fn slot(&mut self, fd: RawFd) -> &mut FdSlot {
+        let i = fd as usize;
+        if i >= self.fds.len() {
+            self.fds.resize(i + 1, FdSlot::default());
+        }
+        &mut self.fds[i]
+    }
+
+    /// Brings the kernel's interest set for `fd` in line with its pending operations.
+    fn update_interest(&mut self, fd: RawFd) -> io::Result<()> {
+        let epfd = self.epfd.as_raw_fd();
+        let s = self.slot(fd);
+        let want = (if s.read.is_some() { libc::EPOLLIN as u32 } else { 0 })
+            | (if s.write.is_some() { libc::EPOLLOUT as u32 } else { 0 });
+        if want == s.registered {
+            return Ok(());
+        }
+        let op = if s.registered == 0 {
+            libc::EPOLL_CTL_ADD
+        } else if want == 0 {
+            libc::EPOLL_CTL_DEL
+        } else {
+            libc::EPOLL_CTL_MOD
+        };
+        let mut ev = libc::epoll_event { events: want, u64: fd as u64 };
+        // SAFETY: epfd and ev are valid; fd is owned by the operation's owner.
+        let r = unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        s.registered = want;
+        Ok(())
+    }
+
+    /// Registers `op`. Sends and connects are attempted right away; their result (or any other
+    /// completion) is reported by the next `wait`, never from here.
+    pub fn submit(&mut self, token: Token, op: &Op) -> io::Result<()> {
+        let fd = op.fd();
+        if fd < 0 {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        match *op {
+            Op::Send { .. } => {
+                if let Some(c) = self.try_write(token, op) {
+                    self.ready.push(c);
+                    return Ok(());
+                }
+            }
+            Op::Connect { fd, addr, len } => {
+                // SAFETY: addr/len describe a sockaddr owned by the op's owner.
+                let r = unsafe { libc::connect(fd, addr, len) };
+                if r == 0 {
+                    self.ready.push(Completion { token, res: 0, more: false, buf: None });
+                    return Ok(());
+                }
+                let e = errno();
+                if e != libc::EINPROGRESS && e != libc::EAGAIN && e != libc::EINTR {
+                    self.ready.push(Completion { token, res: -e, more: false, buf: None });
+                    return Ok(());
+                }
+            }
+            Op::Close { fd } => {
+                // Operations still registered on the fd end first, as cancelled.
+                if let Some(s) = self.fds.get(fd as usize).copied() {
+                    for (t, o) in [s.read, s.write].into_iter().flatten() {
+                        self.cancel(t, &o)?;
+                    }
+                    self.fds[fd as usize].registered = 0;
+                }
+                // SAFETY: the op's owner hands the fd over to be closed; nothing uses it after.
+                let r = unsafe { libc::close(fd) };
+                let res = if r < 0 { -errno() } else { 0 };
+                self.ready.push(Completion { token, res, more: false, buf: None });
+                return Ok(());
+            }
+            _ => {}
+        }
+        let s = self.slot(fd);
+        let side = if op.is_read_side() { &mut s.read } else { &mut s.write };
+        if side.is_some() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        *side = Some((token, *op));
+        if let Err(e) = self.update_interest(fd) {
+            let s = self.slot(fd);
+            if op.is_read_side() { s.read = None } else { s.write = None }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes the operation; its `-ECANCELED` completion comes with the next `wait`.
+    pub fn cancel(&mut self, token: Token, op: &Op) -> io::Result<()> {
+        let fd = op.fd();
+        if fd < 0 || fd as usize >= self.fds.len() {
+            return Ok(());
+        }
+        let s = &mut self.fds[fd as usize];
+        let side = if op.is_read_side() { &mut s.read } else { &mut s.write };
+        if matches!(side, Some((t, _)) if *t == token) {
+            *side = None;
+            self.ready.push(Completion { token, res: -libc::ECANCELED, more: false, buf: None });
+            // The fd may already be closed by its owner; a failed DEL then changes nothing.
+            let _ = self.update_interest(fd);
+            if self.fds[fd as usize].read.is_none() && self.fds[fd as usize].write.is_none() {
+                self.fds[fd as usize].registered = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn try_write(&mut self, token: Token, op: &Op) -> Option<Completion> {
+        match *op {
+            Op::Send { fd, msg } => {
+                // SAFETY: msg points to a msghdr and iovecs kept alive by the op's owner.
+                let n = unsafe { libc::sendmsg(fd, msg, libc::MSG_NOSIGNAL) };
+                if n >= 0 {
+                    return Some(Completion { token, res: n as i32, more: false, buf: None });
+                }
+                match errno() {
+                    libc::EAGAIN | libc::EINTR => None,
+                    e => Some(Completion { token, res: -e, more: false, buf: None }),
+                }
+            }
+            Op::Connect { fd, .. } => {
+                let mut err: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: err/len are valid out-parameters for SO_ERROR.
+                let r = unsafe {
+                    libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len)
+                };
+                let res = if r < 0 { -errno() } else { -err };
+                Some(Completion { token, res, more: false, buf: None })
+            }
+            Op::PollWrite { .. } => Some(Completion { token, res: libc::POLLOUT as i32, more: true, buf: None }),
+            _ => None,
+        }
+    }
+
+    fn on_readable(&mut self, token: Token, op: Op, hup: bool, out: &mut Vec<Completion>) {
+        match op {
+            Op::Accept { fd } => {
+                for _ in 0..ACCEPTS_PER_EVENT {
+                    // SAFETY: accept4 with null address out-parameters.
+                    let nfd = unsafe {
+                        libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                    };
+                    if nfd >= 0 {
+                        out.push(Completion { token, res: nfd, more: true, buf: None });
+                        continue;
+                    }
+                    match errno() {
+                        libc::EAGAIN | libc::EINTR => {}
+                        libc::ECONNABORTED | libc::EPROTO => continue,
+                        e => {
+                            // Like io_uring's multishot accept, an error ends the operation.
+                            self.fds[fd as usize].read = None;
+                            let _ = self.update_interest(fd);
+                            out.push(Completion { token, res: -e, more: false, buf: None });
+                        }
+                    }
+                    break;
+                }
+            }
+            Op::Recv { fd } => {
+                let Some(bid) = self.free_bufs.pop() else { return };
+                let p = self.pool.ptr(bid);
+                // SAFETY: p points to a free pool buffer of pool.size() bytes.
+                let n = unsafe { libc::recv(fd, p.cast(), self.pool.size(), 0) };
+                if n > 0 {
+                    out.push(Completion { token, res: n as i32, more: true, buf: Some(bid) });
+                    return;
+                }
+                self.free_bufs.push(bid);
+                let res = if n == 0 {
+                    0
+                } else {
+                    match errno() {
+                        libc::EAGAIN | libc::EINTR => return,
+                        e => -e,
+                    }
+                };
+                self.fds[fd as usize].read = None;
+                let _ = self.update_interest(fd);
+                out.push(Completion { token, res, more: false, buf: None });
+            }
+            Op::PollRead { .. } => {
+                let mut ev = libc::POLLIN as i32;
+                if hup {
+                    ev |= libc::POLLHUP as i32;
+                }
+                out.push(Completion { token, res: ev, more: true, buf: None });
+            }
+            _ => {}
+        }
+    }
+
+    /// Reports queued completions, then waits up to `timeout` for readiness and runs the
+    /// syscalls of ready operations.
+    pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+        out.append(&mut self.ready);
+        let ms: i32 = if !out.is_empty() {
+            0
+        } else {
+            match timeout {
+                None => -1,
+                // Round up so a timer is never woken for early.
+                Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+            }
+        };
+        // SAFETY: events has MAX_EVENTS entries.
+        let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), self.events.as_mut_ptr(), MAX_EVENTS as i32, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) { Ok(()) } else { Err(e) };
+        }
+        for i in 0..n as usize {
+            let ev = self.events[i];
+            let fd = ev.u64 as RawFd;
+            let flags = ev.events;
+            let err_or_hup = flags & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+            if flags & libc::EPOLLIN as u32 != 0 || err_or_hup {
+                if let Some((token, op)) = self.fds.get(fd as usize).and_then(|s| s.read) {
+                    self.on_readable(token, op, err_or_hup, out);
+                }
+            }
+            if flags & libc::EPOLLOUT as u32 != 0 || err_or_hup {
+                if let Some((token, op)) = self.fds.get(fd as usize).and_then(|s| s.write) {
+                    if let Some(c) = self.try_write(token, &op) {
+                        if !c.more {
+                            self.fds[fd as usize].write = None;
+                            let _ = self.update_interest(fd);
+                        }
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Start of buffer `bid`.
+    pub fn buffer(&mut self, bid: u16) -> *const u8 {
+        self.pool.ptr(bid)
+    }
+
+    /// Returns buffer `bid` to the free list.
+    pub fn recycle(&mut self, bid: u16) {
+        self.free_bufs.push(bid);
+    }
+}

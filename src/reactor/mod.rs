@@ -1,0 +1,348 @@
+//! The event loop: one per thread, owning every handle registered on it. Operations are
+//! submitted to a driver (io_uring or epoll) under a generational token and their completions
+//! are dispatched to the owner the token names; timers, loop-local deferred calls and jobs
+//! posted from other threads run between waits.
+
+mod buffers;
+mod driver;
+mod epoll;
+mod op;
+mod remote;
+mod timer;
+mod token;
+mod uring;
+mod watch;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use driver::Backend;
+pub use op::{Completion, Op};
+pub use remote::{Job, Remote};
+pub use timer::Timer;
+pub use token::Token;
+pub use watch::{FdWatch, Readiness};
+
+use crate::error::{Error, Result};
+use buffers::BufPool;
+use driver::Driver;
+use timer::TimerQueue;
+use token::Slab;
+
+/// Receive buffers per loop and their size (see `buffers`).
+const RECV_BUFFERS: u16 = 256;
+const RECV_BUFFER_SIZE: usize = 16 * 1024;
+
+/// Options for `Loop::new`.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopOptions {
+    /// Backend; `ASYNCLOOP_BACKEND` in the environment overrides it.
+    pub backend: Backend,
+    /// io_uring submission queue entries (rounded up to a power of two; ignored by epoll).
+    pub queue_depth: u32,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions { backend: Backend::Auto, queue_depth: 1024 }
+    }
+}
+
+/// How `Loop::run` runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RunMode {
+    /// Until `stop` or until nothing is left to wait for.
+    Default,
+    /// One turn, waiting for at least one event if there is anything to wait for.
+    Once,
+    /// One turn without waiting.
+    NoWait,
+}
+
+/// Receives the completions of the operations it submitted. The loop holds an `Rc` to the
+/// owner until the operation's final completion, so resources the operation points to live
+/// that long.
+pub trait OpOwner {
+    /// One completion of `op`; `data` is the received bytes for a `Recv`, borrowed until return.
+    fn complete(self: Rc<Self>, lp: &Loop, op: Op, c: &Completion, data: &[u8]);
+}
+
+struct OpSlot {
+    op: Op,
+    owner: Rc<dyn OpOwner>,
+}
+
+pub(crate) struct LoopInner {
+    driver: RefCell<Driver>,
+    ops: RefCell<Slab<OpSlot>>,
+    timers: RefCell<TimerQueue>,
+    deferred: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    completions: RefCell<Vec<Completion>>,
+    remote: Arc<Remote>,
+    wake_token: Cell<Option<Token>>,
+    open_handles: Cell<usize>,
+    now: Cell<Instant>,
+    running: Cell<bool>,
+}
+
+/// An event loop. Cheap to clone (a reference); not `Send`: it runs on one thread.
+#[derive(Clone)]
+pub struct Loop {
+    pub(crate) inner: Rc<LoopInner>,
+}
+
+/// The loop's own owner of the wake-up readiness watch on the eventfd.
+struct WakeOwner;
+
+impl OpOwner for WakeOwner {
+    fn complete(self: Rc<Self>, lp: &Loop, _op: Op, c: &Completion, _data: &[u8]) {
+        if !c.more {
+            lp.inner.wake_token.set(None);
+            if c.res != -libc::ECANCELED {
+                lp.arm_wake();
+            }
+        }
+        let mut jobs = Vec::new();
+        lp.inner.remote.take_jobs(&mut jobs);
+        for job in jobs {
+            job();
+        }
+    }
+}
+
+fn make_driver(backend: Backend, queue_depth: u32) -> Result<Driver> {
+    let pool = || BufPool::new(RECV_BUFFERS, RECV_BUFFER_SIZE);
+    let depth = queue_depth.clamp(8, 32768).next_power_of_two();
+    match backend {
+        Backend::Epoll => Ok(Driver::Epoll(epoll::EpollDriver::new(pool())?)),
+        Backend::Uring => uring::UringDriver::new(depth, pool())
+            .map(Driver::Uring)
+            .map_err(|_| Error::BACKEND_UNAVAILABLE),
+        Backend::Auto => match uring::UringDriver::new(depth, pool()) {
+            Ok(d) => Ok(Driver::Uring(d)),
+            Err(_) => Ok(Driver::Epoll(epoll::EpollDriver::new(pool())?)),
+        },
+    }
+}
+
+impl Loop {
+    /// Creates a loop. `ASYNCLOOP_BACKEND=auto|uring|epoll` overrides `opts.backend`. With
+    /// `Backend::Uring`, fails with `BACKEND_UNAVAILABLE` where io_uring cannot run.
+    pub fn new(opts: LoopOptions) -> Result<Loop> {
+        let backend = match std::env::var("ASYNCLOOP_BACKEND") {
+            Ok(v) => Backend::parse(&v).ok_or(Error::INVALID)?,
+            Err(_) => opts.backend,
+        };
+        let driver = make_driver(backend, opts.queue_depth)?;
+        let lp = Loop {
+            inner: Rc::new(LoopInner {
+                driver: RefCell::new(driver),
+                ops: RefCell::new(Slab::default()),
+                timers: RefCell::new(TimerQueue::default()),
+                deferred: RefCell::new(VecDeque::new()),
+                completions: RefCell::new(Vec::with_capacity(256)),
+                remote: Arc::new(Remote::new()?),
+                wake_token: Cell::new(None),
+                open_handles: Cell::new(0),
+                now: Cell::new(Instant::now()),
+                running: Cell::new(false),
+            }),
+        };
+        lp.arm_wake();
+        if lp.inner.wake_token.get().is_none() {
+            return Err(Error::from_errno(libc::EIO));
+        }
+        Ok(lp)
+    }
+
+    fn arm_wake(&self) {
+        let fd = self.inner.remote.eventfd();
+        if let Ok(t) = self.submit(Op::PollRead { fd }, Rc::new(WakeOwner)) {
+            self.inner.wake_token.set(Some(t));
+        }
+    }
+
+    /// The backend this loop runs on (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.inner.driver.borrow().backend()
+    }
+
+    /// The thread-safe side of the loop: post jobs and stop it from other threads.
+    pub fn remote(&self) -> Arc<Remote> {
+        self.inner.remote.clone()
+    }
+
+    /// The time cached at the start of the current loop turn.
+    pub fn now(&self) -> Instant {
+        self.inner.now.get()
+    }
+
+    /// Submits `op`; `owner` receives its completions. Never completes from inside this call.
+    pub fn submit(&self, op: Op, owner: Rc<dyn OpOwner>) -> Result<Token> {
+        let token = self.inner.ops.borrow_mut().insert(OpSlot { op, owner });
+        if let Err(e) = self.inner.driver.borrow_mut().submit(token, &op) {
+            self.inner.ops.borrow_mut().remove(token);
+            return Err(e.into());
+        }
+        Ok(token)
+    }
+
+    /// Cancels an operation; its final completion follows (with `-ECANCELED` unless it finished
+    /// first). Cancelling a finished operation does nothing.
+    pub fn cancel(&self, token: Token) {
+        let op = self.inner.ops.borrow().get(token).map(|s| s.op);
+        if let Some(op) = op {
+            // A failure to queue the cancel leaves the op to finish by itself.
+            let _ = self.inner.driver.borrow_mut().cancel(token, &op);
+        }
+    }
+
+    /// Runs `f` on this loop after the current callback, before the next wait.
+    pub fn defer(&self, f: impl FnOnce() + 'static) {
+        self.inner.deferred.borrow_mut().push_back(Box::new(f));
+    }
+
+    /// Counts a handle that must be closed before the loop may be freed.
+    pub fn handle_opened(&self) {
+        self.inner.open_handles.set(self.inner.open_handles.get() + 1);
+    }
+
+    /// The counterpart of `handle_opened`.
+    pub fn handle_closed(&self) {
+        self.inner.open_handles.set(self.inner.open_handles.get().saturating_sub(1));
+    }
+
+    /// Handles opened and not yet closed.
+    pub fn open_handles(&self) -> usize {
+        self.inner.open_handles.get()
+    }
+
+    /// Operations in flight, not counting the loop's own wake-up watch.
+    pub fn pending_ops(&self) -> usize {
+        self.inner.ops.borrow().len() - usize::from(self.inner.wake_token.get().is_some())
+    }
+
+    /// Whether anything keeps the loop running: operations, armed timers, deferred calls or
+    /// posted jobs.
+    pub fn is_alive(&self) -> bool {
+        self.pending_ops() > 0
+            || self.inner.timers.borrow().armed() > 0
+            || !self.inner.deferred.borrow().is_empty()
+            || self.inner.remote.has_jobs()
+    }
+
+    /// Asks `run` to return after the current turn (also callable from callbacks).
+    pub fn stop(&self) {
+        self.inner.remote.stop();
+    }
+
+    fn run_deferred(&self) {
+        loop {
+            let f = self.inner.deferred.borrow_mut().pop_front();
+            match f {
+                Some(f) => f(),
+                None => break,
+            }
+        }
+    }
+
+    fn run_timers(&self) {
+        self.inner.now.set(Instant::now());
+        timer::run_expired(self, self.now());
+    }
+
+    fn dispatch(&self, c: Completion) {
+        let found = {
+            let mut ops = self.inner.ops.borrow_mut();
+            if c.more {
+                ops.get(c.token).map(|s| (s.op, s.owner.clone()))
+            } else {
+                ops.remove(c.token).map(|s| (s.op, s.owner))
+            }
+        };
+        let data: &[u8] = match c.buf {
+            Some(bid) if c.res > 0 && found.is_some() => {
+                let p = self.inner.driver.borrow_mut().buffer(bid);
+                // SAFETY: the driver wrote `res` bytes into buffer `bid`, which is not reused
+                // until it is recycled below, after the owner has returned.
+                unsafe { std::slice::from_raw_parts(p, c.res as usize) }
+            }
+            _ => &[],
+        };
+        if let Some((op, owner)) = found {
+            owner.complete(self, op, &c, data);
+        }
+        if let Some(bid) = c.buf {
+            self.inner.driver.borrow_mut().recycle(bid);
+        }
+    }
+
+    /// Runs the loop. Returns whether anything is still alive (see `is_alive`). Calling `run`
+    /// from one of the loop's own callbacks fails with `ALREADY`.
+    pub fn run(&self, mode: RunMode) -> Result<bool> {
+        if self.inner.running.replace(true) {
+            return Err(Error::ALREADY);
+        }
+        struct Reset<'a>(&'a Cell<bool>);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _reset = Reset(&self.inner.running);
+        let mut batch = std::mem::take(&mut *self.inner.completions.borrow_mut());
+        let result = self.run_turns(mode, &mut batch);
+        batch.clear();
+        *self.inner.completions.borrow_mut() = batch;
+        result
+    }
+
+    fn run_turns(&self, mode: RunMode, batch: &mut Vec<Completion>) -> Result<bool> {
+        loop {
+            if self.inner.remote.take_stop() {
+                break;
+            }
+            self.run_deferred();
+            self.run_timers();
+            self.run_deferred();
+            if self.inner.remote.stop_requested() {
+                continue;
+            }
+            if !self.is_alive() {
+                break;
+            }
+            let timeout = if mode == RunMode::NoWait || !self.inner.deferred.borrow().is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                let next = self.inner.timers.borrow_mut().next_deadline();
+                next.map(|d| d.saturating_duration_since(Instant::now()))
+            };
+            self.inner.driver.borrow_mut().wait(timeout, batch)?;
+            self.inner.now.set(Instant::now());
+            for c in batch.drain(..) {
+                self.dispatch(c);
+            }
+            self.run_deferred();
+            self.run_timers();
+            self.run_deferred();
+            if mode != RunMode::Default {
+                break;
+            }
+        }
+        Ok(self.is_alive())
+    }
+
+    /// Prepares the loop for freeing: fails with `BUSY` while handles are open; otherwise
+    /// refuses further posts and drops the jobs still queued.
+    pub fn close(&self) -> Result<()> {
+        if self.open_handles() > 0 {
+            return Err(Error::BUSY);
+        }
+        drop(self.inner.remote.close());
+        self.run_deferred();
+        Ok(())
+    }
+}

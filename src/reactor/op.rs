@@ -1,0 +1,58 @@
+//! The operations a driver runs and the completions it reports. Both drivers accept the same
+//! operations and produce the same completions; epoll emulates them with readiness + syscall.
+
+use std::os::fd::RawFd;
+
+use super::token::Token;
+
+/// One operation. Pointers inside stay valid until the final completion: their owner is kept
+/// alive by the loop's op table until then.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    /// Multishot accept on a listening socket; each completion carries a new fd.
+    Accept { fd: RawFd },
+    /// Multishot receive into the loop's provided buffers; each completion carries a buffer.
+    Recv { fd: RawFd },
+    /// One `sendmsg(MSG_NOSIGNAL)` of the iovecs in `msg`.
+    Send { fd: RawFd, msg: *const libc::msghdr },
+    /// One non-blocking connect to `addr`.
+    Connect { fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t },
+    /// Readiness, readable (`POLLIN`): repeats while armed (epoll) or fires once (io_uring); the
+    /// owner re-arms after a final completion.
+    PollRead { fd: RawFd },
+    /// Readiness, writable (`POLLOUT`), as `PollRead`.
+    PollWrite { fd: RawFd },
+    /// Closes the fd. io_uring runs it in submission order, after any earlier entry that names
+    /// the fd, so the number cannot be reused under an operation not yet submitted.
+    Close { fd: RawFd },
+}
+
+impl Op {
+    /// The file descriptor the operation works on.
+    pub fn fd(&self) -> RawFd {
+        match *self {
+            Op::Accept { fd }
+            | Op::Recv { fd }
+            | Op::Send { fd, .. }
+            | Op::Connect { fd, .. }
+            | Op::PollRead { fd }
+            | Op::PollWrite { fd }
+            | Op::Close { fd } => fd,
+        }
+    }
+
+    /// True for operations that wait for input (epoll: `EPOLLIN` interest).
+    pub fn is_read_side(&self) -> bool {
+        matches!(self, Op::Accept { .. } | Op::Recv { .. } | Op::PollRead { .. })
+    }
+}
+
+/// A completion: `res` is the syscall's result or `-errno`; `more` means a multishot operation
+/// stays armed; `buf` names a provided buffer holding `res` bytes (recycled after dispatch).
+#[derive(Clone, Copy, Debug)]
+pub struct Completion {
+    pub token: Token,
+    pub res: i32,
+    pub more: bool,
+    pub buf: Option<u16>,
+}

@@ -1,0 +1,202 @@
+//! Timers: a binary heap of deadlines over a slab of timer slots. Stopping or restarting a timer
+//! leaves its old heap entry behind, recognised as stale by its sequence number; the heap is
+//! rebuilt when stale entries outnumber live ones, so large numbers of timers stay cheap.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use super::token::{Slab, Token};
+use super::Loop;
+
+type TimerCb = Box<dyn FnMut()>;
+
+struct TimerSlot {
+    /// Sequence number of the live heap entry; 0 when not armed.
+    armed_seq: u64,
+    deadline: Instant,
+    repeat: Option<Duration>,
+    cb: Option<TimerCb>,
+}
+
+/// All timers of one loop.
+#[derive(Default)]
+pub struct TimerQueue {
+    heap: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    slots: Slab<TimerSlot>,
+    seq: u64,
+    armed: usize,
+}
+
+impl TimerQueue {
+    fn arm(&mut self, t: Token, deadline: Instant) {
+        self.seq += 1;
+        let seq = self.seq;
+        let s = self.slots.get_mut(t).expect("live timer");
+        if s.armed_seq == 0 {
+            self.armed += 1;
+        }
+        s.armed_seq = seq;
+        s.deadline = deadline;
+        self.heap.push(Reverse((deadline, seq, t.0)));
+        if self.heap.len() > 64 && self.heap.len() > 2 * self.armed {
+            self.compact();
+        }
+    }
+
+    fn disarm(&mut self, t: Token) {
+        if let Some(s) = self.slots.get_mut(t) {
+            if s.armed_seq != 0 {
+                s.armed_seq = 0;
+                self.armed -= 1;
+            }
+        }
+    }
+
+    fn compact(&mut self) {
+        let slots = &self.slots;
+        self.heap.retain(|Reverse((_, seq, t))| slots.get(Token(*t)).is_some_and(|s| s.armed_seq == *seq));
+    }
+
+    fn is_live(&self, seq: u64, t: Token) -> bool {
+        self.slots.get(t).is_some_and(|s| s.armed_seq == seq)
+    }
+
+    /// The earliest live deadline.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((d, seq, t))) = self.heap.peek().copied() {
+            if self.is_live(seq, Token(t)) {
+                return Some(d);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Number of armed timers.
+    pub fn armed(&self) -> usize {
+        self.armed
+    }
+
+    /// Pops one expired timer: re-arms a repeating one (never in the past, so a slow callback
+    /// cannot make the loop spin), disarms a one-shot one, and hands out its callback.
+    fn pop_expired(&mut self, now: Instant) -> Option<(Token, TimerCb)> {
+        loop {
+            let Reverse((d, seq, t)) = *self.heap.peek()?;
+            let t = Token(t);
+            if !self.is_live(seq, t) {
+                self.heap.pop();
+                continue;
+            }
+            if d > now {
+                return None;
+            }
+            self.heap.pop();
+            let s = self.slots.get_mut(t).expect("live timer");
+            match s.repeat {
+                Some(r) => {
+                    let mut next = s.deadline + r;
+                    if next <= now {
+                        next = now + r;
+                    }
+                    self.arm(t, next);
+                }
+                None => self.disarm(t),
+            }
+            let cb = self.slots.get_mut(t).and_then(|s| s.cb.take());
+            match cb {
+                Some(cb) => return Some((t, cb)),
+                None => continue,
+            }
+        }
+    }
+}
+
+/// Runs expired timers. Called by the loop between waits.
+pub(super) fn run_expired(lp: &Loop, now: Instant) {
+    loop {
+        let popped = lp.inner.timers.borrow_mut().pop_expired(now);
+        let Some((t, mut cb)) = popped else { break };
+        cb();
+        let mut tq = lp.inner.timers.borrow_mut();
+        // Put the callback back only if the timer still repeats with it: not freed, not
+        // stopped, not restarted with a new callback. Otherwise it is dropped here, once.
+        if let Some(s) = tq.slots.get_mut(t) {
+            if s.armed_seq != 0 && s.cb.is_none() {
+                s.cb = Some(cb);
+                continue;
+            }
+        }
+        drop(tq);
+        drop(cb);
+    }
+}
+
+/// A one-shot or repeating timer on a loop. Dropping it stops it.
+pub struct Timer {
+    lp: Loop,
+    token: Token,
+}
+
+impl Timer {
+    /// A stopped timer.
+    pub fn new(lp: &Loop) -> Timer {
+        let token = lp.inner.timers.borrow_mut().slots.insert(TimerSlot {
+            armed_seq: 0,
+            deadline: Instant::now(),
+            repeat: None,
+            cb: None,
+        });
+        lp.handle_opened();
+        Timer { lp: lp.clone(), token }
+    }
+
+    /// Starts (or restarts) the timer: `cb` runs after `after`, then every `repeat` if given.
+    /// A previous callback is dropped. A zero `repeat` counts as none.
+    pub fn start(&self, after: Duration, repeat: Option<Duration>, cb: impl FnMut() + 'static) {
+        let old = {
+            let mut tq = self.lp.inner.timers.borrow_mut();
+            let deadline = self.lp.now() + after;
+            let s = tq.slots.get_mut(self.token).expect("live timer");
+            s.repeat = repeat.filter(|r| !r.is_zero());
+            let old = s.cb.replace(Box::new(cb));
+            tq.arm(self.token, deadline);
+            old
+        };
+        drop(old);
+    }
+
+    /// Stops the timer and drops its callback. Stopping a stopped timer does nothing.
+    pub fn stop(&self) {
+        let old = {
+            let mut tq = self.lp.inner.timers.borrow_mut();
+            tq.disarm(self.token);
+            tq.slots.get_mut(self.token).and_then(|s| s.cb.take())
+        };
+        drop(old);
+    }
+
+    /// Whether the timer is armed.
+    pub fn is_active(&self) -> bool {
+        self.lp.inner.timers.borrow().slots.get(self.token).is_some_and(|s| s.armed_seq != 0)
+    }
+
+    /// Time until it fires, if armed.
+    pub fn remaining(&self) -> Option<Duration> {
+        let tq = self.lp.inner.timers.borrow();
+        let s = tq.slots.get(self.token)?;
+        (s.armed_seq != 0).then(|| s.deadline.saturating_duration_since(self.lp.now()))
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        let old = {
+            let mut tq = self.lp.inner.timers.borrow_mut();
+            tq.disarm(self.token);
+            tq.slots.remove(self.token).and_then(|s| s.cb)
+        };
+        drop(old);
+        self.lp.handle_closed();
+    }
+}

@@ -1,0 +1,105 @@
+//! Generational slab: a `Token` names one occupant of one slot, so a late completion for a slot
+//! that was freed and reused is recognised as stale instead of reaching the wrong owner.
+
+/// Slot index in the low 32 bits, generation in the high 32 bits. Travels as io_uring user_data.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Token(pub u64);
+
+impl Token {
+    fn new(index: u32, gen: u32) -> Token {
+        Token(((gen as u64) << 32) | index as u64)
+    }
+    fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+struct Entry<T> {
+    gen: u32,
+    value: Option<T>,
+}
+
+/// Owner of values addressed by `Token`.
+pub struct Slab<T> {
+    entries: Vec<Entry<T>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab { entries: Vec::new(), free: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Slab<T> {
+    /// Stores `value` and returns its token.
+    pub fn insert(&mut self, value: T) -> Token {
+        self.len += 1;
+        if let Some(i) = self.free.pop() {
+            let e = &mut self.entries[i as usize];
+            e.value = Some(value);
+            return Token::new(i, e.gen);
+        }
+        let i = self.entries.len() as u32;
+        // Generation 1 first, so a zero token never names a live slot.
+        self.entries.push(Entry { gen: 1, value: Some(value) });
+        Token::new(i, 1)
+    }
+
+    /// The value for a token, if the token is still current.
+    pub fn get(&self, t: Token) -> Option<&T> {
+        match self.entries.get(t.index()) {
+            Some(e) if e.gen == t.gen() => e.value.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Mutable access for a current token.
+    pub fn get_mut(&mut self, t: Token) -> Option<&mut T> {
+        match self.entries.get_mut(t.index()) {
+            Some(e) if e.gen == t.gen() => e.value.as_mut(),
+            _ => None,
+        }
+    }
+
+    /// Removes the value; the slot's generation advances so the token goes stale.
+    pub fn remove(&mut self, t: Token) -> Option<T> {
+        let e = self.entries.get_mut(t.index())?;
+        if e.gen != t.gen() {
+            return None;
+        }
+        let v = e.value.take()?;
+        e.gen = e.gen.wrapping_add(1).max(1);
+        self.free.push(t.index() as u32);
+        self.len -= 1;
+        Some(v)
+    }
+
+    /// Number of occupied slots.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_tokens_do_not_reach_new_occupants() {
+        let mut s = Slab::default();
+        let a = s.insert("a");
+        assert_eq!(s.remove(a), Some("a"));
+        let b = s.insert("b");
+        assert_eq!(a.index(), b.index());
+        assert_ne!(a, b);
+        assert_eq!(s.get(a), None);
+        assert_eq!(s.remove(a), None);
+        assert_eq!(s.get(b), Some(&"b"));
+        assert_eq!(s.len(), 1);
+    }
+}
