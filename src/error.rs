@@ -70,7 +70,11 @@ impl Error {
 
     /// The error of the last failed libc call on this thread.
     pub fn last_os_error() -> Error {
-        Error::from_errno(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Error::from_errno(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
     }
 
     /// The negative code as the C API returns it.
@@ -220,8 +224,14 @@ mod tests {
     #[test]
     fn codes_have_names_and_messages() {
         assert_eq!(Error::CANCELLED.name(), c"ALOOP_E_CANCELLED");
-        assert_eq!(Error::from_errno(libc::ECONNREFUSED).name(), c"ECONNREFUSED");
-        assert_eq!(Error::from_errno(libc::ECONNREFUSED).message(), c"Connection refused");
+        assert_eq!(
+            Error::from_errno(libc::ECONNREFUSED).name(),
+            c"ECONNREFUSED"
+        );
+        assert_eq!(
+            Error::from_errno(libc::ECONNREFUSED).message(),
+            c"Connection refused"
+        );
         assert_eq!(name_for(0), c"OK");
         assert_eq!(name_for(-9999), c"UNKNOWN");
         assert_eq!(message_for(12345), c"unknown error");

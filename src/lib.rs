@@ -1,5 +1,5 @@
 //! asyncloop: asynchronous I/O for C and C++ programs. The module map; see DESIGN.md.
 
 pub mod error;
-pub mod reactor;
 pub mod net;
+pub mod reactor;

@@ -14,8 +14,11 @@ macro_rules! both_backends {
 }
 
 pub fn new_loop(b: asyncloop::reactor::Backend) -> asyncloop::reactor::Loop {
-    let lp = asyncloop::reactor::Loop::new(asyncloop::reactor::LoopOptions { backend: b, queue_depth: 1024 })
-        .expect("create loop");
+    let lp = asyncloop::reactor::Loop::new(asyncloop::reactor::LoopOptions {
+        backend: b,
+        queue_depth: 1024,
+    })
+    .expect("create loop");
     assert_eq!(lp.backend(), b);
     lp
 }

@@ -19,7 +19,9 @@ fn timers_fire_in_deadline_order(b: Backend) {
     for (i, ms) in [30u64, 10, 20, 0].iter().enumerate() {
         let t = Timer::new(&lp);
         let o = order.clone();
-        t.start(Duration::from_millis(*ms), None, move || o.borrow_mut().push(i));
+        t.start(Duration::from_millis(*ms), None, move || {
+            o.borrow_mut().push(i)
+        });
         timers.push(t);
     }
     let start = Instant::now();
@@ -34,12 +36,16 @@ fn repeating_timer_stops_itself(b: Backend) {
     let count = Rc::new(Cell::new(0));
     let t = Rc::new(Timer::new(&lp));
     let (c, t2) = (count.clone(), Rc::downgrade(&t));
-    t.start(Duration::from_millis(1), Some(Duration::from_millis(2)), move || {
-        c.set(c.get() + 1);
-        if c.get() == 5 {
-            t2.upgrade().unwrap().stop();
-        }
-    });
+    t.start(
+        Duration::from_millis(1),
+        Some(Duration::from_millis(2)),
+        move || {
+            c.set(c.get() + 1);
+            if c.get() == 5 {
+                t2.upgrade().unwrap().stop();
+            }
+        },
+    );
     lp.run(RunMode::Default).unwrap();
     assert_eq!(count.get(), 5);
     assert!(!t.is_active());
@@ -72,11 +78,15 @@ fn many_timers_are_cheap(b: Backend) {
     for i in 0..100_000u64 {
         let t = Timer::new(&lp);
         let f = fired.clone();
-        t.start(Duration::from_millis(i % 50), None, move || f.set(f.get() + 1));
+        t.start(Duration::from_millis(i % 50), None, move || {
+            f.set(f.get() + 1)
+        });
         // Restart half of them: leaves stale heap entries behind.
         if i % 2 == 0 {
             let f = fired.clone();
-            t.start(Duration::from_millis(i % 7), None, move || f.set(f.get() + 1));
+            t.start(Duration::from_millis(i % 7), None, move || {
+                f.set(f.get() + 1)
+            });
         }
         timers.push(t);
     }
@@ -90,10 +100,14 @@ fn timer_callback_may_free_its_timer(b: Backend) {
     let s = slot.clone();
     let ran = Rc::new(Cell::new(false));
     let r = ran.clone();
-    slot.borrow().as_ref().unwrap().start(Duration::ZERO, Some(Duration::from_millis(1)), move || {
-        r.set(true);
-        s.borrow_mut().take();
-    });
+    slot.borrow().as_ref().unwrap().start(
+        Duration::ZERO,
+        Some(Duration::from_millis(1)),
+        move || {
+            r.set(true);
+            s.borrow_mut().take();
+        },
+    );
     lp.run(RunMode::Default).unwrap();
     assert!(ran.get());
     assert_eq!(lp.open_handles(), 0);
@@ -106,7 +120,9 @@ fn posts_from_threads_run_on_the_loop(b: Backend) {
     let loop_thread = std::thread::current().id();
     // A timer keeps the loop alive while the threads post; the last job stops the loop.
     let keepalive = Timer::new(&lp);
-    keepalive.start(Duration::from_secs(10), None, || panic!("posts never arrived"));
+    keepalive.start(Duration::from_secs(10), None, || {
+        panic!("posts never arrived")
+    });
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let (r, c) = (remote.clone(), count.clone());
@@ -134,7 +150,9 @@ fn posts_from_threads_run_on_the_loop(b: Backend) {
 fn stop_from_another_thread(b: Backend) {
     let lp = new_loop(b);
     let t = Timer::new(&lp);
-    t.start(Duration::from_secs(30), None, || panic!("stop did not stop the loop"));
+    t.start(Duration::from_secs(30), None, || {
+        panic!("stop did not stop the loop")
+    });
     let r = lp.remote();
     let th = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
@@ -164,7 +182,9 @@ fn run_modes(b: Backend) {
     let lp2 = lp.clone();
     let nested = Rc::new(Cell::new(None));
     let n = nested.clone();
-    t.start(Duration::ZERO, None, move || n.set(Some(lp2.run(RunMode::NoWait).unwrap_err())));
+    t.start(Duration::ZERO, None, move || {
+        n.set(Some(lp2.run(RunMode::NoWait).unwrap_err()))
+    });
     lp.run(RunMode::Default).unwrap();
     assert_eq!(nested.get(), Some(asyncloop::error::Error::ALREADY));
 }
@@ -173,7 +193,10 @@ fn fd_watch_reports_readable_and_writable(b: Backend) {
     let lp = new_loop(b);
     let mut fds = [0; 2];
     // SAFETY: test-owned pipe.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }, 0);
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
+        0
+    );
     let events = Rc::new(RefCell::new(Vec::new()));
     let e = events.clone();
     let rfd = fds[0];
@@ -185,7 +208,12 @@ fn fd_watch_reports_readable_and_writable(b: Backend) {
         e.borrow_mut().push((r, n));
         lp2.stop();
     });
-    reader.set_interest(Readiness { readable: true, writable: false }).unwrap();
+    reader
+        .set_interest(Readiness {
+            readable: true,
+            writable: false,
+        })
+        .unwrap();
     let wrote = Rc::new(Cell::new(0));
     let w = wrote.clone();
     let wfd = fds[1];
@@ -197,12 +225,33 @@ fn fd_watch_reports_readable_and_writable(b: Backend) {
         unsafe { libc::write(wfd, b"abc".as_ptr().cast(), 3) };
         w.set(w.get() + 1);
         // Writable once is enough: switch the interest off from inside the callback.
-        wr.borrow().as_ref().unwrap().set_interest(Readiness::default()).unwrap();
+        wr.borrow()
+            .as_ref()
+            .unwrap()
+            .set_interest(Readiness::default())
+            .unwrap();
     }));
-    writer.borrow().as_ref().unwrap().set_interest(Readiness { readable: false, writable: true }).unwrap();
+    writer
+        .borrow()
+        .as_ref()
+        .unwrap()
+        .set_interest(Readiness {
+            readable: false,
+            writable: true,
+        })
+        .unwrap();
     lp.run(RunMode::Default).unwrap();
     assert_eq!(wrote.get(), 1);
-    assert_eq!(events.borrow()[0], (Readiness { readable: true, writable: false }, 3));
+    assert_eq!(
+        events.borrow()[0],
+        (
+            Readiness {
+                readable: true,
+                writable: false
+            },
+            3
+        )
+    );
     drop(reader);
     // SAFETY: closing our pipe.
     unsafe {
@@ -228,9 +277,20 @@ both_backends! {
 #[test]
 fn auto_prefers_uring_and_names_parse() {
     if std::env::var_os("ASYNCLOOP_BACKEND").is_none() {
-        let uring_works = Loop::new(LoopOptions { backend: Backend::Uring, queue_depth: 64 }).is_ok();
+        let uring_works = Loop::new(LoopOptions {
+            backend: Backend::Uring,
+            queue_depth: 64,
+        })
+        .is_ok();
         let lp = Loop::new(LoopOptions::default()).unwrap();
-        assert_eq!(lp.backend(), if uring_works { Backend::Uring } else { Backend::Epoll });
+        assert_eq!(
+            lp.backend(),
+            if uring_works {
+                Backend::Uring
+            } else {
+                Backend::Epoll
+            }
+        );
     }
     assert_eq!(Backend::parse("EPOLL"), Some(Backend::Epoll));
     assert_eq!(Backend::parse("io_uring"), Some(Backend::Uring));

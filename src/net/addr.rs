@@ -14,7 +14,10 @@ pub struct SockAddr {
 /// Parses a numeric IPv4 or IPv6 address (`"127.0.0.1"`, `"::1"`, `"[::1]"`, `"0.0.0.0"`) with a
 /// port. Host names are not resolved here (that would block); `BAD_ADDRESS` otherwise.
 pub fn parse_ip_port(host: &str, port: u16) -> Result<SocketAddr> {
-    let h = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let ip: IpAddr = h.parse().map_err(|_| Error::BAD_ADDRESS)?;
     Ok(SocketAddr::new(ip, port))
 }
@@ -44,7 +47,10 @@ impl SockAddr {
                 std::mem::size_of::<libc::sockaddr_in6>()
             }
         };
-        SockAddr { storage, len: len as libc::socklen_t }
+        SockAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
     }
 
     /// The std form, for AF_INET and AF_INET6.
@@ -54,7 +60,10 @@ impl SockAddr {
                 // SAFETY: the family says the storage holds a sockaddr_in.
                 let sin = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in) };
                 let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
             }
             libc::AF_INET6 => {
                 // SAFETY: the family says the storage holds a sockaddr_in6.
@@ -83,11 +92,22 @@ mod tests {
 
     #[test]
     fn parses_and_round_trips() {
-        for (h, p) in [("127.0.0.1", 80), ("::1", 443), ("[::1]", 8080), ("0.0.0.0", 0)] {
+        for (h, p) in [
+            ("127.0.0.1", 80),
+            ("::1", 443),
+            ("[::1]", 8080),
+            ("0.0.0.0", 0),
+        ] {
             let a = parse_ip_port(h, p).unwrap();
             assert_eq!(SockAddr::from_std(&a).to_std(), Some(a));
         }
-        assert_eq!(parse_ip_port("localhost", 1).unwrap_err(), Error::BAD_ADDRESS);
-        assert_eq!(parse_ip_port("1.2.3.256", 1).unwrap_err(), Error::BAD_ADDRESS);
+        assert_eq!(
+            parse_ip_port("localhost", 1).unwrap_err(),
+            Error::BAD_ADDRESS
+        );
+        assert_eq!(
+            parse_ip_port("1.2.3.256", 1).unwrap_err(),
+            Error::BAD_ADDRESS
+        );
     }
 }

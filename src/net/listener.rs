@@ -31,7 +31,12 @@ pub struct ListenOptions {
 
 impl Default for ListenOptions {
     fn default() -> Self {
-        ListenOptions { backlog: 1024, reuse_port: false, ipv6_only: false, nodelay: true }
+        ListenOptions {
+            backlog: 1024,
+            reuse_port: false,
+            ipv6_only: false,
+            nodelay: true,
+        }
     }
 }
 
@@ -68,7 +73,12 @@ impl TcpListener {
             socket::set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
         }
         if addr.is_ipv6() {
-            socket::set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, opts.ipv6_only as i32)?;
+            socket::set_opt(
+                raw,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                opts.ipv6_only as i32,
+            )?;
         }
         socket::bind(raw, &addr)?;
         socket::listen(raw, opts.backlog.max(1))?;
@@ -148,7 +158,9 @@ impl TcpListener {
 
 impl ListenerInner {
     fn arm(self: Rc<Self>) -> Result<()> {
-        let t = self.lp.submit(Op::Accept { fd: self.fd.get() }, self.clone())?;
+        let t = self
+            .lp
+            .submit(Op::Accept { fd: self.fd.get() }, self.clone())?;
         self.accept.set(Some(t));
         Ok(())
     }
@@ -214,7 +226,11 @@ impl OpOwner for ListenerInner {
                 let stream = TcpStream::from_accepted(lp, c.res, self.nodelay);
                 self.report(Ok(stream));
             }
-            if !c.more && !self.closing.get() && self.accept.get().is_none() && self.on_accept.borrow().is_some() {
+            if !c.more
+                && !self.closing.get()
+                && self.accept.get().is_none()
+                && self.on_accept.borrow().is_some()
+            {
                 if self.clone().arm().is_err() {
                     self.clone().pause_then_retry();
                 }

@@ -16,9 +16,19 @@ fn check(r: libc::c_int) -> Result<libc::c_int> {
 
 /// A non-blocking, close-on-exec TCP socket for `addr`'s family.
 pub fn tcp_socket(addr: &SocketAddr) -> Result<OwnedFd> {
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain syscall; checked.
-    let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    let fd = check(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
     // SAFETY: fd is new and owned only here.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -27,7 +37,13 @@ pub fn tcp_socket(addr: &SocketAddr) -> Result<OwnedFd> {
 pub fn set_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> Result<()> {
     // SAFETY: value is a valid c_int for the option's duration.
     check(unsafe {
-        libc::setsockopt(fd, level, name, (&value as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
     })
     .map(drop)
 }
@@ -47,11 +63,20 @@ pub fn listen(fd: RawFd, backlog: i32) -> Result<()> {
 
 fn name(fd: RawFd, peer: bool) -> Result<SocketAddr> {
     // SAFETY: zeroed storage is valid; len tells the kernel its size.
-    let mut sa = SockAddr { storage: unsafe { std::mem::zeroed() }, len: 0 };
+    let mut sa = SockAddr {
+        storage: unsafe { std::mem::zeroed() },
+        len: 0,
+    };
     sa.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let p = &mut sa.storage as *mut _ as *mut libc::sockaddr;
     // SAFETY: p/len describe writable storage of the stated size.
-    check(unsafe { if peer { libc::getpeername(fd, p, &mut sa.len) } else { libc::getsockname(fd, p, &mut sa.len) } })?;
+    check(unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut sa.len)
+        } else {
+            libc::getsockname(fd, p, &mut sa.len)
+        }
+    })?;
     sa.to_std().ok_or(Error::from_errno(libc::EAFNOSUPPORT))
 }
 

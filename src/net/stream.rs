@@ -104,7 +104,10 @@ impl TcpStream {
                 shutdown_done: Cell::new(false),
                 connect: Cell::new(None),
                 // SAFETY: all-zero storage is valid.
-                connect_addr: UnsafeCell::new(SockAddr { storage: unsafe { std::mem::zeroed() }, len: 0 }),
+                connect_addr: UnsafeCell::new(SockAddr {
+                    storage: unsafe { std::mem::zeroed() },
+                    len: 0,
+                }),
                 on_connect: RefCell::new(None),
                 connect_timer: RefCell::new(None),
                 timed_out: Cell::new(false),
@@ -132,7 +135,12 @@ impl TcpStream {
         cb: impl FnOnce(Result<()>) + 'static,
     ) -> Result<TcpStream> {
         let fd = socket::tcp_socket(&addr)?;
-        let _ = socket::set_opt(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        let _ = socket::set_opt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            1,
+        );
         let s = TcpStream::from_fd(lp, fd.into_raw_fd());
         let inner = &s.inner;
         // SAFETY: no operation uses connect_addr yet; it is written once here and then only
@@ -142,7 +150,11 @@ impl TcpStream {
             &*inner.connect_addr.get()
         };
         *inner.on_connect.borrow_mut() = Some(Box::new(cb));
-        let op = Op::Connect { fd: inner.fd.get(), addr: sa.as_ptr(), len: sa.len };
+        let op = Op::Connect {
+            fd: inner.fd.get(),
+            addr: sa.as_ptr(),
+            len: sa.len,
+        };
         match lp.submit(op, inner.clone()) {
             Ok(t) => inner.connect.set(Some(t)),
             Err(e) => {
@@ -184,7 +196,12 @@ impl TcpStream {
 
     /// TCP_NODELAY on or off.
     pub fn set_nodelay(&self, on: bool) -> Result<()> {
-        socket::set_opt(self.open_fd()?, libc::IPPROTO_TCP, libc::TCP_NODELAY, on as i32)
+        socket::set_opt(
+            self.open_fd()?,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            on as i32,
+        )
     }
 
     fn open_fd(&self) -> Result<RawFd> {
@@ -260,8 +277,14 @@ impl TcpStream {
         if inner.connect.get().is_some() {
             return Err(Error::from_errno(libc::ENOTCONN));
         }
-        inner.queued_bytes.set(inner.queued_bytes.get() + data.len());
-        inner.queue.borrow_mut().push_back(WriteReq { data, offset: 0, cb });
+        inner
+            .queued_bytes
+            .set(inner.queued_bytes.get() + data.len());
+        inner.queue.borrow_mut().push_back(WriteReq {
+            data,
+            offset: 0,
+            cb,
+        });
         if inner.send.get().is_none() {
             if let Err(e) = inner.clone().flush() {
                 // Nothing was sent: report the error to every queued write, from the loop.
@@ -304,7 +327,10 @@ impl TcpStream {
         inner.stash.borrow_mut().clear();
         let timer = inner.connect_timer.borrow_mut().take();
         drop(timer);
-        for t in [inner.recv.get(), inner.send.get(), inner.connect.get()].into_iter().flatten() {
+        for t in [inner.recv.get(), inner.send.get(), inner.connect.get()]
+            .into_iter()
+            .flatten()
+        {
             inner.lp.cancel(t);
         }
         if inner.send.get().is_none() {
@@ -325,7 +351,9 @@ impl TcpStream {
 
 impl StreamInner {
     fn arm_recv(self: Rc<Self>) -> Result<()> {
-        let t = self.lp.submit(Op::Recv { fd: self.fd.get() }, self.clone())?;
+        let t = self
+            .lp
+            .submit(Op::Recv { fd: self.fd.get() }, self.clone())?;
         self.recv.set(Some(t));
         Ok(())
     }
@@ -400,7 +428,11 @@ impl StreamInner {
             return;
         }
         // Multishot ended (buffers ran out, or a cancel raced with read_start): re-arm.
-        if self.reading.get() && !self.closing.get() && self.recv.get().is_none() && self.read_end.get().is_none() {
+        if self.reading.get()
+            && !self.closing.get()
+            && self.recv.get().is_none()
+            && self.read_end.get().is_none()
+        {
             if let Err(e) = self.clone().arm_recv() {
                 self.end_reading(ReadEnd::Error(e));
             }
@@ -415,14 +447,23 @@ impl StreamInner {
         iov.clear();
         for req in self.queue.borrow().iter().take(MAX_IOV) {
             let rest = &req.data[req.offset..];
-            iov.push(libc::iovec { iov_base: rest.as_ptr() as *mut _, iov_len: rest.len() });
+            iov.push(libc::iovec {
+                iov_base: rest.as_ptr() as *mut _,
+                iov_len: rest.len(),
+            });
         }
         if iov.is_empty() {
             return Ok(());
         }
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = iov.len();
-        let t = self.lp.submit(Op::Send { fd: self.fd.get(), msg: self.msg.get() }, self.clone())?;
+        let t = self.lp.submit(
+            Op::Send {
+                fd: self.fd.get(),
+                msg: self.msg.get(),
+            },
+            self.clone(),
+        )?;
         self.send.set(Some(t));
         Ok(())
     }
@@ -430,7 +471,11 @@ impl StreamInner {
     fn on_send(self: Rc<Self>, res: i32) {
         self.send.set(None);
         if res < 0 {
-            let e = if res == -libc::ECANCELED { Error::CANCELLED } else { Error::from_code(res) };
+            let e = if res == -libc::ECANCELED {
+                Error::CANCELLED
+            } else {
+                Error::from_code(res)
+            };
             self.fail_writes(e);
             return;
         }
@@ -480,7 +525,8 @@ impl StreamInner {
         loop {
             let req = self.queue.borrow_mut().pop_front();
             let Some(req) = req else { break };
-            self.queued_bytes.set(self.queued_bytes.get() - (req.data.len() - req.offset));
+            self.queued_bytes
+                .set(self.queued_bytes.get() - (req.data.len() - req.offset));
             if let Some(cb) = req.cb {
                 cb(Err(e));
             }
@@ -502,7 +548,11 @@ impl StreamInner {
         }
         // SAFETY: plain syscall on our open fd.
         let r = unsafe { libc::shutdown(self.fd.get(), libc::SHUT_WR) };
-        cb(if r < 0 { Err(Error::last_os_error()) } else { Ok(()) });
+        cb(if r < 0 {
+            Err(Error::last_os_error())
+        } else {
+            Ok(())
+        });
     }
 
     fn on_connect(self: Rc<Self>, res: i32) {
@@ -512,7 +562,11 @@ impl StreamInner {
         let r = if res >= 0 {
             Ok(())
         } else if res == -libc::ECANCELED {
-            Err(if self.timed_out.get() && !self.closing.get() { Error::TIMEOUT } else { Error::CANCELLED })
+            Err(if self.timed_out.get() && !self.closing.get() {
+                Error::TIMEOUT
+            } else {
+                Error::CANCELLED
+            })
         } else {
             Err(Error::from_code(res))
         };

@@ -13,7 +13,11 @@ pub struct BufPool {
 impl BufPool {
     /// `count` buffers of `size` bytes each.
     pub fn new(count: u16, size: usize) -> BufPool {
-        BufPool { mem: vec![0u8; count as usize * size].into_boxed_slice(), size, count }
+        BufPool {
+            mem: vec![0u8; count as usize * size].into_boxed_slice(),
+            size,
+            count,
+        }
     }
 
     /// Number of buffers.

@@ -33,7 +33,9 @@ pub struct EpollDriver {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 impl EpollDriver {
@@ -68,8 +70,15 @@ impl EpollDriver {
     fn update_interest(&mut self, fd: RawFd) -> io::Result<()> {
         let epfd = self.epfd.as_raw_fd();
         let s = self.slot(fd);
-        let want = (if s.read.is_some() { libc::EPOLLIN as u32 } else { 0 })
-            | (if s.write.is_some() { libc::EPOLLOUT as u32 } else { 0 });
+        let want = (if s.read.is_some() {
+            libc::EPOLLIN as u32
+        } else {
+            0
+        }) | (if s.write.is_some() {
+            libc::EPOLLOUT as u32
+        } else {
+            0
+        });
         if want == s.registered {
             return Ok(());
         }
@@ -80,7 +89,10 @@ impl EpollDriver {
         } else {
             libc::EPOLL_CTL_MOD
         };
-        let mut ev = libc::epoll_event { events: want, u64: fd as u64 };
+        let mut ev = libc::epoll_event {
+            events: want,
+            u64: fd as u64,
+        };
         // SAFETY: epfd and ev are valid; fd is owned by the operation's owner.
         let r = unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) };
         if r < 0 {
@@ -108,12 +120,22 @@ impl EpollDriver {
                 // SAFETY: addr/len describe a sockaddr owned by the op's owner.
                 let r = unsafe { libc::connect(fd, addr, len) };
                 if r == 0 {
-                    self.ready.push(Completion { token, res: 0, more: false, buf: None });
+                    self.ready.push(Completion {
+                        token,
+                        res: 0,
+                        more: false,
+                        buf: None,
+                    });
                     return Ok(());
                 }
                 let e = errno();
                 if e != libc::EINPROGRESS && e != libc::EAGAIN && e != libc::EINTR {
-                    self.ready.push(Completion { token, res: -e, more: false, buf: None });
+                    self.ready.push(Completion {
+                        token,
+                        res: -e,
+                        more: false,
+                        buf: None,
+                    });
                     return Ok(());
                 }
             }
@@ -128,20 +150,33 @@ impl EpollDriver {
                 // SAFETY: the op's owner hands the fd over to be closed; nothing uses it after.
                 let r = unsafe { libc::close(fd) };
                 let res = if r < 0 { -errno() } else { 0 };
-                self.ready.push(Completion { token, res, more: false, buf: None });
+                self.ready.push(Completion {
+                    token,
+                    res,
+                    more: false,
+                    buf: None,
+                });
                 return Ok(());
             }
             _ => {}
         }
         let s = self.slot(fd);
-        let side = if op.is_read_side() { &mut s.read } else { &mut s.write };
+        let side = if op.is_read_side() {
+            &mut s.read
+        } else {
+            &mut s.write
+        };
         if side.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
         *side = Some((token, *op));
         if let Err(e) = self.update_interest(fd) {
             let s = self.slot(fd);
-            if op.is_read_side() { s.read = None } else { s.write = None }
+            if op.is_read_side() {
+                s.read = None
+            } else {
+                s.write = None
+            }
             return Err(e);
         }
         Ok(())
@@ -154,10 +189,19 @@ impl EpollDriver {
             return Ok(());
         }
         let s = &mut self.fds[fd as usize];
-        let side = if op.is_read_side() { &mut s.read } else { &mut s.write };
+        let side = if op.is_read_side() {
+            &mut s.read
+        } else {
+            &mut s.write
+        };
         if matches!(side, Some((t, _)) if *t == token) {
             *side = None;
-            self.ready.push(Completion { token, res: -libc::ECANCELED, more: false, buf: None });
+            self.ready.push(Completion {
+                token,
+                res: -libc::ECANCELED,
+                more: false,
+                buf: None,
+            });
             // The fd may already be closed by its owner; a failed DEL then changes nothing.
             let _ = self.update_interest(fd);
             if self.fds[fd as usize].read.is_none() && self.fds[fd as usize].write.is_none() {
@@ -173,11 +217,21 @@ impl EpollDriver {
                 // SAFETY: msg points to a msghdr and iovecs kept alive by the op's owner.
                 let n = unsafe { libc::sendmsg(fd, msg, libc::MSG_NOSIGNAL) };
                 if n >= 0 {
-                    return Some(Completion { token, res: n as i32, more: false, buf: None });
+                    return Some(Completion {
+                        token,
+                        res: n as i32,
+                        more: false,
+                        buf: None,
+                    });
                 }
                 match errno() {
                     libc::EAGAIN | libc::EINTR => None,
-                    e => Some(Completion { token, res: -e, more: false, buf: None }),
+                    e => Some(Completion {
+                        token,
+                        res: -e,
+                        more: false,
+                        buf: None,
+                    }),
                 }
             }
             Op::Connect { fd, .. } => {
@@ -185,12 +239,28 @@ impl EpollDriver {
                 let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
                 // SAFETY: err/len are valid out-parameters for SO_ERROR.
                 let r = unsafe {
-                    libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len)
+                    libc::getsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_ERROR,
+                        (&mut err as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
                 };
                 let res = if r < 0 { -errno() } else { -err };
-                Some(Completion { token, res, more: false, buf: None })
+                Some(Completion {
+                    token,
+                    res,
+                    more: false,
+                    buf: None,
+                })
             }
-            Op::PollWrite { .. } => Some(Completion { token, res: libc::POLLOUT as i32, more: true, buf: None }),
+            Op::PollWrite { .. } => Some(Completion {
+                token,
+                res: libc::POLLOUT as i32,
+                more: true,
+                buf: None,
+            }),
             _ => None,
         }
     }
@@ -201,10 +271,20 @@ impl EpollDriver {
                 for _ in 0..ACCEPTS_PER_EVENT {
                     // SAFETY: accept4 with null address out-parameters.
                     let nfd = unsafe {
-                        libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                        libc::accept4(
+                            fd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        )
                     };
                     if nfd >= 0 {
-                        out.push(Completion { token, res: nfd, more: true, buf: None });
+                        out.push(Completion {
+                            token,
+                            res: nfd,
+                            more: true,
+                            buf: None,
+                        });
                         continue;
                     }
                     match errno() {
@@ -214,19 +294,31 @@ impl EpollDriver {
                             // Like io_uring's multishot accept, an error ends the operation.
                             self.fds[fd as usize].read = None;
                             let _ = self.update_interest(fd);
-                            out.push(Completion { token, res: -e, more: false, buf: None });
+                            out.push(Completion {
+                                token,
+                                res: -e,
+                                more: false,
+                                buf: None,
+                            });
                         }
                     }
                     break;
                 }
             }
             Op::Recv { fd } => {
-                let Some(bid) = self.free_bufs.pop() else { return };
+                let Some(bid) = self.free_bufs.pop() else {
+                    return;
+                };
                 let p = self.pool.ptr(bid);
                 // SAFETY: p points to a free pool buffer of pool.size() bytes.
                 let n = unsafe { libc::recv(fd, p.cast(), self.pool.size(), 0) };
                 if n > 0 {
-                    out.push(Completion { token, res: n as i32, more: true, buf: Some(bid) });
+                    out.push(Completion {
+                        token,
+                        res: n as i32,
+                        more: true,
+                        buf: Some(bid),
+                    });
                     return;
                 }
                 self.free_bufs.push(bid);
@@ -240,14 +332,24 @@ impl EpollDriver {
                 };
                 self.fds[fd as usize].read = None;
                 let _ = self.update_interest(fd);
-                out.push(Completion { token, res, more: false, buf: None });
+                out.push(Completion {
+                    token,
+                    res,
+                    more: false,
+                    buf: None,
+                });
             }
             Op::PollRead { .. } => {
                 let mut ev = libc::POLLIN as i32;
                 if hup {
                     ev |= libc::POLLHUP as i32;
                 }
-                out.push(Completion { token, res: ev, more: true, buf: None });
+                out.push(Completion {
+                    token,
+                    res: ev,
+                    more: true,
+                    buf: None,
+                });
             }
             _ => {}
         }
@@ -267,10 +369,21 @@ impl EpollDriver {
             }
         };
         // SAFETY: events has MAX_EVENTS entries.
-        let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), self.events.as_mut_ptr(), MAX_EVENTS as i32, ms) };
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                MAX_EVENTS as i32,
+                ms,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::EINTR) { Ok(()) } else { Err(e) };
+            return if e.raw_os_error() == Some(libc::EINTR) {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         for i in 0..n as usize {
             let ev = self.events[i];

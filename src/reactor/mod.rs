@@ -47,7 +47,10 @@ pub struct LoopOptions {
 
 impl Default for LoopOptions {
     fn default() -> Self {
-        LoopOptions { backend: Backend::Auto, queue_depth: 1024 }
+        LoopOptions {
+            backend: Backend::Auto,
+            queue_depth: 1024,
+        }
     }
 }
 
@@ -207,12 +210,16 @@ impl Loop {
 
     /// Counts a handle that must be closed before the loop may be freed.
     pub fn handle_opened(&self) {
-        self.inner.open_handles.set(self.inner.open_handles.get() + 1);
+        self.inner
+            .open_handles
+            .set(self.inner.open_handles.get() + 1);
     }
 
     /// The counterpart of `handle_opened`.
     pub fn handle_closed(&self) {
-        self.inner.open_handles.set(self.inner.open_handles.get().saturating_sub(1));
+        self.inner
+            .open_handles
+            .set(self.inner.open_handles.get().saturating_sub(1));
     }
 
     /// Handles opened and not yet closed.

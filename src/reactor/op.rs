@@ -16,7 +16,11 @@ pub enum Op {
     /// One `sendmsg(MSG_NOSIGNAL)` of the iovecs in `msg`.
     Send { fd: RawFd, msg: *const libc::msghdr },
     /// One non-blocking connect to `addr`.
-    Connect { fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t },
+    Connect {
+        fd: RawFd,
+        addr: *const libc::sockaddr,
+        len: libc::socklen_t,
+    },
     /// Readiness, readable (`POLLIN`): repeats while armed (epoll) or fires once (io_uring); the
     /// owner re-arms after a final completion.
     PollRead { fd: RawFd },
@@ -43,7 +47,10 @@ impl Op {
 
     /// True for operations that wait for input (epoll: `EPOLLIN` interest).
     pub fn is_read_side(&self) -> bool {
-        matches!(self, Op::Accept { .. } | Op::Recv { .. } | Op::PollRead { .. })
+        matches!(
+            self,
+            Op::Accept { .. } | Op::Recv { .. } | Op::PollRead { .. }
+        )
     }
 }
 

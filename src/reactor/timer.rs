@@ -55,7 +55,9 @@ impl TimerQueue {
 
     fn compact(&mut self) {
         let slots = &self.slots;
-        self.heap.retain(|Reverse((_, seq, t))| slots.get(Token(*t)).is_some_and(|s| s.armed_seq == *seq));
+        self.heap.retain(|Reverse((_, seq, t))| {
+            slots.get(Token(*t)).is_some_and(|s| s.armed_seq == *seq)
+        });
     }
 
     fn is_live(&self, seq: u64, t: Token) -> bool {
@@ -148,7 +150,10 @@ impl Timer {
             cb: None,
         });
         lp.handle_opened();
-        Timer { lp: lp.clone(), token }
+        Timer {
+            lp: lp.clone(),
+            token,
+        }
     }
 
     /// Starts (or restarts) the timer: `cb` runs after `after`, then every `repeat` if given.
@@ -178,7 +183,13 @@ impl Timer {
 
     /// Whether the timer is armed.
     pub fn is_active(&self) -> bool {
-        self.lp.inner.timers.borrow().slots.get(self.token).is_some_and(|s| s.armed_seq != 0)
+        self.lp
+            .inner
+            .timers
+            .borrow()
+            .slots
+            .get(self.token)
+            .is_some_and(|s| s.armed_seq != 0)
     }
 
     /// Time until it fires, if armed.

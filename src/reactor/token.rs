@@ -31,7 +31,11 @@ pub struct Slab<T> {
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Slab { entries: Vec::new(), free: Vec::new(), len: 0 }
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
     }
 }
 
@@ -46,7 +50,10 @@ impl<T> Slab<T> {
         }
         let i = self.entries.len() as u32;
         // Generation 1 first, so a zero token never names a live slot.
-        self.entries.push(Entry { gen: 1, value: Some(value) });
+        self.entries.push(Entry {
+            gen: 1,
+            value: Some(value),
+        });
         Token::new(i, 1)
     }
 

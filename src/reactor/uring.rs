@@ -43,7 +43,12 @@ impl BufRing {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(BufRing { base: p.cast(), entries, tail: 0, map_len })
+        Ok(BufRing {
+            base: p.cast(),
+            entries,
+            tail: 0,
+            map_len,
+        })
     }
 
     /// Queues buffer `bid` (at `addr`, `len` bytes) for the kernel; visible after `commit`.
@@ -96,7 +101,10 @@ impl UringDriver {
             b.setup_cqsize(entries * 4);
             match level {
                 0 => {
-                    b.setup_single_issuer().setup_defer_taskrun().setup_r_disabled().setup_submit_all();
+                    b.setup_single_issuer()
+                        .setup_defer_taskrun()
+                        .setup_r_disabled()
+                        .setup_submit_all();
                 }
                 1 => {
                     b.setup_coop_taskrun().setup_submit_all();
@@ -113,7 +121,9 @@ impl UringDriver {
         }
         let (ring, disabled): (IoUring, bool) = match ring {
             Some(r) => r,
-            None => return Err(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOSYS))),
+            None => {
+                return Err(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOSYS)))
+            }
         };
         if !ring.params().is_feature_ext_arg() {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
@@ -124,9 +134,15 @@ impl UringDriver {
         // SAFETY: the ring memory lives in `bufring`, which outlives the registration (the
         // io_uring instance is dropped first, see the field order).
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(bufring.base as u64, count, BGID, 0)?;
+            ring.submitter()
+                .register_buf_ring_with_flags(bufring.base as u64, count, BGID, 0)?;
         }
-        let mut d = UringDriver { ring, bufring, pool, enabled: !disabled };
+        let mut d = UringDriver {
+            ring,
+            bufring,
+            pool,
+            enabled: !disabled,
+        };
         for bid in 0..count {
             let p = d.pool.ptr(bid);
             d.bufring.push(bid, p, d.pool.size());
@@ -172,7 +188,9 @@ impl UringDriver {
                 .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
                 .build(),
             Op::Recv { fd } => opcode::RecvMulti::new(Fd(fd), BGID).build(),
-            Op::Send { fd, msg } => opcode::SendMsg::new(Fd(fd), msg).flags(libc::MSG_NOSIGNAL as u32).build(),
+            Op::Send { fd, msg } => opcode::SendMsg::new(Fd(fd), msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build(),
             Op::Connect { fd, addr, len } => opcode::Connect::new(Fd(fd), addr, len).build(),
             Op::PollRead { fd } => opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32).build(),
             Op::PollWrite { fd } => opcode::PollAdd::new(Fd(fd), libc::POLLOUT as u32).build(),
@@ -184,7 +202,11 @@ impl UringDriver {
     /// Asks the kernel to cancel the operation; its final completion follows (`-ECANCELED`, or
     /// its natural result if it finished first).
     pub fn cancel(&mut self, token: Token, _op: &Op) -> io::Result<()> {
-        self.push(opcode::AsyncCancel::new(token.0).build().user_data(CANCEL_USER_DATA))
+        self.push(
+            opcode::AsyncCancel::new(token.0)
+                .build()
+                .user_data(CANCEL_USER_DATA),
+        )
     }
 
     /// Submits what is queued, waits up to `timeout` (None: until something completes) for at
@@ -192,7 +214,11 @@ impl UringDriver {
     pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
         self.ensure_enabled()?;
         self.bufring.commit();
-        let want = if self.ring.completion().is_empty() && timeout != Some(Duration::ZERO) { 1 } else { 0 };
+        let want = if self.ring.completion().is_empty() && timeout != Some(Duration::ZERO) {
+            1
+        } else {
+            0
+        };
         let r = match timeout {
             Some(d) => {
                 let ts = Timespec::from(d);

@@ -47,11 +47,18 @@ impl OpOwner for WatchInner {
                 // An error (say EBADF) ends the watch on that side; the callback still runs so
                 // that the application's own I/O call meets the error.
                 let mut w = self.want.get();
-                if is_read { w.readable = false } else { w.writable = false }
+                if is_read {
+                    w.readable = false
+                } else {
+                    w.writable = false
+                }
                 self.want.set(w);
             }
         }
-        let ev = Readiness { readable: is_read, writable: !is_read };
+        let ev = Readiness {
+            readable: is_read,
+            writable: !is_read,
+        };
         let cb = self.cb.borrow_mut().take();
         if let Some(mut cb) = cb {
             cb(ev);

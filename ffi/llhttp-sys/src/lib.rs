@@ -119,10 +119,15 @@ pub const F_TRAILING: u16 = 0x80;
 pub const F_TRANSFER_ENCODING: u16 = 0x200;
 
 extern "C" {
-    pub fn llhttp_init(parser: *mut llhttp_t, type_: llhttp_type_t, settings: *const llhttp_settings_t);
+    pub fn llhttp_init(
+        parser: *mut llhttp_t,
+        type_: llhttp_type_t,
+        settings: *const llhttp_settings_t,
+    );
     pub fn llhttp_reset(parser: *mut llhttp_t);
     pub fn llhttp_settings_init(settings: *mut llhttp_settings_t);
-    pub fn llhttp_execute(parser: *mut llhttp_t, data: *const c_char, len: usize) -> llhttp_errno_t;
+    pub fn llhttp_execute(parser: *mut llhttp_t, data: *const c_char, len: usize)
+        -> llhttp_errno_t;
     pub fn llhttp_finish(parser: *mut llhttp_t) -> llhttp_errno_t;
     pub fn llhttp_message_needs_eof(parser: *const llhttp_t) -> c_int;
     pub fn llhttp_should_keep_alive(parser: *const llhttp_t) -> c_int;

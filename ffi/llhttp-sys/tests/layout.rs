@@ -9,7 +9,9 @@ use llhttp_sys::{llhttp_settings_t, llhttp_t};
 fn header_dir() -> PathBuf {
     match std::env::var_os("LLHTTP_SRC_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../third_party/llhttp-9.3.0/lib"),
+        None => {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../third_party/llhttp-9.3.0/lib")
+        }
     }
 }
 
@@ -49,7 +51,9 @@ fn struct_layouts_match_the_c_header() {
         on_reset => "on_reset"));
 
     // Generate a C program that prints the same lines from the real header.
-    let mut c = String::from("#include <stdio.h>\n#include <stddef.h>\n#include \"llhttp.h\"\nint main(void){\n");
+    let mut c = String::from(
+        "#include <stdio.h>\n#include <stddef.h>\n#include \"llhttp.h\"\nint main(void){\n",
+    );
     for line in &rust {
         let parts: Vec<&str> = line.split(' ').collect();
         if parts[0] == "sizeof" {
@@ -68,12 +72,20 @@ fn struct_layouts_match_the_c_header() {
     std::fs::write(&src, c).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let st = Command::new(cc)
-        .arg("-I").arg(header_dir())
-        .arg(&src).arg("-o").arg(&exe)
-        .status().expect("run the C compiler");
+        .arg("-I")
+        .arg(header_dir())
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .expect("run the C compiler");
     assert!(st.success(), "compiling the layout probe failed");
     let out = Command::new(&exe).output().unwrap();
-    let c_lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
+    let c_lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     assert_eq!(rust, c_lines);
 }
 
@@ -87,10 +99,16 @@ fn parser_runs_with_the_declared_api() {
         let mut p: llhttp_t = std::mem::zeroed();
         llhttp_init(&mut p, HTTP_REQUEST, &settings);
         let req = b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
-        assert_eq!(llhttp_execute(&mut p, req.as_ptr().cast(), req.len()), HPE_OK);
+        assert_eq!(
+            llhttp_execute(&mut p, req.as_ptr().cast(), req.len()),
+            HPE_OK
+        );
         assert_eq!(llhttp_get_http_minor(&mut p), 1);
         let bad = b"GET / HTTP/1.1\r\nContent-Length: +3\r\n\r\n";
         llhttp_init(&mut p, HTTP_REQUEST, &settings);
-        assert_eq!(llhttp_execute(&mut p, bad.as_ptr().cast(), bad.len()), HPE_INVALID_CONTENT_LENGTH);
+        assert_eq!(
+            llhttp_execute(&mut p, bad.as_ptr().cast(), bad.len()),
+            HPE_INVALID_CONTENT_LENGTH
+        );
     }
 }
