@@ -53,9 +53,9 @@ library_codes! {
 
 impl Error {
     /// Lowest library code.
-    pub const LIBRARY_MIN: i32 = -10999;
+    const LIBRARY_MIN: i32 = -10999;
     /// Highest library code.
-    pub const LIBRARY_MAX: i32 = -10000;
+    const LIBRARY_MAX: i32 = -10000;
 
     /// An error from a raw code; `code` must be negative.
     pub fn from_code(code: i32) -> Error {

@@ -1,5 +1,6 @@
 //! asyncloop: asynchronous I/O for C and C++ programs. The module map; see DESIGN.md.
 
+pub mod capi;
 pub mod error;
 pub mod net;
 pub mod reactor;

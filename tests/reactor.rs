@@ -135,7 +135,7 @@ fn posts_from_threads_run_on_the_loop(b: Backend) {
                             r2.stop();
                         }
                     }))
-                    .unwrap();
+                    .unwrap_or_else(|_| panic!("post refused"));
                 }
             })
         })

@@ -189,17 +189,21 @@ impl ListenerInner {
         }
     }
 
+    /// Re-arms accept if the listener still wants connections; pauses again if that fails.
+    fn resume_accepting(self: Rc<Self>) {
+        let wanted = !self.closing.get() && self.accept.get().is_none() && self.on_accept.borrow().is_some();
+        if wanted && self.clone().arm().is_err() {
+            self.pause_then_retry();
+        }
+    }
+
     fn pause_then_retry(self: Rc<Self>) {
         let timer = Timer::new(&self.lp);
         let weak = Rc::downgrade(&self);
         timer.start(ACCEPT_RETRY, None, move || {
             if let Some(l) = weak.upgrade() {
                 let t = l.retry.borrow_mut().take();
-                if !l.closing.get() && l.accept.get().is_none() && l.on_accept.borrow().is_some() {
-                    if l.clone().arm().is_err() {
-                        l.clone().pause_then_retry();
-                    }
-                }
+                l.clone().resume_accepting();
                 // Dropping the timer inside its own callback is allowed.
                 drop(t);
             }
@@ -226,14 +230,8 @@ impl OpOwner for ListenerInner {
                 let stream = TcpStream::from_accepted(lp, c.res, self.nodelay);
                 self.report(Ok(stream));
             }
-            if !c.more
-                && !self.closing.get()
-                && self.accept.get().is_none()
-                && self.on_accept.borrow().is_some()
-            {
-                if self.clone().arm().is_err() {
-                    self.clone().pause_then_retry();
-                }
+            if !c.more {
+                self.clone().resume_accepting();
             }
         } else if c.res != -libc::ECANCELED && !self.closing.get() {
             self.report(Err(Error::from_code(c.res)));

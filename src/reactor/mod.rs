@@ -140,6 +140,7 @@ impl Loop {
             Err(_) => opts.backend,
         };
         let driver = make_driver(backend, opts.queue_depth)?;
+        monotonic_ms(Instant::now()); // fixes the origin before any loop time exists
         let lp = Loop {
             inner: Rc::new(LoopInner {
                 driver: RefCell::new(driver),
@@ -352,4 +353,12 @@ impl Loop {
         self.run_deferred();
         Ok(())
     }
+}
+
+/// Milliseconds since an arbitrary fixed point (process start), for C callers.
+pub fn monotonic_ms(t: Instant) -> u64 {
+    use std::sync::OnceLock;
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    t.saturating_duration_since(origin).as_millis() as u64
 }

@@ -42,13 +42,13 @@ impl Remote {
         self.eventfd.as_raw_fd()
     }
 
-    /// Queues `job` to run on the loop's thread. Thread-safe. Fails with `CLOSED` once the loop
-    /// has been freed (the job is dropped, on the calling thread).
-    pub fn post(&self, job: Job) -> Result<()> {
+    /// Queues `job` to run on the loop's thread. Thread-safe. Once the loop has been closed the
+    /// job is handed back, unrun, with `CLOSED`.
+    pub fn post(&self, job: Job) -> std::result::Result<(), (Error, Job)> {
         {
             let mut q = self.queue.lock();
             if self.closed.load(Ordering::Acquire) {
-                return Err(Error::CLOSED);
+                return Err((Error::CLOSED, job));
             }
             q.push(job);
         }

@@ -15,12 +15,14 @@ pub struct Readiness {
     pub writable: bool,
 }
 
+type WatchCb = Box<dyn FnMut(Readiness)>;
+
 struct WatchInner {
     fd: RawFd,
     read: Cell<Option<Token>>,
     write: Cell<Option<Token>>,
     want: Cell<Readiness>,
-    cb: RefCell<Option<Box<dyn FnMut(Readiness)>>>,
+    cb: RefCell<Option<WatchCb>>,
 }
 
 /// A readiness watch. Dropping it stops it; late completions are then ignored.

@@ -1,0 +1,124 @@
+# asyncloop: the front door. `make` builds the library, header and examples; `make test` runs
+# every test; `make run` runs the most complete example. See README.md.
+
+CARGO      ?= cargo
+CC         ?= cc
+CXX        ?= c++
+PREFIX     ?= /usr/local
+BUILD      := build
+LIBDIR     := $(BUILD)/lib
+BINDIR     := $(BUILD)/bin
+TESTDIR    := $(BUILD)/tests
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+MAJOR      := $(firstword $(subst ., ,$(VERSION)))
+SONAME     := libasyncloop.so.$(MAJOR)
+RELEASE    := target/release
+
+CWARN      := -Wall -Wextra -Werror -pedantic
+CFLAGS     ?= -O2 -g
+CXXFLAGS   ?= -O2 -g
+EX_CFLAGS  := -std=c11 $(CWARN) -Iinclude $(CFLAGS)
+EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
+SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+EXAMPLES   := $(BINDIR)/echo
+C_TESTS    := test_loop test_tcp
+LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
+RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
+
+.PHONY: all lib examples test test-rust test-c test-header test-symbols lint run install clean deps
+
+all: lib examples
+
+deps:
+	@scripts/deps.sh build
+
+# The library: one cargo build gives the cdylib, the staticlib and the header.
+$(RELEASE)/libasyncloop.so $(RELEASE)/libasyncloop.a include/asyncloop.h: $(RUST_SRC)
+	@scripts/deps.sh build
+	$(CARGO) build --release --lib
+	@touch include/asyncloop.h
+
+$(LIBDIR)/libasyncloop.so.$(VERSION): $(RELEASE)/libasyncloop.so
+	@mkdir -p $(LIBDIR)
+	cp $< $@
+	ln -sf libasyncloop.so.$(VERSION) $(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(LIBDIR)/libasyncloop.so
+
+$(LIBDIR)/libasyncloop.a: $(RELEASE)/libasyncloop.a
+	@mkdir -p $(LIBDIR)
+	cp $< $@
+
+lib: $(LIBFILES)
+
+examples: $(EXAMPLES)
+
+$(BINDIR)/%: examples-c/%.c include/asyncloop.h $(LIBFILES)
+	@mkdir -p $(BINDIR)
+	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LDFLAGS)
+
+# ---- tests --------------------------------------------------------------------------------
+
+test: lib examples
+	@scripts/deps.sh test
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory test-header test-symbols
+	$(MAKE) --no-print-directory test-rust
+	$(MAKE) --no-print-directory test-c
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	@git diff --exit-code -- include/asyncloop.h || { echo "include/asyncloop.h changed by the build: commit it"; exit 1; }
+
+test-rust:
+	$(CARGO) test --workspace
+
+# The header compiles as strict C11 and C++17.
+test-header: include/asyncloop.h
+	@mkdir -p $(TESTDIR)
+	printf '#include "asyncloop.h"\nint main(void){return aloop_version()==0;}\n' > $(TESTDIR)/header_c.c
+	$(CC) -std=c11 $(CWARN) -Iinclude -fsyntax-only $(TESTDIR)/header_c.c
+	printf '#include "asyncloop.h"\nint main(){return aloop_version()==nullptr;}\n' > $(TESTDIR)/header_cpp.cpp
+	$(CXX) -std=c++17 $(CWARN) -Iinclude -fsyntax-only $(TESTDIR)/header_cpp.cpp
+	@echo "header: strict C11 and C++17 OK"
+
+# The shared library exports aloop_* functions only, and has the right SONAME.
+test-symbols: $(LIBFILES)
+	@bad=$$(nm -D --defined-only $(LIBDIR)/libasyncloop.so | awk '{print $$3}' | grep -v '^aloop_' || true); \
+	 if [ -n "$$bad" ]; then echo "non-aloop_ exports:"; echo "$$bad" | head -20; exit 1; fi
+	@readelf -d $(LIBDIR)/libasyncloop.so | grep -q "SONAME.*\[$(SONAME)\]" || { echo "SONAME is not $(SONAME)"; exit 1; }
+	@echo "symbols: $$(nm -D --defined-only $(LIBDIR)/libasyncloop.so | wc -l) exports, all aloop_; SONAME $(SONAME)"
+
+$(TESTDIR)/%: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
+	@mkdir -p $(TESTDIR)
+	$(CC) -std=c11 $(CWARN) -Iinclude -Itests/c -O1 -g $< -o $@ $(EX_LDFLAGS)
+
+$(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
+	@mkdir -p $(TESTDIR)
+	$(CC) -std=c11 $(CWARN) -Iinclude -Itests/c -O1 -g $(SAN) $< -o $@ $(EX_LDFLAGS)
+
+# C programs against the shared library: plain, under ASan+UBSan, and one under valgrind.
+test-c: $(addprefix $(TESTDIR)/,$(C_TESTS)) $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))
+	@scripts/run-c-tests.sh $(TESTDIR) $(C_TESTS)
+
+# ---- running and installing ---------------------------------------------------------------
+
+run: lib examples
+	@echo "echo server on 127.0.0.1:8080 (Ctrl-C to stop)"
+	$(BINDIR)/echo 127.0.0.1 8080
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0755 $(LIBDIR)/libasyncloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libasyncloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libasyncloop.so
+	install -m 0644 $(LIBDIR)/libasyncloop.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 include/asyncloop.h $(DESTDIR)$(PREFIX)/include/
+	@[ ! -f include/asyncloop.hpp ] || install -m 0644 include/asyncloop.hpp $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/asyncloop.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/asyncloop.pc
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what building and testing asyncloop needs and the machine lacks: Debian packages
+# (as root, through apt-get; otherwise prints the exact command) and llhttp's C sources.
+# Usage: scripts/deps.sh [build|test|run|bench]   (default: test)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+what=${1:-test}
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+want_cmd() { have "$1" || need_pkgs+=("$2"); }
+
+want_cmd cc gcc
+want_cmd c++ g++
+want_cmd make make
+want_cmd python3 python3
+want_cmd pkg-config pkg-config
+case "$what" in
+  test)
+    want_cmd valgrind valgrind
+    want_cmd curl curl
+    ;;
+  bench)
+    want_cmd wrk wrk
+    want_cmd nginx nginx
+    want_cmd h2o h2o
+    ;;
+esac
+# AddressSanitizer/UBSan runtimes for gcc (libasan/libubsan come with gcc on Debian; check).
+if [ "$what" = test ] && have cc; then
+  tmp=$(mktemp -d)
+  echo 'int main(void){return 0;}' > "$tmp/t.c"
+  if ! cc -fsanitize=address,undefined "$tmp/t.c" -o "$tmp/t" 2>/dev/null; then
+    need_pkgs+=(libasan8 libubsan1)
+  fi
+  rm -rf "$tmp"
+fi
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "deps: installing ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "deps: missing packages. Run:  sudo apt-get install -y ${need_pkgs[*]}" >&2
+    exit 1
+  fi
+fi
+
+"$here/fetch-llhttp.sh"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the C test programs built by the Makefile: each plainly, each under AddressSanitizer +
+# UBSan (checking that the sanitizer runtime is really linked), and test_tcp under valgrind
+# memcheck. Prints one line per run and a closing "N passed, N failed" line.
+# Usage: scripts/run-c-tests.sh BUILD_TEST_DIR TEST...
+set -u
+dir=$1
+shift
+passed=0
+failed=0
+run() {
+  local name=$1
+  shift
+  local log
+  log=$(mktemp)
+  if timeout 300 "$@" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    echo "ok    $name: $(tail -n 1 "$log")"
+  else
+    failed=$((failed + 1))
+    echo "FAIL  $name"
+    sed 's/^/      /' "$log" | tail -n 40
+  fi
+  rm -f "$log"
+}
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+for t in "$@"; do
+  run "$t" "$dir/$t"
+  if ldd "$dir/$t.asan" | grep -q libasan; then
+    run "$t (asan+ubsan)" "$dir/$t.asan"
+  else
+    failed=$((failed + 1))
+    echo "FAIL  $t (asan+ubsan): the sanitizer runtime is not linked"
+  fi
+done
+if command -v valgrind >/dev/null; then
+  run "test_tcp (valgrind)" valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite "$dir/test_tcp"
+else
+  failed=$((failed + 1))
+  echo "FAIL  valgrind is not installed (scripts/deps.sh test installs it)"
+fi
+echo "c-tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,75 @@
+//! Error codes and their texts, version.
+
+use std::ffi::{c_char, c_int};
+
+use super::guard;
+use crate::error as core_error;
+
+/// A required pointer argument was NULL.
+pub const ALOOP_E_NULL: c_int = -10001;
+/// The requested event loop backend is not available here.
+pub const ALOOP_E_BACKEND: c_int = -10002;
+/// The operation was cancelled (its handle was closed first).
+pub const ALOOP_E_CANCELLED: c_int = -10003;
+/// The handle is closing or closed.
+pub const ALOOP_E_CLOSED: c_int = -10004;
+/// The address is not a numeric IPv4 or IPv6 address.
+pub const ALOOP_E_ADDRESS: c_int = -10005;
+/// Internal error: a panic was caught at the API boundary.
+pub const ALOOP_E_PANIC: c_int = -10006;
+/// Already in progress or already done (reading twice, closing twice, ...).
+pub const ALOOP_E_ALREADY: c_int = -10007;
+/// The loop still has open handles.
+pub const ALOOP_E_BUSY: c_int = -10008;
+/// An argument is out of range or not one of the listed values.
+pub const ALOOP_E_INVALID: c_int = -10009;
+/// End of stream (passed to read callbacks).
+pub const ALOOP_E_EOF: c_int = -10010;
+/// A connect or request timed out.
+pub const ALOOP_E_TIMEOUT: c_int = -10011;
+
+/// A static, human-readable message for any code this library returns (0 included). Never
+/// NULL; unknown codes get "unknown error". Thread-safe; the string is never freed.
+#[no_mangle]
+pub extern "C" fn aloop_strerror(code: c_int) -> *const c_char {
+    guard(|| core_error::message_for(code).as_ptr())
+}
+
+/// The symbolic name of a code: "OK", "ECONNREFUSED", "ALOOP_E_CANCELLED", or "UNKNOWN". Never
+/// NULL. Thread-safe; the string is never freed.
+#[no_mangle]
+pub extern "C" fn aloop_err_name(code: c_int) -> *const c_char {
+    guard(|| core_error::name_for(code).as_ptr())
+}
+
+/// The library version, "MAJOR.MINOR.PATCH" (the same numbers as `ALOOP_VERSION_*`).
+/// Thread-safe; static string.
+#[no_mangle]
+pub extern "C" fn aloop_version() -> *const c_char {
+    guard(|| concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn c_constants_match_the_core_codes() {
+        for (c, e) in [
+            (ALOOP_E_NULL, Error::NULL_ARG),
+            (ALOOP_E_BACKEND, Error::BACKEND_UNAVAILABLE),
+            (ALOOP_E_CANCELLED, Error::CANCELLED),
+            (ALOOP_E_CLOSED, Error::CLOSED),
+            (ALOOP_E_ADDRESS, Error::BAD_ADDRESS),
+            (ALOOP_E_PANIC, Error::PANIC),
+            (ALOOP_E_ALREADY, Error::ALREADY),
+            (ALOOP_E_BUSY, Error::BUSY),
+            (ALOOP_E_INVALID, Error::INVALID),
+            (ALOOP_E_EOF, Error::EOF),
+            (ALOOP_E_TIMEOUT, Error::TIMEOUT),
+        ] {
+            assert_eq!(c, e.code(), "{e:?}");
+        }
+    }
+}
