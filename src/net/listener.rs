@@ -191,7 +191,8 @@ impl ListenerInner {
 
     /// Re-arms accept if the listener still wants connections; pauses again if that fails.
     fn resume_accepting(self: Rc<Self>) {
-        let wanted = !self.closing.get() && self.accept.get().is_none() && self.on_accept.borrow().is_some();
+        let wanted =
+            !self.closing.get() && self.accept.get().is_none() && self.on_accept.borrow().is_some();
         if wanted && self.clone().arm().is_err() {
             self.pause_then_retry();
         }
