@@ -26,7 +26,7 @@ C_TESTS    := test_loop test_tcp
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib examples test test-rust test-c test-header test-symbols lint run install clean deps
+.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install lint run install clean deps
 
 all: lib examples
 
@@ -62,7 +62,7 @@ $(BINDIR)/%: examples-c/%.c include/asyncloop.h $(LIBFILES)
 test: lib examples
 	@scripts/deps.sh test
 	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory test-header test-symbols
+	$(MAKE) --no-print-directory test-header test-symbols test-install
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-c
 
@@ -89,6 +89,20 @@ test-symbols: $(LIBFILES)
 	 if [ -n "$$bad" ]; then echo "non-aloop_ exports:"; echo "$$bad" | head -20; exit 1; fi
 	@readelf -d $(LIBDIR)/libasyncloop.so | grep -q "SONAME.*\[$(SONAME)\]" || { echo "SONAME is not $(SONAME)"; exit 1; }
 	@echo "symbols: $$(nm -D --defined-only $(LIBDIR)/libasyncloop.so | wc -l) exports, all aloop_; SONAME $(SONAME)"
+
+# make install into a scratch prefix, then build and run a C test against it with pkg-config,
+# linked statically and dynamically.
+test-install: $(LIBFILES)
+	@rm -rf $(TESTDIR)/prefix && mkdir -p $(TESTDIR)
+	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(TESTDIR)/prefix >/dev/null
+	@pc="PKG_CONFIG_PATH=$(CURDIR)/$(TESTDIR)/prefix/lib/pkgconfig"; \
+	 $(CC) -std=c11 $(CWARN) -Itests/c tests/c/test_loop.c -o $(TESTDIR)/installed_shared \
+	   $$(env $$pc pkg-config --cflags --libs asyncloop) -Wl,-rpath,$(CURDIR)/$(TESTDIR)/prefix/lib -lpthread && \
+	 $(CC) -std=c11 $(CWARN) -Itests/c tests/c/test_loop.c -o $(TESTDIR)/installed_static \
+	   $$(env $$pc pkg-config --cflags asyncloop) $(TESTDIR)/prefix/lib/libasyncloop.a \
+	   $$(env $$pc pkg-config --libs-only-l --static asyncloop | sed 's/-lasyncloop//') -lpthread
+	@$(TESTDIR)/installed_shared >/dev/null && $(TESTDIR)/installed_static >/dev/null
+	@echo "install: pkg-config build against the installed library OK (shared and static)"
 
 $(TESTDIR)/%: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
