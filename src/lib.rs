@@ -2,5 +2,6 @@
 
 pub mod capi;
 pub mod error;
+pub mod http;
 pub mod net;
 pub mod reactor;

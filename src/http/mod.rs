@@ -1,0 +1,11 @@
+//! HTTP/1.1 on llhttp: the request parser with limits, requests, responses, the Date cache, the
+//! server (connections, pipelining, deferred responses, timeouts) and its router.
+
+pub mod parser;
+pub mod request;
+
+#[cfg(test)]
+mod parser_tests;
+
+pub use parser::{HttpError, Limits};
+pub use request::RequestData;

@@ -1,0 +1,500 @@
+//! The request parser: llhttp 9.3.0 with every lenient flag off, plus what llhttp leaves to its
+//! user: limits on the request line (414), the header block and field count (431) and the body
+//! (413, also mid-way through a chunked body), chunk-extension length (400), the Host rules of
+//! HTTP/1.1 (400), transfer codings (chunked last, else 400; any other coding 501), HTTP/1.x
+//! only (505), `Expect` (100-continue, else 417). Any error ends parsing for the connection.
+
+use std::ffi::{c_char, c_int};
+use std::marker::PhantomData;
+
+use llhttp_sys as ll;
+
+use super::request::RequestData;
+
+/// Size limits, defaults as in CONTRACT.md.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest request target (414 beyond).
+    pub max_request_line: usize,
+    /// Largest header block, names and values with 4 bytes of framing each (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most header fields (431 beyond).
+    pub max_headers: usize,
+    /// Largest body (413 beyond).
+    pub max_body: usize,
+    /// Longest chunk extension per chunk (400 beyond).
+    pub max_chunk_ext: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 8192,
+            max_header_bytes: 16384,
+            max_headers: 100,
+            max_body: 1 << 20,
+            max_chunk_ext: 1024,
+        }
+    }
+}
+
+/// Why a request was refused: the status to answer with (then close) and a short reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpError {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl HttpError {
+    const fn new(status: u16, reason: &'static str) -> HttpError {
+        HttpError { status, reason }
+    }
+}
+
+/// What the parser hands over as it goes.
+pub trait Sink {
+    /// A request starts: the storage to fill (from the pool).
+    fn new_request(&mut self) -> Box<RequestData>;
+    /// Its head is complete and checked (not called for refused heads).
+    fn head_complete(&mut self, req: &mut RequestData) -> Result<(), HttpError>;
+    /// It is complete, body included.
+    fn request_complete(&mut self, req: Box<RequestData>);
+}
+
+/// How a call to `execute` ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// All bytes consumed; more may follow.
+    Continue,
+    /// The request asked for a protocol upgrade (not supported: answer it, then close).
+    Upgrade,
+}
+
+#[derive(Default)]
+struct State {
+    limits: Limits,
+    cur: Option<Box<RequestData>>,
+    piece_start: usize,
+    url_len: usize,
+    header_bytes: usize,
+    name: std::ops::Range<usize>,
+    host_count: u32,
+    body_len: usize,
+    chunk_ext: usize,
+    error: Option<HttpError>,
+}
+
+/// An llhttp request parser for one connection.
+pub struct RequestParser<S: Sink> {
+    parser: Box<ll::llhttp_t>,
+    settings: Box<ll::llhttp_settings_t>,
+    st: State,
+    _sink: PhantomData<fn(&mut S)>,
+}
+
+struct Ctx<'a, S: Sink> {
+    st: &'a mut State,
+    sink: &'a mut S,
+}
+
+/// # Safety
+/// Only called by llhttp during `execute`, with `data` set to a live `Ctx<S>`.
+unsafe fn ctx<'a, S: Sink>(p: *mut ll::llhttp_t) -> &'a mut Ctx<'a, S> {
+    // SAFETY: `execute` points `data` at its stack `Ctx` for the duration of llhttp_execute.
+    unsafe { &mut *((*p).data as *mut Ctx<'a, S>) }
+}
+
+fn fail(st: &mut State, e: HttpError) -> c_int {
+    if st.error.is_none() {
+        st.error = Some(e);
+    }
+    -1
+}
+
+/// Appends a span to the request's arena.
+fn append(st: &mut State, at: *const c_char, len: usize) {
+    // SAFETY: llhttp passes a span inside the buffer given to llhttp_execute.
+    let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, len) };
+    if let Some(r) = st.cur.as_mut() {
+        r.arena.extend_from_slice(bytes);
+    }
+}
+
+/// Ends the piece being collected: NUL-terminates it and returns its range.
+fn end_piece(st: &mut State) -> std::ops::Range<usize> {
+    let r = st.cur.as_mut().expect("request in progress");
+    let range = st.piece_start..r.arena.len();
+    r.arena.push(0);
+    st.piece_start = r.arena.len();
+    range
+}
+
+/// Copies `src` (a range in the arena) to the arena's end as its own NUL-terminated piece.
+fn copy_piece(st: &mut State, src: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    let r = st.cur.as_mut().expect("request in progress");
+    let start = r.arena.len();
+    r.arena.extend_from_within(src);
+    let range = start..r.arena.len();
+    r.arena.push(0);
+    st.piece_start = r.arena.len();
+    range
+}
+
+unsafe extern "C" fn on_message_begin<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
+    // SAFETY: see `ctx`.
+    let c = unsafe { ctx::<S>(p) };
+    let mut req = c.sink.new_request();
+    req.clear();
+    c.st.cur = Some(req);
+    c.st.piece_start = 0;
+    c.st.url_len = 0;
+    c.st.header_bytes = 0;
+    c.st.host_count = 0;
+    c.st.body_len = 0;
+    0
+}
+
+unsafe extern "C" fn on_method<S: Sink>(
+    p: *mut ll::llhttp_t,
+    at: *const c_char,
+    len: usize,
+) -> c_int {
+    // SAFETY: see `ctx`.
+    append(unsafe { ctx::<S>(p) }.st, at, len);
+    0
+}
+
+unsafe extern "C" fn on_method_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
+    // SAFETY: see `ctx`.
+    let st = &mut *unsafe { ctx::<S>(p) }.st;
+    let r = end_piece(st);
+    st.cur.as_mut().unwrap().method = r;
+    0
+}
+
+unsafe extern "C" fn on_url<S: Sink>(p: *mut ll::llhttp_t, at: *const c_char, len: usize) -> c_int {
+    // SAFETY: see `ctx`.
+    let st = &mut *unsafe { ctx::<S>(p) }.st;
+    st.url_len += len;
+    if st.url_len > st.limits.max_request_line {
+        return fail(st, HttpError::new(414, "request target too long"));
+    }
+    append(st, at, len);
+    0
+}
+
+unsafe extern "C" fn on_url_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
+    // SAFETY: see `ctx`.
+    let st = &mut *unsafe { ctx::<S>(p) }.st;
+    let target = end_piece(st);
+    let t = &st.cur.as_ref().unwrap().arena[target.clone()];
+    // absolute-form ("http://host/p?q"): the path starts at the first '/' after the authority.
+    let mut path_start = 0;
+    if let Some(i) = t.windows(3).position(|w| w == b"://") {
+        path_start = t[i + 3..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(t.len(), |j| i + 3 + j);
+    }
+    let q = t[path_start..]
+        .iter()
+        .position(|&b| b == b'?')
+        .map(|i| path_start + i);
+    let (path_end, query) = match q {
+        Some(i) => (i, (i + 1, t.len())),
+        None => (t.len(), (t.len(), t.len())),
+    };
+    let base = target.start;
+    let path = copy_piece(st, base + path_start..base + path_end);
+    let query = copy_piece(st, base + query.0..base + query.1);
+    let r = st.cur.as_mut().unwrap();
+    r.target = target;
+    r.path = path;
+    r.query = query;
+    0
+}
+
+unsafe extern "C" fn on_version_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
+    // SAFETY: see `ctx`; p is the live parser.
+    let (major, minor) = unsafe { ((*p).http_major, (*p).http_minor) };
+    let st = &mut *unsafe { ctx::<S>(p) }.st;
+    if major != 1 {
+        return fail(st, HttpError::new(505, "HTTP version not supported"));
+    }
+    st.cur.as_mut().unwrap().version_minor = minor;
+    0
+}
+
+unsafe extern "C" fn on_header_field<S: Sink>(
+    p: *mut ll::llhttp_t,
+    at: *const c_char,
+    len: usize,
+) -> c_int {
+    // SAFETY: see `ctx`.
+    let st = &mut *unsafe { ctx::<S>(p) }.st;
+    st.header_bytes += len;
+    if st.header_bytes > st.limits.max_header_bytes {
+        return fail(st, HttpError::new(431, "request header fields too large"));
+    }
+    append(st, at, len);
+    0
+}
+
+unsafe extern "C" fn on_header_field_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
+    // SAFETY: see `ctx`.
+    let st = &mut *unsafe { ctx::<S>(p) }.st;
+    st.name = end_piece(st);
+    st.header_bytes += 4; // ": " and CRLF
+    0
+}
+
+unsafe extern "C" fn on_header_value<S: Sink>(
+    p: *mut ll::llhttp_t,
+    at: *const c_char,
+    len: usize,
+) -> c_int {
+    on_header_field::<S>(p, at, len)
+}
+
+fn eq_ic(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// Transfer-Encoding: chunked must come last (else 400); other codings are not implemented (501).
+fn check_transfer_encoding(value: &[u8]) -> Result<(), HttpError> {
+    let codings: Vec<&[u8]> = value
+        .split(|&b| b == b',')
+        .map(|c| {
+            let c = c.split(|&b| b == b';').next().unwrap_or(c);
+            c.trim_ascii()
+        })
+        .filter(|c| !c.is_empty())
+        .collect();
+    match codings.last() {
+        Some(last) if eq_ic(last, "chunked") => {}
+        _ => {
+            return Err(HttpError::new(
+                400,
+                "chunked must be the final transfer coding",
+            ))
+        }
+    }
+    if codings.len() > 1 {
+        return Err(HttpError::new(501, "transfer coding not implemented"));
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn on_header_value_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
+    // SAFETY: see `ctx`.
+    let st = &mut *unsafe { ctx::<S>(p) }.st;
+    {
+        let r = st.cur.as_mut().unwrap();
+        while r.arena.len() > st.piece_start && matches!(r.arena.last(), Some(b' ' | b'\t')) {
+            r.arena.pop();
+        }
+    }
+    let value = end_piece(st);
+    let name = st.name.clone();
+    let limits = st.limits;
+    let r = st.cur.as_mut().unwrap();
+    r.headers.push((name.clone(), value.clone()));
+    if r.headers.len() > limits.max_headers {
+        return fail(st, HttpError::new(431, "too many header fields"));
+    }
+    let (n, v) = (&r.arena[name], &r.arena[value]);
+    if eq_ic(n, "host") {
+        st.host_count += 1;
+    } else if eq_ic(n, "transfer-encoding") {
+        if let Err(e) = check_transfer_encoding(v) {
+            return fail(st, e);
+        }
+    } else if eq_ic(n, "expect") {
+        if eq_ic(v, "100-continue") {
+            r.expect_continue = true;
+        } else {
+            return fail(st, HttpError::new(417, "expectation failed"));
+        }
+    }
+    0
+}
+
+unsafe extern "C" fn on_headers_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
+    // SAFETY: p is the live parser.
+    let (flags, content_length) = unsafe { ((*p).flags, (*p).content_length) };
+    // SAFETY: see `ctx`.
+    let c = unsafe { ctx::<S>(p) };
+    let st = &mut *c.st;
+    let minor = st.cur.as_ref().unwrap().version_minor;
+    if st.host_count > 1 || (minor >= 1 && st.host_count == 0) {
+        return fail(
+            st,
+            HttpError::new(400, "exactly one Host header is required"),
+        );
+    }
+    if flags & ll::F_CONTENT_LENGTH != 0 && content_length > st.limits.max_body as u64 {
+        return fail(st, HttpError::new(413, "request body too large"));
+    }
+    let r = st.cur.as_mut().unwrap();
+    if flags & (ll::F_CONTENT_LENGTH | ll::F_CHUNKED) == 0 {
+        r.expect_continue = false; // no body to wait for
+    }
+    match c.sink.head_complete(r) {
+        Ok(()) => 0,
+        Err(e) => fail(st, e),
+    }
+}
+
+unsafe extern "C" fn on_body<S: Sink>(
+    p: *mut ll::llhttp_t,
+    at: *const c_char,
+    len: usize,
+) -> c_int {
+    // SAFETY: see `ctx`.
+    let st = &mut *unsafe { ctx::<S>(p) }.st;
+    st.body_len += len;
+    if st.body_len > st.limits.max_body {
+        return fail(st, HttpError::new(413, "request body too large"));
+    }
+    // SAFETY: span inside the buffer being parsed.
+    let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, len) };
+    st.cur.as_mut().unwrap().body.extend_from_slice(bytes);
+    0
+}
+
+unsafe extern "C" fn on_chunk_header<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
+    // SAFETY: see `ctx`.
+    unsafe { ctx::<S>(p) }.st.chunk_ext = 0;
+    0
+}
+
+unsafe extern "C" fn on_chunk_extension<S: Sink>(
+    p: *mut ll::llhttp_t,
+    _at: *const c_char,
+    len: usize,
+) -> c_int {
+    // SAFETY: see `ctx`.
+    let st = &mut *unsafe { ctx::<S>(p) }.st;
+    st.chunk_ext += len;
+    if st.chunk_ext > st.limits.max_chunk_ext {
+        return fail(st, HttpError::new(400, "chunk extension too long"));
+    }
+    0
+}
+
+unsafe extern "C" fn on_message_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
+    // SAFETY: p is the live parser.
+    let keep_alive = unsafe { ll::llhttp_should_keep_alive(p) } != 0;
+    // SAFETY: see `ctx`.
+    let c = unsafe { ctx::<S>(p) };
+    if let Some(mut req) = c.st.cur.take() {
+        req.keep_alive = keep_alive;
+        c.sink.request_complete(req);
+    }
+    0
+}
+
+/// Status for an llhttp error that no check of ours caught first. `reason` is llhttp's text:
+/// a version it does not know ("Invalid HTTP version") is unsupported (505); a broken one is 400.
+fn status_for(errno: ll::llhttp_errno_t, reason: &[u8]) -> HttpError {
+    match errno {
+        ll::HPE_INVALID_VERSION if reason == b"Invalid HTTP version" => {
+            HttpError::new(505, "HTTP version not supported")
+        }
+        ll::HPE_INVALID_VERSION => HttpError::new(400, "malformed HTTP version"),
+        ll::HPE_INVALID_CONTENT_LENGTH | ll::HPE_UNEXPECTED_CONTENT_LENGTH => {
+            HttpError::new(400, "invalid or conflicting Content-Length")
+        }
+        ll::HPE_INVALID_TRANSFER_ENCODING => HttpError::new(400, "invalid Transfer-Encoding"),
+        ll::HPE_INVALID_CHUNK_SIZE => HttpError::new(400, "invalid chunk size"),
+        ll::HPE_INVALID_METHOD => HttpError::new(400, "invalid method"),
+        ll::HPE_INVALID_URL => HttpError::new(400, "invalid request target"),
+        ll::HPE_INVALID_HEADER_TOKEN => HttpError::new(400, "invalid header field"),
+        _ => HttpError::new(400, "malformed request"),
+    }
+}
+
+impl<S: Sink> RequestParser<S> {
+    /// A parser enforcing `limits`.
+    pub fn new(limits: Limits) -> RequestParser<S> {
+        let mut settings: Box<ll::llhttp_settings_t> = Box::default();
+        // SAFETY: settings is a valid, writable struct.
+        unsafe { ll::llhttp_settings_init(&mut *settings) };
+        settings.on_message_begin = Some(on_message_begin::<S>);
+        settings.on_method = Some(on_method::<S>);
+        settings.on_method_complete = Some(on_method_complete::<S>);
+        settings.on_url = Some(on_url::<S>);
+        settings.on_url_complete = Some(on_url_complete::<S>);
+        settings.on_version_complete = Some(on_version_complete::<S>);
+        settings.on_header_field = Some(on_header_field::<S>);
+        settings.on_header_field_complete = Some(on_header_field_complete::<S>);
+        settings.on_header_value = Some(on_header_value::<S>);
+        settings.on_header_value_complete = Some(on_header_value_complete::<S>);
+        settings.on_headers_complete = Some(on_headers_complete::<S>);
+        settings.on_body = Some(on_body::<S>);
+        settings.on_chunk_header = Some(on_chunk_header::<S>);
+        settings.on_chunk_extension_name = Some(on_chunk_extension::<S>);
+        settings.on_chunk_extension_value = Some(on_chunk_extension::<S>);
+        settings.on_message_complete = Some(on_message_complete::<S>);
+        // SAFETY: zeroed is a valid pre-init state; llhttp_init fills it. The settings box
+        // outlives the parser box (both owned here, settings dropped after parser use ends).
+        let mut parser: Box<ll::llhttp_t> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: both pointers are valid; every lenient flag stays off (llhttp_init's default).
+        unsafe { ll::llhttp_init(&mut *parser, ll::HTTP_REQUEST, &*settings) };
+        debug_assert_eq!(parser.lenient_flags, 0);
+        RequestParser {
+            parser,
+            settings,
+            st: State {
+                limits,
+                ..Default::default()
+            },
+            _sink: PhantomData,
+        }
+    }
+
+    /// Parses `data`, calling `sink` for each request. After an error, do not call again.
+    pub fn execute(&mut self, data: &[u8], sink: &mut S) -> Result<Outcome, HttpError> {
+        let _ = &self.settings;
+        let mut c = Ctx {
+            st: &mut self.st,
+            sink,
+        };
+        self.parser.data = (&mut c as *mut Ctx<'_, S>).cast();
+        // SAFETY: the parser is initialised; data is a valid buffer; callbacks find `c` through
+        // parser.data, which is cleared again before `c` goes out of scope.
+        let errno =
+            unsafe { ll::llhttp_execute(&mut *self.parser, data.as_ptr().cast(), data.len()) };
+        self.parser.data = std::ptr::null_mut();
+        match errno {
+            ll::HPE_OK => Ok(Outcome::Continue),
+            ll::HPE_PAUSED_UPGRADE => Ok(Outcome::Upgrade),
+            e => {
+                // SAFETY: llhttp's reason is a static C string (or NULL).
+                let reason = unsafe {
+                    let r = ll::llhttp_get_error_reason(&*self.parser);
+                    if r.is_null() {
+                        &b""[..]
+                    } else {
+                        std::ffi::CStr::from_ptr(r).to_bytes()
+                    }
+                };
+                Err(self
+                    .st
+                    .error
+                    .take()
+                    .unwrap_or_else(|| status_for(e, reason)))
+            }
+        }
+    }
+
+    /// True between the first byte of a request and its completion.
+    pub fn in_request(&self) -> bool {
+        self.st.cur.is_some()
+    }
+
+    /// Takes back the storage of an unfinished request (to return it to the pool).
+    pub fn take_partial(&mut self) -> Option<Box<RequestData>> {
+        self.st.cur.take()
+    }
+}

@@ -1,0 +1,242 @@
+//! The parser wrapper against well-formed, malformed and ambiguous requests (RFC 9112).
+
+use super::parser::{HttpError, Limits, Outcome, RequestParser, Sink};
+use super::request::RequestData;
+
+#[derive(Default)]
+struct Collect {
+    done: Vec<Box<RequestData>>,
+}
+
+impl Sink for Collect {
+    fn new_request(&mut self) -> Box<RequestData> {
+        Box::default()
+    }
+    fn head_complete(&mut self, _req: &mut RequestData) -> Result<(), HttpError> {
+        Ok(())
+    }
+    fn request_complete(&mut self, req: Box<RequestData>) {
+        self.done.push(req);
+    }
+}
+
+fn parse_with(limits: Limits, input: &[u8]) -> (Result<Outcome, HttpError>, Collect) {
+    let mut p = RequestParser::new(limits);
+    let mut sink = Collect::default();
+    let r = p.execute(input, &mut sink);
+    (r, sink)
+}
+
+fn parse(input: &[u8]) -> (Result<Outcome, HttpError>, Collect) {
+    parse_with(Limits::default(), input)
+}
+
+fn status(input: &[u8]) -> u16 {
+    match parse(input).0 {
+        Ok(_) => 200,
+        Err(e) => e.status,
+    }
+}
+
+#[test]
+fn parses_head_query_and_body() {
+    let (r, s) = parse(b"POST /a/b?x=1&name=J%C3%B6rg+M HTTP/1.1\r\nHost: h\r\nX-Thing:  v1 \r\ncontent-length: 5\r\n\r\nhelloGET / HTTP/1.0\r\n\r\n");
+    assert_eq!(r, Ok(Outcome::Continue));
+    assert_eq!(s.done.len(), 2);
+    let q = &s.done[0];
+    assert_eq!(q.method(), "POST");
+    assert_eq!(q.target(), "/a/b?x=1&name=J%C3%B6rg+M");
+    assert_eq!(q.path(), "/a/b");
+    assert_eq!(q.query(), "x=1&name=J%C3%B6rg+M");
+    assert_eq!(q.query_param("name").unwrap(), "Jörg M".as_bytes());
+    assert_eq!(q.query_param("nope"), None);
+    assert_eq!(q.header("x-thing"), Some("v1"));
+    assert_eq!(q.header("HOST"), Some("h"));
+    assert_eq!(q.body(), b"hello");
+    assert!(q.keep_alive);
+    assert_eq!(s.done[1].version_minor(), 0);
+    assert!(!s.done[1].keep_alive);
+}
+
+#[test]
+fn byte_by_byte_equals_whole() {
+    let req = b"POST /p?q HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n";
+    let mut p = RequestParser::new(Limits::default());
+    let mut sink = Collect::default();
+    for b in req.iter() {
+        assert_eq!(
+            p.execute(std::slice::from_ref(b), &mut sink),
+            Ok(Outcome::Continue)
+        );
+    }
+    assert_eq!(sink.done.len(), 1);
+    assert_eq!(sink.done[0].body(), b"abcde");
+    assert_eq!(sink.done[0].path(), "/p");
+    assert_eq!(sink.done[0].header("transfer-encoding"), Some("chunked"));
+}
+
+#[test]
+fn absolute_form_target() {
+    let (_, s) =
+        parse(b"GET http://example.com:8080/x/y?z=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    assert_eq!(s.done[0].path(), "/x/y");
+    assert_eq!(s.done[0].query(), "z=1");
+}
+
+#[test]
+fn content_length_malformed_or_ambiguous() {
+    let h = "GET / HTTP/1.1\r\nHost: h\r\n";
+    for (cl, want) in [
+        ("Content-Length: +3\r\n", 400),
+        ("Content-Length: -3\r\n", 400),
+        ("Content-Length: 0x3\r\n", 400),
+        ("Content-Length: 3 3\r\n", 400),
+        ("Content-Length: 99999999999999999999999\r\n", 400),
+        ("Content-Length: 3\r\nContent-Length: 3\r\n", 400),
+        ("Content-Length: 3\r\nContent-Length: 4\r\n", 400),
+        ("Content-Length: 3,3\r\n", 400),
+        ("Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", 400),
+        ("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", 400),
+    ] {
+        assert_eq!(status(format!("{h}{cl}\r\nabc").as_bytes()), want, "{cl:?}");
+    }
+}
+
+#[test]
+fn transfer_encoding_rules() {
+    let h = "POST / HTTP/1.1\r\nHost: h\r\n";
+    assert_eq!(
+        status(format!("{h}Transfer-Encoding: gzip\r\n\r\n").as_bytes()),
+        400
+    );
+    assert_eq!(
+        status(format!("{h}Transfer-Encoding: chunked, gzip\r\n\r\n").as_bytes()),
+        400
+    );
+    assert_eq!(
+        status(format!("{h}Transfer-Encoding: gzip, chunked\r\n\r\n").as_bytes()),
+        501
+    );
+    assert_eq!(
+        status(format!("{h}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").as_bytes()),
+        200
+    );
+}
+
+#[test]
+fn chunk_framing_errors() {
+    let h = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (body, want) in [
+        ("zz\r\nab\r\n0\r\n\r\n", 400),
+        ("-1\r\nab\r\n0\r\n\r\n", 400),
+        ("3\r\nabcX\r\n0\r\n\r\n", 400),   // chunk data without CRLF
+        ("ffffffffffffffffffff\r\n", 400), // size overflow
+        ("3\nabc\r\n0\r\n\r\n", 400),      // bare LF after size
+    ] {
+        assert_eq!(status(format!("{h}{body}").as_bytes()), want, "{body:?}");
+    }
+    let long_ext = format!("{h}1;{}=x\r\na\r\n0\r\n\r\n", "e".repeat(2000));
+    assert_eq!(
+        parse(long_ext.as_bytes()).0.unwrap_err(),
+        HttpError {
+            status: 400,
+            reason: "chunk extension too long"
+        }
+    );
+}
+
+#[test]
+fn header_syntax_errors() {
+    for (req, want) in [
+        (
+            &b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n folded\r\n\r\n"[..],
+            400,
+        ), // obs-fold
+        (b"GET / HTTP/1.1\r\nHost: h\rX: a\r\n\r\n", 400), // bare CR
+        (b"GET / HTTP/1.1\nHost: h\n\n", 400),             // bare LF
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n", 400), // NUL in value
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n", 400), // control in value
+        (b"GET / HTTP/1.1\r\nHost: h\r\n: empty\r\n\r\n", 400), // empty name
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX Y: v\r\n\r\n", 400), // space in name
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX : v\r\n\r\n", 400), // space before colon
+        (b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400),    // space in target
+        (b"G@T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    ] {
+        assert_eq!(status(req), want, "{:?}", String::from_utf8_lossy(req));
+    }
+}
+
+#[test]
+fn host_rules_and_versions() {
+    assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+    assert_eq!(status(b"GET / HTTP/1.0\r\n\r\n"), 200);
+    assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+    assert_eq!(status(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+    assert_eq!(status(b"GET / HTTP/3.1\r\nHost: a\r\n\r\n"), 505);
+    assert_eq!(status(b"GET / HTTP/1.x\r\nHost: a\r\n\r\n"), 400);
+    assert_eq!(status(b"GET / FOO/1.1\r\nHost: a\r\n\r\n"), 400);
+}
+
+#[test]
+fn expect_header() {
+    let (_, s) =
+        parse(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx");
+    assert!(s.done[0].expect_continue);
+    assert_eq!(
+        status(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: something\r\nContent-Length: 1\r\n\r\nx"),
+        417
+    );
+}
+
+#[test]
+fn limits() {
+    let small = Limits {
+        max_request_line: 64,
+        max_header_bytes: 200,
+        max_headers: 5,
+        max_body: 10,
+        max_chunk_ext: 16,
+    };
+    let st = |req: &[u8]| {
+        parse_with(small, req)
+            .0
+            .map(|_| 200)
+            .unwrap_or_else(|e| e.status)
+    };
+    assert_eq!(
+        st(format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(64)).as_bytes()),
+        414
+    );
+    assert_eq!(
+        st(format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "v".repeat(200)
+        )
+        .as_bytes()),
+        431
+    );
+    let many: String = (0..6).map(|i| format!("X{i}: v\r\n")).collect();
+    assert_eq!(
+        st(format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n").as_bytes()),
+        431
+    );
+    assert_eq!(
+        st(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n"),
+        413
+    );
+    assert_eq!(
+        st(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789"),
+        200
+    );
+    // A chunked body crossing the limit mid-stream.
+    assert_eq!(st(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nabcdef\r\n"), 413);
+}
+
+#[test]
+fn upgrade_is_reported() {
+    let (r, s) =
+        parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    assert_eq!(r, Ok(Outcome::Upgrade));
+    assert_eq!(s.done.len(), 1);
+}
