@@ -18,10 +18,11 @@ CWARN      := -Wall -Wextra -Werror -pedantic
 CFLAGS     ?= -O2 -g
 CXXFLAGS   ?= -O2 -g
 EX_CFLAGS  := -std=c11 $(CWARN) -Iinclude $(CFLAGS)
+EX_CXXFLAGS := -std=c++17 $(CWARN) -Iinclude $(CXXFLAGS)
 EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-EXAMPLES   := $(BINDIR)/echo
+EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server
 C_TESTS    := test_loop test_tcp
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
@@ -56,6 +57,10 @@ examples: $(EXAMPLES)
 $(BINDIR)/%: examples-c/%.c include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(BINDIR)
 	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LDFLAGS)
+
+$(BINDIR)/%: examples-c/%.cpp include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+	@mkdir -p $(BINDIR)
+	$(CXX) $(EX_CXXFLAGS) $< -o $@ $(EX_LDFLAGS)
 
 # ---- tests --------------------------------------------------------------------------------
 

@@ -77,6 +77,11 @@
 #define ALOOP_E_TIMEOUT (-10011)
 
 /**
+ * The thing asked for does not exist (a query parameter, a header).
+ */
+#define ALOOP_E_NOT_FOUND (-10012)
+
+/**
  * Backend: io_uring when the kernel allows it, else epoll.
  */
 #define ALOOP_BACKEND_AUTO 0
@@ -115,6 +120,24 @@
  * The fd is writable.
  */
 #define ALOOP_WRITABLE 2
+
+/**
+ * Length of an IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
+ */
+#define DATE_LEN 29
+
+/**
+ * A request (opaque). The handler receives it and owns it until it answers it, exactly once,
+ * with `aloop_http_respond` or the chunked calls, right away or later (from any callback or
+ * any thread). Pointers it returns stay valid until then.
+ */
+typedef struct aloop_http_request_t aloop_http_request_t;
+
+/**
+ * An HTTP server (opaque) on one loop. Owned by the caller of `aloop_http_server_new`; free it
+ * with `aloop_http_server_free` after `aloop_http_server_shutdown` completed.
+ */
+typedef struct aloop_http_server_t aloop_http_server_t;
 
 /**
  * An event loop (opaque). Owned by the caller of `aloop_loop_new` until `aloop_loop_free`.
@@ -170,6 +193,84 @@ typedef void (*aloop_post_cb)(struct aloop_loop_t *lp, void *user_data);
  * the registration ends (see each function). Never called when the registering call fails.
  */
 typedef void (*aloop_free_fn)(void *user_data);
+
+/**
+ * Options for `aloop_http_server_new`; fill with `aloop_http_server_options_init` first.
+ */
+typedef struct aloop_http_server_options_t {
+  /**
+   * Time to receive a request head, ms (default 10000).
+   */
+  uint64_t header_timeout_ms;
+  /**
+   * Time to receive a request body after its head, ms (default 30000).
+   */
+  uint64_t body_timeout_ms;
+  /**
+   * Keep-alive idle time before the server closes, ms (default 60000).
+   */
+  uint64_t idle_timeout_ms;
+  /**
+   * Time a client may leave a response unread before it is dropped, ms (default 30000).
+   */
+  uint64_t write_timeout_ms;
+  /**
+   * Longest request target, bytes (default 8192; 414 beyond).
+   */
+  size_t max_request_line;
+  /**
+   * Largest header block, bytes (default 16384; 431 beyond).
+   */
+  size_t max_header_bytes;
+  /**
+   * Most header fields (default 100; 431 beyond).
+   */
+  size_t max_headers;
+  /**
+   * Largest request body, bytes (default 1048576; 413 beyond).
+   */
+  size_t max_body;
+  /**
+   * Unanswered pipelined requests per connection before reading pauses (default 128).
+   */
+  size_t max_pipeline;
+  /**
+   * Unsent response bytes per connection before reading pauses (default 1 MiB).
+   */
+  size_t max_output;
+  /**
+   * Non-zero: SO_REUSEPORT on the listeners (several loops or processes on one port).
+   */
+  int reuse_port;
+  /**
+   * listen(2) backlog (default 1024).
+   */
+  int backlog;
+} aloop_http_server_options_t;
+
+/**
+ * A request handler: answer `req` exactly once, now or later.
+ */
+typedef void (*aloop_http_handler_cb)(struct aloop_http_request_t *req, void *user_data);
+
+/**
+ * Called once when a shutdown has closed every listener and connection.
+ */
+typedef void (*aloop_http_stopped_cb)(struct aloop_http_server_t *server, void *user_data);
+
+/**
+ * Called once when the client of an unanswered request goes away. `req` is still valid and
+ * must still be answered (the answer returns `ALOOP_E_CANCELLED` and frees it).
+ */
+typedef void (*aloop_http_abort_cb)(struct aloop_http_request_t *req, void *user_data);
+
+/**
+ * A response header: NUL-terminated name and value, borrowed during the call.
+ */
+typedef struct aloop_http_header_t {
+  const char *name;
+  const char *value;
+} aloop_http_header_t;
 
 /**
  * Called on the loop's thread with `ALOOP_READABLE` or `ALOOP_WRITABLE`. Readiness is level
@@ -320,6 +421,190 @@ const char *aloop_backend_name(int backend);
  * Milliseconds on a monotonic clock, as cached at the start of the current loop turn.
  */
 uint64_t aloop_loop_now_ms(const struct aloop_loop_t *lp);
+
+/**
+ * Fills `opts` with the defaults (those of CONTRACT.md).
+ */
+int aloop_http_server_options_init(struct aloop_http_server_options_t *opts);
+
+/**
+ * Creates a server on `lp` (no listener yet). `opts` may be NULL for the defaults; it is read
+ * during the call only. `ALOOP_E_INVALID` for a zero timeout or limit.
+ */
+int aloop_http_server_new(struct aloop_loop_t *lp,
+                          const struct aloop_http_server_options_t *opts,
+                          struct aloop_http_server_t **out);
+
+/**
+ * Routes requests with `method` (NULL: any method; HEAD also reaches a GET route) and exactly
+ * `path` (starting with '/', compared without the query) to `cb`. A route added again for the
+ * same method and path replaces the old one. `dtor(user_data)` runs when the server is freed.
+ */
+int aloop_http_server_route(struct aloop_http_server_t *srv,
+                            const char *method,
+                            const char *path,
+                            aloop_http_handler_cb cb,
+                            void *user_data,
+                            aloop_free_fn dtor);
+
+/**
+ * Routes every path starting with `prefix` (longest prefix first, after exact routes).
+ */
+int aloop_http_server_route_prefix(struct aloop_http_server_t *srv,
+                                   const char *method,
+                                   const char *prefix,
+                                   aloop_http_handler_cb cb,
+                                   void *user_data,
+                                   aloop_free_fn dtor);
+
+/**
+ * Handles every request no route takes (instead of the default 404 and 405 answers).
+ */
+int aloop_http_server_fallback(struct aloop_http_server_t *srv,
+                               aloop_http_handler_cb cb,
+                               void *user_data,
+                               aloop_free_fn dtor);
+
+/**
+ * Listens on `ip:port` (numeric address; port 0 picks one) and starts serving. Returns the
+ * bound port (> 0) or an error (`-EADDRINUSE`, `ALOOP_E_ADDRESS`, ...). May be called again
+ * for more addresses.
+ */
+int aloop_http_server_listen(struct aloop_http_server_t *srv, const char *ip, uint16_t port);
+
+/**
+ * Open connections of the server.
+ */
+size_t aloop_http_server_connections(const struct aloop_http_server_t *srv);
+
+/**
+ * Graceful stop: stops accepting, closes idle connections, lets in-flight requests finish
+ * (answered with `Connection: close`) for up to `grace_ms`, then closes what is left. `cb`
+ * (may be NULL) runs once when every listener and connection is closed.
+ */
+int aloop_http_server_shutdown(struct aloop_http_server_t *srv,
+                               uint64_t grace_ms,
+                               aloop_http_stopped_cb cb,
+                               void *user_data);
+
+/**
+ * Frees the server (route destructors run). `ALOOP_E_BUSY` while it has listeners or
+ * connections (shut it down first) or unanswered requests (answer them first).
+ */
+int aloop_http_server_free(struct aloop_http_server_t *srv);
+
+/**
+ * The loop the server runs on.
+ */
+struct aloop_loop_t *aloop_http_server_loop(const struct aloop_http_server_t *srv);
+
+/**
+ * The method ("GET"), NUL-terminated; valid until the request is answered. NULL for an
+ * answered request or when called from another thread (as for every accessor below).
+ */
+const char *aloop_http_request_method(struct aloop_http_request_t *req);
+
+/**
+ * The request target as sent ("/path?query").
+ */
+const char *aloop_http_request_target(struct aloop_http_request_t *req);
+
+/**
+ * The path part of the target, not percent-decoded ("/path").
+ */
+const char *aloop_http_request_path(struct aloop_http_request_t *req);
+
+/**
+ * The raw query after '?' ("" when there is none).
+ */
+const char *aloop_http_request_query(struct aloop_http_request_t *req);
+
+/**
+ * The minor version of HTTP/1.x (0 or 1), or a negative error.
+ */
+int aloop_http_request_version(struct aloop_http_request_t *req);
+
+/**
+ * The first header called `name` (case-insensitive), NUL-terminated, or NULL when absent.
+ */
+const char *aloop_http_request_header(struct aloop_http_request_t *req, const char *name);
+
+/**
+ * Number of header fields.
+ */
+size_t aloop_http_request_header_count(struct aloop_http_request_t *req);
+
+/**
+ * Header `index` (in the order received): sets `*name` and `*value` (NUL-terminated, valid
+ * until the request is answered). `ALOOP_E_NOT_FOUND` past the end.
+ */
+int aloop_http_request_header_at(struct aloop_http_request_t *req,
+                                 size_t index,
+                                 const char **name,
+                                 const char **value);
+
+/**
+ * The body: its bytes (valid until the request is answered; not NUL-terminated) and length in
+ * `*len` (may be NULL). A request without a body gives length 0.
+ */
+const void *aloop_http_request_body(struct aloop_http_request_t *req, size_t *len);
+
+/**
+ * Copies the first query parameter `name`, percent-decoded, into `buf` (`buf_len` bytes,
+ * NUL-terminated, truncated to fit) and returns its full decoded length, like snprintf.
+ * `ALOOP_E_NOT_FOUND` when absent. `buf` may be NULL with `buf_len` 0 to ask the length.
+ */
+ptrdiff_t aloop_http_request_query_param(struct aloop_http_request_t *req,
+                                         const char *name,
+                                         char *buf,
+                                         size_t buf_len);
+
+/**
+ * Registers `cb(req, user_data)` to run once if the client goes away before `req` is
+ * answered; `dtor(user_data)` runs when the request ends either way. `ALOOP_E_CANCELLED` if
+ * the client is already gone.
+ */
+int aloop_http_request_on_abort(struct aloop_http_request_t *req,
+                                aloop_http_abort_cb cb,
+                                void *user_data,
+                                aloop_free_fn dtor);
+
+/**
+ * Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
+ * and `Connection` are written by the library; give `Server` or `Date` to replace them) and
+ * `len` bytes of `body` (copied). On success the request is consumed. Errors:
+ * `ALOOP_E_INVALID` (bad status, or CR/LF/NUL in a header: the request stays unanswered),
+ * `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`
+ * (already answered). Thread-safe: from another thread the response is copied and handed to
+ * the request's loop, and 0 means "queued".
+ */
+int aloop_http_respond(struct aloop_http_request_t *req,
+                       int status,
+                       const struct aloop_http_header_t *headers,
+                       size_t nheaders,
+                       const void *body,
+                       size_t len);
+
+/**
+ * Starts a chunked response (`Transfer-Encoding: chunked`) for bodies of unknown length;
+ * then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Errors as for
+ * `aloop_http_respond`. Loop thread only.
+ */
+int aloop_http_respond_chunked(struct aloop_http_request_t *req,
+                               int status,
+                               const struct aloop_http_header_t *headers,
+                               size_t nheaders);
+
+/**
+ * Sends `len` bytes (copied) as one chunk of a chunked response. `ALOOP_E_CANCELLED` if the
+ * client has gone (the request is then consumed: stop writing).
+ */
+int aloop_http_chunk(struct aloop_http_request_t *req, const void *data, size_t len);
+
+/**
+ * Ends a chunked response; the request is consumed.
+ */
+int aloop_http_chunk_end(struct aloop_http_request_t *req);
 
 /**
  * Creates a watch on `fd` (borrowed; must stay open until the watch is freed or its interest

@@ -49,6 +49,8 @@ library_codes! {
     EOF = -10010, c"ALOOP_E_EOF", c"end of stream";
     /// A connect or request timed out.
     TIMEOUT = -10011, c"ALOOP_E_TIMEOUT", c"operation timed out";
+    /// The thing asked for does not exist (a query parameter, a header).
+    NOT_FOUND = -10012, c"ALOOP_E_NOT_FOUND", c"not found";
 }
 
 impl Error {

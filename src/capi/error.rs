@@ -27,6 +27,8 @@ pub const ALOOP_E_INVALID: c_int = -10009;
 pub const ALOOP_E_EOF: c_int = -10010;
 /// A connect or request timed out.
 pub const ALOOP_E_TIMEOUT: c_int = -10011;
+/// The thing asked for does not exist (a query parameter, a header).
+pub const ALOOP_E_NOT_FOUND: c_int = -10012;
 
 /// A static, human-readable message for any code this library returns (0 included). Never
 /// NULL; unknown codes get "unknown error". Thread-safe; the string is never freed.
@@ -68,6 +70,7 @@ mod tests {
             (ALOOP_E_INVALID, Error::INVALID),
             (ALOOP_E_EOF, Error::EOF),
             (ALOOP_E_TIMEOUT, Error::TIMEOUT),
+            (ALOOP_E_NOT_FOUND, Error::NOT_FOUND),
         ] {
             assert_eq!(c, e.code(), "{e:?}");
         }

@@ -9,6 +9,7 @@
 
 mod error;
 mod event_loop;
+mod http;
 mod poll;
 mod tcp;
 mod timer;
@@ -22,6 +23,7 @@ use crate::error::Error;
 
 pub use error::*;
 pub use event_loop::*;
+pub use http::*;
 pub use poll::*;
 pub use tcp::*;
 pub use timer::*;
@@ -50,6 +52,11 @@ impl<T> OnPanic for *const T {
 impl<T> OnPanic for *mut T {
     fn on_panic() -> Self {
         std::ptr::null_mut()
+    }
+}
+impl OnPanic for isize {
+    fn on_panic() -> Self {
+        Error::PANIC.code() as isize
     }
 }
 impl OnPanic for usize {

@@ -9,3 +9,9 @@ mod parser_tests;
 
 pub use parser::{HttpError, Limits};
 pub use request::RequestData;
+pub mod date;
+pub mod response;
+pub mod router;
+pub mod server;
+
+pub use server::{ChunkedWriter, HttpServer, Request, ServerOptions};

@@ -4,6 +4,7 @@ use super::parser::{HttpError, Limits, Outcome, RequestParser, Sink};
 use super::request::RequestData;
 
 #[derive(Default)]
+#[allow(clippy::vec_box)]
 struct Collect {
     done: Vec<Box<RequestData>>,
 }

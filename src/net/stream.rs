@@ -63,6 +63,7 @@ struct StreamInner {
     done: RefCell<Vec<DoneCb>>,
     shutdown: RefCell<Option<DoneCb>>,
     shutdown_done: Cell<bool>,
+    on_drain: RefCell<Option<Box<dyn FnMut()>>>,
     // Connecting.
     connect: Cell<Option<Token>>,
     connect_addr: UnsafeCell<SockAddr>,
@@ -102,6 +103,7 @@ impl TcpStream {
                 done: RefCell::new(Vec::new()),
                 shutdown: RefCell::new(None),
                 shutdown_done: Cell::new(false),
+                on_drain: RefCell::new(None),
                 connect: Cell::new(None),
                 // SAFETY: all-zero storage is valid.
                 connect_addr: UnsafeCell::new(SockAddr {
@@ -295,6 +297,12 @@ impl TcpStream {
         Ok(())
     }
 
+    /// Sets a callback run each time the write queue empties after a successful send (set once
+    /// per connection instead of a callback per write). Dropped at close.
+    pub fn set_on_drain(&self, cb: impl FnMut() + 'static) {
+        *self.inner.on_drain.borrow_mut() = Some(Box::new(cb));
+    }
+
     /// Shuts down the sending side once queued writes are sent; `cb` gets the result.
     pub fn shutdown(&self, cb: impl FnOnce(Result<()>) + 'static) -> Result<()> {
         let inner = &self.inner;
@@ -324,6 +332,8 @@ impl TcpStream {
         inner.reading.set(false);
         let read_cb = inner.on_read.borrow_mut().take();
         drop(read_cb);
+        let drain_cb = inner.on_drain.borrow_mut().take();
+        drop(drain_cb);
         inner.stash.borrow_mut().clear();
         let timer = inner.connect_timer.borrow_mut().take();
         drop(timer);
@@ -494,6 +504,7 @@ impl StreamInner {
                     if let Some(cb) = req.cb {
                         done.push(cb);
                     }
+                    self.lp.recycle_buffer(req.data);
                 } else {
                     front.offset += sent;
                     break;
@@ -515,8 +526,18 @@ impl StreamInner {
             self.fail_writes(e);
         } else if self.closing.get() {
             self.fail_writes(Error::CANCELLED);
-        } else if !more && self.send.get().is_none() && self.shutdown.borrow().is_some() {
-            self.do_shutdown();
+        } else if !more && self.send.get().is_none() {
+            if self.shutdown.borrow().is_some() {
+                self.do_shutdown();
+            }
+            let cb = self.on_drain.borrow_mut().take();
+            if let Some(mut cb) = cb {
+                cb();
+                let mut slot = self.on_drain.borrow_mut();
+                if slot.is_none() && !self.closing.get() {
+                    *slot = Some(cb);
+                }
+            }
         }
     }
 

@@ -23,14 +23,13 @@ pub use driver::Backend;
 pub use op::{Completion, Op};
 pub use remote::{Job, Remote};
 pub use timer::Timer;
-pub use token::Token;
+pub use token::{Slab, Token};
 pub use watch::{FdWatch, Readiness};
 
 use crate::error::{Error, Result};
 use buffers::BufPool;
 use driver::Driver;
 use timer::TimerQueue;
-use token::Slab;
 
 /// Receive buffers per loop and their size (see `buffers`).
 const RECV_BUFFERS: u16 = 256;
@@ -89,7 +88,12 @@ pub(crate) struct LoopInner {
     open_handles: Cell<usize>,
     now: Cell<Instant>,
     running: Cell<bool>,
+    buffers: RefCell<Vec<Vec<u8>>>,
 }
+
+/// Buffers kept for reuse by `take_buffer`, and the largest capacity kept.
+const POOLED_BUFFERS: usize = 1024;
+const POOLED_BUFFER_MAX: usize = 256 * 1024;
 
 /// An event loop. Cheap to clone (a reference); not `Send`: it runs on one thread.
 #[derive(Clone)]
@@ -153,6 +157,7 @@ impl Loop {
                 open_handles: Cell::new(0),
                 now: Cell::new(Instant::now()),
                 running: Cell::new(false),
+                buffers: RefCell::new(Vec::new()),
             }),
         };
         lp.arm_wake();
@@ -201,6 +206,24 @@ impl Loop {
         if let Some(op) = op {
             // A failure to queue the cancel leaves the op to finish by itself.
             let _ = self.inner.driver.borrow_mut().cancel(token, &op);
+        }
+    }
+
+    /// An empty byte buffer, reused from the loop's pool when one is there (no allocation in
+    /// steady state). Give it back with `recycle_buffer`.
+    pub fn take_buffer(&self) -> Vec<u8> {
+        self.inner.buffers.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Returns a buffer to the pool (cleared; very large ones are freed instead).
+    pub fn recycle_buffer(&self, mut v: Vec<u8>) {
+        if v.capacity() == 0 || v.capacity() > POOLED_BUFFER_MAX {
+            return;
+        }
+        let mut pool = self.inner.buffers.borrow_mut();
+        if pool.len() < POOLED_BUFFERS {
+            v.clear();
+            pool.push(v);
         }
     }
 

@@ -86,9 +86,22 @@ impl<T> Slab<T> {
         Some(v)
     }
 
+    /// The occupied slots with their tokens.
+    pub fn iter(&self) -> impl Iterator<Item = (Token, &T)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.value.as_ref().map(|v| (Token::new(i as u32, e.gen), v)))
+    }
+
     /// Number of occupied slots.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// True when no slot is occupied.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

@@ -1,0 +1,310 @@
+// asyncloop.hpp: a header-only C++17 layer over asyncloop.h.
+//
+// RAII owners for loops, timers and HTTP servers; lambdas as callbacks (stored on the heap and
+// freed by the library's user-data destructor; an exception escaping a callback is caught at
+// the trampoline and reported on stderr, never thrown through C); a move-only Responder that
+// answers its request exactly once (500 if it is destroyed unanswered).
+#ifndef ASYNCLOOP_HPP
+#define ASYNCLOOP_HPP
+
+#include "asyncloop.h"
+
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace aloop {
+
+/// An error code from the C API, with its message.
+class Error : public std::runtime_error {
+  public:
+    explicit Error(int code, const std::string &what = "")
+        : std::runtime_error((what.empty() ? "" : what + ": ") + aloop_strerror(code)), code_(code) {}
+    int code() const noexcept { return code_; }
+    const char *name() const noexcept { return aloop_err_name(code_); }
+
+  private:
+    int code_;
+};
+
+/// Throws `Error` for a negative return code; returns it otherwise.
+inline int check(int rc, const char *what = "") {
+    if (rc < 0)
+        throw Error(rc, what);
+    return rc;
+}
+
+namespace detail {
+template <class F> void delete_fn(void *p) { delete static_cast<F *>(p); }
+
+inline void report(const char *where) noexcept {
+    try {
+        throw;
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "asyncloop: exception in %s callback: %s\n", where, e.what());
+    } catch (...) {
+        std::fprintf(stderr, "asyncloop: unknown exception in %s callback\n", where);
+    }
+}
+} // namespace detail
+
+/// An event loop, owned. One per thread; `post` and `stop` may be called from any thread.
+class Loop {
+  public:
+    enum class Backend { Auto = ALOOP_BACKEND_AUTO, Uring = ALOOP_BACKEND_URING, Epoll = ALOOP_BACKEND_EPOLL };
+
+    explicit Loop(Backend backend = Backend::Auto, uint32_t queue_depth = 0) {
+        aloop_loop_options_t o;
+        aloop_loop_options_init(&o);
+        o.backend = static_cast<int>(backend);
+        if (queue_depth)
+            o.queue_depth = queue_depth;
+        check(aloop_loop_new(&o, &loop_), "aloop_loop_new");
+    }
+    Loop(const Loop &) = delete;
+    Loop &operator=(const Loop &) = delete;
+    ~Loop() {
+        if (loop_ && aloop_loop_free(loop_) != 0)
+            std::fprintf(stderr, "asyncloop: loop destroyed with open handles (leaked)\n");
+    }
+
+    aloop_loop_t *get() const noexcept { return loop_; }
+    /// Runs until stopped or idle; returns whether anything is still active.
+    bool run(int mode = ALOOP_RUN_DEFAULT) { return check(aloop_loop_run(loop_, mode), "aloop_loop_run") == 1; }
+    /// Thread-safe.
+    void stop() { check(aloop_loop_stop(loop_), "aloop_loop_stop"); }
+    /// Runs `fn` on the loop's thread. Thread-safe.
+    void post(std::function<void()> fn) {
+        using F = std::function<void()>;
+        auto *heap = new F(std::move(fn));
+        int rc = aloop_loop_post(
+            loop_,
+            [](aloop_loop_t *, void *ud) {
+                try {
+                    (*static_cast<F *>(ud))();
+                } catch (...) {
+                    detail::report("post");
+                }
+            },
+            heap, detail::delete_fn<F>);
+        if (rc != 0) {
+            delete heap;
+            throw Error(rc, "aloop_loop_post");
+        }
+    }
+    Backend backend() const { return static_cast<Backend>(aloop_loop_backend(loop_)); }
+    const char *backend_name() const { return aloop_backend_name(aloop_loop_backend(loop_)); }
+
+  private:
+    aloop_loop_t *loop_ = nullptr;
+};
+
+/// A timer, owned; the callback may be any callable.
+class Timer {
+  public:
+    explicit Timer(Loop &loop) { check(aloop_timer_new(loop.get(), &t_), "aloop_timer_new"); }
+    Timer(const Timer &) = delete;
+    Timer &operator=(const Timer &) = delete;
+    ~Timer() { aloop_timer_free(t_); }
+
+    void start(uint64_t timeout_ms, uint64_t repeat_ms, std::function<void()> fn) {
+        using F = std::function<void()>;
+        auto *heap = new F(std::move(fn));
+        int rc = aloop_timer_start(
+            t_, timeout_ms, repeat_ms,
+            [](aloop_timer_t *, void *ud) {
+                try {
+                    (*static_cast<F *>(ud))();
+                } catch (...) {
+                    detail::report("timer");
+                }
+            },
+            heap, detail::delete_fn<F>);
+        if (rc != 0) {
+            delete heap;
+            throw Error(rc, "aloop_timer_start");
+        }
+    }
+    void stop() { aloop_timer_stop(t_); }
+    bool active() const { return aloop_timer_is_active(t_) == 1; }
+
+  private:
+    aloop_timer_t *t_ = nullptr;
+};
+
+/// An HTTP response header.
+struct Header {
+    std::string name, value;
+};
+
+/// The right to answer one request. Move-only; answering consumes it. If it is destroyed
+/// unanswered, the request is answered 500.
+class Responder {
+  public:
+    explicit Responder(aloop_http_request_t *req) noexcept : req_(req) {}
+    Responder(Responder &&o) noexcept : req_(std::exchange(o.req_, nullptr)) {}
+    Responder &operator=(Responder &&o) noexcept {
+        if (this != &o) {
+            abandon();
+            req_ = std::exchange(o.req_, nullptr);
+        }
+        return *this;
+    }
+    Responder(const Responder &) = delete;
+    Responder &operator=(const Responder &) = delete;
+    ~Responder() { abandon(); }
+
+    bool valid() const noexcept { return req_ != nullptr; }
+    aloop_http_request_t *get() const noexcept { return req_; }
+
+    std::string_view method() const { return sv(aloop_http_request_method(req_)); }
+    std::string_view target() const { return sv(aloop_http_request_target(req_)); }
+    std::string_view path() const { return sv(aloop_http_request_path(req_)); }
+    std::string_view query() const { return sv(aloop_http_request_query(req_)); }
+    std::optional<std::string_view> header(const char *name) const {
+        const char *v = aloop_http_request_header(req_, name);
+        return v ? std::optional<std::string_view>(v) : std::nullopt;
+    }
+    std::string_view body() const {
+        size_t n = 0;
+        const void *p = aloop_http_request_body(req_, &n);
+        return p ? std::string_view(static_cast<const char *>(p), n) : std::string_view();
+    }
+    /// The first query parameter `name`, percent-decoded.
+    std::optional<std::string> query_param(const char *name) const {
+        ptrdiff_t n = aloop_http_request_query_param(req_, name, nullptr, 0);
+        if (n < 0)
+            return std::nullopt;
+        std::string v(static_cast<size_t>(n) + 1, '\0');
+        aloop_http_request_query_param(req_, name, v.data(), v.size());
+        v.resize(static_cast<size_t>(n));
+        return v;
+    }
+
+    /// Answers; returns 0, or ALOOP_E_CANCELLED when the client has gone. Throws `Error` for a
+    /// bad status or header (the request then stays unanswered and this Responder valid).
+    int respond(int status, const std::vector<Header> &headers, std::string_view body) {
+        std::vector<aloop_http_header_t> hs;
+        hs.reserve(headers.size());
+        for (const auto &h : headers)
+            hs.push_back({h.name.c_str(), h.value.c_str()});
+        int rc = aloop_http_respond(req_, status, hs.data(), hs.size(), body.data(), body.size());
+        if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL)
+            throw Error(rc, "aloop_http_respond");
+        req_ = nullptr;
+        return rc;
+    }
+    int respond(int status, std::string_view content_type, std::string_view body) {
+        return respond(status, {{"Content-Type", std::string(content_type)}}, body);
+    }
+
+    /// Runs `fn` once if the client goes away before the answer.
+    void on_abort(std::function<void()> fn) {
+        using F = std::function<void()>;
+        auto *heap = new F(std::move(fn));
+        int rc = aloop_http_request_on_abort(
+            req_,
+            [](aloop_http_request_t *, void *ud) {
+                try {
+                    (*static_cast<F *>(ud))();
+                } catch (...) {
+                    detail::report("abort");
+                }
+            },
+            heap, detail::delete_fn<F>);
+        if (rc != 0)
+            delete heap;
+    }
+
+  private:
+    static std::string_view sv(const char *s) { return s ? std::string_view(s) : std::string_view(); }
+    void abandon() noexcept {
+        if (req_) {
+            static const char msg[] = "500 Internal Server Error\n";
+            aloop_http_header_t h{"Content-Type", "text/plain"};
+            aloop_http_respond(req_, 500, &h, 1, msg, sizeof msg - 1);
+            req_ = nullptr;
+        }
+    }
+    aloop_http_request_t *req_ = nullptr;
+};
+
+/// An HTTP server on one loop, owned. Shut it down (and let the loop run until the shutdown
+/// callback) before destroying it.
+class HttpServer {
+  public:
+    using Handler = std::function<void(Responder)>;
+
+    struct Options {
+        aloop_http_server_options_t c;
+        Options() { aloop_http_server_options_init(&c); }
+    };
+
+    HttpServer(Loop &loop, const Options &opts = Options()) {
+        check(aloop_http_server_new(loop.get(), &opts.c, &srv_), "aloop_http_server_new");
+    }
+    HttpServer(const HttpServer &) = delete;
+    HttpServer &operator=(const HttpServer &) = delete;
+    ~HttpServer() {
+        if (srv_ && aloop_http_server_free(srv_) != 0)
+            std::fprintf(stderr, "asyncloop: HTTP server destroyed while busy (leaked)\n");
+    }
+
+    aloop_http_server_t *get() const noexcept { return srv_; }
+
+    /// `method` nullptr: any method.
+    void route(const char *method, const char *path, Handler h) {
+        check(aloop_http_server_route(srv_, method, path, trampoline, new Handler(std::move(h)), detail::delete_fn<Handler>),
+              "aloop_http_server_route");
+    }
+    void route_prefix(const char *method, const char *prefix, Handler h) {
+        check(aloop_http_server_route_prefix(srv_, method, prefix, trampoline, new Handler(std::move(h)),
+                                             detail::delete_fn<Handler>),
+              "aloop_http_server_route_prefix");
+    }
+    void fallback(Handler h) {
+        check(aloop_http_server_fallback(srv_, trampoline, new Handler(std::move(h)), detail::delete_fn<Handler>),
+              "aloop_http_server_fallback");
+    }
+    /// Returns the bound port.
+    int listen(const char *ip, uint16_t port) { return check(aloop_http_server_listen(srv_, ip, port), "listen"); }
+    size_t connections() const { return aloop_http_server_connections(srv_); }
+    /// Graceful stop; `done` runs on the loop when every connection is closed.
+    void shutdown(uint64_t grace_ms, std::function<void()> done) {
+        using F = std::function<void()>;
+        auto *heap = new F(std::move(done));
+        check(aloop_http_server_shutdown(
+                  srv_, grace_ms,
+                  [](aloop_http_server_t *, void *ud) {
+                      auto *f = static_cast<F *>(ud);
+                      try {
+                          (*f)();
+                      } catch (...) {
+                          detail::report("shutdown");
+                      }
+                      delete f;
+                  },
+                  heap),
+              "aloop_http_server_shutdown");
+    }
+
+  private:
+    static void trampoline(aloop_http_request_t *req, void *ud) {
+        try {
+            (*static_cast<Handler *>(ud))(Responder(req));
+        } catch (...) {
+            detail::report("HTTP handler");
+        }
+    }
+    aloop_http_server_t *srv_ = nullptr;
+};
+
+} // namespace aloop
+
+#endif

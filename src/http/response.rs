@@ -1,0 +1,174 @@
+//! Response heads: status line, `Server`, `Date`, the application's headers (checked: no CR, LF
+//! or NUL, names are tokens), framing (`Content-Length` or chunked) and `Connection`.
+
+use std::io::Write;
+
+/// Reason phrase for a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// A header name must be a token (RFC 9110).
+pub fn valid_name(n: &[u8]) -> bool {
+    !n.is_empty()
+        && n.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header value must not contain CR, LF, NUL or other controls (HTAB allowed).
+pub fn valid_value(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Headers the library writes itself; the application's copies are ignored.
+pub fn is_framing(n: &[u8]) -> bool {
+    n.eq_ignore_ascii_case(b"content-length")
+        || n.eq_ignore_ascii_case(b"transfer-encoding")
+        || n.eq_ignore_ascii_case(b"connection")
+}
+
+/// How the body is framed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// Writes a response head into `out`. Headers must have been checked with `valid_name` and
+/// `valid_value`. `Server` and `Date` are added unless the application gave them.
+pub fn write_head<'a>(
+    out: &mut Vec<u8>,
+    status: u16,
+    date: &[u8],
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    framing: Framing,
+    close: bool,
+    http10_keep_alive: bool,
+) {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    let mut has_server = false;
+    let mut has_date = false;
+    for (n, _) in headers.clone() {
+        has_server |= n.eq_ignore_ascii_case(b"server");
+        has_date |= n.eq_ignore_ascii_case(b"date");
+    }
+    if !has_server {
+        out.extend_from_slice(b"Server: asyncloop\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    }
+    for (n, v) in headers {
+        if is_framing(n) {
+            continue;
+        }
+        out.extend_from_slice(n);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if http10_keep_alive {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes one chunk (nothing for empty data: an empty chunk would end the body).
+pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends a chunked body.
+pub fn write_last_chunk(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_layout() {
+        let mut out = Vec::new();
+        let hs: Vec<(&[u8], &[u8])> = vec![
+            (b"Content-Type", b"text/plain"),
+            (b"content-length", b"999"),
+        ];
+        write_head(
+            &mut out,
+            200,
+            b"Sun, 06 Nov 1994 08:49:37 GMT",
+            hs.iter().copied(),
+            Framing::Length(5),
+            false,
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: asyncloop\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn header_checks() {
+        assert!(valid_name(b"X-Ok"));
+        assert!(!valid_name(b"X Bad"));
+        assert!(!valid_name(b"X:Bad"));
+        assert!(!valid_name(b""));
+        assert!(valid_value(b"a\tb c"));
+        assert!(!valid_value(b"a\r\nInjected: 1"));
+        assert!(!valid_value(b"a\nb"));
+        assert!(!valid_value(b"a\0b"));
+    }
+}

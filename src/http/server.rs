@@ -1,0 +1,1211 @@
+//! The HTTP/1.1 server of one loop: listeners, connections, request slots and timeouts.
+//!
+//! Each connection parses as much as it has read (many pipelined requests per read), hands each
+//! complete request to its handler, and keeps a pipeline of unanswered requests so responses go
+//! out strictly in request order, however late each handler answers. Responses that are ready
+//! at the front are gathered into one buffer and written with one send. A request lives in a
+//! slot until it is answered, even after its client has gone: answering then reports
+//! `CANCELLED` and frees the slot. Slots are addressed by (index, generation), so answering
+//! twice is an error code, never a use-after-free.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use super::date::http_date;
+use super::parser::{HttpError, Limits, Outcome, RequestParser, Sink};
+use super::request::RequestData;
+use super::response::{self, Framing};
+use super::router::{Handler, Route, Router};
+use crate::error::{Error, Result};
+use crate::net::{ListenOptions, ReadEvent, TcpListener, TcpStream};
+use crate::reactor::{Loop, Remote, Slab, Timer, Token};
+
+/// Server settings; defaults as in CONTRACT.md.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerOptions {
+    pub limits: Limits,
+    /// Time to receive a request head, from its first byte (or from accept).
+    pub header_timeout: Duration,
+    /// Time to receive a request body, from the end of its head.
+    pub body_timeout: Duration,
+    /// Keep-alive idle time before the server closes.
+    pub idle_timeout: Duration,
+    /// Time a response may wait for the client to read it before the connection is dropped.
+    pub write_timeout: Duration,
+    /// Unanswered requests per connection before reading pauses.
+    pub max_pipeline: usize,
+    /// Unsent response bytes per connection before reading pauses.
+    pub max_output: usize,
+    /// Listener options (SO_REUSEPORT, backlog).
+    pub listen: ListenOptions,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            limits: Limits::default(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            max_pipeline: 128,
+            max_output: 1 << 20,
+            listen: ListenOptions::default(),
+        }
+    }
+}
+
+/// How long a closing connection keeps reading (and discarding) after its last response, so
+/// the client's unread bytes do not turn the close into a reset that loses that response.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The part of a slot that outlives its requests and can be read from any thread: C handles
+/// point here (with the generation in their top bits).
+pub struct SlotHeader {
+    /// Bumped each time the slot is freed; a handle with another generation is stale.
+    pub gen: AtomicU32,
+    pub index: u32,
+    pub remote: Arc<Remote>,
+    pub loop_thread: ThreadId,
+    /// Owning server (loop thread only).
+    pub(crate) server: Weak<ServerInner>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SlotState {
+    Free,
+    Waiting,
+    Streaming,
+}
+
+struct SlotEntry {
+    header: Box<SlotHeader>,
+    state: SlotState,
+    data: Option<Box<RequestData>>,
+    conn: Weak<Conn>,
+    seq: u64,
+    abort: Option<Box<dyn FnOnce()>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Receiving a body.
+    Body,
+    /// Requests are with their handlers; no read timeout.
+    Busy,
+    /// Keep-alive, nothing pending.
+    Idle,
+    /// Last response sent, write side shut down, discarding input until EOF.
+    Linger,
+}
+
+/// One request's place in a connection's pipeline.
+struct Pending {
+    seq: u64,
+    /// The request's slot (None for responses the server makes itself).
+    slot: Option<(u32, u32)>,
+    done: bool,
+    close: bool,
+    /// Response bytes made while earlier responses were still outstanding.
+    buf: Vec<u8>,
+}
+
+struct Conn {
+    key: Cell<Token>,
+    stream: TcpStream,
+    parser: RefCell<RequestParser<ConnSink>>,
+    pipeline: RefCell<VecDeque<Pending>>,
+    next_seq: Cell<u64>,
+    out: RefCell<Vec<u8>>,
+    phase: Cell<Phase>,
+    since: Cell<Instant>,
+    write_since: Cell<Option<Instant>>,
+    close_after: Cell<bool>,
+    read_paused: Cell<bool>,
+    eof: Cell<bool>,
+    closing: Cell<bool>,
+    flush_scheduled: Cell<bool>,
+    in_read: Cell<bool>,
+    completed: RefCell<Vec<(u32, u32)>>,
+}
+
+/// Shared state of a server (one per loop).
+pub struct ServerInner {
+    lp: Loop,
+    opts: ServerOptions,
+    router: RefCell<Router>,
+    listeners: RefCell<Vec<TcpListener>>,
+    listeners_open: Cell<usize>,
+    conns: RefCell<Slab<Rc<Conn>>>,
+    slots: RefCell<Vec<SlotEntry>>,
+    free_slots: RefCell<Vec<u32>>,
+    active_slots: Cell<usize>,
+    /// Boxed: handlers hold pointers to a request's data, which must not move.
+    #[allow(clippy::vec_box)]
+    data_pool: RefCell<Vec<Box<RequestData>>>,
+    sweeper: RefCell<Option<Timer>>,
+    sweep_buf: RefCell<Vec<Rc<Conn>>>,
+    stopping: Cell<bool>,
+    on_stopped: RefCell<Option<Box<dyn FnOnce()>>>,
+    grace: RefCell<Option<Timer>>,
+    me: Weak<ServerInner>,
+}
+
+/// An HTTP server on one loop. Clones share it.
+#[derive(Clone)]
+pub struct HttpServer {
+    inner: Rc<ServerInner>,
+}
+
+/// A request given to a handler. Answer it exactly once with `respond` (or the chunked
+/// writer); dropping it unanswered answers 500. It stays valid after the client has gone.
+pub struct Request {
+    srv: Rc<ServerInner>,
+    index: u32,
+    gen: u32,
+    data: *const RequestData,
+    answered: bool,
+}
+
+struct ConnSink {
+    srv: Rc<ServerInner>,
+    conn: Rc<Conn>,
+}
+
+impl Sink for ConnSink {
+    fn new_request(&mut self) -> Box<RequestData> {
+        self.srv.data_pool.borrow_mut().pop().unwrap_or_default()
+    }
+
+    fn head_complete(&mut self, req: &mut RequestData) -> std::result::Result<(), HttpError> {
+        self.conn.set_phase(Phase::Body, self.srv.lp.now());
+        if req.expect_continue && self.conn.pipeline.borrow().is_empty() {
+            let mut out = self.conn.out.borrow_mut();
+            if out.capacity() == 0 {
+                *out = self.srv.lp.take_buffer();
+            }
+            out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        Ok(())
+    }
+
+    fn request_complete(&mut self, req: Box<RequestData>) {
+        let seq = self.conn.take_seq();
+        let id = self.srv.alloc_slot(req, &self.conn, seq);
+        self.conn.pipeline.borrow_mut().push_back(Pending {
+            seq,
+            slot: Some(id),
+            done: false,
+            close: false,
+            buf: Vec::new(),
+        });
+        self.conn.completed.borrow_mut().push(id);
+        self.conn.set_phase(Phase::Busy, self.srv.lp.now());
+    }
+}
+
+impl Conn {
+    fn take_seq(&self) -> u64 {
+        let s = self.next_seq.get();
+        self.next_seq.set(s + 1);
+        s
+    }
+
+    fn set_phase(&self, p: Phase, now: Instant) {
+        if self.phase.get() != p {
+            self.phase.set(p);
+            self.since.set(now);
+        }
+    }
+
+    /// Index in the pipeline of the entry with sequence `seq`.
+    fn position(&self, seq: u64) -> Option<usize> {
+        let p = self.pipeline.borrow();
+        let front = p.front()?.seq;
+        let i = seq.checked_sub(front)? as usize;
+        (i < p.len()).then_some(i)
+    }
+}
+
+fn error_body(status: u16) -> String {
+    format!("{} {}\n", status, response::reason(status))
+}
+
+impl HttpServer {
+    /// A server on `lp` with no listener yet.
+    pub fn new(lp: &Loop, opts: ServerOptions) -> HttpServer {
+        HttpServer {
+            inner: Rc::new_cyclic(|me| ServerInner {
+                lp: lp.clone(),
+                opts,
+                router: RefCell::new(Router::default()),
+                listeners: RefCell::new(Vec::new()),
+                listeners_open: Cell::new(0),
+                conns: RefCell::new(Slab::default()),
+                slots: RefCell::new(Vec::new()),
+                free_slots: RefCell::new(Vec::new()),
+                active_slots: Cell::new(0),
+                data_pool: RefCell::new(Vec::new()),
+                sweeper: RefCell::new(None),
+                sweep_buf: RefCell::new(Vec::new()),
+                stopping: Cell::new(false),
+                on_stopped: RefCell::new(None),
+                grace: RefCell::new(None),
+                me: me.clone(),
+            }),
+        }
+    }
+
+    /// The shared state (for the C API).
+    pub fn inner(&self) -> &Rc<ServerInner> {
+        &self.inner
+    }
+
+    /// Routes `method` (None: any) and exactly `path` to `handler`.
+    pub fn route(&self, method: Option<&str>, path: &str, handler: impl Fn(Request) + 'static) {
+        self.inner
+            .router
+            .borrow_mut()
+            .exact(method, path, Rc::new(handler) as Handler);
+    }
+
+    /// Routes every path starting with `prefix`.
+    pub fn route_prefix(
+        &self,
+        method: Option<&str>,
+        prefix: &str,
+        handler: impl Fn(Request) + 'static,
+    ) {
+        self.inner
+            .router
+            .borrow_mut()
+            .prefix(method, prefix, Rc::new(handler) as Handler);
+    }
+
+    /// Handles what no route takes (instead of 404/405).
+    pub fn fallback(&self, handler: impl Fn(Request) + 'static) {
+        self.inner
+            .router
+            .borrow_mut()
+            .fallback(Rc::new(handler) as Handler);
+    }
+
+    /// Listens on `addr` (port 0: any free port) and starts accepting. May be called for several
+    /// addresses. Returns the bound address.
+    pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
+        let srv = &self.inner;
+        if srv.stopping.get() {
+            return Err(Error::CLOSED);
+        }
+        let l = TcpListener::bind(&srv.lp, addr, srv.opts.listen)?;
+        let weak = srv.me.clone();
+        l.start(move |r| {
+            if let (Some(srv), Ok(stream)) = (weak.upgrade(), r) {
+                srv.accept(stream);
+            }
+        })
+        .inspect_err(|_| l.close(|| {}))?;
+        let bound = l.local_addr();
+        srv.listeners.borrow_mut().push(l);
+        srv.listeners_open.set(srv.listeners_open.get() + 1);
+        srv.start_sweeper();
+        Ok(bound)
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.inner.conns.borrow().len()
+    }
+
+    /// Requests handed to handlers and not answered yet.
+    pub fn active_requests(&self) -> usize {
+        self.inner.active_slots.get()
+    }
+
+    /// Graceful stop: stop accepting, close idle connections, let in-flight requests finish
+    /// (their responses carry `Connection: close`) for up to `grace`, then close the rest.
+    /// `done` runs once every listener and connection is closed.
+    pub fn shutdown(&self, grace: Duration, done: impl FnOnce() + 'static) {
+        self.inner.clone().shutdown(grace, Box::new(done));
+    }
+
+    /// Whether a shutdown finished (no listener, no connection).
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopping.get()
+            && self.inner.listeners_open.get() == 0
+            && self.inner.conns.borrow().is_empty()
+    }
+}
+
+impl ServerInner {
+    pub(crate) fn lp(&self) -> &Loop {
+        &self.lp
+    }
+
+    fn me(&self) -> Rc<ServerInner> {
+        self.me.upgrade().expect("server alive while in use")
+    }
+
+    fn start_sweeper(&self) {
+        if self.sweeper.borrow().is_some() {
+            return;
+        }
+        let o = &self.opts;
+        let shortest = o
+            .header_timeout
+            .min(o.body_timeout)
+            .min(o.idle_timeout)
+            .min(o.write_timeout);
+        let period = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let t = Timer::new(&self.lp);
+        let weak = self.me.clone();
+        t.start(period, Some(period), move || {
+            if let Some(srv) = weak.upgrade() {
+                srv.sweep();
+            }
+        });
+        *self.sweeper.borrow_mut() = Some(t);
+    }
+
+    fn accept(&self, stream: TcpStream) {
+        if self.stopping.get() {
+            stream.close(|| {});
+            return;
+        }
+        let now = self.lp.now();
+        let conn = Rc::new(Conn {
+            key: Cell::new(Token(0)),
+            stream: stream.clone(),
+            parser: RefCell::new(RequestParser::new(self.opts.limits)),
+            pipeline: RefCell::new(VecDeque::new()),
+            next_seq: Cell::new(0),
+            out: RefCell::new(Vec::new()),
+            phase: Cell::new(Phase::Head),
+            since: Cell::new(now),
+            write_since: Cell::new(None),
+            close_after: Cell::new(false),
+            read_paused: Cell::new(false),
+            eof: Cell::new(false),
+            closing: Cell::new(false),
+            flush_scheduled: Cell::new(false),
+            in_read: Cell::new(false),
+            completed: RefCell::new(Vec::new()),
+        });
+        let key = self.conns.borrow_mut().insert(conn.clone());
+        conn.key.set(key);
+        let (weak_srv, weak_conn) = (self.me.clone(), Rc::downgrade(&conn));
+        stream.set_on_drain(move || {
+            if let (Some(srv), Some(conn)) = (weak_srv.upgrade(), weak_conn.upgrade()) {
+                srv.on_drain(&conn);
+            }
+        });
+        if let Err(_e) = self.start_reading(&conn) {
+            self.close_now(&conn);
+        }
+    }
+
+    fn start_reading(&self, conn: &Rc<Conn>) -> Result<()> {
+        let (weak_srv, weak_conn) = (self.me.clone(), Rc::downgrade(conn));
+        conn.read_paused.set(false);
+        conn.stream.read_start(move |ev| {
+            if let (Some(srv), Some(conn)) = (weak_srv.upgrade(), weak_conn.upgrade()) {
+                srv.on_read(&conn, ev);
+            }
+        })
+    }
+
+    fn pause_reading(&self, conn: &Conn) {
+        if !conn.read_paused.replace(true) {
+            conn.stream.read_stop();
+        }
+    }
+
+    fn on_read(&self, conn: &Rc<Conn>, ev: ReadEvent<'_>) {
+        if conn.closing.get() {
+            return;
+        }
+        match ev {
+            ReadEvent::Data(data) => {
+                if conn.phase.get() == Phase::Linger {
+                    return; // discarding
+                }
+                if conn.close_after.get() {
+                    return; // a response with Connection: close is queued: no more requests
+                }
+                if conn.phase.get() == Phase::Idle {
+                    conn.set_phase(Phase::Head, self.lp.now());
+                }
+                self.parse(conn, data);
+            }
+            ReadEvent::Eof => {
+                conn.eof.set(true);
+                if conn.phase.get() == Phase::Linger || self.nothing_pending(conn) {
+                    self.close_now(conn);
+                } else {
+                    conn.close_after.set(true);
+                    self.maybe_finish(conn);
+                }
+            }
+            ReadEvent::Error(_) => self.close_now(conn),
+        }
+    }
+
+    fn nothing_pending(&self, conn: &Conn) -> bool {
+        conn.pipeline.borrow().is_empty()
+            && conn.out.borrow().is_empty()
+            && conn.stream.write_queue_size() == 0
+    }
+
+    fn parse(&self, conn: &Rc<Conn>, data: &[u8]) {
+        let mut sink = ConnSink {
+            srv: self.me(),
+            conn: conn.clone(),
+        };
+        conn.in_read.set(true);
+        let r = conn.parser.borrow_mut().execute(data, &mut sink);
+        match r {
+            Ok(Outcome::Continue) => {}
+            Ok(Outcome::Upgrade) => {
+                // Upgrades are not supported: answer what was asked, then close.
+                conn.close_after.set(true);
+                self.pause_reading(conn);
+            }
+            Err(e) => {
+                if let Some(partial) = conn.parser.borrow_mut().take_partial() {
+                    self.data_pool.borrow_mut().push(partial);
+                }
+                self.queue_error(conn, e.status, e.reason);
+            }
+        }
+        // Hand the complete requests to their handlers, in order.
+        let mut completed = std::mem::take(&mut *conn.completed.borrow_mut());
+        for &(index, gen) in completed.iter() {
+            self.dispatch(index, gen);
+        }
+        completed.clear();
+        *conn.completed.borrow_mut() = completed;
+        conn.in_read.set(false);
+        let now = self.lp.now();
+        if conn.parser.borrow().in_request() {
+            if conn.phase.get() == Phase::Busy {
+                conn.set_phase(Phase::Head, now);
+            }
+        } else if conn.pipeline.borrow().is_empty() && conn.phase.get() != Phase::Linger {
+            conn.set_phase(Phase::Idle, now);
+        }
+        if conn.pipeline.borrow().len() >= self.opts.max_pipeline {
+            self.pause_reading(conn);
+        }
+        self.flush(conn);
+    }
+
+    /// Queues a response the server makes itself (an error), then closes after it.
+    fn queue_error(&self, conn: &Rc<Conn>, status: u16, reason: &str) {
+        let seq = conn.take_seq();
+        let mut buf = if conn.pipeline.borrow().is_empty() {
+            std::mem::take(&mut *conn.out.borrow_mut())
+        } else {
+            Vec::new()
+        };
+        let body = format!("{} {}: {}\n", status, response::reason(status), reason);
+        let date = http_date(self.lp.now());
+        let headers: [(&[u8], &[u8]); 1] = [(b"Content-Type", b"text/plain")];
+        response::write_head(
+            &mut buf,
+            status,
+            &date,
+            headers.iter().copied(),
+            Framing::Length(body.len()),
+            true,
+            false,
+        );
+        buf.extend_from_slice(body.as_bytes());
+        if conn.pipeline.borrow().is_empty() {
+            *conn.out.borrow_mut() = buf;
+            conn.close_after.set(true);
+        } else {
+            conn.pipeline.borrow_mut().push_back(Pending {
+                seq,
+                slot: None,
+                done: true,
+                close: true,
+                buf,
+            });
+        }
+        conn.close_after.set(true);
+        self.pause_reading(conn);
+    }
+
+    fn dispatch(&self, index: u32, gen: u32) {
+        let data = match self.slot_data(index, gen) {
+            Some(d) => d,
+            None => return,
+        };
+        // SAFETY: the slot's data lives until the request is answered; the references end
+        // before the handler (which may answer) runs.
+        let route = unsafe {
+            self.router
+                .borrow()
+                .resolve((*data).method(), (*data).path())
+        };
+        let req = Request {
+            srv: self.me(),
+            index,
+            gen,
+            data,
+            answered: false,
+        };
+        match route {
+            Route::Found(h) => h(req),
+            Route::NotFound => {
+                let _ = req.respond(
+                    404,
+                    &[(b"Content-Type", b"text/plain")],
+                    error_body(404).as_bytes(),
+                );
+            }
+            Route::MethodNotAllowed(allow) => {
+                let _ = req.respond(
+                    405,
+                    &[
+                        (b"Content-Type", b"text/plain"),
+                        (b"Allow", allow.as_bytes()),
+                    ],
+                    error_body(405).as_bytes(),
+                );
+            }
+        }
+    }
+
+    // ---- slots -------------------------------------------------------------------------
+
+    fn alloc_slot(&self, data: Box<RequestData>, conn: &Rc<Conn>, seq: u64) -> (u32, u32) {
+        let mut slots = self.slots.borrow_mut();
+        let index = match self.free_slots.borrow_mut().pop() {
+            Some(i) => i,
+            None => {
+                let i = slots.len() as u32;
+                slots.push(SlotEntry {
+                    header: Box::new(SlotHeader {
+                        gen: AtomicU32::new(1),
+                        index: i,
+                        remote: self.lp.remote(),
+                        loop_thread: std::thread::current().id(),
+                        server: self.me.clone(),
+                    }),
+                    state: SlotState::Free,
+                    data: None,
+                    conn: Weak::new(),
+                    seq: 0,
+                    abort: None,
+                });
+                i
+            }
+        };
+        let e = &mut slots[index as usize];
+        e.state = SlotState::Waiting;
+        e.data = Some(data);
+        e.conn = Rc::downgrade(conn);
+        e.seq = seq;
+        self.active_slots.set(self.active_slots.get() + 1);
+        (index, e.header.gen.load(Ordering::Relaxed))
+    }
+
+    /// Frees a slot: its generation advances (stale handles are refused) and its data returns
+    /// to the pool.
+    fn free_slot(&self, index: u32) {
+        let (data, abort) = {
+            let mut slots = self.slots.borrow_mut();
+            let e = &mut slots[index as usize];
+            if e.state == SlotState::Free {
+                return;
+            }
+            e.state = SlotState::Free;
+            let g = e.header.gen.load(Ordering::Relaxed);
+            e.header
+                .gen
+                .store(g.wrapping_add(1).max(1), Ordering::Release);
+            e.conn = Weak::new();
+            (e.data.take(), e.abort.take())
+        };
+        drop(abort);
+        if let Some(mut d) = data {
+            d.clear();
+            self.data_pool.borrow_mut().push(d);
+        }
+        self.free_slots.borrow_mut().push(index);
+        self.active_slots.set(self.active_slots.get() - 1);
+    }
+
+    /// The request data of a live slot.
+    pub(crate) fn slot_data(&self, index: u32, gen: u32) -> Option<*const RequestData> {
+        let slots = self.slots.borrow();
+        let e = slots.get(index as usize)?;
+        if e.state == SlotState::Free || e.header.gen.load(Ordering::Relaxed) != gen {
+            return None;
+        }
+        e.data.as_deref().map(|d| d as *const RequestData)
+    }
+
+    /// The stable header of slot `index` (for C handles).
+    pub(crate) fn slot_header(&self, index: u32) -> *const SlotHeader {
+        &*self.slots.borrow()[index as usize].header
+    }
+
+    /// Checks a handle; `Ok(conn)` when the client is still there, `Err(CANCELLED)` (slot freed)
+    /// when it is gone, `Err(ALREADY)` for a stale handle.
+    fn live(&self, index: u32, gen: u32, want: SlotState) -> Result<(Rc<Conn>, u64)> {
+        let (conn, seq) = {
+            let slots = self.slots.borrow();
+            let e = slots.get(index as usize).ok_or(Error::ALREADY)?;
+            if e.state != want || e.header.gen.load(Ordering::Relaxed) != gen {
+                return Err(Error::ALREADY);
+            }
+            (e.conn.upgrade(), e.seq)
+        };
+        match conn {
+            Some(c) if !c.closing.get() => Ok((c, seq)),
+            _ => {
+                self.free_slot(index);
+                Err(Error::CANCELLED)
+            }
+        }
+    }
+
+    /// Registers `cb` to run once if the client goes away before the request is answered.
+    pub(crate) fn on_abort(&self, index: u32, gen: u32, cb: Box<dyn FnOnce()>) -> Result<()> {
+        let mut slots = self.slots.borrow_mut();
+        let e = slots.get_mut(index as usize).ok_or(Error::ALREADY)?;
+        if e.state == SlotState::Free || e.header.gen.load(Ordering::Relaxed) != gen {
+            return Err(Error::ALREADY);
+        }
+        if e.conn.upgrade().is_none_or(|c| c.closing.get()) {
+            return Err(Error::CANCELLED);
+        }
+        e.abort = Some(cb);
+        Ok(())
+    }
+
+    fn check_headers(headers: &[(&[u8], &[u8])]) -> Result<()> {
+        if headers
+            .iter()
+            .all(|(n, v)| response::valid_name(n) && response::valid_value(v))
+        {
+            Ok(())
+        } else {
+            Err(Error::INVALID)
+        }
+    }
+
+    /// Writes into the buffer of the pipeline entry at `pos`: the connection's output when it
+    /// is at the front, its own buffer otherwise.
+    fn with_buf<R>(&self, conn: &Conn, pos: usize, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        if pos == 0 {
+            let mut out = conn.out.borrow_mut();
+            if out.capacity() == 0 {
+                *out = self.lp.take_buffer();
+            }
+            f(&mut out)
+        } else {
+            let mut p = conn.pipeline.borrow_mut();
+            let buf = &mut p[pos].buf;
+            if buf.capacity() == 0 {
+                *buf = self.lp.take_buffer();
+            }
+            f(buf)
+        }
+    }
+
+    fn head_for(
+        &self,
+        conn: &Conn,
+        data: &RequestData,
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+        framing: Framing,
+    ) -> (Vec<u8>, bool) {
+        let close =
+            !data.keep_alive || conn.close_after.get() || self.stopping.get() || conn.eof.get();
+        let mut head = Vec::new();
+        let date = http_date(self.lp.now());
+        response::write_head(
+            &mut head,
+            status,
+            &date,
+            headers.iter().copied(),
+            framing,
+            close,
+            data.version_minor == 0 && !close,
+        );
+        (head, close)
+    }
+
+    /// Answers a request with a complete response.
+    pub(crate) fn respond(
+        &self,
+        index: u32,
+        gen: u32,
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+        body: &[u8],
+    ) -> Result<()> {
+        if !(100..=999).contains(&status) || (100..200).contains(&status) {
+            return Err(Error::INVALID);
+        }
+        Self::check_headers(headers)?;
+        let (conn, seq) = self.live(index, gen, SlotState::Waiting)?;
+        let data = self.slot_data(index, gen).ok_or(Error::ALREADY)?;
+        // SAFETY: the slot is live; its data stays until free_slot below.
+        let data = unsafe { &*data };
+        let is_head = data.method() == "HEAD";
+        let no_body = matches!(status, 204 | 304);
+        let framing = Framing::Length(if no_body { 0 } else { body.len() });
+        let close =
+            data.keep_alive && !conn.close_after.get() && !self.stopping.get() && !conn.eof.get();
+        let close = !close;
+        let pos = conn.position(seq).ok_or(Error::ALREADY)?;
+        self.with_buf(&conn, pos, |buf| {
+            let date = http_date(self.lp.now());
+            response::write_head(
+                buf,
+                status,
+                &date,
+                headers.iter().copied(),
+                framing,
+                close,
+                data.version_minor == 0 && !close,
+            );
+            if !is_head && !no_body {
+                buf.extend_from_slice(body);
+            }
+        });
+        {
+            let mut p = conn.pipeline.borrow_mut();
+            p[pos].done = true;
+            p[pos].close = close;
+        }
+        self.free_slot(index);
+        self.advance(&conn);
+        self.schedule_flush(&conn);
+        Ok(())
+    }
+
+    /// Starts a chunked response; the body follows with `chunk` and ends with `chunk_end`.
+    pub(crate) fn respond_chunked(
+        &self,
+        index: u32,
+        gen: u32,
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+    ) -> Result<()> {
+        if !(200..=999).contains(&status) || matches!(status, 204 | 304) {
+            return Err(Error::INVALID);
+        }
+        Self::check_headers(headers)?;
+        let (conn, seq) = self.live(index, gen, SlotState::Waiting)?;
+        // SAFETY: live slot.
+        let data = unsafe { &*self.slot_data(index, gen).ok_or(Error::ALREADY)? };
+        let (head, close) = self.head_for(&conn, data, status, headers, Framing::Chunked);
+        let pos = conn.position(seq).ok_or(Error::ALREADY)?;
+        self.with_buf(&conn, pos, |buf| buf.extend_from_slice(&head));
+        conn.pipeline.borrow_mut()[pos].close = close;
+        self.slots.borrow_mut()[index as usize].state = SlotState::Streaming;
+        self.schedule_flush(&conn);
+        Ok(())
+    }
+
+    /// Sends one chunk of a chunked response (or, with `last`, ends it).
+    pub(crate) fn chunk(&self, index: u32, gen: u32, data: &[u8], last: bool) -> Result<()> {
+        let (conn, seq) = self.live(index, gen, SlotState::Streaming)?;
+        // SAFETY: live slot.
+        let is_head =
+            unsafe { &*self.slot_data(index, gen).ok_or(Error::ALREADY)? }.method() == "HEAD";
+        let pos = conn.position(seq).ok_or(Error::ALREADY)?;
+        if !is_head {
+            self.with_buf(&conn, pos, |buf| {
+                response::write_chunk(buf, data);
+                if last {
+                    response::write_last_chunk(buf);
+                }
+            });
+        }
+        if last {
+            conn.pipeline.borrow_mut()[pos].done = true;
+            self.free_slot(index);
+            self.advance(&conn);
+        }
+        self.schedule_flush(&conn);
+        Ok(())
+    }
+
+    /// Moves finished responses from the front of the pipeline to the output, in order.
+    fn advance(&self, conn: &Rc<Conn>) {
+        loop {
+            let front = {
+                let mut p = conn.pipeline.borrow_mut();
+                let Some(f) = p.front_mut() else { break };
+                if !f.buf.is_empty() {
+                    let mut out = conn.out.borrow_mut();
+                    if out.is_empty() {
+                        let old = std::mem::replace(&mut *out, std::mem::take(&mut f.buf));
+                        self.lp.recycle_buffer(old);
+                    } else {
+                        out.extend_from_slice(&f.buf);
+                        self.lp.recycle_buffer(std::mem::take(&mut f.buf));
+                    }
+                }
+                if !f.done {
+                    break;
+                }
+                p.pop_front().unwrap()
+            };
+            if front.close {
+                // Connection: close was sent: later requests are not answered.
+                conn.close_after.set(true);
+                self.abort_pipeline(conn);
+                break;
+            }
+        }
+        if conn.pipeline.borrow().is_empty()
+            && !conn.parser.borrow().in_request()
+            && !conn.in_read.get()
+        {
+            conn.set_phase(Phase::Idle, self.lp.now());
+        }
+        if conn.read_paused.get()
+            && !conn.close_after.get()
+            && conn.pipeline.borrow().len() < self.opts.max_pipeline
+            && conn.stream.write_queue_size() <= self.opts.max_output
+            && !conn.closing.get()
+        {
+            let _ = self.start_reading(conn);
+        }
+    }
+
+    /// Cancels every request still in the pipeline: their slots report `CANCELLED` when
+    /// answered, and their abort callbacks run now.
+    fn abort_pipeline(&self, conn: &Conn) {
+        let entries: Vec<Pending> = conn.pipeline.borrow_mut().drain(..).collect();
+        for e in entries {
+            self.lp.recycle_buffer(e.buf);
+            if let Some((index, gen)) = e.slot {
+                let abort = {
+                    let mut slots = self.slots.borrow_mut();
+                    let s = &mut slots[index as usize];
+                    if s.state != SlotState::Free && s.header.gen.load(Ordering::Relaxed) == gen {
+                        s.conn = Weak::new();
+                        s.abort.take()
+                    } else {
+                        None
+                    }
+                };
+                if let Some(cb) = abort {
+                    cb();
+                }
+            }
+        }
+    }
+
+    fn schedule_flush(&self, conn: &Rc<Conn>) {
+        if conn.in_read.get() || conn.flush_scheduled.replace(true) {
+            return; // the read path flushes when it is done
+        }
+        let (weak_srv, c) = (self.me.clone(), conn.clone());
+        self.lp.defer(move || {
+            c.flush_scheduled.set(false);
+            if let Some(srv) = weak_srv.upgrade() {
+                srv.flush(&c);
+            }
+        });
+    }
+
+    fn flush(&self, conn: &Rc<Conn>) {
+        if conn.closing.get() {
+            return;
+        }
+        let out = std::mem::take(&mut *conn.out.borrow_mut());
+        if !out.is_empty() {
+            if conn.write_since.get().is_none() {
+                conn.write_since.set(Some(self.lp.now()));
+            }
+            if conn.stream.write(out, None).is_err() {
+                self.close_now(conn);
+                return;
+            }
+            if conn.stream.write_queue_size() > self.opts.max_output {
+                self.pause_reading(conn);
+            }
+        } else {
+            self.lp.recycle_buffer(out);
+        }
+        self.maybe_finish(conn);
+    }
+
+    fn on_drain(&self, conn: &Rc<Conn>) {
+        conn.write_since.set(None);
+        if conn.read_paused.get()
+            && !conn.close_after.get()
+            && conn.pipeline.borrow().len() < self.opts.max_pipeline
+            && !conn.closing.get()
+        {
+            let _ = self.start_reading(conn);
+        }
+        self.maybe_finish(conn);
+    }
+
+    /// Closes gracefully once a connection that must close has nothing left to send: shut
+    /// down the write side, then linger reading until EOF (or `LINGER`).
+    fn maybe_finish(&self, conn: &Rc<Conn>) {
+        if !conn.close_after.get() || conn.closing.get() || conn.phase.get() == Phase::Linger {
+            return;
+        }
+        if !self.nothing_pending(conn) {
+            return;
+        }
+        if conn.eof.get() {
+            self.close_now(conn);
+            return;
+        }
+        conn.set_phase(Phase::Linger, self.lp.now());
+        let (weak_srv, weak_conn) = (self.me.clone(), Rc::downgrade(conn));
+        let r = conn.stream.shutdown(move |_| {
+            let _ = (&weak_srv, &weak_conn);
+        });
+        if r.is_err() {
+            self.close_now(conn);
+            return;
+        }
+        if conn.read_paused.get() && self.start_reading(conn).is_err() {
+            self.close_now(conn);
+        }
+    }
+
+    /// Closes at once: requests still unanswered are cancelled (abort callbacks run).
+    fn close_now(&self, conn: &Rc<Conn>) {
+        if conn.closing.replace(true) {
+            return;
+        }
+        if let Some(partial) = conn.parser.borrow_mut().take_partial() {
+            self.data_pool.borrow_mut().push(partial);
+        }
+        self.abort_pipeline(conn);
+        let out = std::mem::take(&mut *conn.out.borrow_mut());
+        self.lp.recycle_buffer(out);
+        let (weak_srv, key) = (self.me.clone(), conn.key.get());
+        conn.stream.close(move || {
+            if let Some(srv) = weak_srv.upgrade() {
+                srv.conns.borrow_mut().remove(key);
+                srv.check_stopped();
+            }
+        });
+    }
+
+    fn sweep(&self) {
+        let now = self.lp.now();
+        let mut list = std::mem::take(&mut *self.sweep_buf.borrow_mut());
+        list.extend(self.conns.borrow().iter().map(|(_, c)| c.clone()));
+        let o = &self.opts;
+        for conn in list.drain(..) {
+            if conn.closing.get() {
+                continue;
+            }
+            if conn
+                .write_since
+                .get()
+                .is_some_and(|t| now.duration_since(t) >= o.write_timeout)
+            {
+                self.close_now(&conn);
+                continue;
+            }
+            let age = now.duration_since(conn.since.get());
+            match conn.phase.get() {
+                Phase::Head if conn.pipeline.borrow().is_empty() && age >= o.header_timeout => {
+                    if conn.parser.borrow().in_request() {
+                        self.timeout_408(&conn);
+                    } else {
+                        self.close_now(&conn);
+                    }
+                }
+                Phase::Body if age >= o.body_timeout => self.timeout_408(&conn),
+                Phase::Idle if age >= o.idle_timeout => self.close_now(&conn),
+                Phase::Linger if age >= LINGER => self.close_now(&conn),
+                _ => {}
+            }
+        }
+        *self.sweep_buf.borrow_mut() = list;
+    }
+
+    fn timeout_408(&self, conn: &Rc<Conn>) {
+        if let Some(partial) = conn.parser.borrow_mut().take_partial() {
+            self.data_pool.borrow_mut().push(partial);
+        }
+        if conn.pipeline.borrow().is_empty() && conn.stream.write_queue_size() == 0 {
+            self.queue_error(conn, 408, "request not received in time");
+            self.flush(conn);
+        } else {
+            self.close_now(conn);
+        }
+    }
+
+    fn shutdown(self: Rc<Self>, grace: Duration, done: Box<dyn FnOnce()>) {
+        if self.stopping.replace(true) {
+            return;
+        }
+        *self.on_stopped.borrow_mut() = Some(done);
+        for l in self.listeners.borrow_mut().drain(..) {
+            let weak = self.me.clone();
+            l.close(move || {
+                if let Some(srv) = weak.upgrade() {
+                    srv.listeners_open.set(srv.listeners_open.get() - 1);
+                    srv.check_stopped();
+                }
+            });
+        }
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+        for conn in conns {
+            if conn.pipeline.borrow().is_empty() && !conn.parser.borrow().in_request() {
+                self.close_now(&conn);
+            } else {
+                conn.close_after.set(true);
+                self.maybe_finish(&conn);
+            }
+        }
+        let t = Timer::new(&self.lp);
+        let weak = self.me.clone();
+        t.start(grace, None, move || {
+            if let Some(srv) = weak.upgrade() {
+                let conns: Vec<Rc<Conn>> =
+                    srv.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+                for c in conns {
+                    srv.close_now(&c);
+                }
+            }
+        });
+        *self.grace.borrow_mut() = Some(t);
+        self.check_stopped();
+    }
+
+    fn check_stopped(&self) {
+        if self.stopping.get() && self.listeners_open.get() == 0 && self.conns.borrow().is_empty() {
+            let grace = self.grace.borrow_mut().take();
+            drop(grace);
+            let sweeper = self.sweeper.borrow_mut().take();
+            drop(sweeper);
+            if let Some(cb) = self.on_stopped.borrow_mut().take() {
+                self.lp.defer(cb);
+            }
+        }
+    }
+
+    /// Whether a shutdown has completed and no request is outstanding (the server may be freed).
+    pub(crate) fn can_free(&self) -> bool {
+        self.listeners_open.get() == 0
+            && self.conns.borrow().is_empty()
+            && self.active_slots.get() == 0
+    }
+}
+
+impl Request {
+    /// The request's method, target, headers and body.
+    pub fn data(&self) -> &RequestData {
+        // SAFETY: the slot's data lives until the request is answered, and `self` exists only
+        // until then (answering consumes or marks it).
+        unsafe { &*self.data }
+    }
+
+    /// The loop the request arrived on.
+    pub fn event_loop(&self) -> &Loop {
+        self.srv.lp()
+    }
+
+    /// Answers with `status`, `headers` and `body`. `INVALID` for a bad status or a header with
+    /// CR, LF or NUL (the request stays unanswered), `CANCELLED` if the client has gone.
+    pub fn respond(mut self, status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) -> Result<()> {
+        let r = self
+            .srv
+            .respond(self.index, self.gen, status, headers, body);
+        if r != Err(Error::INVALID) {
+            self.answered = true;
+        }
+        r
+    }
+
+    /// Runs `cb` once if the client goes away before this request is answered.
+    pub fn on_abort(&self, cb: impl FnOnce() + 'static) -> Result<()> {
+        self.srv.on_abort(self.index, self.gen, Box::new(cb))
+    }
+
+    /// Starts a chunked response, returning the writer for its body.
+    pub fn respond_chunked(
+        mut self,
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+    ) -> Result<ChunkedWriter> {
+        self.srv
+            .respond_chunked(self.index, self.gen, status, headers)?;
+        self.answered = true;
+        Ok(ChunkedWriter {
+            srv: self.srv.clone(),
+            index: self.index,
+            gen: self.gen,
+            ended: false,
+        })
+    }
+
+    /// (index, generation) of the slot, for the C API.
+    pub(crate) fn into_raw(mut self) -> (Rc<ServerInner>, u32, u32) {
+        self.answered = true;
+        (self.srv.clone(), self.index, self.gen)
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = self.srv.respond(
+                self.index,
+                self.gen,
+                500,
+                &[(b"Content-Type", b"text/plain")],
+                b"500 Internal Server Error: the handler dropped the request\n",
+            );
+        }
+    }
+}
+
+/// The body writer of a chunked response. Dropping it ends the body.
+pub struct ChunkedWriter {
+    srv: Rc<ServerInner>,
+    index: u32,
+    gen: u32,
+    ended: bool,
+}
+
+impl ChunkedWriter {
+    /// Sends `data` as one chunk (nothing for empty data). `CANCELLED` if the client has gone.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        self.srv.chunk(self.index, self.gen, data, false)
+    }
+
+    /// Ends the body.
+    pub fn end(mut self) -> Result<()> {
+        self.ended = true;
+        self.srv.chunk(self.index, self.gen, &[], true)
+    }
+}
+
+impl Drop for ChunkedWriter {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.srv.chunk(self.index, self.gen, &[], true);
+        }
+    }
+}
