@@ -84,7 +84,7 @@ mod tests {
             b"Tue, 29 Feb 2000 00:00:00 GMT"
         );
         assert_eq!(
-            &format_imf_fixdate(1795305600),
+            &format_imf_fixdate(1795219200),
             b"Sat, 21 Nov 2026 00:00:00 GMT"
         );
     }
