@@ -27,7 +27,7 @@ C_TESTS    := test_loop test_tcp
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install lint run install clean deps
+.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e lint run install clean deps
 
 all: lib examples
 
@@ -70,6 +70,7 @@ test: lib examples
 	$(MAKE) --no-print-directory test-header test-symbols test-install
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-c
+	$(MAKE) --no-print-directory test-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -120,6 +121,10 @@ $(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
 # C programs against the shared library: plain, under ASan+UBSan, and one under valgrind.
 test-c: $(addprefix $(TESTDIR)/,$(C_TESTS)) $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))
 	@scripts/run-c-tests.sh $(TESTDIR) $(C_TESTS)
+
+# End to end: the example binaries over real sockets with real clients, both backends.
+test-e2e: examples
+	python3 -m unittest discover -s tests/e2e -p 'test_*.py'
 
 # ---- running and installing ---------------------------------------------------------------
 

@@ -129,6 +129,8 @@ struct Conn {
     since: Cell<Instant>,
     write_since: Cell<Option<Instant>>,
     close_after: Cell<bool>,
+    /// A framing error or an upgrade ended parsing: later bytes are not requests.
+    stop_parsing: Cell<bool>,
     read_paused: Cell<bool>,
     eof: Cell<bool>,
     closing: Cell<bool>,
@@ -392,6 +394,7 @@ impl ServerInner {
             since: Cell::new(now),
             write_since: Cell::new(None),
             close_after: Cell::new(false),
+            stop_parsing: Cell::new(false),
             read_paused: Cell::new(false),
             eof: Cell::new(false),
             closing: Cell::new(false),
@@ -437,8 +440,8 @@ impl ServerInner {
                 if conn.phase.get() == Phase::Linger {
                     return; // discarding
                 }
-                if conn.close_after.get() {
-                    return; // a response with Connection: close is queued: no more requests
+                if conn.close_after.get() || conn.stop_parsing.get() {
+                    return; // no more requests on this connection
                 }
                 if conn.phase.get() == Phase::Idle {
                     conn.set_phase(Phase::Head, self.lp.now());
@@ -474,8 +477,15 @@ impl ServerInner {
         match r {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Upgrade) => {
-                // Upgrades are not supported: answer what was asked, then close.
-                conn.close_after.set(true);
+                // Upgrades are not supported: answer what was asked (with Connection: close),
+                // then close.
+                conn.stop_parsing.set(true);
+                if let Some(&(index, gen)) = conn.completed.borrow().last() {
+                    if let Some(d) = self.slot_data(index, gen) {
+                        // SAFETY: live slot; no other reference to its data exists right now.
+                        unsafe { (*(d as *mut RequestData)).keep_alive = false };
+                    }
+                }
                 self.pause_reading(conn);
             }
             Err(e) => {
@@ -507,8 +517,10 @@ impl ServerInner {
         self.flush(conn);
     }
 
-    /// Queues a response the server makes itself (an error), then closes after it.
+    /// Queues a response the server makes itself (an error) after those already pending, and
+    /// closes once it is sent.
     fn queue_error(&self, conn: &Rc<Conn>, status: u16, reason: &str) {
+        conn.stop_parsing.set(true);
         let seq = conn.take_seq();
         let mut buf = if conn.pipeline.borrow().is_empty() {
             std::mem::take(&mut *conn.out.borrow_mut())
@@ -540,7 +552,6 @@ impl ServerInner {
                 buf,
             });
         }
-        conn.close_after.set(true);
         self.pause_reading(conn);
     }
 
