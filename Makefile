@@ -27,7 +27,7 @@ C_TESTS    := test_loop test_tcp test_http
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e lint run install clean deps
+.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e lint fuzz run install clean deps
 
 all: lib examples
 
@@ -125,6 +125,15 @@ test-c: $(addprefix $(TESTDIR)/,$(C_TESTS)) $(addprefix $(TESTDIR)/,$(addsuffix 
 # End to end: the example binaries over real sockets with real clients, both backends.
 test-e2e: examples
 	python3 -m unittest discover -s tests/e2e -p 'test_*.py'
+
+# Fuzzing (libFuzzer through cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain build the
+# sanitizer-instrumented targets). `make test` replays the corpora (tests/fuzz_corpus.rs).
+FUZZ_TIME    ?= 60
+FUZZ_TARGETS ?= http_parser http_server
+fuzz:
+	@scripts/deps.sh fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t --fuzz-dir . -- -max_total_time=$(FUZZ_TIME) || exit 1; done
 
 # ---- running and installing ---------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing asyncloop needs and the machine lacks: Debian packages
 # (as root, through apt-get; otherwise prints the exact command) and llhttp's C sources.
-# Usage: scripts/deps.sh [build|test|run|bench]   (default: test)
+# Usage: scripts/deps.sh [build|test|run|bench|fuzz]   (default: test)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 what=${1:-test}
@@ -46,6 +46,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "deps: missing packages. Run:  sudo apt-get install -y ${need_pkgs[*]}" >&2
     exit 1
   fi
+fi
+
+if [ "$what" = fuzz ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "deps: installing cargo-fuzz (crates.io)"
+  cargo install cargo-fuzz --locked
 fi
 
 "$here/fetch-llhttp.sh"

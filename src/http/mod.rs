@@ -10,6 +10,8 @@ mod parser_tests;
 pub use parser::{HttpError, Limits};
 pub use request::RequestData;
 pub mod date;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod response;
 pub mod router;
 pub mod server;

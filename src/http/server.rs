@@ -735,16 +735,21 @@ impl ServerInner {
         }
     }
 
+    /// Whether the response to `data` ends the connection (`Connection: close`, later
+    /// pipelined requests unanswered): the client asked for it, or the server is stopping. A
+    /// client's half-close does not: its requests are all answered, then the server closes.
+    fn ends_connection(data: &RequestData, stopping: bool) -> bool {
+        !data.keep_alive || stopping
+    }
+
     fn head_for(
         &self,
-        conn: &Conn,
         data: &RequestData,
         status: u16,
         headers: &[(&[u8], &[u8])],
         framing: Framing,
     ) -> (Vec<u8>, bool) {
-        let close =
-            !data.keep_alive || conn.close_after.get() || self.stopping.get() || conn.eof.get();
+        let close = Self::ends_connection(data, self.stopping.get());
         let mut head = Vec::new();
         let date = http_date(self.lp.now());
         response::write_head(
@@ -779,9 +784,7 @@ impl ServerInner {
         let is_head = data.method() == "HEAD";
         let no_body = matches!(status, 204 | 304);
         let framing = Framing::Length(if no_body { 0 } else { body.len() });
-        let close =
-            data.keep_alive && !conn.close_after.get() && !self.stopping.get() && !conn.eof.get();
-        let close = !close;
+        let close = Self::ends_connection(data, self.stopping.get());
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
         self.with_buf(&conn, pos, |buf| {
             let date = http_date(self.lp.now());
@@ -824,7 +827,7 @@ impl ServerInner {
         let (conn, seq) = self.live(index, gen, SlotState::Waiting)?;
         // SAFETY: live slot.
         let data = unsafe { &*self.slot_data(index, gen).ok_or(Error::ALREADY)? };
-        let (head, close) = self.head_for(&conn, data, status, headers, Framing::Chunked);
+        let (head, close) = self.head_for(data, status, headers, Framing::Chunked);
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
         self.with_buf(&conn, pos, |buf| buf.extend_from_slice(&head));
         conn.pipeline.borrow_mut()[pos].close = close;
