@@ -1,0 +1,176 @@
+//! The HTTP server core on both backends, for what the example binaries cannot set from their
+//! command line: the body timeout, the write timeout with a client that never reads, and
+//! backpressure (bounded output while a client does not read).
+
+#[path = "common_backends.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use asyncloop::http::{HttpServer, ServerOptions};
+use asyncloop::reactor::{Backend, Loop, RunMode};
+
+/// Runs `srv`'s loop until `client` (on another thread) returns, then shuts the server down.
+fn run_with_client<T: Send + 'static>(
+    lp: &Loop,
+    srv: &HttpServer,
+    client: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let done = Arc::new(AtomicBool::new(false));
+    let (d2, remote) = (done.clone(), lp.remote());
+    let th = std::thread::spawn(move || {
+        let r = client();
+        d2.store(true, Ordering::SeqCst);
+        remote.stop();
+        r
+    });
+    while !done.load(Ordering::SeqCst) {
+        lp.run(RunMode::Once).unwrap();
+    }
+    let r = th.join().unwrap();
+    let stopped = std::rc::Rc::new(std::cell::Cell::new(false));
+    let s2 = stopped.clone();
+    srv.shutdown(Duration::from_secs(1), move || s2.set(true));
+    while !stopped.get() {
+        lp.run(RunMode::Once).unwrap();
+    }
+    r
+}
+
+fn server(b: Backend, opts: ServerOptions) -> (Loop, HttpServer, SocketAddr) {
+    let lp = common::new_loop(b);
+    let srv = HttpServer::new(&lp, opts);
+    srv.route(Some("POST"), "/echo", |r| {
+        let body = r.data().body().to_vec();
+        let _ = r.respond(200, &[], &body);
+    });
+    srv.route(Some("GET"), "/big", |r| {
+        let _ = r.respond(200, &[], &vec![b'x'; 256 * 1024]);
+    });
+    let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    (lp, srv, addr)
+}
+
+fn body_timeout_sends_408(b: Backend) {
+    let opts = ServerOptions {
+        body_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (lp, srv, addr) = server(b, opts);
+    let (resp, elapsed) = run_with_client(&lp, &srv, move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+            .unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        (String::from_utf8(out).unwrap(), t0.elapsed())
+    });
+    assert!(resp.starts_with("HTTP/1.1 408 "), "{resp}");
+    assert!(resp.contains("Connection: close"));
+    assert!(
+        elapsed >= Duration::from_millis(150) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+}
+
+fn write_timeout_drops_a_client_that_never_reads(b: Backend) {
+    let opts = ServerOptions {
+        write_timeout: Duration::from_millis(300),
+        max_output: 64 * 1024,
+        ..Default::default()
+    };
+    let (lp, srv, addr) = server(b, opts);
+    let closed_after = run_with_client(&lp, &srv, move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        // Small receive buffer, many large responses asked for, nothing read for a while.
+        let reqs = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64);
+        s.write_all(&reqs).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        // By now the server has given up: reading drains what was sent, then ends.
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let t0 = Instant::now();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        (total, t0.elapsed())
+    });
+    let (total, drain) = closed_after;
+    // Far less than the 16 MiB asked for: output stayed bounded, then the connection ended.
+    assert!(
+        total < 8 << 20,
+        "{total} bytes were queued for a client that did not read"
+    );
+    assert!(
+        drain < Duration::from_secs(3),
+        "connection still open after the write timeout"
+    );
+    assert_eq!(srv.connections(), 0);
+}
+
+fn backpressure_pauses_reading(b: Backend) {
+    let opts = ServerOptions {
+        max_output: 64 * 1024,
+        max_pipeline: 16,
+        ..Default::default()
+    };
+    let (lp, srv, addr) = server(b, opts);
+    let got = run_with_client(&lp, &srv, move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // 200 pipelined requests for 256 KiB each, written from a second thread while this
+        // one reads slowly: all arrive, in order, complete.
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            for _ in 0..200 {
+                if w.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let want = 200 * (256 * 1024);
+        let mut body_bytes = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut pending = Vec::new();
+        while body_bytes < want {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early");
+            pending.extend_from_slice(&buf[..n]);
+            // Strip heads; count body bytes.
+            loop {
+                if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    if pending.starts_with(b"HTTP/1.1 200") {
+                        pending.drain(..i + 4);
+                        continue;
+                    }
+                }
+                let xs = pending.iter().take_while(|&&c| c == b'x').count();
+                body_bytes += xs;
+                pending.drain(..xs);
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        writer.join().unwrap();
+        body_bytes
+    });
+    assert_eq!(got, 200 * 256 * 1024);
+}
+
+both_backends!(
+    body_timeout_sends_408,
+    write_timeout_drops_a_client_that_never_reads,
+    backpressure_pauses_reading
+);
