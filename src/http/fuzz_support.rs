@@ -21,9 +21,12 @@ fn fuzz_limits() -> Limits {
     }
 }
 
+/// A parsed request as compared between runs: method, target, headers, body, keep-alive.
+type Seen = (String, String, Vec<(String, String)>, Vec<u8>, bool);
+
 #[derive(Default)]
 struct Record {
-    done: Vec<(String, String, Vec<(String, String)>, Vec<u8>, bool)>,
+    done: Vec<Seen>,
 }
 
 impl Sink for Record {
