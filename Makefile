@@ -124,7 +124,7 @@ test-c: $(addprefix $(TESTDIR)/,$(C_TESTS)) $(addprefix $(TESTDIR)/,$(addsuffix 
 
 # End to end: the example binaries over real sockets with real clients, both backends.
 test-e2e: examples
-	python3 -m unittest discover -s tests/e2e -p 'test_*.py'
+	python3 -W ignore::ResourceWarning -m unittest discover -s tests/e2e -p 'test_*.py'
 
 # Fuzzing (libFuzzer through cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain build the
 # sanitizer-instrumented targets). `make test` replays the corpora (tests/fuzz_corpus.rs).
@@ -137,9 +137,12 @@ fuzz:
 
 # ---- running and installing ---------------------------------------------------------------
 
+# The most complete example: the HTTP server on 127.0.0.1:8080 (the database routes answer 503
+# until the PostgreSQL layer lands).
 run: lib examples
-	@echo "echo server on 127.0.0.1:8080 (Ctrl-C to stop)"
-	$(BINDIR)/echo 127.0.0.1 8080
+	@scripts/deps.sh run
+	@echo "server on 127.0.0.1:8080 (Ctrl-C to stop)"
+	$(BINDIR)/server 127.0.0.1 8080
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
