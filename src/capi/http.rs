@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::event_loop::aloop_loop_t;
-use super::{aloop_free_fn, c_str, guard, not_null, rc, SendBox, UserData};
+use super::{aloop_free_fn, c_str, guard, not_null, rc, read_handle, SendBox, UserData};
 use crate::error::{Error, Result};
 use crate::http::server::{ServerInner, SlotHeader};
 use crate::http::{HttpServer, Request, ServerOptions};
@@ -341,14 +341,7 @@ pub extern "C" fn aloop_http_server_listen(
 /// Open connections of the server.
 #[no_mangle]
 pub extern "C" fn aloop_http_server_connections(srv: *const aloop_http_server_t) -> usize {
-    // SAFETY: live server.
-    guard(|| {
-        if srv.is_null() {
-            0
-        } else {
-            unsafe { &*srv }.server.connections()
-        }
-    })
+    guard(|| read_handle(srv, 0, |h| h.server.connections()))
 }
 
 /// Graceful stop: stops accepting, closes idle connections, lets in-flight requests finish
@@ -397,14 +390,7 @@ pub extern "C" fn aloop_http_server_free(srv: *mut aloop_http_server_t) -> c_int
 /// The loop the server runs on.
 #[no_mangle]
 pub extern "C" fn aloop_http_server_loop(srv: *const aloop_http_server_t) -> *mut aloop_loop_t {
-    // SAFETY: live server.
-    guard(|| {
-        if srv.is_null() {
-            std::ptr::null_mut()
-        } else {
-            unsafe { &*srv }.lp
-        }
-    })
+    guard(|| read_handle(srv, std::ptr::null_mut(), |h| h.lp))
 }
 
 fn request_piece(req: *mut aloop_http_request_t, which: usize) -> *const c_char {

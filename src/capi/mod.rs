@@ -75,6 +75,17 @@ pub(crate) fn guard<R: OnPanic>(f: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| R::on_panic())
 }
 
+/// Reads from a live handle, or returns `null` for a NULL one (for accessors without an error
+/// return).
+pub(crate) fn read_handle<T, R>(p: *const T, null: R, f: impl FnOnce(&T) -> R) -> R {
+    if p.is_null() {
+        null
+    } else {
+        // SAFETY: non-NULL handles passed to accessors are live (the C caller's contract).
+        f(unsafe { &*p })
+    }
+}
+
 /// `Ok(())` -> 0, `Err(e)` -> its negative code.
 pub(crate) fn rc(r: crate::error::Result<()>) -> c_int {
     match r {

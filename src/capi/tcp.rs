@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::event_loop::aloop_loop_t;
-use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
+use super::{aloop_free_fn, c_str, guard, not_null, rc, read_handle, UserData};
 use crate::error::{Error, Result};
 use crate::net::{parse_ip_port, ListenOptions, ReadEvent, TcpListener, TcpStream};
 
@@ -237,27 +237,13 @@ pub extern "C" fn aloop_tcp_listener_set_data(
 /// The listener's data slot (NULL for a NULL listener).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_listener_get_data(l: *const aloop_tcp_listener_t) -> *mut c_void {
-    // SAFETY: live listener.
-    guard(|| {
-        if l.is_null() {
-            std::ptr::null_mut()
-        } else {
-            unsafe { &*l }.data
-        }
-    })
+    guard(|| read_handle(l, std::ptr::null_mut(), |h| h.data))
 }
 
 /// The loop of a listener (NULL for a NULL listener).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_listener_loop(l: *const aloop_tcp_listener_t) -> *mut aloop_loop_t {
-    // SAFETY: live listener.
-    guard(|| {
-        if l.is_null() {
-            std::ptr::null_mut()
-        } else {
-            unsafe { &*l }.lp
-        }
-    })
+    guard(|| read_handle(l, std::ptr::null_mut(), |h| h.lp))
 }
 
 /// Starts connecting to `ip:port` (numeric IPv4 or IPv6; `ip` borrowed during the call).
@@ -407,14 +393,7 @@ pub extern "C" fn aloop_tcp_write(
 /// Bytes queued by `aloop_tcp_write` and not yet handed to the kernel (0 for NULL).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_write_queue_size(tcp: *const aloop_tcp_t) -> usize {
-    // SAFETY: live handle.
-    guard(|| {
-        if tcp.is_null() {
-            0
-        } else {
-            unsafe { &*tcp }.stream.write_queue_size()
-        }
-    })
+    guard(|| read_handle(tcp, 0, |h| h.stream.write_queue_size()))
 }
 
 /// Shuts down the sending side after the queued writes; `cb` (may be NULL) gets the result.
@@ -559,25 +538,11 @@ pub extern "C" fn aloop_tcp_set_data(tcp: *mut aloop_tcp_t, data: *mut c_void) -
 /// The connection's data slot (NULL for a NULL handle).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_get_data(tcp: *const aloop_tcp_t) -> *mut c_void {
-    // SAFETY: live handle.
-    guard(|| {
-        if tcp.is_null() {
-            std::ptr::null_mut()
-        } else {
-            unsafe { &*tcp }.data
-        }
-    })
+    guard(|| read_handle(tcp, std::ptr::null_mut(), |h| h.data))
 }
 
 /// The loop of a connection (NULL for a NULL handle).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_loop(tcp: *const aloop_tcp_t) -> *mut aloop_loop_t {
-    // SAFETY: live handle.
-    guard(|| {
-        if tcp.is_null() {
-            std::ptr::null_mut()
-        } else {
-            unsafe { &*tcp }.lp
-        }
-    })
+    guard(|| read_handle(tcp, std::ptr::null_mut(), |h| h.lp))
 }

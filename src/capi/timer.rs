@@ -4,7 +4,7 @@ use std::ffi::{c_int, c_void};
 use std::time::Duration;
 
 use super::event_loop::aloop_loop_t;
-use super::{aloop_free_fn, guard, not_null, UserData};
+use super::{aloop_free_fn, guard, not_null, read_handle, UserData};
 use crate::error::Error;
 use crate::reactor::Timer;
 
@@ -88,13 +88,7 @@ pub extern "C" fn aloop_timer_is_active(t: *const aloop_timer_t) -> c_int {
 /// The loop the timer belongs to.
 #[no_mangle]
 pub extern "C" fn aloop_timer_loop(t: *const aloop_timer_t) -> *mut aloop_loop_t {
-    guard(|| {
-        if t.is_null() {
-            std::ptr::null_mut()
-        } else {
-            unsafe { &*t }.lp
-        }
-    })
+    guard(|| read_handle(t, std::ptr::null_mut(), |h| h.lp))
 }
 
 /// Stops and frees the timer at once (also allowed inside its own callback). NULL is ignored.

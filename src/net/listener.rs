@@ -145,13 +145,7 @@ impl TcpListener {
             inner.lp.cancel(t);
         }
         let fd = inner.fd.replace(-1);
-        match inner.lp.submit(Op::Close { fd }, inner.clone()) {
-            Ok(t) => inner.close_op.set(Some(t)),
-            Err(_) => {
-                // SAFETY: we own fd and nothing else will use it.
-                unsafe { libc::close(fd) };
-            }
-        }
+        inner.close_op.set(inner.lp.submit_close(fd, inner.clone()));
         inner.clone().maybe_finish_close();
     }
 }

@@ -348,13 +348,7 @@ impl TcpStream {
             inner.lp.defer(move || i.fail_writes(Error::CANCELLED));
         }
         let fd = inner.fd.replace(-1);
-        match inner.lp.submit(Op::Close { fd }, inner.clone()) {
-            Ok(t) => inner.close_op.set(Some(t)),
-            Err(_) => {
-                // SAFETY: we own fd; nothing uses it after this.
-                unsafe { libc::close(fd) };
-            }
-        }
+        inner.close_op.set(inner.lp.submit_close(fd, inner.clone()));
         inner.clone().maybe_finish_close();
     }
 }

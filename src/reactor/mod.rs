@@ -199,6 +199,20 @@ impl Loop {
         Ok(token)
     }
 
+    /// Closes `fd` through the driver (in order after operations already queued on it) with
+    /// `owner` told of the completion; returns the token, or closes at once and returns None
+    /// when the close cannot be queued.
+    pub fn submit_close(&self, fd: std::os::fd::RawFd, owner: Rc<dyn OpOwner>) -> Option<Token> {
+        match self.submit(Op::Close { fd }, owner) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                // SAFETY: the caller hands over its fd; nothing uses it after this.
+                unsafe { libc::close(fd) };
+                None
+            }
+        }
+    }
+
     /// Cancels an operation; its final completion follows (with `-ECANCELED` unless it finished
     /// first). Cancelling a finished operation does nothing.
     pub fn cancel(&self, token: Token) {
