@@ -51,6 +51,16 @@ library_codes! {
     TIMEOUT = -10011, c"ALOOP_E_TIMEOUT", c"operation timed out";
     /// The thing asked for does not exist (a query parameter, a header).
     NOT_FOUND = -10012, c"ALOOP_E_NOT_FOUND", c"not found";
+    /// No database connection is up (the pool is reconnecting); the query was not sent.
+    PG_UNAVAILABLE = -10100, c"ALOOP_E_PG_UNAVAILABLE", c"database unavailable";
+    /// The database reported an error for the query (see its SQLSTATE and message).
+    PG_QUERY = -10101, c"ALOOP_E_PG_QUERY", c"database query failed";
+    /// The connection broke while the query was in flight; it may or may not have run.
+    PG_CONNECTION = -10102, c"ALOOP_E_PG_CONNECTION", c"database connection lost";
+    /// The pool's queue is full; the query was not sent.
+    PG_QUEUE_FULL = -10103, c"ALOOP_E_PG_QUEUE_FULL", c"database queue full";
+    /// An earlier statement of the same pipeline or transaction failed; this one did not run.
+    PG_ABORTED = -10104, c"ALOOP_E_PG_ABORTED", c"skipped: an earlier statement failed";
 }
 
 impl Error {

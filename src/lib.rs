@@ -4,4 +4,5 @@ pub mod capi;
 pub mod error;
 pub mod http;
 pub mod net;
+pub mod pg;
 pub mod reactor;

@@ -1,0 +1,438 @@
+//! One libpq connection driven by the loop: non-blocking connect (`PQconnectStartParams` and
+//! `PQconnectPoll` on socket readiness, re-registered when libpq changes sockets), then
+//! pipeline mode with one `PQpipelineSync` per query, `PQflush` while the socket takes more,
+//! and results read with `PQconsumeInput`/`PQisBusy`/`PQgetResult` as they arrive.
+//! The pool owns connections; a broken one fails every query in flight on it and is dropped.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashSet, VecDeque};
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::os::fd::RawFd;
+use std::rc::{Rc, Weak};
+
+use pq_sys as pq;
+
+use super::result::{PgError, PgResult};
+use crate::error::Error;
+use crate::reactor::{FdWatch, Loop, Readiness};
+
+/// Called once with a query's outcome.
+pub type QueryCb = Box<dyn FnOnce(Result<PgResult, PgError>)>;
+
+/// What to run.
+pub enum Statement {
+    /// SQL with `$n` parameters, parsed for this call.
+    Sql(String),
+    /// A named statement, prepared on each connection the first time it runs there.
+    Prepared { name: String, sql: String },
+}
+
+/// A query waiting to be sent: the statement, its parameters (text, copied, NUL-terminated;
+/// `None` is SQL NULL) and its callback.
+pub struct Query {
+    pub(crate) stmt: Rc<Statement>,
+    pub(crate) params: Vec<Option<CString>>,
+    pub(crate) cb: QueryCb,
+}
+
+struct InFlight {
+    cb: Option<QueryCb>,
+    result: Option<PgResult>,
+    error: Option<PgError>,
+    /// Prepared by this query: forgotten again if the prepare fails.
+    prepared: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum State {
+    Connecting,
+    Ready,
+    Closed,
+}
+
+/// Events a connection reports to its owner.
+pub(crate) trait ConnEvents {
+    fn ready(&self, id: usize);
+    fn capacity(&self, id: usize);
+    fn broken(&self, id: usize, why: &str);
+}
+
+pub(crate) struct Conn {
+    id: usize,
+    lp: Loop,
+    owner: Weak<dyn ConnEvents>,
+    pg: Cell<*mut pq::PGconn>,
+    watch: RefCell<Option<FdWatch>>,
+    sock: Cell<RawFd>,
+    state: Cell<State>,
+    inflight: RefCell<VecDeque<InFlight>>,
+    prepared: RefCell<HashSet<String>>,
+    me: Weak<Conn>,
+}
+
+unsafe extern "C" fn ignore_notice(_arg: *mut c_void, _message: *const c_char) {}
+
+fn error_message(pg: *mut pq::PGconn) -> String {
+    // SAFETY: pg is a live connection; the message is owned by it.
+    let m = unsafe { CStr::from_ptr(pq::PQerrorMessage(pg)) }.to_string_lossy();
+    m.trim_end().to_string()
+}
+
+impl Conn {
+    /// Starts connecting with `conninfo` (a libpq conninfo string or URI). Never blocks; the
+    /// outcome arrives as `ready` or `broken` on `owner`.
+    pub(crate) fn start(
+        lp: &Loop,
+        id: usize,
+        conninfo: &str,
+        owner: Weak<dyn ConnEvents>,
+    ) -> Rc<Conn> {
+        let conn = Rc::new_cyclic(|me| Conn {
+            id,
+            lp: lp.clone(),
+            owner,
+            pg: Cell::new(std::ptr::null_mut()),
+            watch: RefCell::new(None),
+            sock: Cell::new(-1),
+            state: Cell::new(State::Connecting),
+            inflight: RefCell::new(VecDeque::new()),
+            prepared: RefCell::new(HashSet::new()),
+            me: me.clone(),
+        });
+        let info = CString::new(conninfo).unwrap_or_default();
+        let keys = [c"dbname".as_ptr(), std::ptr::null()];
+        let vals = [info.as_ptr(), std::ptr::null()];
+        // SAFETY: NULL-terminated keyword/value arrays of C strings that live for the call;
+        // expand_dbname=1 lets the dbname value be a full conninfo string or URI.
+        let pg = unsafe { pq::PQconnectStartParams(keys.as_ptr(), vals.as_ptr(), 1) };
+        conn.pg.set(pg);
+        // SAFETY: pg may be NULL (out of memory) or a connection object.
+        if pg.is_null() || unsafe { pq::PQstatus(pg) } == pq::ConnStatusType::CONNECTION_BAD {
+            let why = if pg.is_null() {
+                "out of memory".to_string()
+            } else {
+                error_message(pg)
+            };
+            let c = conn.clone();
+            lp.defer(move || c.fail(&why));
+            return conn;
+        }
+        // SAFETY: live connection; the processor ignores notices instead of printing them.
+        unsafe { pq::PQsetNoticeProcessor(pg, Some(ignore_notice), std::ptr::null_mut()) };
+        // libpq: treat the start as if PQconnectPoll had said "writing".
+        conn.watch_socket(Readiness {
+            readable: false,
+            writable: true,
+        });
+        conn
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state.get()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inflight.borrow().len()
+    }
+
+    /// Watches libpq's current socket (a new watch when the socket changed).
+    fn watch_socket(&self, want: Readiness) {
+        // SAFETY: live connection.
+        let fd = unsafe { pq::PQsocket(self.pg.get()) };
+        if fd < 0 {
+            self.fail("connection has no socket");
+            return;
+        }
+        if fd != self.sock.get() || self.watch.borrow().is_none() {
+            let old = self.watch.borrow_mut().take();
+            drop(old);
+            let weak = self.me.clone();
+            let w = FdWatch::new(&self.lp, fd, move |r| {
+                if let Some(c) = weak.upgrade() {
+                    c.on_ready(r);
+                }
+            });
+            self.sock.set(fd);
+            *self.watch.borrow_mut() = Some(w);
+        }
+        let r = self.watch.borrow().as_ref().map(|w| w.set_interest(want));
+        if let Some(Err(e)) = r {
+            self.fail(&format!("cannot watch the socket: {e}"));
+        }
+    }
+
+    fn on_ready(&self, r: Readiness) {
+        match self.state.get() {
+            State::Connecting => self.poll_connect(),
+            State::Ready => {
+                if r.writable {
+                    self.flush();
+                }
+                if r.readable && self.state.get() == State::Ready {
+                    self.read();
+                }
+            }
+            State::Closed => {}
+        }
+    }
+
+    fn poll_connect(&self) {
+        let pg = self.pg.get();
+        // SAFETY: live connection in the connecting state.
+        match unsafe { pq::PQconnectPoll(pg) } {
+            pq::PostgresPollingStatusType::PGRES_POLLING_READING => self.watch_socket(Readiness {
+                readable: true,
+                writable: false,
+            }),
+            pq::PostgresPollingStatusType::PGRES_POLLING_WRITING => self.watch_socket(Readiness {
+                readable: false,
+                writable: true,
+            }),
+            pq::PostgresPollingStatusType::PGRES_POLLING_OK => {
+                // SAFETY: live, connected.
+                let ok =
+                    unsafe { pq::PQsetnonblocking(pg, 1) == 0 && pq::PQenterPipelineMode(pg) == 1 };
+                if !ok {
+                    self.fail(&error_message(pg));
+                    return;
+                }
+                self.state.set(State::Ready);
+                self.watch_socket(Readiness {
+                    readable: true,
+                    writable: false,
+                });
+                if let Some(o) = self.owner.upgrade() {
+                    o.ready(self.id);
+                }
+            }
+            _ => self.fail(&error_message(pg)),
+        }
+    }
+
+    /// Sends `q`. On failure the connection is broken and `q` is handed back, unsent.
+    pub(crate) fn send(&self, q: Query) -> Result<(), Query> {
+        if self.state.get() != State::Ready {
+            return Err(q);
+        }
+        let pg = self.pg.get();
+        let params: Vec<*const c_char> = q
+            .params
+            .iter()
+            .map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+            .collect();
+        let n = params.len() as i32;
+        let mut prepared_now = None;
+        // SAFETY: pg is a live connection in pipeline mode; every string is NUL-terminated and
+        // lives for the call; NULL lengths/formats mean text parameters.
+        let sent = unsafe {
+            match &*q.stmt {
+                Statement::Sql(sql) => {
+                    let sql = CString::new(sql.as_str()).unwrap_or_default();
+                    pq::PQsendQueryParams(
+                        pg,
+                        sql.as_ptr(),
+                        n,
+                        std::ptr::null(),
+                        params.as_ptr(),
+                        std::ptr::null(),
+                        std::ptr::null(),
+                        0,
+                    ) == 1
+                }
+                Statement::Prepared { name, sql } => {
+                    let cname = CString::new(name.as_str()).unwrap_or_default();
+                    let mut ok = true;
+                    if !self.prepared.borrow().contains(name) {
+                        let csql = CString::new(sql.as_str()).unwrap_or_default();
+                        ok = pq::PQsendPrepare(
+                            pg,
+                            cname.as_ptr(),
+                            csql.as_ptr(),
+                            n,
+                            std::ptr::null(),
+                        ) == 1;
+                        if ok {
+                            self.prepared.borrow_mut().insert(name.clone());
+                            prepared_now = Some(name.clone());
+                        }
+                    }
+                    ok && pq::PQsendQueryPrepared(
+                        pg,
+                        cname.as_ptr(),
+                        n,
+                        params.as_ptr(),
+                        std::ptr::null(),
+                        std::ptr::null(),
+                        0,
+                    ) == 1
+                }
+            }
+        };
+        // SAFETY: live connection in pipeline mode.
+        let ok = sent && unsafe { pq::PQpipelineSync(pg) } == 1;
+        if !ok {
+            let why = error_message(pg);
+            self.fail(&why);
+            return Err(q);
+        }
+        self.inflight.borrow_mut().push_back(InFlight {
+            cb: Some(q.cb),
+            result: None,
+            error: None,
+            prepared: prepared_now,
+        });
+        self.flush();
+        Ok(())
+    }
+
+    fn flush(&self) {
+        if self.state.get() != State::Ready {
+            return;
+        }
+        // SAFETY: live connection in non-blocking mode.
+        match unsafe { pq::PQflush(self.pg.get()) } {
+            0 => self.watch_socket(Readiness {
+                readable: true,
+                writable: false,
+            }),
+            1 => self.watch_socket(Readiness {
+                readable: true,
+                writable: true,
+            }),
+            _ => {
+                let why = error_message(self.pg.get());
+                self.fail(&why);
+            }
+        }
+    }
+
+    fn read(&self) {
+        let pg = self.pg.get();
+        // SAFETY: live connection.
+        if unsafe { pq::PQconsumeInput(pg) } == 0 {
+            let why = error_message(pg);
+            self.fail(&why);
+            return;
+        }
+        let mut nulls = 0;
+        loop {
+            if self.state.get() != State::Ready {
+                return;
+            }
+            // SAFETY: live connection.
+            if unsafe { pq::PQisBusy(pg) } != 0 {
+                break;
+            }
+            // SAFETY: not busy, so this does not block.
+            let res = unsafe { pq::PQgetResult(pg) };
+            if res.is_null() {
+                nulls += 1;
+                if nulls >= 2 || self.inflight.borrow().is_empty() {
+                    break;
+                }
+                continue;
+            }
+            nulls = 0;
+            // SAFETY: res is a live result.
+            let status = unsafe { pq::PQresultStatus(res) };
+            use pq::ExecStatusType::*;
+            match status {
+                PGRES_PIPELINE_SYNC => {
+                    // SAFETY: we own res.
+                    unsafe { pq::PQclear(res) };
+                    self.complete_front();
+                }
+                PGRES_TUPLES_OK | PGRES_COMMAND_OK | PGRES_EMPTY_QUERY => {
+                    if let Some(f) = self.inflight.borrow_mut().front_mut() {
+                        f.result = Some(PgResult::from_raw(res));
+                    } else {
+                        // SAFETY: unexpected result with nobody to own it.
+                        unsafe { pq::PQclear(res) };
+                    }
+                }
+                _ => {
+                    let e = if status == PGRES_PIPELINE_ABORTED {
+                        PgError::new(
+                            Error::PG_ABORTED,
+                            "an earlier statement in the pipeline failed",
+                        )
+                    } else {
+                        PgError::from_result(res)
+                    };
+                    // SAFETY: we own res.
+                    unsafe { pq::PQclear(res) };
+                    let mut q = self.inflight.borrow_mut();
+                    if let Some(f) = q.front_mut() {
+                        if f.error.is_none() {
+                            f.error = Some(e);
+                        }
+                        if let Some(name) = f.prepared.take() {
+                            self.prepared.borrow_mut().remove(&name);
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: live connection: more queued output may remain.
+        if self.state.get() == State::Ready && unsafe { pq::PQisBusy(pg) } == 0 {
+            self.flush();
+        }
+    }
+
+    fn complete_front(&self) {
+        let f = self.inflight.borrow_mut().pop_front();
+        let Some(mut f) = f else { return };
+        let outcome = match (f.error.take(), f.result.take()) {
+            (Some(e), _) => Err(e),
+            (None, Some(r)) => Ok(r),
+            (None, None) => Err(PgError::new(Error::PG_QUERY, "no result")),
+        };
+        if let Some(cb) = f.cb.take() {
+            cb(outcome);
+        }
+        if let Some(o) = self.owner.upgrade() {
+            o.capacity(self.id);
+        }
+    }
+
+    /// Breaks the connection: every query in flight fails with `PG_CONNECTION`, the socket
+    /// watch ends and libpq's connection is freed. The owner hears `broken` once.
+    pub(crate) fn fail(&self, why: &str) {
+        if self.state.replace(State::Closed) == State::Closed {
+            return;
+        }
+        let w = self.watch.borrow_mut().take();
+        drop(w); // stop watching before libpq closes the fd
+        let pg = self.pg.replace(std::ptr::null_mut());
+        if !pg.is_null() {
+            // SAFETY: we own the connection and free it once.
+            unsafe { pq::PQfinish(pg) };
+        }
+        let failed: Vec<InFlight> = self.inflight.borrow_mut().drain(..).collect();
+        for mut f in failed {
+            if let Some(cb) = f.cb.take() {
+                cb(Err(PgError::new(Error::PG_CONNECTION, why)));
+            }
+        }
+        if let Some(o) = self.owner.upgrade() {
+            o.broken(self.id, why);
+        }
+    }
+
+    /// Closes the connection; queries in flight fail with `PG_CONNECTION`.
+    pub(crate) fn close(&self) {
+        self.fail("connection closed");
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let pg = self.pg.replace(std::ptr::null_mut());
+        if !pg.is_null() {
+            let w = self.watch.borrow_mut().take();
+            drop(w);
+            // SAFETY: we own the connection.
+            unsafe { pq::PQfinish(pg) };
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Asynchronous PostgreSQL through libpq (pq-sys): non-blocking connections in pipeline mode,
+//! driven by the loop, and a per-loop pool that reconnects.
+
+mod conn;
+mod pool;
+mod result;
+
+pub use conn::Statement;
+pub use pool::{PgPool, PoolOptions, PoolStats};
+pub use result::{PgError, PgResult};

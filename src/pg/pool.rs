@@ -1,0 +1,337 @@
+//! A pool of PostgreSQL connections for one loop. Queries go to the ready connection with the
+//! fewest in flight (pipelined, up to `max_pipeline` each), else wait in a bounded FIFO queue.
+//! A connection that breaks fails its queries in flight (never retried: they may have run) and
+//! is replaced in the background after a jittered backoff, 100 ms doubling to 5 s. While no
+//! connection is up or connecting, new queries fail at once with `PG_UNAVAILABLE`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use super::conn::{Conn, ConnEvents, Query, QueryCb, State, Statement};
+use super::result::{PgError, PgResult};
+use crate::error::Error;
+use crate::reactor::{Loop, Timer};
+
+/// Pool settings.
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    /// libpq conninfo string or URI. Use numeric hosts (`hostaddr` or an IP in `host`): a
+    /// host name would be resolved by libpq with a blocking call.
+    pub conninfo: String,
+    /// Connections.
+    pub size: usize,
+    /// Queries waiting for a connection before new ones fail with `PG_QUEUE_FULL`.
+    pub max_queue: usize,
+    /// Queries in flight per connection.
+    pub max_pipeline: usize,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            conninfo: String::new(),
+            size: 4,
+            max_queue: 65536,
+            max_pipeline: 256,
+        }
+    }
+}
+
+/// Counters of a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections up.
+    pub connected: usize,
+    /// Queries sent and not yet answered.
+    pub busy: usize,
+    /// Queries waiting for a connection.
+    pub queued: usize,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+struct Slot {
+    conn: Option<Rc<Conn>>,
+    backoff: Duration,
+    retry: Option<Timer>,
+}
+
+struct PoolInner {
+    lp: Loop,
+    opts: PoolOptions,
+    slots: RefCell<Vec<Slot>>,
+    queue: RefCell<VecDeque<Query>>,
+    closed: Cell<bool>,
+    rng: Cell<u64>,
+    me: Weak<PoolInner>,
+}
+
+/// A connection pool on one loop. Clones share it.
+#[derive(Clone)]
+pub struct PgPool {
+    inner: Rc<PoolInner>,
+}
+
+impl PgPool {
+    /// Creates the pool and starts connecting every connection (without blocking).
+    pub fn new(lp: &Loop, opts: PoolOptions) -> PgPool {
+        let size = opts.size.max(1);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let inner = Rc::new_cyclic(|me| PoolInner {
+            lp: lp.clone(),
+            opts,
+            slots: RefCell::new(
+                (0..size)
+                    .map(|_| Slot {
+                        conn: None,
+                        backoff: BACKOFF_MIN,
+                        retry: None,
+                    })
+                    .collect(),
+            ),
+            queue: RefCell::new(VecDeque::new()),
+            closed: Cell::new(false),
+            rng: Cell::new(seed | 1),
+            me: me.clone(),
+        });
+        for i in 0..size {
+            inner.connect(i);
+        }
+        PgPool { inner }
+    }
+
+    /// Runs `sql` with `params` (text values, copied now; `None` is NULL). `cb` gets the result
+    /// or the error, once, from the loop (never from inside this call).
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[Option<&[u8]>],
+        cb: impl FnOnce(Result<PgResult, PgError>) + 'static,
+    ) {
+        self.run(
+            Rc::new(Statement::Sql(sql.to_string())),
+            params,
+            Box::new(cb),
+        );
+    }
+
+    /// Runs a statement prepared once per connection (see `Statement::Prepared`).
+    pub fn execute(
+        &self,
+        stmt: &Rc<Statement>,
+        params: &[Option<&[u8]>],
+        cb: impl FnOnce(Result<PgResult, PgError>) + 'static,
+    ) {
+        self.run(stmt.clone(), params, Box::new(cb));
+    }
+
+    fn run(&self, stmt: Rc<Statement>, params: &[Option<&[u8]>], cb: QueryCb) {
+        let mut copied = Vec::with_capacity(params.len());
+        for p in params {
+            match p.map(CString::new) {
+                None => copied.push(None),
+                Some(Ok(c)) => copied.push(Some(c)),
+                Some(Err(_)) => {
+                    let e = PgError::new(Error::INVALID, "a text parameter contains a NUL byte");
+                    self.inner.lp.defer(move || cb(Err(e)));
+                    return;
+                }
+            }
+        }
+        self.inner.submit(Query {
+            stmt,
+            params: copied,
+            cb,
+        });
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> PoolStats {
+        let slots = self.inner.slots.borrow();
+        let live = slots.iter().filter_map(|s| s.conn.as_ref());
+        PoolStats {
+            connected: live.clone().filter(|c| c.state() == State::Ready).count(),
+            busy: live.map(|c| c.in_flight()).sum(),
+            queued: self.inner.queue.borrow().len(),
+        }
+    }
+
+    /// Closes every connection; queued and in-flight queries fail. Later queries fail with
+    /// `PG_UNAVAILABLE`.
+    pub fn close(&self) {
+        let inner = &self.inner;
+        if inner.closed.replace(true) {
+            return;
+        }
+        let conns: Vec<Rc<Conn>> = inner
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|s| {
+                s.retry = None;
+                s.conn.take()
+            })
+            .collect();
+        for c in conns {
+            c.close();
+        }
+        inner.fail_queue(Error::PG_UNAVAILABLE, "the pool is closed");
+    }
+}
+
+impl PoolInner {
+    fn connect(&self, i: usize) {
+        if self.closed.get() {
+            return;
+        }
+        let owner: Weak<dyn ConnEvents> = self.me.clone();
+        let conn = Conn::start(&self.lp, i, &self.opts.conninfo, owner);
+        self.slots.borrow_mut()[i].conn = Some(conn);
+    }
+
+    fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
+    }
+
+    /// A ready connection with room, the least loaded one.
+    fn pick(&self) -> Option<Rc<Conn>> {
+        let slots = self.slots.borrow();
+        slots
+            .iter()
+            .filter_map(|s| s.conn.as_ref())
+            .filter(|c| c.state() == State::Ready && c.in_flight() < self.opts.max_pipeline)
+            .min_by_key(|c| c.in_flight())
+            .cloned()
+    }
+
+    fn any_connecting(&self) -> bool {
+        self.slots.borrow().iter().any(|s| {
+            s.conn
+                .as_ref()
+                .is_some_and(|c| c.state() == State::Connecting)
+        })
+    }
+
+    fn any_ready(&self) -> bool {
+        self.slots
+            .borrow()
+            .iter()
+            .any(|s| s.conn.as_ref().is_some_and(|c| c.state() == State::Ready))
+    }
+
+    fn submit(&self, q: Query) {
+        if self.closed.get() {
+            let cb = q.cb;
+            self.lp.defer(move || {
+                cb(Err(PgError::new(
+                    Error::PG_UNAVAILABLE,
+                    "the pool is closed",
+                )))
+            });
+            return;
+        }
+        if self.queue.borrow().is_empty() {
+            if let Some(c) = self.pick() {
+                match c.send(q) {
+                    Ok(()) => return,
+                    Err(q) => return self.submit(q), // that connection just broke: try again
+                }
+            }
+        }
+        if !self.any_ready() && !self.any_connecting() {
+            let cb = q.cb;
+            self.lp.defer(move || {
+                cb(Err(PgError::new(
+                    Error::PG_UNAVAILABLE,
+                    "no database connection is up",
+                )))
+            });
+            return;
+        }
+        if self.queue.borrow().len() >= self.opts.max_queue {
+            let cb = q.cb;
+            self.lp.defer(move || {
+                cb(Err(PgError::new(
+                    Error::PG_QUEUE_FULL,
+                    "too many queries waiting",
+                )))
+            });
+            return;
+        }
+        self.queue.borrow_mut().push_back(q);
+    }
+
+    /// Sends queued queries while a connection has room.
+    fn drain(&self) {
+        loop {
+            if self.queue.borrow().is_empty() {
+                return;
+            }
+            let Some(c) = self.pick() else { return };
+            let q = self.queue.borrow_mut().pop_front().unwrap();
+            if let Err(q) = c.send(q) {
+                self.queue.borrow_mut().push_front(q);
+            }
+        }
+    }
+
+    fn fail_queue(&self, code: Error, why: &str) {
+        let queued: Vec<Query> = self.queue.borrow_mut().drain(..).collect();
+        for q in queued {
+            (q.cb)(Err(PgError::new(code, why)));
+        }
+    }
+}
+
+impl ConnEvents for PoolInner {
+    fn ready(&self, id: usize) {
+        self.slots.borrow_mut()[id].backoff = BACKOFF_MIN;
+        self.drain();
+    }
+
+    fn capacity(&self, _id: usize) {
+        self.drain();
+    }
+
+    fn broken(&self, id: usize, why: &str) {
+        if self.closed.get() {
+            return;
+        }
+        // Replace the connection after a jittered backoff (75%..125% of the current step).
+        let delay = {
+            let mut slots = self.slots.borrow_mut();
+            let s = &mut slots[id];
+            let base = s.backoff;
+            s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
+            let jitter = 750 + self.random() % 501;
+            base * jitter as u32 / 1000
+        };
+        let t = Timer::new(&self.lp);
+        let weak = self.me.clone();
+        t.start(delay, None, move || {
+            if let Some(p) = weak.upgrade() {
+                let old = p.slots.borrow_mut()[id].retry.take();
+                p.connect(id);
+                drop(old);
+            }
+        });
+        let old = self.slots.borrow_mut()[id].retry.replace(t);
+        drop(old);
+        // Nothing up and nothing trying: what waits would wait for a backoff. Fail it now.
+        if !self.any_ready() && !self.any_connecting() {
+            self.fail_queue(Error::PG_UNAVAILABLE, why);
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The PostgreSQL pool against a real throwaway cluster (scripts/pg.sh), on both backends.
+
+#[path = "common_backends.rs"]
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::process::Command;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use asyncloop::error::Error;
+use asyncloop::pg::{PgError, PgPool, PgResult, PoolOptions, Statement};
+use asyncloop::reactor::{Backend, Loop, RunMode, Timer};
+
+/// A cluster started for one test and removed when it ends.
+struct Cluster {
+    dir: PathBuf,
+    url: String,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh")
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "asyncloop-pg-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let out = Command::new(script())
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("scripts/pg.sh");
+        assert!(
+            out.status.success(),
+            "pg.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Cluster { dir, url }
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let data = self.dir.join("data");
+        let bindir = Command::new("sh")
+            .arg("-c")
+            .arg("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1")
+            .output()
+            .unwrap();
+        let pg_ctl = format!(
+            "{}/pg_ctl",
+            String::from_utf8(bindir.stdout).unwrap().trim()
+        );
+        let port = std::fs::read_to_string(self.dir.join("port")).unwrap();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            port.trim(),
+            self.dir.display()
+        );
+        // SAFETY: getuid has no preconditions.
+        let mut cmd = if unsafe { libc::getuid() } == 0 {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-w", "-m", "fast", "-l"])
+            .arg(self.dir.join("server.log"));
+        if action == "start" {
+            cmd.args(["-o", &opts]);
+        }
+        assert!(
+            cmd.arg(action).status().unwrap().success(),
+            "pg_ctl {action}"
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).arg("stop").arg(&self.dir).status();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+fn pool(lp: &Loop, c: &Cluster, size: usize) -> PgPool {
+    PgPool::new(
+        lp,
+        PoolOptions {
+            conninfo: c.url.clone(),
+            size,
+            ..Default::default()
+        },
+    )
+}
+
+type Outcome = Result<(Vec<Vec<Option<String>>>, u64), PgError>;
+
+fn rows(r: Result<PgResult, PgError>) -> Outcome {
+    r.map(|r| {
+        let v = (0..r.rows())
+            .map(|i| {
+                (0..r.columns())
+                    .map(|j| {
+                        r.value(i, j)
+                            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                    })
+                    .collect()
+            })
+            .collect();
+        (v, r.affected_rows())
+    })
+}
+
+/// Runs the loop until `n` callbacks have been recorded (or a deadline).
+fn run_until(lp: &Loop, done: &Rc<Cell<usize>>, n: usize, limit: Duration) {
+    let t = Timer::new(lp);
+    let (lp2, d2) = (lp.clone(), done.clone());
+    let deadline = Instant::now() + limit;
+    t.start(
+        Duration::from_millis(5),
+        Some(Duration::from_millis(5)),
+        move || {
+            if d2.get() >= n || Instant::now() > deadline {
+                lp2.stop();
+            }
+        },
+    );
+    lp.run(RunMode::Default).unwrap();
+}
+
+fn parameters_round_trip_verbatim(b: Backend) {
+    let c = Cluster::start();
+    let lp = common::new_loop(b);
+    let p = pool(&lp, &c, 2);
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let done = Rc::new(Cell::new(0));
+    let values: Vec<Option<&[u8]>> = vec![
+        Some(b"it's \"quoted\"; DROP TABLE world; --"),
+        Some("unicode: Jörg 日本語 🎉".as_bytes()),
+        None,
+        Some(b""),
+        Some(b"back\\slash"),
+    ];
+    for v in &values {
+        let (g, d) = (got.clone(), done.clone());
+        p.query("SELECT $1::text, $1::text IS NULL", &[*v], move |r| {
+            g.borrow_mut().push(rows(r));
+            d.set(d.get() + 1);
+        });
+    }
+    run_until(&lp, &done, values.len(), Duration::from_secs(10));
+    let got = got.borrow();
+    assert_eq!(got.len(), values.len());
+    for (v, r) in values.iter().zip(got.iter()) {
+        let (rows, _) = r.as_ref().expect("query");
+        let want = v.map(|b| String::from_utf8(b.to_vec()).unwrap());
+        assert_eq!(rows[0][0], want);
+        assert_eq!(
+            rows[0][1].as_deref(),
+            Some(if v.is_none() { "t" } else { "f" })
+        );
+    }
+    // The table survived the "injection".
+    let n = Rc::new(RefCell::new(None));
+    let (n2, d) = (n.clone(), done.clone());
+    p.query("SELECT count(*) FROM world", &[], move |r| {
+        *n2.borrow_mut() = Some(rows(r).unwrap().0[0][0].clone());
+        d.set(d.get() + 1);
+    });
+    run_until(&lp, &done, values.len() + 1, Duration::from_secs(10));
+    assert_eq!(n.borrow().clone().flatten().as_deref(), Some("10000"));
+    p.close();
+}
+
+fn errors_in_a_pipeline_leave_the_connection_working(b: Backend) {
+    let c = Cluster::start();
+    let lp = common::new_loop(b);
+    let p = pool(&lp, &c, 1);
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let done = Rc::new(Cell::new(0));
+    for sql in [
+        "SELECT 1",
+        "SELECT 1/0",
+        "SELECT * FROM no_such_table",
+        "SELECT 3",
+    ] {
+        let (g, d) = (got.clone(), done.clone());
+        p.query(sql, &[], move |r| {
+            g.borrow_mut().push(rows(r));
+            d.set(d.get() + 1);
+        });
+    }
+    run_until(&lp, &done, 4, Duration::from_secs(10));
+    let got = got.borrow();
+    assert_eq!(got[0].as_ref().unwrap().0[0][0].as_deref(), Some("1"));
+    let e = got[1].as_ref().unwrap_err();
+    assert_eq!((e.code, e.sqlstate.as_str()), (Error::PG_QUERY, "22012"));
+    assert!(e.message.contains("division by zero"), "{e}");
+    assert_eq!(got[2].as_ref().unwrap_err().sqlstate, "42P01");
+    assert_eq!(got[3].as_ref().unwrap().0[0][0].as_deref(), Some("3"));
+    assert_eq!(p.stats().connected, 1);
+    p.close();
+}
+
+fn ten_thousand_queued_queries_on_a_pool_of_two(b: Backend) {
+    let c = Cluster::start();
+    let lp = common::new_loop(b);
+    let p = pool(&lp, &c, 2);
+    let stmt = Rc::new(Statement::Prepared {
+        name: "world_by_id".into(),
+        sql: "SELECT id, randomnumber FROM world WHERE id = $1".into(),
+    });
+    let done = Rc::new(Cell::new(0));
+    let ok = Rc::new(Cell::new(0));
+    for i in 0..10_000u32 {
+        let id = (i % 10_000 + 1).to_string();
+        let (d, o) = (done.clone(), ok.clone());
+        p.execute(&stmt, &[Some(id.as_bytes())], move |r| {
+            let r = r.expect("query");
+            assert_eq!(r.int(0, 0), Some(i as i64 % 10_000 + 1));
+            o.set(o.get() + 1);
+            d.set(d.get() + 1);
+        });
+    }
+    assert!(p.stats().queued > 0, "queries wait while connecting");
+    run_until(&lp, &done, 10_000, Duration::from_secs(60));
+    assert_eq!(ok.get(), 10_000);
+    let s = p.stats();
+    assert_eq!((s.connected, s.busy, s.queued), (2, 0, 0));
+    p.close();
+}
+
+fn queue_bound_and_unavailable_database(b: Backend) {
+    let c = Cluster::start();
+    let lp = common::new_loop(b);
+    let p = PgPool::new(
+        &lp,
+        PoolOptions {
+            conninfo: c.url.clone(),
+            size: 1,
+            max_queue: 5,
+            max_pipeline: 1,
+        },
+    );
+    let codes = Rc::new(RefCell::new(Vec::new()));
+    let done = Rc::new(Cell::new(0));
+    for _ in 0..10 {
+        let (cs, d) = (codes.clone(), done.clone());
+        p.query("SELECT pg_sleep(0.01)", &[], move |r| {
+            cs.borrow_mut().push(r.err().map(|e| e.code));
+            d.set(d.get() + 1);
+        });
+    }
+    run_until(&lp, &done, 10, Duration::from_secs(10));
+    let full = codes
+        .borrow()
+        .iter()
+        .filter(|c| **c == Some(Error::PG_QUEUE_FULL))
+        .count();
+    let ok = codes.borrow().iter().filter(|c| c.is_none()).count();
+    assert_eq!((ok, full), (5, 5), "{:?}", codes.borrow());
+    p.close();
+    // A pool whose server refuses connections fails queries fast, and keeps the loop alive.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = PgPool::new(
+        &lp,
+        PoolOptions {
+            conninfo: format!("postgresql://postgres@127.0.0.1:{port}/x"),
+            size: 2,
+            ..Default::default()
+        },
+    );
+    let t0 = Instant::now();
+    let e = Rc::new(RefCell::new(None));
+    let (e2, d) = (e.clone(), done.clone());
+    dead.query("SELECT 1", &[], move |r| {
+        *e2.borrow_mut() = r.err();
+        d.set(d.get() + 1);
+    });
+    run_until(&lp, &done, 11, Duration::from_secs(10));
+    let err = e.borrow().clone().expect("an error");
+    assert_eq!(err.code, Error::PG_UNAVAILABLE, "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    dead.close();
+}
+
+fn server_restart_and_killed_backend_recover(b: Backend) {
+    let c = Cluster::start();
+    let lp = common::new_loop(b);
+    let p = pool(&lp, &c, 2);
+    let done = Rc::new(Cell::new(0));
+    // Warm up both connections.
+    for _ in 0..4 {
+        let d = done.clone();
+        p.query("SELECT 1", &[], move |r| {
+            r.unwrap();
+            d.set(d.get() + 1)
+        });
+    }
+    run_until(&lp, &done, 4, Duration::from_secs(10));
+    // A backend killed while its query runs: that query fails, nothing hangs, the pool heals.
+    let killed = Rc::new(RefCell::new(None));
+    let (k, d) = (killed.clone(), done.clone());
+    p.query("SELECT pg_sleep(5)", &[], move |r| {
+        *k.borrow_mut() = r.err();
+        d.set(d.get() + 1);
+    });
+    let d = done.clone();
+    let p2 = p.clone();
+    let killer = Timer::new(&lp);
+    killer.start(Duration::from_millis(300), None, move || {
+        let d = d.clone();
+        p2.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(5)%'", &[], move |r| {
+            r.unwrap();
+            d.set(d.get() + 1);
+        });
+    });
+    run_until(&lp, &done, 6, Duration::from_secs(10));
+    assert_eq!(
+        killed.borrow().as_ref().map(|e| e.code),
+        Some(Error::PG_CONNECTION)
+    );
+    // Stop the server: queries fail fast; start it again: the pool reconnects by itself.
+    c.pg_ctl("stop");
+    let t0 = Instant::now();
+    let e = Rc::new(RefCell::new(None));
+    let (e2, d) = (e.clone(), done.clone());
+    // Let the pool notice (its connections break on their next use or read).
+    let probe = Timer::new(&lp);
+    let p3 = p.clone();
+    probe.start(Duration::from_millis(200), None, move || {
+        let (e2, d) = (e2.clone(), d.clone());
+        p3.query("SELECT 1", &[], move |r| {
+            *e2.borrow_mut() = r.err();
+            d.set(d.get() + 1);
+        });
+    });
+    run_until(&lp, &done, 7, Duration::from_secs(10));
+    let err = e.borrow().clone().expect("fails while stopped");
+    assert!(
+        [Error::PG_UNAVAILABLE, Error::PG_CONNECTION].contains(&err.code),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    c.pg_ctl("start");
+    let t1 = Instant::now();
+    let ok = Rc::new(Cell::new(false));
+    let (ok2, d, p4, lp2) = (ok.clone(), done.clone(), p.clone(), lp.clone());
+    let retry = Rc::new(Timer::new(&lp));
+    let retry2 = retry.clone();
+    retry.start(
+        Duration::from_millis(100),
+        Some(Duration::from_millis(200)),
+        move || {
+            let _ = &retry2;
+            let (ok3, d) = (ok2.clone(), d.clone());
+            if ok2.get() {
+                lp2.stop();
+                return;
+            }
+            p4.query("SELECT 42", &[], move |r| {
+                if r.map(|r| r.int(0, 0) == Some(42)).unwrap_or(false) {
+                    ok3.set(true);
+                }
+                d.set(d.get() + 1);
+            });
+        },
+    );
+    lp.run(RunMode::Default).unwrap();
+    assert!(ok.get(), "recovered after restart");
+    assert!(t1.elapsed() < Duration::from_secs(10));
+    retry.stop();
+    p.close();
+}
+
+both_backends!(
+    parameters_round_trip_verbatim,
+    errors_in_a_pipeline_leave_the_connection_working,
+    ten_thousand_queued_queries_on_a_pool_of_two,
+    queue_bound_and_unavailable_database,
+    server_restart_and_killed_backend_recover,
+);
