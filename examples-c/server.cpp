@@ -2,11 +2,12 @@
 //
 //   server [options] <listen_address> <listen_port>     (see ../shared CONTRACT.md and --help)
 //
-// Routes: /plaintext, /json (TechEmpower rules), POST /palindrome; the database and upstream
-// routes (/db, /queries, /updates, /fortunes, /books, /api/..., /chain/...) answer 503 with a
-// JSON error until the PostgreSQL and HTTP client layers are wired in. One loop per thread,
-// each with its own SO_REUSEPORT listener. SIGINT/SIGTERM: graceful stop, exit 0.
+// Routes: /plaintext, /json, /db, /queries, /updates, /fortunes (TechEmpower rules), POST
+// /palindrome, GET and POST /books; the upstream routes (/api/..., /chain/...) answer 503 with
+// a JSON error until the HTTP client lands. One loop per thread, each with its own
+// SO_REUSEPORT listener and PostgreSQL pool. SIGINT/SIGTERM: graceful stop, exit 0.
 #include <asyncloop.hpp>
+#include <nlohmann/json.hpp>
 
 #include <pthread.h>
 #include <signal.h>
@@ -15,7 +16,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -124,6 +127,192 @@ void unavailable(aloop::Responder r, const char *what) {
     r.respond(503, "application/json", body);
 }
 
+using aloop::PgPool;
+using aloop::PgResult;
+using aloop::Responder;
+using Shared = std::shared_ptr<Responder>; // handlers' callbacks must be copyable
+
+void json_error(Responder &r, int status, std::string_view message) {
+    r.respond(status, "application/json", nlohmann::json{{"error", message}}.dump());
+}
+
+/// 503 with the database's message: the database is unreachable or failing.
+void db_error(Responder &r, const PgResult &res) {
+    std::string m = "database error: " + std::string(res.error_message());
+    json_error(r, 503, m);
+}
+
+int random_id() {
+    thread_local std::minstd_rand rng(std::random_device{}());
+    return static_cast<int>(rng() % 10000) + 1;
+}
+
+/// TechEmpower's `queries` parameter: clamped to 1..500, missing or non-numeric counts as 1.
+int query_count(const Responder &r) {
+    auto q = r.query_param("queries");
+    if (!q || q->empty() || q->size() > 9 || !std::all_of(q->begin(), q->end(), ::isdigit))
+        return 1;
+    return std::clamp(std::atoi(q->c_str()), 1, 500);
+}
+
+std::string world_json(int id, long long rn) {
+    return "{\"id\":" + std::to_string(id) + ",\"randomNumber\":" + std::to_string(rn) + "}";
+}
+
+std::string html_escape(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (char c : s) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&#39;"; break;
+        default: out += c;
+        }
+    }
+    return out;
+}
+
+void prepare_statements(PgPool &db) {
+    db.prepare("world", "SELECT id, randomnumber FROM world WHERE id = $1");
+    db.prepare("world_update", "UPDATE world SET randomnumber = $2 WHERE id = $1");
+    db.prepare("fortunes", "SELECT id, message FROM fortune");
+    db.prepare("books", "SELECT id, title FROM books ORDER BY id");
+    db.prepare("book_insert", "INSERT INTO books (id, title) VALUES ($1, $2)");
+}
+
+/// Reads `n` random world rows, each with its own statement, then calls `done(rows)` or
+/// answers 503 on the first failure.
+struct WorldBatch {
+    Shared r;
+    std::vector<std::pair<int, long long>> rows;
+    size_t pending;
+    bool failed = false;
+};
+
+void fetch_worlds(PgPool &db, Shared r, int n, std::function<void(std::shared_ptr<WorldBatch>)> done) {
+    auto batch = std::make_shared<WorldBatch>(WorldBatch{std::move(r), {}, static_cast<size_t>(n)});
+    batch->rows.resize(static_cast<size_t>(n));
+    for (int i = 0; i < n; i++) {
+        int id = random_id();
+        db.execute("world", {std::to_string(id)}, [batch, i, done](const PgResult &res) {
+            if (batch->failed)
+                return;
+            if (!res.ok() || res.rows() != 1) {
+                batch->failed = true;
+                db_error(*batch->r, res);
+                return;
+            }
+            batch->rows[static_cast<size_t>(i)] = {static_cast<int>(res.integer(0, 0)), res.integer(0, 1)};
+            if (--batch->pending == 0)
+                done(batch);
+        });
+    }
+}
+
+std::string worlds_json(const std::vector<std::pair<int, long long>> &rows) {
+    std::string out = "[";
+    for (size_t i = 0; i < rows.size(); i++) {
+        if (i)
+            out += ',';
+        out += world_json(rows[i].first, rows[i].second);
+    }
+    return out + "]";
+}
+
+void books_list(PgPool &db, Shared r, int status) {
+    db.execute("books", {}, [r, status](const PgResult &res) {
+        if (!res.ok())
+            return db_error(*r, res);
+        nlohmann::json list = nlohmann::json::array();
+        for (size_t i = 0; i < res.rows(); i++)
+            list.push_back({{"id", res.integer(i, 0)}, {"title", std::string(res.value(i, 1))}});
+        r->respond(status, "application/json", list.dump());
+    });
+}
+
+void add_database_routes(aloop::HttpServer &http, PgPool &db) {
+    PgPool *pool = &db;
+    http.route("GET", "/db", [pool](Responder r) {
+        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), 1, [](std::shared_ptr<WorldBatch> b) {
+            b->r->respond(200, "application/json", world_json(b->rows[0].first, b->rows[0].second));
+        });
+    });
+    http.route("GET", "/queries", [pool](Responder r) {
+        int n = query_count(r);
+        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, [](std::shared_ptr<WorldBatch> b) {
+            b->r->respond(200, "application/json", worlds_json(b->rows));
+        });
+    });
+    http.route("GET", "/updates", [pool](Responder r) {
+        int n = query_count(r);
+        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, [pool](std::shared_ptr<WorldBatch> b) {
+            b->pending = b->rows.size();
+            for (auto &row : b->rows) {
+                int next;
+                do
+                    next = random_id();
+                while (next == row.second);
+                row.second = next;
+                pool->execute("world_update", {std::to_string(row.first), std::to_string(next)}, [b](const PgResult &res) {
+                    if (b->failed)
+                        return;
+                    if (!res.ok()) {
+                        b->failed = true;
+                        return db_error(*b->r, res);
+                    }
+                    if (--b->pending == 0)
+                        b->r->respond(200, "application/json", worlds_json(b->rows));
+                });
+            }
+        });
+    });
+    http.route("GET", "/fortunes", [pool](Responder r) {
+        auto shared = std::make_shared<Responder>(std::move(r));
+        pool->execute("fortunes", {}, [shared](const PgResult &res) {
+            if (!res.ok())
+                return db_error(*shared, res);
+            std::vector<std::pair<long long, std::string>> rows;
+            rows.reserve(res.rows() + 1);
+            for (size_t i = 0; i < res.rows(); i++)
+                rows.emplace_back(res.integer(i, 0), std::string(res.value(i, 1)));
+            rows.emplace_back(0, "Additional fortune added at request time.");
+            std::sort(rows.begin(), rows.end(), [](const auto &a, const auto &b) { return a.second < b.second; });
+            std::string html = "<!DOCTYPE html><html><head><title>Fortunes</title></head><body><table>"
+                               "<tr><th>id</th><th>message</th></tr>";
+            for (const auto &f : rows)
+                html += "<tr><td>" + std::to_string(f.first) + "</td><td>" + html_escape(f.second) + "</td></tr>";
+            html += "</table></body></html>";
+            shared->respond(200, "text/html; charset=utf-8", html);
+        });
+    });
+    http.route("GET", "/books", [pool](Responder r) { books_list(*pool, std::make_shared<Responder>(std::move(r)), 200); });
+    http.route("POST", "/books", [pool](Responder r) {
+        nlohmann::json in;
+        try {
+            in = nlohmann::json::parse(r.body());
+        } catch (const nlohmann::json::exception &) {
+            return json_error(r, 400, "the body is not valid JSON");
+        }
+        if (!in.is_object() || !in.contains("id") || !in["id"].is_number_integer() || !in.contains("title") ||
+            !in["title"].is_string())
+            return json_error(r, 400, "expected {\"id\": integer, \"title\": string}");
+        long long id = in["id"].get<long long>();
+        if (id < INT32_MIN || id > INT32_MAX)
+            return json_error(r, 400, "id out of range");
+        auto shared = std::make_shared<Responder>(std::move(r));
+        pool->execute("book_insert", {std::to_string(id), in["title"].get<std::string>()}, [pool, shared](const PgResult &res) {
+            if (res.ok())
+                return books_list(*pool, shared, 201);
+            if (res.sqlstate() == "23505")
+                return json_error(*shared, 409, "a book with this id exists");
+            db_error(*shared, res);
+        });
+    });
+}
+
 void add_routes(aloop::HttpServer &http) {
     http.route("GET", "/plaintext", [](aloop::Responder r) { r.respond(200, "text/plain", "Hello, World!"); });
     http.route("GET", "/json", [](aloop::Responder r) {
@@ -138,19 +327,16 @@ void add_routes(aloop::HttpServer &http) {
         r.respond(200, "text/plain",
                   is_palindrome(body) ? "The input is a palindrome." : "The input is not a palindrome.");
     });
-    for (const char *path : {"/db", "/queries", "/updates", "/fortunes"})
-        http.route("GET", path, [](aloop::Responder r) { unavailable(std::move(r), "database not configured"); });
-    http.route("GET", "/books", [](aloop::Responder r) { unavailable(std::move(r), "database not configured"); });
-    http.route("POST", "/books", [](aloop::Responder r) { unavailable(std::move(r), "database not configured"); });
     http.route_prefix("GET", "/api/", [](aloop::Responder r) { unavailable(std::move(r), "upstream not configured"); });
     http.route_prefix("GET", "/chain/api-db/",
                       [](aloop::Responder r) { unavailable(std::move(r), "upstream not configured"); });
-    http.route("GET", "/chain/db-api", [](aloop::Responder r) { unavailable(std::move(r), "database not configured"); });
+    http.route("GET", "/chain/db-api", [](aloop::Responder r) { unavailable(std::move(r), "upstream not configured"); });
 }
 
 /// One loop, its HTTP server, and the thread running them.
 struct Worker {
     std::unique_ptr<aloop::Loop> loop;
+    std::unique_ptr<PgPool> db;
     std::unique_ptr<aloop::HttpServer> http;
     std::thread thread;
 };
@@ -180,8 +366,11 @@ int main(int argc, char **argv) {
         // first listener fixes the port when 0 was asked for.
         for (auto &w : workers) {
             w.loop = std::make_unique<aloop::Loop>(cfg.backend);
+            w.db = std::make_unique<PgPool>(*w.loop, cfg.pg, static_cast<size_t>(cfg.pool));
+            prepare_statements(*w.db);
             w.http = std::make_unique<aloop::HttpServer>(*w.loop, opts);
             add_routes(*w.http);
+            add_database_routes(*w.http, *w.db);
             port = w.http->listen(cfg.address.c_str(), static_cast<uint16_t>(port));
         }
     } catch (const aloop::Error &e) {
@@ -196,6 +385,10 @@ int main(int argc, char **argv) {
         w.thread = std::thread([&w] {
             try {
                 w.loop->run();
+                // Tear down on the loop's own thread: the pool's closing work runs here.
+                w.http.reset();
+                w.db.reset();
+                w.loop->run(ALOOP_RUN_NOWAIT);
             } catch (const std::exception &e) {
                 std::fprintf(stderr, "server: loop: %s\n", e.what());
             }
@@ -211,9 +404,7 @@ int main(int argc, char **argv) {
     }
     for (auto &w : workers)
         w.thread.join();
-    for (auto &w : workers) {
-        w.http.reset();
+    for (auto &w : workers)
         w.loop.reset();
-    }
     return 0;
 }

@@ -112,6 +112,31 @@
 #define ALOOP_RUN_NOWAIT 2
 
 /**
+ * No database connection is up; the query was not sent.
+ */
+#define ALOOP_E_PG_UNAVAILABLE (-10100)
+
+/**
+ * The database reported an error (see `aloop_pg_result_sqlstate` and `_error_message`).
+ */
+#define ALOOP_E_PG_QUERY (-10101)
+
+/**
+ * The connection broke while the query was in flight; it may or may not have run.
+ */
+#define ALOOP_E_PG_CONNECTION (-10102)
+
+/**
+ * The pool's queue is full; the query was not sent.
+ */
+#define ALOOP_E_PG_QUEUE_FULL (-10103)
+
+/**
+ * An earlier statement of the same pipeline failed; this one did not run.
+ */
+#define ALOOP_E_PG_ABORTED (-10104)
+
+/**
  * The fd is readable (or has an error or hang-up to report).
  */
 #define ALOOP_READABLE 1
@@ -144,6 +169,17 @@ typedef struct aloop_http_server_t aloop_http_server_t;
  * Used from one thread, the one that runs it, except the calls marked thread-safe.
  */
 typedef struct aloop_loop_t aloop_loop_t;
+
+/**
+ * A connection pool (opaque) on one loop. Owned by the caller of `aloop_pg_pool_new` until
+ * `aloop_pg_pool_free`.
+ */
+typedef struct aloop_pg_pool_t aloop_pg_pool_t;
+
+/**
+ * A query's outcome (opaque), borrowed during the query callback only.
+ */
+typedef struct aloop_pg_result_t aloop_pg_result_t;
 
 /**
  * A readiness watch (opaque). Owned by the caller of `aloop_poll_new` until `aloop_poll_free`.
@@ -271,6 +307,35 @@ typedef struct aloop_http_header_t {
   const char *name;
   const char *value;
 } aloop_http_header_t;
+
+/**
+ * Options for `aloop_pg_pool_new`; fill with `aloop_pg_pool_options_init` first.
+ */
+typedef struct aloop_pg_pool_options_t {
+  /**
+   * libpq conninfo string or URI (borrowed during `aloop_pg_pool_new`). Give the server as
+   * a numeric address: a host name would be resolved by libpq with a blocking call.
+   */
+  const char *conninfo;
+  /**
+   * Connections (default 4).
+   */
+  size_t size;
+  /**
+   * Queries waiting for a connection before `ALOOP_E_PG_QUEUE_FULL` (default 65536).
+   */
+  size_t max_queue;
+  /**
+   * Queries in flight per connection, pipelined (default 256).
+   */
+  size_t max_pipeline;
+} aloop_pg_pool_options_t;
+
+/**
+ * Called once per query, on the loop's thread: `status` 0 with rows in `result`, or an error
+ * code with its details in `result` (never NULL).
+ */
+typedef void (*aloop_pg_cb)(int status, const struct aloop_pg_result_t *result, void *user_data);
 
 /**
  * Called on the loop's thread with `ALOOP_READABLE` or `ALOOP_WRITABLE`. Readiness is level
@@ -605,6 +670,111 @@ int aloop_http_chunk(struct aloop_http_request_t *req, const void *data, size_t 
  * Ends a chunked response; the request is consumed.
  */
 int aloop_http_chunk_end(struct aloop_http_request_t *req);
+
+/**
+ * Fills `opts` with the defaults (conninfo NULL: libpq's PG* environment defaults).
+ */
+int aloop_pg_pool_options_init(struct aloop_pg_pool_options_t *opts);
+
+/**
+ * Creates a pool on `lp` and starts connecting (never blocks). `opts` may be NULL for the
+ * defaults. Queries may be sent at once: they wait while the first connections come up.
+ */
+int aloop_pg_pool_new(struct aloop_loop_t *lp,
+                      const struct aloop_pg_pool_options_t *opts,
+                      struct aloop_pg_pool_t **out);
+
+/**
+ * Closes every connection and frees the pool. Queries still queued or in flight complete
+ * with an error (their callbacks run from the loop, later). NULL is ignored.
+ */
+void aloop_pg_pool_free(struct aloop_pg_pool_t *pool);
+
+/**
+ * Registers the named statement `sql` (with `$n` parameters) for `aloop_pg_execute`. It is
+ * prepared on each connection the first time it runs there, reconnected ones included.
+ * Registering a name again replaces it for connections that have not prepared it yet.
+ */
+int aloop_pg_prepare(struct aloop_pg_pool_t *pool, const char *name, const char *sql);
+
+/**
+ * Runs `sql` with `nparams` text parameters (`values[i]` NUL-terminated, or NULL for SQL
+ * NULL; copied before the call returns). `cb(status, result, user_data)` runs once from the
+ * loop; `dtor(user_data)` right after it. Parameters are the only way values should reach SQL.
+ */
+int aloop_pg_query(struct aloop_pg_pool_t *pool,
+                   const char *sql,
+                   size_t nparams,
+                   const char *const *values,
+                   aloop_pg_cb cb,
+                   void *user_data,
+                   aloop_free_fn dtor);
+
+/**
+ * Runs the statement registered as `name` with `aloop_pg_prepare`; otherwise as
+ * `aloop_pg_query`. `ALOOP_E_NOT_FOUND` for an unknown name.
+ */
+int aloop_pg_execute(struct aloop_pg_pool_t *pool,
+                     const char *name,
+                     size_t nparams,
+                     const char *const *values,
+                     aloop_pg_cb cb,
+                     void *user_data,
+                     aloop_free_fn dtor);
+
+/**
+ * Connections up, queries in flight and queries waiting; any pointer may be NULL.
+ */
+int aloop_pg_pool_stats(const struct aloop_pg_pool_t *pool,
+                        size_t *connected,
+                        size_t *busy,
+                        size_t *queued);
+
+/**
+ * Rows of a successful result (0 otherwise).
+ */
+size_t aloop_pg_result_rows(const struct aloop_pg_result_t *r);
+
+/**
+ * Columns of a successful result (0 otherwise).
+ */
+size_t aloop_pg_result_columns(const struct aloop_pg_result_t *r);
+
+/**
+ * Name of column `col`, or NULL.
+ */
+const char *aloop_pg_result_column_name(const struct aloop_pg_result_t *r, size_t col);
+
+/**
+ * The value at (`row`, `col`) as NUL-terminated text (valid during the callback), or NULL for
+ * SQL NULL and out-of-range positions.
+ */
+const char *aloop_pg_result_value(const struct aloop_pg_result_t *r, size_t row, size_t col);
+
+/**
+ * Length in bytes of the value at (`row`, `col`) (0 for NULL or out of range).
+ */
+size_t aloop_pg_result_length(const struct aloop_pg_result_t *r, size_t row, size_t col);
+
+/**
+ * 1 if the value at (`row`, `col`) is SQL NULL (or out of range), else 0.
+ */
+int aloop_pg_result_is_null(const struct aloop_pg_result_t *r, size_t row, size_t col);
+
+/**
+ * Rows affected by an INSERT, UPDATE or DELETE.
+ */
+uint64_t aloop_pg_result_affected_rows(const struct aloop_pg_result_t *r);
+
+/**
+ * The error message ("" on success); valid during the callback.
+ */
+const char *aloop_pg_result_error_message(const struct aloop_pg_result_t *r);
+
+/**
+ * The server's SQLSTATE ("23505", ...), or "" when the server reported none.
+ */
+const char *aloop_pg_result_sqlstate(const struct aloop_pg_result_t *r);
 
 /**
  * Creates a watch on `fd` (borrowed; must stay open until the watch is freed or its interest

@@ -10,6 +10,7 @@
 #include "asyncloop.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -303,6 +304,78 @@ class HttpServer {
         }
     }
     aloop_http_server_t *srv_ = nullptr;
+};
+
+/// A query outcome, borrowed during its callback.
+class PgResult {
+  public:
+    PgResult(int status, const aloop_pg_result_t *r) noexcept : status_(status), r_(r) {}
+    bool ok() const noexcept { return status_ == 0; }
+    int status() const noexcept { return status_; }
+    size_t rows() const { return aloop_pg_result_rows(r_); }
+    size_t columns() const { return aloop_pg_result_columns(r_); }
+    bool is_null(size_t row, size_t col) const { return aloop_pg_result_is_null(r_, row, col) == 1; }
+    std::string_view value(size_t row, size_t col) const {
+        const char *v = aloop_pg_result_value(r_, row, col);
+        return v ? std::string_view(v, aloop_pg_result_length(r_, row, col)) : std::string_view();
+    }
+    long long integer(size_t row, size_t col) const {
+        const char *v = aloop_pg_result_value(r_, row, col);
+        return v ? std::strtoll(v, nullptr, 10) : 0;
+    }
+    uint64_t affected_rows() const { return aloop_pg_result_affected_rows(r_); }
+    std::string_view error_message() const { return aloop_pg_result_error_message(r_); }
+    std::string_view sqlstate() const { return aloop_pg_result_sqlstate(r_); }
+
+  private:
+    int status_;
+    const aloop_pg_result_t *r_;
+};
+
+/// A PostgreSQL pool on one loop, owned.
+class PgPool {
+  public:
+    using Callback = std::function<void(const PgResult &)>;
+    /// A parameter: text, or std::nullopt for SQL NULL.
+    using Param = std::optional<std::string>;
+
+    PgPool(Loop &loop, const std::string &conninfo, size_t size) {
+        aloop_pg_pool_options_t o;
+        aloop_pg_pool_options_init(&o);
+        o.conninfo = conninfo.empty() ? nullptr : conninfo.c_str();
+        o.size = size;
+        check(aloop_pg_pool_new(loop.get(), &o, &pool_), "aloop_pg_pool_new");
+    }
+    PgPool(const PgPool &) = delete;
+    PgPool &operator=(const PgPool &) = delete;
+    ~PgPool() { aloop_pg_pool_free(pool_); }
+
+    void prepare(const char *name, const char *sql) { check(aloop_pg_prepare(pool_, name, sql), "aloop_pg_prepare"); }
+    void query(const char *sql, const std::vector<Param> &params, Callback cb) { send(false, sql, params, std::move(cb)); }
+    void execute(const char *name, const std::vector<Param> &params, Callback cb) { send(true, name, params, std::move(cb)); }
+
+  private:
+    void send(bool prepared, const char *what, const std::vector<Param> &params, Callback cb) {
+        std::vector<const char *> values;
+        values.reserve(params.size());
+        for (const auto &p : params)
+            values.push_back(p ? p->c_str() : nullptr);
+        auto *heap = new Callback(std::move(cb));
+        auto tramp = [](int status, const aloop_pg_result_t *r, void *ud) {
+            try {
+                (*static_cast<Callback *>(ud))(PgResult(status, r));
+            } catch (...) {
+                detail::report("PostgreSQL");
+            }
+        };
+        int rc = prepared ? aloop_pg_execute(pool_, what, values.size(), values.data(), tramp, heap, detail::delete_fn<Callback>)
+                          : aloop_pg_query(pool_, what, values.size(), values.data(), tramp, heap, detail::delete_fn<Callback>);
+        if (rc != 0) {
+            delete heap;
+            throw Error(rc, prepared ? "aloop_pg_execute" : "aloop_pg_query");
+        }
+    }
+    aloop_pg_pool_t *pool_ = nullptr;
 };
 
 } // namespace aloop

@@ -15,10 +15,15 @@ want_cmd c++ g++
 want_cmd make make
 want_cmd python3 python3
 want_cmd pkg-config pkg-config
+# Headers: libpq (pq-sys links it), nlohmann-json (server.cpp parses JSON with it).
+[ -f /usr/include/postgresql/libpq-fe.h ] || need_pkgs+=(libpq-dev)
+[ -f /usr/include/nlohmann/json.hpp ] || need_pkgs+=(nlohmann-json3-dev)
 case "$what" in
-  test)
+  test|run)
     want_cmd valgrind valgrind
     want_cmd curl curl
+    # A throwaway PostgreSQL cluster needs the server binaries and runuser (util-linux).
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
     ;;
   bench)
     want_cmd wrk wrk

@@ -71,6 +71,11 @@ mod tests {
             (ALOOP_E_EOF, Error::EOF),
             (ALOOP_E_TIMEOUT, Error::TIMEOUT),
             (ALOOP_E_NOT_FOUND, Error::NOT_FOUND),
+            (super::super::ALOOP_E_PG_UNAVAILABLE, Error::PG_UNAVAILABLE),
+            (super::super::ALOOP_E_PG_QUERY, Error::PG_QUERY),
+            (super::super::ALOOP_E_PG_CONNECTION, Error::PG_CONNECTION),
+            (super::super::ALOOP_E_PG_QUEUE_FULL, Error::PG_QUEUE_FULL),
+            (super::super::ALOOP_E_PG_ABORTED, Error::PG_ABORTED),
         ] {
             assert_eq!(c, e.code(), "{e:?}");
         }

@@ -10,6 +10,7 @@
 mod error;
 mod event_loop;
 mod http;
+mod pg;
 mod poll;
 mod tcp;
 mod timer;
@@ -24,6 +25,7 @@ use crate::error::Error;
 pub use error::*;
 pub use event_loop::*;
 pub use http::*;
+pub use pg::*;
 pub use poll::*;
 pub use tcp::*;
 pub use timer::*;

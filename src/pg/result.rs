@@ -58,6 +58,14 @@ impl PgResult {
         }
     }
 
+    /// Value at (`row`, `col`) as libpq's NUL-terminated text; NULL for SQL NULL or out of range.
+    pub(crate) fn c_value(&self, row: usize, col: usize) -> *const std::ffi::c_char {
+        match self.value(row, col) {
+            Some(v) => v.as_ptr().cast(),
+            None => std::ptr::null(),
+        }
+    }
+
     /// Value as UTF-8 text.
     pub fn text(&self, row: usize, col: usize) -> Option<&str> {
         self.value(row, col)
