@@ -137,12 +137,11 @@ fuzz:
 
 # ---- running and installing ---------------------------------------------------------------
 
-# The most complete example: the HTTP server on 127.0.0.1:8080 (the database routes answer 503
-# until the PostgreSQL layer lands).
+# The most complete example: a throwaway PostgreSQL with sample data, then the HTTP server on
+# 127.0.0.1:8080 in the foreground; Ctrl-C stops both.
 run: lib examples
 	@scripts/deps.sh run
-	@echo "server on 127.0.0.1:8080 (Ctrl-C to stop)"
-	$(BINDIR)/server 127.0.0.1 8080
+	@scripts/run.sh
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
