@@ -329,6 +329,12 @@ typedef struct aloop_pg_pool_options_t {
    * Queries in flight per connection, pipelined (default 256).
    */
   size_t max_pipeline;
+  /**
+   * Time a query may take, queueing included, in ms (0: no limit, the default). Past it the
+   * query is cancelled on the server, without blocking the loop, and completes with
+   * `ALOOP_E_TIMEOUT`; the connection stays usable.
+   */
+  uint64_t query_timeout_ms;
 } aloop_pg_pool_options_t;
 
 /**
@@ -336,6 +342,26 @@ typedef struct aloop_pg_pool_options_t {
  * code with its details in `result` (never NULL).
  */
 typedef void (*aloop_pg_cb)(int status, const struct aloop_pg_result_t *result, void *user_data);
+
+/**
+ * One statement of `aloop_pg_batch`: `sql`, or the `prepared` name of a statement registered
+ * with `aloop_pg_prepare` (exactly one of them non-NULL), and its text parameters.
+ */
+typedef struct aloop_pg_statement_t {
+  const char *sql;
+  const char *prepared;
+  size_t nparams;
+  const char *const *values;
+} aloop_pg_statement_t;
+
+/**
+ * Called once for a batch with one status and one result per statement, in order (arrays of
+ * `n`, borrowed during the callback).
+ */
+typedef void (*aloop_pg_batch_cb)(size_t n,
+                                  const int *status,
+                                  const struct aloop_pg_result_t *const *results,
+                                  void *user_data);
 
 /**
  * Called on the loop's thread with `ALOOP_READABLE` or `ALOOP_WRITABLE`. Readiness is level
@@ -721,6 +747,19 @@ int aloop_pg_execute(struct aloop_pg_pool_t *pool,
                      aloop_pg_cb cb,
                      void *user_data,
                      aloop_free_fn dtor);
+
+/**
+ * Runs `n` statements in order on one connection as one transaction: they are sent together
+ * with a single sync, so if one fails the later ones are skipped (`ALOOP_E_PG_ABORTED`) and
+ * nothing of the batch is committed. Parameters are copied before the call returns.
+ * `ALOOP_E_NOT_FOUND` for an unknown prepared name.
+ */
+int aloop_pg_batch(struct aloop_pg_pool_t *pool,
+                   const struct aloop_pg_statement_t *stmts,
+                   size_t n,
+                   aloop_pg_batch_cb cb,
+                   void *user_data,
+                   aloop_free_fn dtor);
 
 /**
  * Connections up, queries in flight and queries waiting; any pointer may be NULL.

@@ -26,6 +26,17 @@ run() {
   fi
   rm -f "$log"
 }
+# test_pg needs a database: a throwaway cluster for the length of the run, under /tmp (the
+# postgres user may not be able to enter the checkout's folders).
+here=$(cd "$(dirname "$0")" && pwd)
+pgdir=$(mktemp -d /tmp/asyncloop-ctest.XXXXXX)
+if ALOOP_TEST_PG=$("$here/pg.sh" start "$pgdir"); then
+  export ALOOP_TEST_PG
+  trap '"$here/pg.sh" stop "$pgdir" >/dev/null 2>&1' EXIT
+else
+  echo "FAIL  could not start a PostgreSQL cluster for test_pg"
+  failed=$((failed + 1))
+fi
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for t in "$@"; do

@@ -254,6 +254,7 @@ fn queue_bound_and_unavailable_database(b: Backend) {
             size: 1,
             max_queue: 5,
             max_pipeline: 1,
+            ..Default::default()
         },
     );
     let codes = Rc::new(RefCell::new(Vec::new()));
@@ -391,7 +392,101 @@ fn server_restart_and_killed_backend_recover(b: Backend) {
     p.close();
 }
 
+fn batch_with_an_error_in_the_middle(b: Backend) {
+    let c = Cluster::start();
+    let lp = common::new_loop(b);
+    let p = pool(&lp, &c, 1);
+    let done = Rc::new(Cell::new(0));
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let sql = |s: &str| Rc::new(Statement::Sql(s.to_string()));
+    let (g, d) = (got.clone(), done.clone());
+    let title: &[u8] = b"batch";
+    p.batch(
+        &[
+            (
+                sql("INSERT INTO books (id, title) VALUES (900, $1)"),
+                &[Some(title)],
+            ),
+            (sql("SELECT 1/0"), &[]),
+            (
+                sql("INSERT INTO books (id, title) VALUES (901, 'never')"),
+                &[],
+            ),
+            (sql("SELECT 2"), &[]),
+        ],
+        move |outcomes| {
+            *g.borrow_mut() = outcomes
+                .into_iter()
+                .map(|o| {
+                    o.map(|r| r.affected_rows())
+                        .map_err(|e| (e.code, e.sqlstate))
+                })
+                .collect();
+            d.set(d.get() + 1);
+        },
+    );
+    // The connection works afterwards, and the batch left nothing behind: one transaction.
+    let n = Rc::new(RefCell::new(None));
+    let (n2, d) = (n.clone(), done.clone());
+    p.query(
+        "SELECT count(*) FROM books WHERE id >= 900",
+        &[],
+        move |r| {
+            *n2.borrow_mut() = r.unwrap().int(0, 0);
+            d.set(d.get() + 1);
+        },
+    );
+    run_until(&lp, &done, 2, Duration::from_secs(10));
+    let got = got.borrow();
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[0], Ok(1));
+    assert_eq!(got[1], Err((Error::PG_QUERY, "22012".to_string())));
+    assert_eq!(got[2].as_ref().unwrap_err().0, Error::PG_ABORTED);
+    assert_eq!(got[3].as_ref().unwrap_err().0, Error::PG_ABORTED);
+    assert_eq!(*n.borrow(), Some(0), "the failed batch was rolled back");
+    p.close();
+}
+
+fn query_timeout_cancels_on_the_server(b: Backend) {
+    let c = Cluster::start();
+    let lp = common::new_loop(b);
+    let p = PgPool::new(
+        &lp,
+        PoolOptions {
+            conninfo: c.url.clone(),
+            size: 1,
+            query_timeout: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+    );
+    let done = Rc::new(Cell::new(0));
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let t0 = Instant::now();
+    for sql in ["SELECT pg_sleep(10)", "SELECT 7"] {
+        let (g, d) = (got.clone(), done.clone());
+        p.query(sql, &[], move |r| {
+            g.borrow_mut()
+                .push((r.map(|r| r.int(0, 0)).map_err(|e| e.code), t0.elapsed()));
+            d.set(d.get() + 1);
+        });
+    }
+    run_until(&lp, &done, 2, Duration::from_secs(10));
+    let got = got.borrow();
+    assert_eq!(got[0].0, Err(Error::TIMEOUT));
+    assert!(
+        got[0].1 < Duration::from_secs(3),
+        "cancelled promptly: {:?}",
+        got[0].1
+    );
+    // The connection is reusable: the query behind the cancelled one ran.
+    assert_eq!(got[1].0, Ok(Some(7)));
+    assert_eq!(p.stats().connected, 1);
+    p.close();
+}
+
 both_backends!(
+    batch_with_an_error_in_the_middle,
+    query_timeout_cancels_on_the_server,
     parameters_round_trip_verbatim,
     errors_in_a_pipeline_leave_the_connection_working,
     ten_thousand_queued_queries_on_a_pool_of_two,

@@ -33,6 +33,10 @@ pub struct aloop_pg_pool_options_t {
     pub max_queue: usize,
     /// Queries in flight per connection, pipelined (default 256).
     pub max_pipeline: usize,
+    /// Time a query may take, queueing included, in ms (0: no limit, the default). Past it the
+    /// query is cancelled on the server, without blocking the loop, and completes with
+    /// `ALOOP_E_TIMEOUT`; the connection stays usable.
+    pub query_timeout_ms: u64,
 }
 
 /// A connection pool (opaque) on one loop. Owned by the caller of `aloop_pg_pool_new` until
@@ -68,6 +72,7 @@ pub extern "C" fn aloop_pg_pool_options_init(opts: *mut aloop_pg_pool_options_t)
                 size: d.size,
                 max_queue: d.max_queue,
                 max_pipeline: d.max_pipeline,
+                query_timeout_ms: 0,
             })
         };
         0
@@ -101,6 +106,8 @@ pub extern "C" fn aloop_pg_pool_new(
             o.size = c.size;
             o.max_queue = c.max_queue;
             o.max_pipeline = c.max_pipeline;
+            o.query_timeout = (c.query_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(c.query_timeout_ms));
         }
         // SAFETY: live loop on its own thread.
         let pool = PgPool::new(&unsafe { &*lp }.lp, o);
@@ -171,6 +178,21 @@ fn c_params<'a>(n: usize, values: *const *const c_char) -> Result<Vec<Option<&'a
             }
         })
         .collect())
+}
+
+fn to_c_result(outcome: std::result::Result<PgResult, PgError>) -> aloop_pg_result_t {
+    let (message, sqlstate) = match &outcome {
+        Ok(_) => (CString::default(), CString::default()),
+        Err(e) => (
+            CString::new(e.message.replace('\0', " ")).unwrap_or_default(),
+            CString::new(e.sqlstate.clone()).unwrap_or_default(),
+        ),
+    };
+    aloop_pg_result_t {
+        outcome,
+        message,
+        sqlstate,
+    }
 }
 
 fn c_callback(
@@ -263,6 +285,94 @@ pub extern "C" fn aloop_pg_execute(
         let (ud, armer) = UserData::new(user_data, dtor);
         armer.arm();
         p.pool.execute(&stmt, &params, c_callback(cb, ud));
+        0
+    })
+}
+
+/// One statement of `aloop_pg_batch`: `sql`, or the `prepared` name of a statement registered
+/// with `aloop_pg_prepare` (exactly one of them non-NULL), and its text parameters.
+#[repr(C)]
+pub struct aloop_pg_statement_t {
+    pub sql: *const c_char,
+    pub prepared: *const c_char,
+    pub nparams: usize,
+    pub values: *const *const c_char,
+}
+
+/// Called once for a batch with one status and one result per statement, in order (arrays of
+/// `n`, borrowed during the callback).
+pub type aloop_pg_batch_cb = Option<
+    unsafe extern "C" fn(
+        n: usize,
+        status: *const c_int,
+        results: *const *const aloop_pg_result_t,
+        user_data: *mut c_void,
+    ),
+>;
+
+/// Runs `n` statements in order on one connection as one transaction: they are sent together
+/// with a single sync, so if one fails the later ones are skipped (`ALOOP_E_PG_ABORTED`) and
+/// nothing of the batch is committed. Parameters are copied before the call returns.
+/// `ALOOP_E_NOT_FOUND` for an unknown prepared name.
+#[no_mangle]
+pub extern "C" fn aloop_pg_batch(
+    pool: *mut aloop_pg_pool_t,
+    stmts: *const aloop_pg_statement_t,
+    n: usize,
+    cb: aloop_pg_batch_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    guard(|| {
+        not_null!(pool, stmts);
+        let Some(cb) = cb else {
+            return Error::NULL_ARG.code();
+        };
+        if n == 0 {
+            return Error::INVALID.code();
+        }
+        // SAFETY: live pool; `n` statements borrowed during the call.
+        let (p, list) = unsafe { (&*pool, std::slice::from_raw_parts(stmts, n)) };
+        let mut steps = Vec::with_capacity(n);
+        for s in list {
+            let stmt = match (s.sql.is_null(), s.prepared.is_null()) {
+                // SAFETY: C strings per the contract.
+                (false, true) => match unsafe { c_str(s.sql) } {
+                    Ok(sql) => Rc::new(Statement::Sql(sql.to_string())),
+                    Err(e) => return e.code(),
+                },
+                // SAFETY: as above.
+                (true, false) => match unsafe { c_str(s.prepared) }
+                    .ok()
+                    .and_then(|n| p.prepared.borrow().get(n).cloned())
+                {
+                    Some(st) => st,
+                    None => return Error::NOT_FOUND.code(),
+                },
+                _ => return Error::INVALID.code(),
+            };
+            match c_params(s.nparams, s.values) {
+                Ok(v) => steps.push((stmt, v)),
+                Err(e) => return e.code(),
+            }
+        }
+        let borrowed: Vec<(Rc<Statement>, &[Option<&[u8]>])> =
+            steps.iter().map(|(s, v)| (s.clone(), &v[..])).collect();
+        let (ud, armer) = UserData::new(user_data, dtor);
+        armer.arm();
+        p.pool.batch(&borrowed, move |outcomes| {
+            let results: Vec<aloop_pg_result_t> = outcomes.into_iter().map(to_c_result).collect();
+            let status: Vec<c_int> = results
+                .iter()
+                .map(|r| r.outcome.as_ref().err().map_or(0, |e| e.code.code()))
+                .collect();
+            let ptrs: Vec<*const aloop_pg_result_t> = results
+                .iter()
+                .map(|r| r as *const aloop_pg_result_t)
+                .collect();
+            // SAFETY: the arrays and results live for the duration of the callback.
+            unsafe { cb(results.len(), status.as_ptr(), ptrs.as_ptr(), ud.ptr()) };
+        });
         0
     })
 }

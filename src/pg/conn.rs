@@ -9,6 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
+use std::time::Instant;
 
 use pq_sys as pq;
 
@@ -18,6 +19,8 @@ use crate::reactor::{FdWatch, Loop, Readiness};
 
 /// Called once with a query's outcome.
 pub type QueryCb = Box<dyn FnOnce(Result<PgResult, PgError>)>;
+/// Called once with the outcomes of a batch, one per statement, in order.
+pub type BatchCb = Box<dyn FnOnce(Vec<Result<PgResult, PgError>>)>;
 
 /// What to run.
 pub enum Statement {
@@ -27,20 +30,54 @@ pub enum Statement {
     Prepared { name: String, sql: String },
 }
 
-/// A query waiting to be sent: the statement, its parameters (text, copied, NUL-terminated;
-/// `None` is SQL NULL) and its callback.
-pub struct Query {
+/// One statement of a query: the statement and its parameters (text, copied, NUL-terminated;
+/// `None` is SQL NULL).
+pub(crate) struct Step {
     pub(crate) stmt: Rc<Statement>,
     pub(crate) params: Vec<Option<CString>>,
-    pub(crate) cb: QueryCb,
+}
+
+/// Who hears the outcome.
+pub(crate) enum Done {
+    One(QueryCb),
+    Many(BatchCb),
+}
+
+/// A query waiting to be sent: one statement, or several sent back to back with a single sync
+/// (they then run in one implicit transaction: after a failure the rest are skipped).
+pub(crate) struct Query {
+    pub(crate) steps: Vec<Step>,
+    pub(crate) done: Done,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Query {
+    /// Fails the query without sending it.
+    pub(crate) fn fail(self, e: PgError) {
+        match self.done {
+            Done::One(cb) => cb(Err(e)),
+            Done::Many(cb) => cb(self.steps.iter().map(|_| Err(e.clone())).collect()),
+        }
+    }
+}
+
+/// A result group libpq will report for the query (each ends with a NULL from PQgetResult).
+enum Group {
+    Prepare(String),
+    Exec(usize),
 }
 
 struct InFlight {
-    cb: Option<QueryCb>,
-    result: Option<PgResult>,
-    error: Option<PgError>,
-    /// Prepared by this query: forgotten again if the prepare fails.
-    prepared: Option<String>,
+    done: Option<Done>,
+    groups: Vec<Group>,
+    cursor: usize,
+    /// Whether a result arrived for the group at `cursor` (a NULL then ends it).
+    seen: bool,
+    outcomes: Vec<Option<Result<PgResult, PgError>>>,
+    /// The error of a failed prepare, reported for the statement it was for.
+    prepare_error: Option<PgError>,
+    deadline: Option<Instant>,
+    timed_out: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -215,71 +252,85 @@ impl Conn {
             return Err(q);
         }
         let pg = self.pg.get();
-        let params: Vec<*const c_char> = q
-            .params
-            .iter()
-            .map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
-            .collect();
-        let n = params.len() as i32;
-        let mut prepared_now = None;
-        // SAFETY: pg is a live connection in pipeline mode; every string is NUL-terminated and
-        // lives for the call; NULL lengths/formats mean text parameters.
-        let sent = unsafe {
-            match &*q.stmt {
-                Statement::Sql(sql) => {
-                    let sql = CString::new(sql.as_str()).unwrap_or_default();
-                    pq::PQsendQueryParams(
-                        pg,
-                        sql.as_ptr(),
-                        n,
-                        std::ptr::null(),
-                        params.as_ptr(),
-                        std::ptr::null(),
-                        std::ptr::null(),
-                        0,
-                    ) == 1
-                }
-                Statement::Prepared { name, sql } => {
-                    let cname = CString::new(name.as_str()).unwrap_or_default();
-                    let mut ok = true;
-                    if !self.prepared.borrow().contains(name) {
-                        let csql = CString::new(sql.as_str()).unwrap_or_default();
-                        ok = pq::PQsendPrepare(
+        let mut groups = Vec::with_capacity(q.steps.len());
+        let mut ok = true;
+        for (i, step) in q.steps.iter().enumerate() {
+            let params: Vec<*const c_char> = step
+                .params
+                .iter()
+                .map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+                .collect();
+            let n = params.len() as i32;
+            // SAFETY: pg is a live connection in pipeline mode; every string is NUL-terminated
+            // and lives for the call; NULL lengths/formats mean text parameters.
+            ok = unsafe {
+                match &*step.stmt {
+                    Statement::Sql(sql) => {
+                        let sql = CString::new(sql.as_str()).unwrap_or_default();
+                        let (types, lens, fmts) =
+                            (std::ptr::null(), std::ptr::null(), std::ptr::null());
+                        pq::PQsendQueryParams(
+                            pg,
+                            sql.as_ptr(),
+                            n,
+                            types,
+                            params.as_ptr(),
+                            lens,
+                            fmts,
+                            0,
+                        ) == 1
+                    }
+                    Statement::Prepared { name, sql } => {
+                        let cname = CString::new(name.as_str()).unwrap_or_default();
+                        let mut ok = true;
+                        if !self.prepared.borrow().contains(name) {
+                            let csql = CString::new(sql.as_str()).unwrap_or_default();
+                            ok = pq::PQsendPrepare(
+                                pg,
+                                cname.as_ptr(),
+                                csql.as_ptr(),
+                                n,
+                                std::ptr::null(),
+                            ) == 1;
+                            if ok {
+                                self.prepared.borrow_mut().insert(name.clone());
+                                groups.push(Group::Prepare(name.clone()));
+                            }
+                        }
+                        let (lens, fmts) = (std::ptr::null(), std::ptr::null());
+                        ok && pq::PQsendQueryPrepared(
                             pg,
                             cname.as_ptr(),
-                            csql.as_ptr(),
                             n,
-                            std::ptr::null(),
-                        ) == 1;
-                        if ok {
-                            self.prepared.borrow_mut().insert(name.clone());
-                            prepared_now = Some(name.clone());
-                        }
+                            params.as_ptr(),
+                            lens,
+                            fmts,
+                            0,
+                        ) == 1
                     }
-                    ok && pq::PQsendQueryPrepared(
-                        pg,
-                        cname.as_ptr(),
-                        n,
-                        params.as_ptr(),
-                        std::ptr::null(),
-                        std::ptr::null(),
-                        0,
-                    ) == 1
                 }
+            };
+            if !ok {
+                break;
             }
-        };
+            groups.push(Group::Exec(i));
+        }
         // SAFETY: live connection in pipeline mode.
-        let ok = sent && unsafe { pq::PQpipelineSync(pg) } == 1;
-        if !ok {
+        if !ok || unsafe { pq::PQpipelineSync(pg) } != 1 {
             let why = error_message(pg);
             self.fail(&why);
             return Err(q);
         }
+        let n = q.steps.len();
         self.inflight.borrow_mut().push_back(InFlight {
-            cb: Some(q.cb),
-            result: None,
-            error: None,
-            prepared: prepared_now,
+            done: Some(q.done),
+            groups,
+            cursor: 0,
+            seen: false,
+            outcomes: (0..n).map(|_| None).collect(),
+            prepare_error: None,
+            deadline: q.deadline,
+            timed_out: false,
         });
         self.flush();
         Ok(())
@@ -326,52 +377,34 @@ impl Conn {
             // SAFETY: not busy, so this does not block.
             let res = unsafe { pq::PQgetResult(pg) };
             if res.is_null() {
-                nulls += 1;
-                if nulls >= 2 || self.inflight.borrow().is_empty() {
-                    break;
+                // The end of one command's results; a NULL with nothing before it is idle.
+                let mut q = self.inflight.borrow_mut();
+                match q.front_mut() {
+                    Some(f) if f.seen => {
+                        f.seen = false;
+                        f.cursor += 1;
+                        nulls = 0;
+                        continue;
+                    }
+                    _ => {
+                        nulls += 1;
+                        if nulls >= 2 || q.is_empty() {
+                            break;
+                        }
+                        continue;
+                    }
                 }
-                continue;
             }
             nulls = 0;
             // SAFETY: res is a live result.
             let status = unsafe { pq::PQresultStatus(res) };
-            use pq::ExecStatusType::*;
-            match status {
-                PGRES_PIPELINE_SYNC => {
-                    // SAFETY: we own res.
-                    unsafe { pq::PQclear(res) };
-                    self.complete_front();
-                }
-                PGRES_TUPLES_OK | PGRES_COMMAND_OK | PGRES_EMPTY_QUERY => {
-                    if let Some(f) = self.inflight.borrow_mut().front_mut() {
-                        f.result = Some(PgResult::from_raw(res));
-                    } else {
-                        // SAFETY: unexpected result with nobody to own it.
-                        unsafe { pq::PQclear(res) };
-                    }
-                }
-                _ => {
-                    let e = if status == PGRES_PIPELINE_ABORTED {
-                        PgError::new(
-                            Error::PG_ABORTED,
-                            "an earlier statement in the pipeline failed",
-                        )
-                    } else {
-                        PgError::from_result(res)
-                    };
-                    // SAFETY: we own res.
-                    unsafe { pq::PQclear(res) };
-                    let mut q = self.inflight.borrow_mut();
-                    if let Some(f) = q.front_mut() {
-                        if f.error.is_none() {
-                            f.error = Some(e);
-                        }
-                        if let Some(name) = f.prepared.take() {
-                            self.prepared.borrow_mut().remove(&name);
-                        }
-                    }
-                }
+            if status == pq::ExecStatusType::PGRES_PIPELINE_SYNC {
+                // SAFETY: we own res.
+                unsafe { pq::PQclear(res) };
+                self.complete_front();
+                continue;
             }
+            self.record(res, status);
         }
         // SAFETY: live connection: more queued output may remain.
         if self.state.get() == State::Ready && unsafe { pq::PQisBusy(pg) } == 0 {
@@ -379,20 +412,104 @@ impl Conn {
         }
     }
 
+    /// Files one result under the command it belongs to.
+    fn record(&self, res: *mut pq::PGresult, status: pq::ExecStatusType) {
+        use pq::ExecStatusType::*;
+        let mut q = self.inflight.borrow_mut();
+        let Some(f) = q.front_mut() else {
+            // SAFETY: a result nobody waits for: free it.
+            unsafe { pq::PQclear(res) };
+            return;
+        };
+        f.seen = true;
+        let outcome = match status {
+            PGRES_TUPLES_OK | PGRES_COMMAND_OK | PGRES_EMPTY_QUERY => Ok(PgResult::from_raw(res)),
+            PGRES_PIPELINE_ABORTED => {
+                // SAFETY: we own res.
+                unsafe { pq::PQclear(res) };
+                Err(f.prepare_error.take().unwrap_or_else(|| {
+                    PgError::new(
+                        Error::PG_ABORTED,
+                        "an earlier statement in the same transaction failed",
+                    )
+                }))
+            }
+            _ => {
+                let mut e = PgError::from_result(res);
+                // SAFETY: we own res.
+                unsafe { pq::PQclear(res) };
+                if f.timed_out && e.sqlstate == "57014" {
+                    e = PgError::new(Error::TIMEOUT, "the query timed out and was cancelled");
+                }
+                Err(e)
+            }
+        };
+        match f.groups.get(f.cursor) {
+            Some(Group::Prepare(name)) => {
+                if let Err(e) = outcome {
+                    self.prepared.borrow_mut().remove(name);
+                    f.prepare_error = Some(e);
+                }
+            }
+            Some(Group::Exec(i)) => {
+                let slot = &mut f.outcomes[*i];
+                // The first error of a statement stands; a later success replaces nothing.
+                if !matches!(slot, Some(Err(_))) {
+                    *slot = Some(outcome);
+                }
+            }
+            None => {}
+        }
+    }
+
     fn complete_front(&self) {
         let f = self.inflight.borrow_mut().pop_front();
         let Some(mut f) = f else { return };
-        let outcome = match (f.error.take(), f.result.take()) {
-            (Some(e), _) => Err(e),
-            (None, Some(r)) => Ok(r),
-            (None, None) => Err(PgError::new(Error::PG_QUERY, "no result")),
-        };
-        if let Some(cb) = f.cb.take() {
-            cb(outcome);
+        let mut outcomes: Vec<Result<PgResult, PgError>> = f
+            .outcomes
+            .drain(..)
+            .map(|o| o.unwrap_or_else(|| Err(PgError::new(Error::PG_QUERY, "no result"))))
+            .collect();
+        match f.done.take() {
+            Some(Done::One(cb)) => cb(outcomes
+                .pop()
+                .unwrap_or_else(|| Err(PgError::new(Error::PG_QUERY, "no result")))),
+            Some(Done::Many(cb)) => cb(outcomes),
+            None => {}
         }
         if let Some(o) = self.owner.upgrade() {
             o.capacity(self.id);
         }
+    }
+
+    /// Cancels the query the server runs now if it is the front one and its deadline passed:
+    /// `PQcancel` blocks, so it runs on a short-lived thread, never on the loop.
+    pub(crate) fn cancel_if_expired(&self, now: Instant) {
+        let mut q = self.inflight.borrow_mut();
+        let Some(f) = q.front_mut() else { return };
+        if f.timed_out || f.deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        f.timed_out = true;
+        // SAFETY: live connection; PQgetCancel copies what the cancel request needs.
+        let cancel = unsafe { pq::PQgetCancel(self.pg.get()) };
+        if cancel.is_null() {
+            return;
+        }
+        struct SendCancel(*mut pq::PGcancel);
+        // SAFETY: the PGcancel object is owned by the thread from here on; libpq documents
+        // PQcancel as safe to call from another thread.
+        unsafe impl Send for SendCancel {}
+        let c = SendCancel(cancel);
+        std::thread::spawn(move || {
+            let c = c;
+            let mut buf = [0 as c_char; 256];
+            // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
+            unsafe {
+                pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
+                pq::PQfreeCancel(c.0);
+            }
+        });
     }
 
     /// Breaks the connection: every query in flight fails with `PG_CONNECTION`, the socket
@@ -410,8 +527,11 @@ impl Conn {
         }
         let failed: Vec<InFlight> = self.inflight.borrow_mut().drain(..).collect();
         for mut f in failed {
-            if let Some(cb) = f.cb.take() {
-                cb(Err(PgError::new(Error::PG_CONNECTION, why)));
+            let e = PgError::new(Error::PG_CONNECTION, why);
+            match f.done.take() {
+                Some(Done::One(cb)) => cb(Err(e)),
+                Some(Done::Many(cb)) => cb(f.outcomes.iter().map(|_| Err(e.clone())).collect()),
+                None => {}
             }
         }
         if let Some(o) = self.owner.upgrade() {

@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use super::conn::{Conn, ConnEvents, Query, QueryCb, State, Statement};
+use super::conn::{BatchCb, Conn, ConnEvents, Done, Query, State, Statement, Step};
 use super::result::{PgError, PgResult};
 use crate::error::Error;
 use crate::reactor::{Loop, Timer};
@@ -27,6 +27,9 @@ pub struct PoolOptions {
     pub max_queue: usize,
     /// Queries in flight per connection.
     pub max_pipeline: usize,
+    /// Time a query may take, queueing included; past it the query is cancelled on the server
+    /// (without blocking the loop) and fails with `TIMEOUT`. None: no limit.
+    pub query_timeout: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -36,6 +39,7 @@ impl Default for PoolOptions {
             size: 4,
             max_queue: 65536,
             max_pipeline: 256,
+            query_timeout: None,
         }
     }
 }
@@ -66,6 +70,7 @@ struct PoolInner {
     slots: RefCell<Vec<Slot>>,
     queue: RefCell<VecDeque<Query>>,
     closed: Cell<bool>,
+    sweeper: RefCell<Option<Timer>>,
     rng: Cell<u64>,
     me: Weak<PoolInner>,
 }
@@ -98,11 +103,23 @@ impl PgPool {
             ),
             queue: RefCell::new(VecDeque::new()),
             closed: Cell::new(false),
+            sweeper: RefCell::new(None),
             rng: Cell::new(seed | 1),
             me: me.clone(),
         });
         for i in 0..size {
             inner.connect(i);
+        }
+        if let Some(limit) = inner.opts.query_timeout {
+            let period = (limit / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+            let t = Timer::new(lp);
+            let weak = inner.me.clone();
+            t.start(period, Some(period), move || {
+                if let Some(p) = weak.upgrade() {
+                    p.expire();
+                }
+            });
+            *inner.sweeper.borrow_mut() = Some(t);
         }
         PgPool { inner }
     }
@@ -115,11 +132,8 @@ impl PgPool {
         params: &[Option<&[u8]>],
         cb: impl FnOnce(Result<PgResult, PgError>) + 'static,
     ) {
-        self.run(
-            Rc::new(Statement::Sql(sql.to_string())),
-            params,
-            Box::new(cb),
-        );
+        let stmt = Rc::new(Statement::Sql(sql.to_string()));
+        self.submit(&[(stmt, params)], Done::One(Box::new(cb)));
     }
 
     /// Runs a statement prepared once per connection (see `Statement::Prepared`).
@@ -129,26 +143,56 @@ impl PgPool {
         params: &[Option<&[u8]>],
         cb: impl FnOnce(Result<PgResult, PgError>) + 'static,
     ) {
-        self.run(stmt.clone(), params, Box::new(cb));
+        self.submit(&[(stmt.clone(), params)], Done::One(Box::new(cb)));
     }
 
-    fn run(&self, stmt: Rc<Statement>, params: &[Option<&[u8]>], cb: QueryCb) {
-        let mut copied = Vec::with_capacity(params.len());
-        for p in params {
-            match p.map(CString::new) {
-                None => copied.push(None),
-                Some(Ok(c)) => copied.push(Some(c)),
-                Some(Err(_)) => {
-                    let e = PgError::new(Error::INVALID, "a text parameter contains a NUL byte");
-                    self.inner.lp.defer(move || cb(Err(e)));
-                    return;
+    /// Runs several statements in order on one connection, as one transaction: they are sent
+    /// together with a single sync, so if one fails the later ones are skipped (`PG_ABORTED`)
+    /// and nothing of the batch is committed. `cb` gets one outcome per statement.
+    pub fn batch(
+        &self,
+        steps: &[(Rc<Statement>, &[Option<&[u8]>])],
+        cb: impl FnOnce(Vec<Result<PgResult, PgError>>) + 'static,
+    ) {
+        let cb: BatchCb = Box::new(cb);
+        self.submit(steps, Done::Many(cb));
+    }
+
+    fn submit(&self, steps: &[(Rc<Statement>, &[Option<&[u8]>])], done: Done) {
+        let mut copied = Vec::with_capacity(steps.len());
+        for (stmt, params) in steps {
+            let mut ps = Vec::with_capacity(params.len());
+            for p in params.iter() {
+                match p.map(CString::new) {
+                    None => ps.push(None),
+                    Some(Ok(c)) => ps.push(Some(c)),
+                    Some(Err(_)) => {
+                        let q = Query {
+                            steps: Vec::new(),
+                            done,
+                            deadline: None,
+                        };
+                        let e =
+                            PgError::new(Error::INVALID, "a text parameter contains a NUL byte");
+                        self.inner.lp.defer(move || q.fail(e));
+                        return;
+                    }
                 }
             }
+            copied.push(Step {
+                stmt: stmt.clone(),
+                params: ps,
+            });
         }
+        let deadline = self
+            .inner
+            .opts
+            .query_timeout
+            .map(|t| self.inner.lp.now() + t);
         self.inner.submit(Query {
-            stmt,
-            params: copied,
-            cb,
+            steps: copied,
+            done,
+            deadline,
         });
     }
 
@@ -170,6 +214,8 @@ impl PgPool {
         if inner.closed.replace(true) {
             return;
         }
+        let sweeper = inner.sweeper.borrow_mut().take();
+        drop(sweeper);
         let conns: Vec<Rc<Conn>> = inner
             .slots
             .borrow_mut()
@@ -233,13 +279,8 @@ impl PoolInner {
 
     fn submit(&self, q: Query) {
         if self.closed.get() {
-            let cb = q.cb;
-            self.lp.defer(move || {
-                cb(Err(PgError::new(
-                    Error::PG_UNAVAILABLE,
-                    "the pool is closed",
-                )))
-            });
+            self.lp
+                .defer(move || q.fail(PgError::new(Error::PG_UNAVAILABLE, "the pool is closed")));
             return;
         }
         if self.queue.borrow().is_empty() {
@@ -251,22 +292,20 @@ impl PoolInner {
             }
         }
         if !self.any_ready() && !self.any_connecting() {
-            let cb = q.cb;
             self.lp.defer(move || {
-                cb(Err(PgError::new(
+                q.fail(PgError::new(
                     Error::PG_UNAVAILABLE,
                     "no database connection is up",
-                )))
+                ))
             });
             return;
         }
         if self.queue.borrow().len() >= self.opts.max_queue {
-            let cb = q.cb;
             self.lp.defer(move || {
-                cb(Err(PgError::new(
+                q.fail(PgError::new(
                     Error::PG_QUEUE_FULL,
                     "too many queries waiting",
-                )))
+                ))
             });
             return;
         }
@@ -290,7 +329,39 @@ impl PoolInner {
     fn fail_queue(&self, code: Error, why: &str) {
         let queued: Vec<Query> = self.queue.borrow_mut().drain(..).collect();
         for q in queued {
-            (q.cb)(Err(PgError::new(code, why)));
+            q.fail(PgError::new(code, why));
+        }
+    }
+
+    /// Query timeouts: queued queries past their deadline fail; running ones are cancelled.
+    fn expire(&self) {
+        let now = self.lp.now();
+        loop {
+            let expired = {
+                let mut q = self.queue.borrow_mut();
+                match q.iter().position(|x| x.deadline.is_some_and(|d| d <= now)) {
+                    Some(i) => q.remove(i),
+                    None => None,
+                }
+            };
+            match expired {
+                Some(q) => q.fail(PgError::new(
+                    Error::TIMEOUT,
+                    "the query timed out waiting for a connection",
+                )),
+                None => break,
+            }
+        }
+        let conns: Vec<Rc<Conn>> = self
+            .slots
+            .borrow()
+            .iter()
+            .filter_map(|s| s.conn.clone())
+            .collect();
+        for c in conns {
+            if c.state() == State::Ready {
+                c.cancel_if_expired(now);
+            }
         }
     }
 }
