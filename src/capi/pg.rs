@@ -8,7 +8,7 @@ use std::rc::Rc;
 use super::event_loop::aloop_loop_t;
 use super::{aloop_free_fn, c_str, guard, not_null, read_handle, UserData};
 use crate::error::{Error, Result};
-use crate::pg::{PgError, PgPool, PgResult, PoolOptions, Statement};
+use crate::pg::{BatchStep, PgError, PgPool, PgResult, PoolOptions, Statement};
 
 /// No database connection is up; the query was not sent.
 pub const ALOOP_E_PG_UNAVAILABLE: c_int = -10100;
@@ -356,8 +356,7 @@ pub extern "C" fn aloop_pg_batch(
                 Err(e) => return e.code(),
             }
         }
-        let borrowed: Vec<(Rc<Statement>, &[Option<&[u8]>])> =
-            steps.iter().map(|(s, v)| (s.clone(), &v[..])).collect();
+        let borrowed: Vec<BatchStep<'_>> = steps.iter().map(|(s, v)| (s.clone(), &v[..])).collect();
         let (ud, armer) = UserData::new(user_data, dtor);
         armer.arm();
         p.pool.batch(&borrowed, move |outcomes| {

@@ -6,5 +6,5 @@ mod pool;
 mod result;
 
 pub use conn::Statement;
-pub use pool::{PgPool, PoolOptions, PoolStats};
+pub use pool::{BatchStep, PgPool, PoolOptions, PoolStats};
 pub use result::{PgError, PgResult};

@@ -44,6 +44,9 @@ impl Default for PoolOptions {
     }
 }
 
+/// One statement of a batch and its parameters (text; `None` is NULL).
+pub type BatchStep<'a> = (Rc<Statement>, &'a [Option<&'a [u8]>]);
+
 /// Counters of a pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -151,14 +154,14 @@ impl PgPool {
     /// and nothing of the batch is committed. `cb` gets one outcome per statement.
     pub fn batch(
         &self,
-        steps: &[(Rc<Statement>, &[Option<&[u8]>])],
+        steps: &[BatchStep<'_>],
         cb: impl FnOnce(Vec<Result<PgResult, PgError>>) + 'static,
     ) {
         let cb: BatchCb = Box::new(cb);
         self.submit(steps, Done::Many(cb));
     }
 
-    fn submit(&self, steps: &[(Rc<Statement>, &[Option<&[u8]>])], done: Done) {
+    fn submit(&self, steps: &[BatchStep<'_>], done: Done) {
         let mut copied = Vec::with_capacity(steps.len());
         for (stmt, params) in steps {
             let mut ps = Vec::with_capacity(params.len());
