@@ -115,9 +115,57 @@ fn error_message(pg: *mut pq::PGconn) -> String {
     m.trim_end().to_string()
 }
 
+/// The host libpq would have to resolve with a blocking call: a single host name (not an IP
+/// address, not a socket folder) and no `hostaddr`. Several hosts are left to libpq.
+fn host_to_resolve(conninfo: &str) -> Option<String> {
+    let c = CString::new(conninfo).ok()?;
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: c is a valid C string; err receives a malloc'd message on failure.
+    let opts = unsafe { pq::PQconninfoParse(c.as_ptr(), &mut err) };
+    if opts.is_null() {
+        if !err.is_null() {
+            // SAFETY: libpq allocated it; PQfreemem frees it.
+            unsafe { pq::PQfreemem(err.cast()) };
+        }
+        return None; // libpq will report the syntax error itself
+    }
+    let (mut host, mut hostaddr) = (None, None);
+    let mut o = opts;
+    // SAFETY: opts is an array terminated by an entry with a NULL keyword; strings are owned by
+    // it until PQconninfoFree.
+    unsafe {
+        while !(*o).keyword.is_null() {
+            let k = CStr::from_ptr((*o).keyword).to_bytes();
+            let v = (*o).val;
+            if !v.is_null() {
+                let v = CStr::from_ptr(v).to_string_lossy().into_owned();
+                match k {
+                    b"host" => host = Some(v),
+                    b"hostaddr" => hostaddr = Some(v),
+                    _ => {}
+                }
+            }
+            o = o.add(1);
+        }
+        pq::PQconninfoFree(opts);
+    }
+    if hostaddr.is_some_and(|a| !a.is_empty()) {
+        return None;
+    }
+    let host = host.or_else(|| std::env::var("PGHOST").ok())?;
+    if host.is_empty() || host.starts_with('/') || host.starts_with('@') || host.contains(',') {
+        return None;
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    Some(host)
+}
+
 impl Conn {
-    /// Starts connecting with `conninfo` (a libpq conninfo string or URI). Never blocks; the
-    /// outcome arrives as `ready` or `broken` on `owner`.
+    /// Starts connecting with `conninfo` (a libpq conninfo string or URI). Never blocks: a host
+    /// given by name is resolved on a helper thread first, then passed to libpq as `hostaddr`.
+    /// The outcome arrives as `ready` or `broken` on `owner`.
     pub(crate) fn start(
         lp: &Loop,
         id: usize,
@@ -136,13 +184,67 @@ impl Conn {
             prepared: RefCell::new(HashSet::new()),
             me: me.clone(),
         });
+        match host_to_resolve(conninfo) {
+            None => conn.begin(conninfo, None),
+            Some(host) => {
+                // Resolve off the loop; the answer comes back as a job on the loop's thread.
+                struct Back(Weak<Conn>, String);
+                // SAFETY: the Weak is only upgraded, used and dropped on the loop's thread (by
+                // the posted job); if the loop is gone the job is leaked, never dropped here.
+                unsafe impl Send for Back {}
+                let back = Back(conn.me.clone(), conninfo.to_string());
+                let remote = lp.remote();
+                std::thread::spawn(move || {
+                    use std::net::ToSocketAddrs;
+                    // One address (libpq wants as many hostaddrs as hosts): IPv4 first, since
+                    // "localhost" servers often listen on 127.0.0.1 only.
+                    let addrs: Vec<_> = (host.as_str(), 0)
+                        .to_socket_addrs()
+                        .map(|a| a.collect())
+                        .unwrap_or_default();
+                    let addr = addrs
+                        .iter()
+                        .find(|a| a.is_ipv4())
+                        .or(addrs.first())
+                        .copied();
+                    let job = Box::new(move || {
+                        let back = back;
+                        if let Some(c) = back.0.upgrade() {
+                            match addr {
+                                Some(a) => c.begin(&back.1, Some(a.ip().to_string())),
+                                None => c.fail(&format!("could not resolve host name \"{host}\"")),
+                            }
+                        }
+                    });
+                    if let Err((_, job)) = remote.post(job) {
+                        std::mem::forget(job);
+                    }
+                });
+            }
+        }
+        conn
+    }
+
+    /// Starts libpq's non-blocking connect, with `hostaddr` when the host was resolved here.
+    fn begin(&self, conninfo: &str, hostaddr: Option<String>) {
+        if self.state.get() != State::Connecting {
+            return; // closed while resolving
+        }
         let info = CString::new(conninfo).unwrap_or_default();
-        let keys = [c"dbname".as_ptr(), std::ptr::null()];
-        let vals = [info.as_ptr(), std::ptr::null()];
+        let addr = hostaddr.map(|a| CString::new(a).unwrap_or_default());
+        let mut keys = vec![c"dbname".as_ptr()];
+        let mut vals = vec![info.as_ptr()];
+        if let Some(a) = &addr {
+            keys.push(c"hostaddr".as_ptr());
+            vals.push(a.as_ptr());
+        }
+        keys.push(std::ptr::null());
+        vals.push(std::ptr::null());
         // SAFETY: NULL-terminated keyword/value arrays of C strings that live for the call;
-        // expand_dbname=1 lets the dbname value be a full conninfo string or URI.
+        // expand_dbname=1 lets the dbname value be a full conninfo string or URI, and the later
+        // hostaddr overrides what it says.
         let pg = unsafe { pq::PQconnectStartParams(keys.as_ptr(), vals.as_ptr(), 1) };
-        conn.pg.set(pg);
+        self.pg.set(pg);
         // SAFETY: pg may be NULL (out of memory) or a connection object.
         if pg.is_null() || unsafe { pq::PQstatus(pg) } == pq::ConnStatusType::CONNECTION_BAD {
             let why = if pg.is_null() {
@@ -150,18 +252,17 @@ impl Conn {
             } else {
                 error_message(pg)
             };
-            let c = conn.clone();
-            lp.defer(move || c.fail(&why));
-            return conn;
+            let c = self.me.upgrade().expect("alive");
+            self.lp.defer(move || c.fail(&why));
+            return;
         }
         // SAFETY: live connection; the processor ignores notices instead of printing them.
         unsafe { pq::PQsetNoticeProcessor(pg, Some(ignore_notice), std::ptr::null_mut()) };
         // libpq: treat the start as if PQconnectPoll had said "writing".
-        conn.watch_socket(Readiness {
+        self.watch_socket(Readiness {
             readable: false,
             writable: true,
         });
-        conn
     }
 
     pub(crate) fn state(&self) -> State {
@@ -554,5 +655,28 @@ impl Drop for Conn {
             // SAFETY: we own the connection.
             unsafe { pq::PQfinish(pg) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_to_resolve;
+
+    #[test]
+    fn only_single_host_names_are_resolved_here() {
+        assert_eq!(
+            host_to_resolve("postgresql://u@db.example:5432/x").as_deref(),
+            Some("db.example")
+        );
+        assert_eq!(
+            host_to_resolve("host=localhost port=5432").as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(host_to_resolve("postgresql://u@127.0.0.1:5432/x"), None);
+        assert_eq!(host_to_resolve("postgresql://u@[::1]:5432/x"), None);
+        assert_eq!(host_to_resolve("host=/var/run/postgresql"), None);
+        assert_eq!(host_to_resolve("host=db hostaddr=10.0.0.1"), None);
+        assert_eq!(host_to_resolve("host=a,b"), None);
+        assert_eq!(host_to_resolve("not a = valid = conninfo"), None);
     }
 }
