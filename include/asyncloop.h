@@ -335,6 +335,10 @@ typedef struct aloop_pg_pool_options_t {
    * `ALOOP_E_TIMEOUT`; the connection stays usable.
    */
   uint64_t query_timeout_ms;
+  /**
+   * Time a connection attempt may take, in ms (default 5000).
+   */
+  uint64_t connect_timeout_ms;
 } aloop_pg_pool_options_t;
 
 /**

@@ -357,8 +357,30 @@ fn server_restart_and_killed_backend_recover(b: Backend) {
         killed.borrow().as_ref().map(|e| e.code),
         Some(Error::PG_CONNECTION)
     );
-    // Stop the server: queries fail fast; start it again: the pool reconnects by itself.
+    // Stop the server under load: every query completes (rows, or an error), none hangs.
+    let loaded = Rc::new(Cell::new(0));
+    for _ in 0..300 {
+        let l = loaded.clone();
+        p.query("SELECT pg_sleep(0.001)", &[], move |_| l.set(l.get() + 1));
+    }
     c.pg_ctl("stop");
+    let l2 = loaded.clone();
+    let lp4 = lp.clone();
+    let wait_all = Timer::new(&lp);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_all.start(
+        Duration::from_millis(5),
+        Some(Duration::from_millis(5)),
+        move || {
+            if l2.get() == 300 || Instant::now() > deadline {
+                lp4.stop();
+            }
+        },
+    );
+    lp.run(RunMode::Default).unwrap();
+    wait_all.stop();
+    assert_eq!(loaded.get(), 300, "queries hung across the stop");
+    // Stopped: new queries fail fast; started again: the pool reconnects by itself.
     let t0 = Instant::now();
     let e = Rc::new(RefCell::new(None));
     let (e2, d) = (e.clone(), done.clone());
@@ -545,7 +567,64 @@ fn host_names_are_resolved_off_the_loop(b: Backend) {
     p.close();
 }
 
+fn connect_timeout_and_refused_login(b: Backend) {
+    let c = Cluster::start();
+    let lp = common::new_loop(b);
+    // A server that accepts and never answers: the library's own connect timeout ends it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let p = PgPool::new(
+        &lp,
+        PoolOptions {
+            conninfo: format!("postgresql://postgres@127.0.0.1:{port}/x?connect_timeout=30"),
+            size: 1,
+            connect_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let done = Rc::new(Cell::new(0));
+    let errs = Rc::new(RefCell::new(Vec::new()));
+    let t0 = Instant::now();
+    let (e, d) = (errs.clone(), done.clone());
+    p.query("SELECT 1", &[], move |r| {
+        e.borrow_mut().push((r.err().unwrap(), t0.elapsed()));
+        d.set(d.get() + 1);
+    });
+    // A database that refuses the login (it does not exist).
+    let bad = PgPool::new(
+        &lp,
+        PoolOptions {
+            conninfo: c.url.replace("/asyncloop?", "/no_such_db?"),
+            size: 1,
+            ..Default::default()
+        },
+    );
+    let (e, d) = (errs.clone(), done.clone());
+    bad.query("SELECT 1", &[], move |r| {
+        e.borrow_mut().push((r.err().unwrap(), t0.elapsed()));
+        d.set(d.get() + 1);
+    });
+    run_until(&lp, &done, 2, Duration::from_secs(10));
+    let errs = errs.borrow();
+    assert_eq!(errs.len(), 2);
+    for (e, at) in errs.iter() {
+        assert_eq!(e.code, Error::PG_UNAVAILABLE, "{e}");
+        assert!(*at < Duration::from_secs(3), "{at:?}");
+    }
+    assert!(errs
+        .iter()
+        .any(|(e, at)| e.message.contains("timed out") && *at >= Duration::from_millis(250)));
+    assert!(
+        errs.iter().any(|(e, _)| e.message.contains("no_such_db")),
+        "{errs:?}"
+    );
+    p.close();
+    bad.close();
+    drop(silent);
+}
+
 both_backends!(
+    connect_timeout_and_refused_login,
     host_names_are_resolved_off_the_loop,
     batch_with_an_error_in_the_middle,
     query_timeout_cancels_on_the_server,

@@ -37,6 +37,8 @@ pub struct aloop_pg_pool_options_t {
     /// query is cancelled on the server, without blocking the loop, and completes with
     /// `ALOOP_E_TIMEOUT`; the connection stays usable.
     pub query_timeout_ms: u64,
+    /// Time a connection attempt may take, in ms (default 5000).
+    pub connect_timeout_ms: u64,
 }
 
 /// A connection pool (opaque) on one loop. Owned by the caller of `aloop_pg_pool_new` until
@@ -73,6 +75,7 @@ pub extern "C" fn aloop_pg_pool_options_init(opts: *mut aloop_pg_pool_options_t)
                 max_queue: d.max_queue,
                 max_pipeline: d.max_pipeline,
                 query_timeout_ms: 0,
+                connect_timeout_ms: d.connect_timeout.as_millis() as u64,
             })
         };
         0
@@ -100,12 +103,13 @@ pub extern "C" fn aloop_pg_pool_new(
                     Err(e) => return e.code(),
                 }
             }
-            if c.size == 0 || c.max_pipeline == 0 {
+            if c.size == 0 || c.max_pipeline == 0 || c.connect_timeout_ms == 0 {
                 return Error::INVALID.code();
             }
             o.size = c.size;
             o.max_queue = c.max_queue;
             o.max_pipeline = c.max_pipeline;
+            o.connect_timeout = std::time::Duration::from_millis(c.connect_timeout_ms);
             o.query_timeout = (c.query_timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(c.query_timeout_ms));
         }

@@ -9,13 +9,13 @@ use std::collections::{HashSet, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pq_sys as pq;
 
 use super::result::{PgError, PgResult};
 use crate::error::Error;
-use crate::reactor::{FdWatch, Loop, Readiness};
+use crate::reactor::{FdWatch, Loop, Readiness, Timer};
 
 /// Called once with a query's outcome.
 pub type QueryCb = Box<dyn FnOnce(Result<PgResult, PgError>)>;
@@ -104,6 +104,8 @@ pub(crate) struct Conn {
     state: Cell<State>,
     inflight: RefCell<VecDeque<InFlight>>,
     prepared: RefCell<HashSet<String>>,
+    /// Fails the connect when it takes longer than the pool allows.
+    connect_timer: RefCell<Option<Timer>>,
     me: Weak<Conn>,
 }
 
@@ -170,6 +172,7 @@ impl Conn {
         lp: &Loop,
         id: usize,
         conninfo: &str,
+        connect_timeout: Duration,
         owner: Weak<dyn ConnEvents>,
     ) -> Rc<Conn> {
         let conn = Rc::new_cyclic(|me| Conn {
@@ -182,8 +185,19 @@ impl Conn {
             state: Cell::new(State::Connecting),
             inflight: RefCell::new(VecDeque::new()),
             prepared: RefCell::new(HashSet::new()),
+            connect_timer: RefCell::new(None),
             me: me.clone(),
         });
+        let t = Timer::new(lp);
+        let weak = conn.me.clone();
+        t.start(connect_timeout, None, move || {
+            if let Some(c) = weak.upgrade() {
+                if c.state.get() == State::Connecting {
+                    c.fail("timed out connecting to the database");
+                }
+            }
+        });
+        *conn.connect_timer.borrow_mut() = Some(t);
         match host_to_resolve(conninfo) {
             None => conn.begin(conninfo, None),
             Some(host) => {
@@ -619,6 +633,8 @@ impl Conn {
         if self.state.replace(State::Closed) == State::Closed {
             return;
         }
+        let t = self.connect_timer.borrow_mut().take();
+        drop(t);
         let w = self.watch.borrow_mut().take();
         drop(w); // stop watching before libpq closes the fd
         let pg = self.pg.replace(std::ptr::null_mut());

@@ -30,6 +30,8 @@ pub struct PoolOptions {
     /// Time a query may take, queueing included; past it the query is cancelled on the server
     /// (without blocking the loop) and fails with `TIMEOUT`. None: no limit.
     pub query_timeout: Option<Duration>,
+    /// Time a connection attempt may take (resolving included) before it counts as failed.
+    pub connect_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -40,6 +42,7 @@ impl Default for PoolOptions {
             max_queue: 65536,
             max_pipeline: 256,
             query_timeout: None,
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -241,7 +244,13 @@ impl PoolInner {
             return;
         }
         let owner: Weak<dyn ConnEvents> = self.me.clone();
-        let conn = Conn::start(&self.lp, i, &self.opts.conninfo, owner);
+        let conn = Conn::start(
+            &self.lp,
+            i,
+            &self.opts.conninfo,
+            self.opts.connect_timeout,
+            owner,
+        );
         self.slots.borrow_mut()[i].conn = Some(conn);
     }
 
