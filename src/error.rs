@@ -61,6 +61,16 @@ library_codes! {
     PG_QUEUE_FULL = -10103, c"ALOOP_E_PG_QUEUE_FULL", c"database queue full";
     /// An earlier statement of the same pipeline or transaction failed; this one did not run.
     PG_ABORTED = -10104, c"ALOOP_E_PG_ABORTED", c"skipped: an earlier statement failed";
+    /// The host name could not be resolved.
+    DNS = -10200, c"ALOOP_E_DNS", c"host name could not be resolved";
+    /// The peer's HTTP response is malformed or ended early.
+    HTTP_PROTOCOL = -10201, c"ALOOP_E_HTTP_PROTOCOL", c"malformed or truncated HTTP response";
+    /// The HTTP response body is larger than allowed.
+    HTTP_TOO_LARGE = -10202, c"ALOOP_E_HTTP_TOO_LARGE", c"HTTP response body too large";
+    /// The connection could not be established in time.
+    CONNECT_TIMEOUT = -10203, c"ALOOP_E_CONNECT_TIMEOUT", c"connect timed out";
+    /// The URL is not an http:// URL the client can use.
+    BAD_URL = -10204, c"ALOOP_E_URL", c"invalid or unsupported URL";
 }
 
 impl Error {

@@ -9,10 +9,12 @@ mod parser_tests;
 
 pub use parser::{HttpError, Limits};
 pub use request::RequestData;
+pub mod client;
 pub mod date;
 #[doc(hidden)]
 pub mod fuzz_support;
 pub mod response;
+pub mod response_parser;
 pub mod router;
 pub mod server;
 

@@ -1,0 +1,614 @@
+//! The HTTP/1.1 client of one loop: requests by URL, a keep-alive pool per origin (bounded;
+//! idle connections expire; one the server closed while pooled is noticed, and a request that
+//! meets it before any response byte is retried once on a new connection if its method is
+//! idempotent), host names resolved on a helper thread, connect and whole-request timeouts,
+//! and cancellation. The callback runs exactly once, never from inside `request`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use super::response_parser::{Response, ResponseError, ResponseParser};
+use crate::error::{Error, Result};
+use crate::net::{ReadEvent, TcpStream};
+use crate::reactor::{Loop, Timer};
+
+/// Client settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    /// Time to establish a connection (`CONNECT_TIMEOUT` past it).
+    pub connect_timeout: Duration,
+    /// Time for the whole request, queueing included (`TIMEOUT` past it).
+    pub request_timeout: Duration,
+    /// Largest response body (`HTTP_TOO_LARGE` beyond).
+    pub max_body: usize,
+    /// Connections per origin (host and port); more requests wait.
+    pub max_per_origin: usize,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_body: 8 << 20,
+            max_per_origin: 8,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A parsed `http://host[:port]/path?query` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    pub host: String,
+    pub port: u16,
+    /// Path and query, at least "/".
+    pub target: String,
+}
+
+impl Url {
+    /// Parses an http:// URL (https is not supported: `BAD_URL`).
+    pub fn parse(s: &str) -> Result<Url> {
+        let rest = s.strip_prefix("http://").ok_or(Error::BAD_URL)?;
+        let (authority, target) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let end = v6.find(']').ok_or(Error::BAD_URL)?;
+            let port = match &v6[end + 1..] {
+                "" => 80,
+                p => p
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok())
+                    .ok_or(Error::BAD_URL)?,
+            };
+            (v6[..end].to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| Error::BAD_URL)?),
+                None => (authority.to_string(), 80),
+            }
+        };
+        if host.is_empty() || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(Error::BAD_URL);
+        }
+        Ok(Url { host, port, target })
+    }
+
+    fn host_header(&self) -> String {
+        let h = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == 80 {
+            h
+        } else {
+            format!("{h}:{}", self.port)
+        }
+    }
+}
+
+/// A request to send.
+#[derive(Clone, Debug)]
+pub struct ClientRequest {
+    pub method: String,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ClientRequest {
+    /// A request with no headers and no body.
+    pub fn new(method: &str, url: &str) -> Result<ClientRequest> {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(Error::INVALID);
+        }
+        Ok(ClientRequest {
+            method: method.to_string(),
+            url: Url::parse(url)?,
+            headers: Vec::new(),
+            body: Vec::new(),
+        })
+    }
+
+    fn idempotent(&self) -> bool {
+        matches!(
+            self.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        )
+    }
+
+    fn serialize(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = write!(
+            out,
+            "{} {} HTTP/1.1\r\nHost: {}\r\n",
+            self.method,
+            self.url.target,
+            self.url.host_header()
+        );
+        for (n, v) in &self.headers {
+            let _ = write!(out, "{n}: {v}\r\n");
+        }
+        if !self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+type ResponseCb = Box<dyn FnOnce(Result<Response>)>;
+type Origin = (String, u16);
+
+struct Pending {
+    req: ClientRequest,
+    cb: RefCell<Option<ResponseCb>>,
+    conn: RefCell<Option<Rc<Conn>>>,
+    timer: RefCell<Option<Timer>>,
+    retried: Cell<bool>,
+}
+
+struct Conn {
+    origin: Origin,
+    stream: RefCell<Option<TcpStream>>,
+    parser: RefCell<ResponseParser>,
+    current: RefCell<Option<Rc<Pending>>>,
+    /// Bytes of the current response have arrived (a failure then is not retried).
+    got_bytes: Cell<bool>,
+    /// It has carried a request before (it came from the pool).
+    reused: Cell<bool>,
+    closed: Cell<bool>,
+    idle_timer: RefCell<Option<Timer>>,
+}
+
+#[derive(Default)]
+struct OriginState {
+    idle: Vec<Rc<Conn>>,
+    open: usize,
+    queue: VecDeque<Rc<Pending>>,
+}
+
+struct ClientInner {
+    lp: Loop,
+    opts: ClientOptions,
+    origins: RefCell<HashMap<Origin, OriginState>>,
+    me: Weak<ClientInner>,
+}
+
+/// An HTTP client on one loop. Clones share it.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Rc<ClientInner>,
+}
+
+/// Cancels its request when asked (`cancel`); dropping it does not.
+pub struct RequestHandle {
+    pending: Weak<Pending>,
+    client: Weak<ClientInner>,
+}
+
+impl RequestHandle {
+    /// Cancels the request: its callback gets `CANCELLED` (unless it already ran).
+    pub fn cancel(&self) {
+        if let (Some(p), Some(c)) = (self.pending.upgrade(), self.client.upgrade()) {
+            c.finish(&p, Err(Error::CANCELLED));
+        }
+    }
+}
+
+impl HttpClient {
+    /// A client on `lp`.
+    pub fn new(lp: &Loop, opts: ClientOptions) -> HttpClient {
+        HttpClient {
+            inner: Rc::new_cyclic(|me| ClientInner {
+                lp: lp.clone(),
+                opts,
+                origins: RefCell::new(HashMap::new()),
+                me: me.clone(),
+            }),
+        }
+    }
+
+    /// Sends `req`; `cb` gets the response (any status) or the error, once, from the loop.
+    pub fn request(
+        &self,
+        req: ClientRequest,
+        cb: impl FnOnce(Result<Response>) + 'static,
+    ) -> RequestHandle {
+        let inner = &self.inner;
+        let p = Rc::new(Pending {
+            req,
+            cb: RefCell::new(Some(Box::new(cb))),
+            conn: RefCell::new(None),
+            timer: RefCell::new(None),
+            retried: Cell::new(false),
+        });
+        let t = Timer::new(&inner.lp);
+        let (weak_p, weak_c) = (Rc::downgrade(&p), inner.me.clone());
+        t.start(inner.opts.request_timeout, None, move || {
+            if let (Some(p), Some(c)) = (weak_p.upgrade(), weak_c.upgrade()) {
+                c.finish(&p, Err(Error::TIMEOUT));
+            }
+        });
+        *p.timer.borrow_mut() = Some(t);
+        let (c, p2) = (inner.clone(), p.clone());
+        // From the loop, never from inside this call.
+        inner.lp.defer(move || c.dispatch(p2));
+        RequestHandle {
+            pending: Rc::downgrade(&p),
+            client: inner.me.clone(),
+        }
+    }
+
+    /// Connections open per origin, idle ones included (for tests and statistics).
+    pub fn open_connections(&self) -> usize {
+        self.inner.origins.borrow().values().map(|o| o.open).sum()
+    }
+
+    /// Closes idle connections (requests in flight go on).
+    pub fn close_idle(&self) {
+        let idle: Vec<Rc<Conn>> = self
+            .inner
+            .origins
+            .borrow_mut()
+            .values_mut()
+            .flat_map(|o| o.idle.drain(..))
+            .collect();
+        for c in idle {
+            self.inner.close_conn(&c);
+        }
+    }
+}
+
+impl ClientInner {
+    fn me(&self) -> Rc<ClientInner> {
+        self.me.upgrade().expect("client alive")
+    }
+
+    /// Calls the request's callback once and releases what it holds.
+    fn finish(&self, p: &Rc<Pending>, r: Result<Response>) {
+        let Some(cb) = p.cb.borrow_mut().take() else {
+            return;
+        };
+        let t = p.timer.borrow_mut().take();
+        drop(t);
+        let key = (p.req.url.host.clone(), p.req.url.port);
+        if let Some(o) = self.origins.borrow_mut().get_mut(&key) {
+            o.queue.retain(|q| !Rc::ptr_eq(q, p));
+        }
+        if r.is_err() {
+            // A connection in the middle of this request cannot be reused.
+            let conn = p.conn.borrow_mut().take();
+            if let Some(c) = conn {
+                self.close_conn(&c);
+            }
+        }
+        cb(r);
+    }
+
+    fn dispatch(&self, p: Rc<Pending>) {
+        if p.cb.borrow().is_none() {
+            return; // cancelled or timed out already
+        }
+        let key = (p.req.url.host.clone(), p.req.url.port);
+        let idle = {
+            let mut origins = self.origins.borrow_mut();
+            let o = origins.entry(key.clone()).or_default();
+            let idle = o.idle.pop();
+            if idle.is_none() && o.open >= self.opts.max_per_origin {
+                o.queue.push_back(p);
+                return;
+            }
+            if idle.is_none() {
+                o.open += 1;
+            }
+            idle
+        };
+        match idle {
+            Some(c) => {
+                let t = c.idle_timer.borrow_mut().take();
+                drop(t);
+                c.reused.set(true);
+                self.send(&c, p);
+            }
+            None => self.open(key, p),
+        }
+    }
+
+    fn open(&self, key: Origin, p: Rc<Pending>) {
+        let conn = Rc::new(Conn {
+            origin: key.clone(),
+            stream: RefCell::new(None),
+            parser: RefCell::new(ResponseParser::new(self.opts.max_body)),
+            current: RefCell::new(None),
+            got_bytes: Cell::new(false),
+            reused: Cell::new(false),
+            closed: Cell::new(false),
+            idle_timer: RefCell::new(None),
+        });
+        *p.conn.borrow_mut() = Some(conn.clone());
+        match key.0.parse::<IpAddr>() {
+            Ok(ip) => self.connect(conn, SocketAddr::new(ip, key.1), p),
+            Err(_) => {
+                // Resolve on a helper thread; the answer comes back as a job on the loop.
+                struct Back(Weak<ClientInner>, Rc<Conn>, Rc<Pending>);
+                // SAFETY: the Rc/Weak values are only touched again by the posted job, on the
+                // loop's thread; if the loop is gone the job is leaked, never dropped here.
+                unsafe impl Send for Back {}
+                let back = Back(self.me.clone(), conn, p);
+                let (host, port, remote) = (key.0.clone(), key.1, self.lp.remote());
+                std::thread::spawn(move || {
+                    use std::net::ToSocketAddrs;
+                    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+                        .to_socket_addrs()
+                        .map(|a| a.collect())
+                        .unwrap_or_default();
+                    let addr = addrs
+                        .iter()
+                        .find(|a| a.is_ipv4())
+                        .or(addrs.first())
+                        .copied();
+                    let job = Box::new(move || {
+                        let back = back; // capture the Send wrapper whole
+                        let Back(client, conn, p) = back;
+                        let Some(c) = client.upgrade() else { return };
+                        match addr {
+                            Some(a) => c.connect(conn, a, p),
+                            None => {
+                                c.close_conn(&conn);
+                                c.finish(&p, Err(Error::DNS));
+                            }
+                        }
+                    });
+                    if let Err((_, job)) = remote.post(job) {
+                        std::mem::forget(job);
+                    }
+                });
+            }
+        }
+    }
+
+    fn connect(&self, conn: Rc<Conn>, addr: SocketAddr, p: Rc<Pending>) {
+        if p.cb.borrow().is_none() || conn.closed.get() {
+            self.close_conn(&conn);
+            return;
+        }
+        let (me, c2, p2) = (self.me.clone(), conn.clone(), p.clone());
+        let r = TcpStream::connect(&self.lp, addr, Some(self.opts.connect_timeout), move |r| {
+            let Some(me) = me.upgrade() else { return };
+            match r {
+                Ok(()) => me.connected(&c2, p2),
+                Err(e) => {
+                    me.close_conn(&c2);
+                    let e = if e == Error::TIMEOUT {
+                        Error::CONNECT_TIMEOUT
+                    } else {
+                        e
+                    };
+                    me.finish(&p2, Err(e));
+                }
+            }
+        });
+        match r {
+            Ok(s) => *conn.stream.borrow_mut() = Some(s),
+            Err(e) => {
+                self.close_conn(&conn);
+                self.finish(&p, Err(e));
+            }
+        }
+    }
+
+    fn connected(&self, conn: &Rc<Conn>, p: Rc<Pending>) {
+        let stream = conn.stream.borrow().clone();
+        let Some(stream) = stream else { return };
+        let (me, weak) = (self.me.clone(), Rc::downgrade(conn));
+        let r = stream.read_start(move |ev| {
+            if let (Some(me), Some(c)) = (me.upgrade(), weak.upgrade()) {
+                me.on_read(&c, ev);
+            }
+        });
+        if let Err(e) = r {
+            self.close_conn(conn);
+            self.finish(&p, Err(e));
+            return;
+        }
+        self.send(conn, p);
+    }
+
+    fn send(&self, conn: &Rc<Conn>, p: Rc<Pending>) {
+        if p.cb.borrow().is_none() {
+            self.release(conn);
+            return;
+        }
+        *p.conn.borrow_mut() = Some(conn.clone());
+        conn.got_bytes.set(false);
+        conn.parser.borrow_mut().expect(p.req.method == "HEAD");
+        let mut out = self.lp.take_buffer();
+        p.req.serialize(&mut out);
+        *conn.current.borrow_mut() = Some(p.clone());
+        let stream = conn.stream.borrow().clone();
+        let r = stream
+            .map(|s| s.write(out, None))
+            .unwrap_or(Err(Error::CLOSED));
+        if r.is_err() {
+            self.connection_failed(conn);
+        }
+    }
+
+    fn on_read(&self, conn: &Rc<Conn>, ev: ReadEvent<'_>) {
+        let current = conn.current.borrow().clone();
+        let Some(p) = current else {
+            // Data or EOF on an idle connection: the server closed it (or misbehaves).
+            self.drop_idle(conn);
+            return;
+        };
+        match ev {
+            ReadEvent::Data(d) => {
+                conn.got_bytes.set(true);
+                let r = conn.parser.borrow_mut().feed(d);
+                self.on_parsed(conn, &p, r);
+            }
+            ReadEvent::Eof => {
+                let r = conn.parser.borrow_mut().finish();
+                match r {
+                    Ok(Some(resp)) => self.on_parsed(conn, &p, Ok(Some(resp))),
+                    _ => self.connection_failed(conn),
+                }
+            }
+            ReadEvent::Error(_) => self.connection_failed(conn),
+        }
+    }
+
+    fn on_parsed(
+        &self,
+        conn: &Rc<Conn>,
+        p: &Rc<Pending>,
+        r: std::result::Result<Option<Response>, ResponseError>,
+    ) {
+        match r {
+            Ok(None) => {}
+            Ok(Some(resp)) => {
+                conn.current.borrow_mut().take();
+                p.conn.borrow_mut().take();
+                let keep = resp.keep_alive;
+                self.finish(p, Ok(resp));
+                if keep {
+                    self.release(conn);
+                } else {
+                    self.close_conn(conn);
+                }
+            }
+            Err(e) => {
+                conn.current.borrow_mut().take();
+                self.close_conn(conn);
+                let code = if e == ResponseError::TooLarge {
+                    Error::HTTP_TOO_LARGE
+                } else {
+                    Error::HTTP_PROTOCOL
+                };
+                self.finish(p, Err(code));
+            }
+        }
+    }
+
+    /// The connection failed under a request: a pooled connection the server had closed is
+    /// retried once on a new one when nothing of the response came and the method allows it.
+    fn connection_failed(&self, conn: &Rc<Conn>) {
+        let p = conn.current.borrow_mut().take();
+        let stale = conn.reused.get() && !conn.got_bytes.get();
+        self.close_conn(conn);
+        let Some(p) = p else { return };
+        p.conn.borrow_mut().take();
+        if stale && p.req.idempotent() && !p.retried.get() {
+            p.retried.set(true);
+            self.dispatch(p);
+        } else {
+            self.finish(&p, Err(Error::HTTP_PROTOCOL));
+        }
+    }
+
+    /// Puts a connection back in its origin's pool, or gives it to the next waiting request.
+    fn release(&self, conn: &Rc<Conn>) {
+        if conn.closed.get() {
+            return;
+        }
+        let next = {
+            let mut origins = self.origins.borrow_mut();
+            let o = origins.entry(conn.origin.clone()).or_default();
+            o.queue.pop_front()
+        };
+        if let Some(p) = next {
+            conn.reused.set(true);
+            self.send(conn, p);
+            return;
+        }
+        let t = Timer::new(&self.lp);
+        let (me, weak) = (self.me.clone(), Rc::downgrade(conn));
+        t.start(self.opts.idle_timeout, None, move || {
+            if let (Some(me), Some(c)) = (me.upgrade(), weak.upgrade()) {
+                me.drop_idle(&c);
+            }
+        });
+        *conn.idle_timer.borrow_mut() = Some(t);
+        self.origins
+            .borrow_mut()
+            .entry(conn.origin.clone())
+            .or_default()
+            .idle
+            .push(conn.clone());
+    }
+
+    fn drop_idle(&self, conn: &Rc<Conn>) {
+        if let Some(o) = self.origins.borrow_mut().get_mut(&conn.origin) {
+            o.idle.retain(|c| !Rc::ptr_eq(c, conn));
+        }
+        self.close_conn(conn);
+    }
+
+    /// Closes a connection and frees its place in the origin's budget (a waiting request
+    /// may then open a new one).
+    fn close_conn(&self, conn: &Rc<Conn>) {
+        if conn.closed.replace(true) {
+            return;
+        }
+        let t = conn.idle_timer.borrow_mut().take();
+        drop(t);
+        if let Some(s) = conn.stream.borrow_mut().take() {
+            s.close(|| {});
+        }
+        let next = {
+            let mut origins = self.origins.borrow_mut();
+            let Some(o) = origins.get_mut(&conn.origin) else {
+                return;
+            };
+            o.idle.retain(|c| !Rc::ptr_eq(c, conn));
+            o.open = o.open.saturating_sub(1);
+            o.queue.pop_front()
+        };
+        if let Some(p) = next {
+            let me = self.me();
+            self.lp.defer(move || me.dispatch(p));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = Url::parse("http://example.com:8080/a/b?c=d").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("example.com", 8080, "/a/b?c=d")
+        );
+        let u = Url::parse("http://127.0.0.1").unwrap();
+        assert_eq!(
+            (u.port, u.target.as_str(), u.host_header()),
+            (80, "/", "127.0.0.1".to_string())
+        );
+        let u = Url::parse("http://[::1]:9000?x").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str(), u.host_header()),
+            ("::1", 9000, "/?x", "[::1]:9000".into())
+        );
+        assert_eq!(Url::parse("https://x/").unwrap_err(), Error::BAD_URL);
+        assert_eq!(
+            Url::parse("http://x:notaport/").unwrap_err(),
+            Error::BAD_URL
+        );
+        assert_eq!(Url::parse("http:///path").unwrap_err(), Error::BAD_URL);
+        assert_eq!(Url::parse("http://x/a b").unwrap_err(), Error::BAD_URL);
+    }
+}

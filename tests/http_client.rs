@@ -1,0 +1,291 @@
+//! The HTTP client against a real local server (Python's http.server, tests/helpers/upstream.py)
+//! on both backends: connection reuse, chunked and close-delimited bodies, a server that closes
+//! pooled connections, HEAD, timeouts, refused connections, unknown hosts, cancellation, and
+//! 1,000 concurrent requests.
+
+#[path = "common_backends.rs"]
+mod common;
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use asyncloop::error::{Error, Result};
+use asyncloop::http::client::{ClientOptions, ClientRequest, HttpClient};
+use asyncloop::http::response_parser::Response;
+use asyncloop::reactor::{Backend, Loop, RunMode, Timer};
+
+struct Upstream {
+    child: Child,
+    port: u16,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helpers/upstream.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("port line");
+        Upstream { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get(url: &str) -> ClientRequest {
+    ClientRequest::new("GET", url).unwrap()
+}
+
+/// Sends the requests together and runs the loop until every one has answered; the answers
+/// come back in request order.
+fn fetch_all(lp: &Loop, client: &HttpClient, reqs: Vec<ClientRequest>) -> Vec<Result<Response>> {
+    let n = reqs.len();
+    let got: Rc<RefCell<Vec<Option<Result<Response>>>>> =
+        Rc::new(RefCell::new((0..n).map(|_| None).collect()));
+    for (i, r) in reqs.into_iter().enumerate() {
+        let g = got.clone();
+        client.request(r, move |res| {
+            assert!(g.borrow()[i].is_none(), "callback ran twice");
+            g.borrow_mut()[i] = Some(res);
+        });
+    }
+    let g = got.clone();
+    run_until(
+        lp,
+        move || g.borrow().iter().all(|x| x.is_some()),
+        Duration::from_secs(60),
+    );
+    let v = got
+        .borrow_mut()
+        .drain(..)
+        .map(|x| x.expect("answered"))
+        .collect();
+    v
+}
+
+fn run_until(lp: &Loop, done: impl Fn() -> bool + 'static, limit: Duration) {
+    let t = Timer::new(lp);
+    let lp2 = lp.clone();
+    let deadline = Instant::now() + limit;
+    t.start(
+        Duration::from_millis(2),
+        Some(Duration::from_millis(2)),
+        move || {
+            if done() || Instant::now() > deadline {
+                lp2.stop();
+            }
+        },
+    );
+    lp.run(RunMode::Default).unwrap();
+}
+
+fn sleep_loop(lp: &Loop, d: Duration) {
+    let t0 = Instant::now();
+    run_until(lp, move || t0.elapsed() >= d, d * 2);
+}
+
+fn reuse_chunked_close_delimited_and_head(b: Backend) {
+    let up = Upstream::start();
+    let lp = common::new_loop(b);
+    let client = HttpClient::new(&lp, ClientOptions::default());
+    // Sequential requests reuse one connection (the server reports the same client port).
+    let mut ports = Vec::new();
+    for _ in 0..5 {
+        let r = fetch_all(&lp, &client, vec![get(&up.url("/port"))])
+            .pop()
+            .unwrap()
+            .unwrap();
+        ports.push(String::from_utf8(r.body).unwrap());
+    }
+    assert!(ports.windows(2).all(|w| w[0] == w[1]), "{ports:?}");
+    assert_eq!(client.open_connections(), 1);
+    let rs = fetch_all(
+        &lp,
+        &client,
+        vec![
+            get(&up.url("/chunked")),
+            get(&up.url("/close")),
+            get(&up.url("/hello")),
+        ],
+    );
+    let rs: Vec<Response> = rs.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(rs[0].body, b"abcdefg");
+    assert_eq!(
+        (rs[1].body.as_slice(), rs[1].keep_alive),
+        (&b"until the end"[..], false)
+    );
+    assert_eq!(
+        (
+            rs[2].status,
+            rs[2].body.as_slice(),
+            rs[2].header("content-type")
+        ),
+        (200, &b"hello"[..], Some("text/plain"))
+    );
+    let head = fetch_all(
+        &lp,
+        &client,
+        vec![ClientRequest::new("HEAD", &up.url("/hello")).unwrap()],
+    )
+    .pop()
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (head.status, head.body.len(), head.header("content-length")),
+        (200, 0, Some("5"))
+    );
+    let mut post = ClientRequest::new("POST", &up.url("/echo")).unwrap();
+    post.headers
+        .push(("Content-Type".into(), "application/json".into()));
+    post.body = br#"{"a":1}"#.to_vec();
+    let echo = fetch_all(&lp, &client, vec![post]).pop().unwrap().unwrap();
+    assert_eq!(
+        (echo.body.as_slice(), echo.header("content-type")),
+        (&br#"{"a":1}"#[..], Some("application/json"))
+    );
+    let st = fetch_all(&lp, &client, vec![get(&up.url("/status/418"))])
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.status, 418);
+}
+
+fn server_closing_pooled_connections(b: Backend) {
+    let up = Upstream::start();
+    let lp = common::new_loop(b);
+    let client = HttpClient::new(&lp, ClientOptions::default());
+    for _ in 0..4 {
+        let r = fetch_all(&lp, &client, vec![get(&up.url("/hello"))])
+            .pop()
+            .unwrap();
+        assert_eq!(r.unwrap().body, b"hello");
+        // The upstream closes idle keep-alive connections after 150 ms.
+        sleep_loop(&lp, Duration::from_millis(300));
+    }
+    assert!(client.open_connections() <= 1);
+}
+
+fn timeouts_refusals_unknown_hosts_and_limits(b: Backend) {
+    let up = Upstream::start();
+    let lp = common::new_loop(b);
+    let opts = ClientOptions {
+        request_timeout: Duration::from_millis(300),
+        connect_timeout: Duration::from_millis(300),
+        max_body: 1000,
+        ..Default::default()
+    };
+    let client = HttpClient::new(&lp, opts);
+    let refused_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A listener whose accept queue is full drops SYNs: connect times out.
+    let full = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let full_port = full.local_addr().unwrap().port();
+    let _filled: Vec<_> = (0..300)
+        .map_while(|_| {
+            std::net::TcpStream::connect_timeout(
+                &full.local_addr().unwrap(),
+                Duration::from_millis(50),
+            )
+            .ok()
+        })
+        .collect();
+    let t0 = Instant::now();
+    let rs = fetch_all(
+        &lp,
+        &client,
+        vec![
+            get(&up.url("/slow?ms=2000")),
+            get(&format!("http://127.0.0.1:{refused_port}/")),
+            get("http://no-such-host.invalid/"),
+            get(&up.url("/big?n=5000")),
+            get(&format!("http://127.0.0.1:{full_port}/")),
+        ],
+    );
+    let codes: Vec<Error> = rs.into_iter().map(|r| r.unwrap_err()).collect();
+    assert_eq!(codes[0], Error::TIMEOUT);
+    assert_eq!(codes[1], Error::from_errno(libc::ECONNREFUSED));
+    assert_eq!(codes[2], Error::DNS);
+    assert_eq!(codes[3], Error::HTTP_TOO_LARGE);
+    assert!(
+        codes[4] == Error::CONNECT_TIMEOUT || codes[4] == Error::TIMEOUT,
+        "{:?}",
+        codes[4]
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(
+        ClientRequest::new("GET", "https://x/").unwrap_err(),
+        Error::BAD_URL
+    );
+}
+
+fn cancel_reports_once(b: Backend) {
+    let up = Upstream::start();
+    let lp = common::new_loop(b);
+    let client = HttpClient::new(&lp, ClientOptions::default());
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    let h = client.request(get(&up.url("/slow?ms=1000")), move |r| {
+        g.borrow_mut().push(r.map(|r| r.status))
+    });
+    sleep_loop(&lp, Duration::from_millis(50));
+    h.cancel();
+    h.cancel();
+    sleep_loop(&lp, Duration::from_millis(100));
+    assert_eq!(*got.borrow(), vec![Err(Error::CANCELLED)]);
+}
+
+fn thousand_concurrent_requests(b: Backend) {
+    let up = Upstream::start();
+    let lp = common::new_loop(b);
+    let client = HttpClient::new(
+        &lp,
+        ClientOptions {
+            max_per_origin: 16,
+            ..Default::default()
+        },
+    );
+    let reqs = (0..1000)
+        .map(|i| get(&up.url(&format!("/world/{i}"))))
+        .collect();
+    let rs = fetch_all(&lp, &client, reqs);
+    for (i, r) in rs.into_iter().enumerate() {
+        let r = r.unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        assert_eq!(r.body, format!("{{\"world\": \"{i}\"}}").into_bytes());
+    }
+    assert!(client.open_connections() <= 16);
+}
+
+both_backends!(
+    reuse_chunked_close_delimited_and_head,
+    server_closing_pooled_connections,
+    timeouts_refusals_unknown_hosts_and_limits,
+    cancel_reports_once,
+    thousand_concurrent_requests,
+);
