@@ -112,6 +112,31 @@
 #define ALOOP_RUN_NOWAIT 2
 
 /**
+ * The host name could not be resolved.
+ */
+#define ALOOP_E_DNS (-10200)
+
+/**
+ * The HTTP response is malformed or ended early.
+ */
+#define ALOOP_E_HTTP_PROTOCOL (-10201)
+
+/**
+ * The HTTP response body is larger than allowed.
+ */
+#define ALOOP_E_HTTP_TOO_LARGE (-10202)
+
+/**
+ * The connection could not be established in time.
+ */
+#define ALOOP_E_CONNECT_TIMEOUT (-10203)
+
+/**
+ * The URL is not an http:// URL the client can use.
+ */
+#define ALOOP_E_URL (-10204)
+
+/**
  * No database connection is up; the query was not sent.
  */
 #define ALOOP_E_PG_UNAVAILABLE (-10100)
@@ -152,11 +177,22 @@
 #define DATE_LEN 29
 
 /**
+ * An HTTP client (opaque) on one loop. Owned by the caller of `aloop_http_client_new` until
+ * `aloop_http_client_free`.
+ */
+typedef struct aloop_http_client_t aloop_http_client_t;
+
+/**
  * A request (opaque). The handler receives it and owns it until it answers it, exactly once,
  * with `aloop_http_respond` or the chunked calls, right away or later (from any callback or
  * any thread). Pointers it returns stay valid until then.
  */
 typedef struct aloop_http_request_t aloop_http_request_t;
+
+/**
+ * A response (opaque), borrowed during the response callback only.
+ */
+typedef struct aloop_http_response_t aloop_http_response_t;
 
 /**
  * An HTTP server (opaque) on one loop. Owned by the caller of `aloop_http_server_new`; free it
@@ -307,6 +343,42 @@ typedef struct aloop_http_header_t {
   const char *name;
   const char *value;
 } aloop_http_header_t;
+
+/**
+ * Options for `aloop_http_client_new`; fill with `aloop_http_client_options_init` first.
+ */
+typedef struct aloop_http_client_options_t {
+  /**
+   * Time to connect, ms (default 5000; `ALOOP_E_CONNECT_TIMEOUT` past it).
+   */
+  uint64_t connect_timeout_ms;
+  /**
+   * Time for the whole request, ms (default 30000; `ALOOP_E_TIMEOUT` past it).
+   */
+  uint64_t request_timeout_ms;
+  /**
+   * Largest response body, bytes (default 8 MiB; `ALOOP_E_HTTP_TOO_LARGE` beyond).
+   */
+  size_t max_body;
+  /**
+   * Keep-alive connections per origin (default 8); more requests wait for one.
+   */
+  size_t max_per_origin;
+  /**
+   * How long an idle pooled connection is kept, ms (default 30000).
+   */
+  uint64_t idle_timeout_ms;
+} aloop_http_client_options_t;
+
+/**
+ * Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
+ * HTTP status), or an error code with `resp` NULL: `ALOOP_E_DNS`, a negative errno from
+ * connect, `ALOOP_E_CONNECT_TIMEOUT`, `ALOOP_E_TIMEOUT`, `ALOOP_E_HTTP_PROTOCOL`,
+ * `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
+ */
+typedef void (*aloop_http_response_cb)(int status,
+                                       const struct aloop_http_response_t *resp,
+                                       void *user_data);
 
 /**
  * Options for `aloop_pg_pool_new`; fill with `aloop_pg_pool_options_init` first.
@@ -700,6 +772,82 @@ int aloop_http_chunk(struct aloop_http_request_t *req, const void *data, size_t 
  * Ends a chunked response; the request is consumed.
  */
 int aloop_http_chunk_end(struct aloop_http_request_t *req);
+
+/**
+ * Fills `opts` with the defaults.
+ */
+int aloop_http_client_options_init(struct aloop_http_client_options_t *opts);
+
+/**
+ * Creates a client on `lp`. `opts` may be NULL for the defaults.
+ */
+int aloop_http_client_new(struct aloop_loop_t *lp,
+                          const struct aloop_http_client_options_t *opts,
+                          struct aloop_http_client_t **out);
+
+/**
+ * Cancels every request still pending (their callbacks run now, with `ALOOP_E_CANCELLED`),
+ * closes the connections and frees the client. NULL is ignored.
+ */
+void aloop_http_client_free(struct aloop_http_client_t *client);
+
+/**
+ * Sends `method` (upper case) to `url` (`http://host[:port]/path?query`; the host may be a
+ * name, resolved off the loop) with `nheaders` headers and `len` bytes of `body` (all copied
+ * before the call returns). `cb` runs once from the loop; `dtor(user_data)` right after it.
+ * `*id` (may be NULL) gets an id for `aloop_http_client_cancel`. Errors: `ALOOP_E_URL`,
+ * `ALOOP_E_INVALID` (method, or CR/LF in a header), `ALOOP_E_NULL`.
+ */
+int aloop_http_client_request(struct aloop_http_client_t *client,
+                              const char *method,
+                              const char *url,
+                              const struct aloop_http_header_t *headers,
+                              size_t nheaders,
+                              const void *body,
+                              size_t len,
+                              aloop_http_response_cb cb,
+                              void *user_data,
+                              aloop_free_fn dtor,
+                              uint64_t *id);
+
+/**
+ * Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED` (unless it
+ * already ran; then `ALOOP_E_ALREADY`).
+ */
+int aloop_http_client_cancel(struct aloop_http_client_t *client, uint64_t id);
+
+/**
+ * The HTTP status of the response.
+ */
+int aloop_http_response_status(const struct aloop_http_response_t *resp);
+
+/**
+ * The reason phrase as sent ("OK"), NUL-terminated.
+ */
+const char *aloop_http_response_reason(const struct aloop_http_response_t *resp);
+
+/**
+ * The first header called `name` (case-insensitive), or NULL.
+ */
+const char *aloop_http_response_header(const struct aloop_http_response_t *resp, const char *name);
+
+/**
+ * Number of response headers.
+ */
+size_t aloop_http_response_header_count(const struct aloop_http_response_t *resp);
+
+/**
+ * Header `index`: sets `*name` and `*value`. `ALOOP_E_NOT_FOUND` past the end.
+ */
+int aloop_http_response_header_at(const struct aloop_http_response_t *resp,
+                                  size_t index,
+                                  const char **name,
+                                  const char **value);
+
+/**
+ * The body (not NUL-terminated) and its length in `*len` (may be NULL).
+ */
+const void *aloop_http_response_body(const struct aloop_http_response_t *resp, size_t *len);
 
 /**
  * Fills `opts` with the defaults (conninfo NULL: libpq's PG* environment defaults).

@@ -378,6 +378,87 @@ class PgPool {
     aloop_pg_pool_t *pool_ = nullptr;
 };
 
+/// An HTTP response, borrowed during its callback.
+class HttpResponse {
+  public:
+    explicit HttpResponse(const aloop_http_response_t *r) noexcept : r_(r) {}
+    int status() const { return aloop_http_response_status(r_); }
+    std::string_view reason() const { return aloop_http_response_reason(r_); }
+    std::optional<std::string_view> header(const char *name) const {
+        const char *v = aloop_http_response_header(r_, name);
+        return v ? std::optional<std::string_view>(v) : std::nullopt;
+    }
+    std::vector<std::pair<std::string_view, std::string_view>> headers() const {
+        std::vector<std::pair<std::string_view, std::string_view>> out;
+        const char *n, *v;
+        for (size_t i = 0; aloop_http_response_header_at(r_, i, &n, &v) == 0; i++)
+            out.emplace_back(n, v);
+        return out;
+    }
+    std::string_view body() const {
+        size_t n = 0;
+        const void *p = aloop_http_response_body(r_, &n);
+        return p ? std::string_view(static_cast<const char *>(p), n) : std::string_view();
+    }
+
+  private:
+    const aloop_http_response_t *r_;
+};
+
+/// An HTTP client on one loop, owned. Destroying it cancels what is pending.
+class HttpClient {
+  public:
+    /// `status` 0 and a response, or an error code and nullptr.
+    using Callback = std::function<void(int status, const HttpResponse *resp)>;
+
+    struct Options {
+        aloop_http_client_options_t c;
+        Options() { aloop_http_client_options_init(&c); }
+    };
+
+    explicit HttpClient(Loop &loop, const Options &opts = Options()) {
+        check(aloop_http_client_new(loop.get(), &opts.c, &client_), "aloop_http_client_new");
+    }
+    HttpClient(const HttpClient &) = delete;
+    HttpClient &operator=(const HttpClient &) = delete;
+    ~HttpClient() { aloop_http_client_free(client_); }
+
+    /// Returns the request id (for `cancel`).
+    uint64_t request(const char *method, const std::string &url, const std::vector<Header> &headers,
+                     std::string_view body, Callback cb) {
+        std::vector<aloop_http_header_t> hs;
+        for (const auto &h : headers)
+            hs.push_back({h.name.c_str(), h.value.c_str()});
+        auto *heap = new Callback(std::move(cb));
+        uint64_t id = 0;
+        int rc = aloop_http_client_request(
+            client_, method, url.c_str(), hs.data(), hs.size(), body.data(), body.size(),
+            [](int status, const aloop_http_response_t *r, void *ud) {
+                try {
+                    if (r) {
+                        HttpResponse resp(r);
+                        (*static_cast<Callback *>(ud))(status, &resp);
+                    } else {
+                        (*static_cast<Callback *>(ud))(status, nullptr);
+                    }
+                } catch (...) {
+                    detail::report("HTTP client");
+                }
+            },
+            heap, detail::delete_fn<Callback>, &id);
+        if (rc != 0) {
+            delete heap;
+            throw Error(rc, "aloop_http_client_request");
+        }
+        return id;
+    }
+    uint64_t get(const std::string &url, Callback cb) { return request("GET", url, {}, {}, std::move(cb)); }
+    void cancel(uint64_t id) { aloop_http_client_cancel(client_, id); }
+
+  private:
+    aloop_http_client_t *client_ = nullptr;
+};
+
 } // namespace aloop
 
 #endif

@@ -76,6 +76,14 @@ mod tests {
             (super::super::ALOOP_E_PG_CONNECTION, Error::PG_CONNECTION),
             (super::super::ALOOP_E_PG_QUEUE_FULL, Error::PG_QUEUE_FULL),
             (super::super::ALOOP_E_PG_ABORTED, Error::PG_ABORTED),
+            (super::super::ALOOP_E_DNS, Error::DNS),
+            (super::super::ALOOP_E_HTTP_PROTOCOL, Error::HTTP_PROTOCOL),
+            (super::super::ALOOP_E_HTTP_TOO_LARGE, Error::HTTP_TOO_LARGE),
+            (
+                super::super::ALOOP_E_CONNECT_TIMEOUT,
+                Error::CONNECT_TIMEOUT,
+            ),
+            (super::super::ALOOP_E_URL, Error::BAD_URL),
         ] {
             assert_eq!(c, e.code(), "{e:?}");
         }

@@ -10,6 +10,7 @@
 mod error;
 mod event_loop;
 mod http;
+mod http_client;
 mod pg;
 mod poll;
 mod tcp;
@@ -25,6 +26,7 @@ use crate::error::Error;
 pub use error::*;
 pub use event_loop::*;
 pub use http::*;
+pub use http_client::*;
 pub use pg::*;
 pub use poll::*;
 pub use tcp::*;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::response_parser::{Response, ResponseError, ResponseParser};
 use crate::error::{Error, Result};
 use crate::net::{ReadEvent, TcpStream};
-use crate::reactor::{Loop, Timer};
+use crate::reactor::{Loop, Slab, Timer, Token};
 
 /// Client settings.
 #[derive(Clone, Copy, Debug)]
@@ -151,6 +151,7 @@ type ResponseCb = Box<dyn FnOnce(Result<Response>)>;
 type Origin = (String, u16);
 
 struct Pending {
+    id: Cell<Token>,
     req: ClientRequest,
     cb: RefCell<Option<ResponseCb>>,
     conn: RefCell<Option<Rc<Conn>>>,
@@ -182,6 +183,8 @@ struct ClientInner {
     lp: Loop,
     opts: ClientOptions,
     origins: RefCell<HashMap<Origin, OriginState>>,
+    /// Every request not yet answered (to cancel them all at close).
+    live: RefCell<Slab<Weak<Pending>>>,
     me: Weak<ClientInner>,
 }
 
@@ -214,6 +217,7 @@ impl HttpClient {
                 lp: lp.clone(),
                 opts,
                 origins: RefCell::new(HashMap::new()),
+                live: RefCell::new(Slab::default()),
                 me: me.clone(),
             }),
         }
@@ -227,6 +231,7 @@ impl HttpClient {
     ) -> RequestHandle {
         let inner = &self.inner;
         let p = Rc::new(Pending {
+            id: Cell::new(Token(0)),
             req,
             cb: RefCell::new(Some(Box::new(cb))),
             conn: RefCell::new(None),
@@ -241,6 +246,7 @@ impl HttpClient {
             }
         });
         *p.timer.borrow_mut() = Some(t);
+        p.id.set(inner.live.borrow_mut().insert(Rc::downgrade(&p)));
         let (c, p2) = (inner.clone(), p.clone());
         // From the loop, never from inside this call.
         inner.lp.defer(move || c.dispatch(p2));
@@ -253,6 +259,27 @@ impl HttpClient {
     /// Connections open per origin, idle ones included (for tests and statistics).
     pub fn open_connections(&self) -> usize {
         self.inner.origins.borrow().values().map(|o| o.open).sum()
+    }
+
+    /// Cancels every request not yet answered (callbacks get `CANCELLED`) and closes every
+    /// connection. The client stays usable.
+    pub fn close(&self) {
+        let live: Vec<Rc<Pending>> = self
+            .inner
+            .live
+            .borrow()
+            .iter()
+            .filter_map(|(_, w)| w.upgrade())
+            .collect();
+        for p in live {
+            self.inner.finish(&p, Err(Error::CANCELLED));
+        }
+        self.close_idle();
+    }
+
+    /// Requests not yet answered.
+    pub fn pending(&self) -> usize {
+        self.inner.live.borrow().len()
     }
 
     /// Closes idle connections (requests in flight go on).

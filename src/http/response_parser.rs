@@ -10,6 +10,10 @@ use llhttp_sys as ll;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
+    /// The reason phrase as sent ("OK").
+    pub reason: String,
+    /// HTTP/1.x minor version of the response.
+    pub version_minor: u8,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// Whether the connection may carry another request.
@@ -89,6 +93,18 @@ unsafe extern "C" fn on_message_begin(p: *mut ll::llhttp_t) -> c_int {
     0
 }
 
+unsafe extern "C" fn on_status(p: *mut ll::llhttp_t, at: *const c_char, len: usize) -> c_int {
+    // SAFETY: see `st`.
+    let s = unsafe { st(p) };
+    if s.cur.reason.len() + len > 1024 {
+        return -1;
+    }
+    s.cur
+        .reason
+        .push_str(&String::from_utf8_lossy(span(at, len)));
+    0
+}
+
 unsafe extern "C" fn on_header_field(p: *mut ll::llhttp_t, at: *const c_char, len: usize) -> c_int {
     // SAFETY: see `st`.
     let s = unsafe { st(p) };
@@ -163,6 +179,7 @@ impl ResponseParser {
         // SAFETY: valid, writable struct.
         unsafe { ll::llhttp_settings_init(&mut *settings) };
         settings.on_message_begin = Some(on_message_begin);
+        settings.on_status = Some(on_status);
         settings.on_header_field = Some(on_header_field);
         settings.on_header_value = Some(on_header_value);
         settings.on_headers_complete = Some(on_headers_complete);

@@ -1,0 +1,217 @@
+// client: an HTTP client on asyncloop (C++17, on asyncloop.hpp).
+//
+//   client [options] <address> <port> [path]       (address may be a host name; path defaults to /)
+//     -X METHOD  -d DATA  -H "Name: value" (repeatable)  --timeout MS (default 10000)
+//     --backend auto|uring|epoll
+//     -n N   total requests (default 1)      -c C   concurrent keep-alive connections (default 1)
+//
+// With -n 1: prints the status line, the headers, a blank line and the body; exits 0 when a
+// response arrived (any status), non-zero with a one-line reason on stderr otherwise.
+// With -n above 1: runs the requests over C connections and prints one summary line,
+//   requests=N ok=K errors=E rps=X p50_ms=A p99_ms=B      (ok = 2xx/3xx); exits 0 when errors=0.
+#include <asyncloop.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Config {
+    aloop::Loop::Backend backend = aloop::Loop::Backend::Auto;
+    std::string method = "GET";
+    std::string data;
+    bool has_data = false;
+    std::vector<aloop::Header> headers;
+    uint64_t timeout_ms = 10000;
+    long n = 1;
+    long c = 1;
+    std::string host;
+    int port = 0;
+    std::string path = "/";
+};
+
+[[noreturn]] void usage(const std::string &msg) {
+    if (!msg.empty())
+        std::fprintf(stderr, "client: %s\n", msg.c_str());
+    std::fprintf(stderr, "usage: client [-X METHOD] [-d DATA] [-H 'Name: value'] [--timeout MS] [--backend auto|uring|epoll]\n"
+                         "              [-n N] [-c C] <address> <port> [path]\n");
+    std::exit(2);
+}
+
+long number(const std::string &opt, const char *v, long min, long max) {
+    char *end = nullptr;
+    errno = 0;
+    long n = std::strtol(v, &end, 10);
+    if (!*v || *end || errno || n < min || n > max)
+        usage("invalid value for " + opt + ": " + v);
+    return n;
+}
+
+Config parse(int argc, char **argv) {
+    Config c;
+    std::vector<std::string> pos;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        auto value = [&]() -> const char * {
+            if (i + 1 >= argc)
+                usage(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "-h" || a == "--help")
+            usage("");
+        else if (a == "-X")
+            c.method = value();
+        else if (a == "-d") {
+            c.data = value();
+            c.has_data = true;
+        } else if (a == "-H") {
+            std::string h = value();
+            auto colon = h.find(':');
+            if (colon == std::string::npos || colon == 0)
+                usage("a header is \"Name: value\": " + h);
+            std::string v = h.substr(colon + 1);
+            v.erase(0, v.find_first_not_of(" \t"));
+            c.headers.push_back({h.substr(0, colon), v});
+        } else if (a == "--timeout")
+            c.timeout_ms = static_cast<uint64_t>(number(a, value(), 1, 86400000));
+        else if (a == "--backend") {
+            std::string b = value();
+            if (b == "auto")
+                c.backend = aloop::Loop::Backend::Auto;
+            else if (b == "uring" || b == "io_uring")
+                c.backend = aloop::Loop::Backend::Uring;
+            else if (b == "epoll")
+                c.backend = aloop::Loop::Backend::Epoll;
+            else
+                usage("unknown backend " + b);
+        } else if (a == "-n")
+            c.n = number(a, value(), 1, 100000000);
+        else if (a == "-c")
+            c.c = number(a, value(), 1, 100000);
+        else if (a.size() > 1 && a[0] == '-')
+            usage("unknown option " + a);
+        else
+            pos.push_back(a);
+    }
+    if (pos.size() < 2 || pos.size() > 3)
+        usage("expected <address> <port> [path]");
+    c.host = pos[0];
+    c.port = static_cast<int>(number("port", pos[1].c_str(), 1, 65535));
+    if (pos.size() == 3)
+        c.path = pos[2][0] == '/' ? pos[2] : "/" + pos[2];
+    if (c.has_data && c.method == "GET")
+        c.method = "POST";
+    return c;
+}
+
+std::string url_of(const Config &c) {
+    bool v6 = c.host.find(':') != std::string::npos;
+    return "http://" + (v6 ? "[" + c.host + "]" : c.host) + ":" + std::to_string(c.port) + c.path;
+}
+
+std::string describe(int status) {
+    switch (status) {
+    case ALOOP_E_DNS: return "cannot resolve host name";
+    case ALOOP_E_CONNECT_TIMEOUT: return "connect timed out";
+    case ALOOP_E_TIMEOUT: return "request timed out";
+    case ALOOP_E_HTTP_PROTOCOL: return "protocol error: malformed or truncated response";
+    case ALOOP_E_HTTP_TOO_LARGE: return "response body too large";
+    default: return std::string(aloop_strerror(status)) + " (" + aloop_err_name(status) + ")";
+    }
+}
+
+int single(const Config &cfg, aloop::Loop &loop, aloop::HttpClient &http) {
+    int rc = 1;
+    http.request(cfg.method.c_str(), url_of(cfg), cfg.headers, cfg.data, [&](int status, const aloop::HttpResponse *r) {
+        loop.stop();
+        if (!r) {
+            std::fprintf(stderr, "client: %s\n", describe(status).c_str());
+            return;
+        }
+        std::string out = "HTTP/1.1 " + std::to_string(r->status()) + " " + std::string(r->reason()) + "\r\n";
+        for (auto &[n, v] : r->headers())
+            out += std::string(n) + ": " + std::string(v) + "\r\n";
+        out += "\r\n";
+        out += r->body();
+        std::fwrite(out.data(), 1, out.size(), stdout);
+        rc = 0;
+    });
+    // Runs until the answer (or error) stopped it; idle keep-alive connections would keep it.
+    loop.run();
+    return rc;
+}
+
+int load(const Config &cfg, aloop::Loop &loop, aloop::HttpClient &http) {
+    std::string url = url_of(cfg);
+    long sent = 0, ok = 0, errors = 0;
+    std::vector<double> latencies;
+    latencies.reserve(static_cast<size_t>(cfg.n));
+    int last_error = 0;
+    std::function<void()> next = [&]() {
+        if (ok + errors == cfg.n) {
+            loop.stop(); // done: idle keep-alive connections would keep the loop running
+            return;
+        }
+        if (sent >= cfg.n)
+            return;
+        sent++;
+        auto t0 = Clock::now();
+        http.request(cfg.method.c_str(), url, cfg.headers, cfg.data, [&, t0](int status, const aloop::HttpResponse *r) {
+            latencies.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+            if (r && r->status() >= 200 && r->status() < 400)
+                ok++;
+            else {
+                errors++;
+                last_error = r ? r->status() : status;
+            }
+            next();
+        });
+    };
+    auto start = Clock::now();
+    for (long i = 0; i < cfg.c && i < cfg.n; i++)
+        next();
+    loop.run();
+    double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    std::sort(latencies.begin(), latencies.end());
+    auto pct = [&](double p) {
+        if (latencies.empty())
+            return 0.0;
+        size_t i = static_cast<size_t>(p * static_cast<double>(latencies.size() - 1) + 0.5);
+        return latencies[std::min(i, latencies.size() - 1)];
+    };
+    std::printf("requests=%ld ok=%ld errors=%ld rps=%.1f p50_ms=%.3f p99_ms=%.3f\n", cfg.n, ok, errors,
+                secs > 0 ? static_cast<double>(cfg.n) / secs : 0.0, pct(0.50), pct(0.99));
+    if (errors && last_error < 0)
+        std::fprintf(stderr, "client: last error: %s\n", describe(last_error).c_str());
+    return errors == 0 ? 0 : 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    Config cfg = parse(argc, argv);
+    try {
+        aloop::Loop loop(cfg.backend);
+        int rc;
+        {
+            aloop::HttpClient::Options opts;
+            opts.c.request_timeout_ms = cfg.timeout_ms;
+            opts.c.connect_timeout_ms = cfg.timeout_ms;
+            opts.c.max_per_origin = static_cast<size_t>(cfg.c);
+            aloop::HttpClient http(loop, opts);
+            rc = cfg.n == 1 ? single(cfg, loop, http) : load(cfg, loop, http);
+        }
+        loop.run(); // let the client's connections finish closing
+        return rc;
+    } catch (const aloop::Error &e) {
+        std::fprintf(stderr, "client: %s\n", e.code() == ALOOP_E_URL ? "invalid address or path" : e.what());
+        return 1;
+    }
+}

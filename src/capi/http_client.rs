@@ -1,0 +1,344 @@
+//! `aloop_http_client_*`: the HTTP client of a loop.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::time::Duration;
+
+use super::event_loop::aloop_loop_t;
+use super::http::aloop_http_header_t;
+use super::{aloop_free_fn, c_str, guard, not_null, read_handle, UserData};
+use crate::error::Error;
+use crate::http::client::{ClientOptions, ClientRequest, HttpClient, RequestHandle};
+use crate::http::response_parser::Response;
+use crate::reactor::Slab;
+
+/// The host name could not be resolved.
+pub const ALOOP_E_DNS: c_int = -10200;
+/// The HTTP response is malformed or ended early.
+pub const ALOOP_E_HTTP_PROTOCOL: c_int = -10201;
+/// The HTTP response body is larger than allowed.
+pub const ALOOP_E_HTTP_TOO_LARGE: c_int = -10202;
+/// The connection could not be established in time.
+pub const ALOOP_E_CONNECT_TIMEOUT: c_int = -10203;
+/// The URL is not an http:// URL the client can use.
+pub const ALOOP_E_URL: c_int = -10204;
+
+/// Options for `aloop_http_client_new`; fill with `aloop_http_client_options_init` first.
+#[repr(C)]
+pub struct aloop_http_client_options_t {
+    /// Time to connect, ms (default 5000; `ALOOP_E_CONNECT_TIMEOUT` past it).
+    pub connect_timeout_ms: u64,
+    /// Time for the whole request, ms (default 30000; `ALOOP_E_TIMEOUT` past it).
+    pub request_timeout_ms: u64,
+    /// Largest response body, bytes (default 8 MiB; `ALOOP_E_HTTP_TOO_LARGE` beyond).
+    pub max_body: usize,
+    /// Keep-alive connections per origin (default 8); more requests wait for one.
+    pub max_per_origin: usize,
+    /// How long an idle pooled connection is kept, ms (default 30000).
+    pub idle_timeout_ms: u64,
+}
+
+/// An HTTP client (opaque) on one loop. Owned by the caller of `aloop_http_client_new` until
+/// `aloop_http_client_free`.
+pub struct aloop_http_client_t {
+    client: HttpClient,
+    handles: std::cell::RefCell<Slab<RequestHandle>>,
+}
+
+/// A response (opaque), borrowed during the response callback only.
+pub struct aloop_http_response_t {
+    resp: Response,
+    reason: CString,
+    headers: Vec<(CString, CString)>,
+}
+
+/// Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
+/// HTTP status), or an error code with `resp` NULL: `ALOOP_E_DNS`, a negative errno from
+/// connect, `ALOOP_E_CONNECT_TIMEOUT`, `ALOOP_E_TIMEOUT`, `ALOOP_E_HTTP_PROTOCOL`,
+/// `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
+pub type aloop_http_response_cb = Option<
+    unsafe extern "C" fn(status: c_int, resp: *const aloop_http_response_t, user_data: *mut c_void),
+>;
+
+/// Fills `opts` with the defaults.
+#[no_mangle]
+pub extern "C" fn aloop_http_client_options_init(opts: *mut aloop_http_client_options_t) -> c_int {
+    guard(|| {
+        not_null!(opts);
+        let d = ClientOptions::default();
+        // SAFETY: non-NULL caller-owned memory.
+        unsafe {
+            opts.write(aloop_http_client_options_t {
+                connect_timeout_ms: d.connect_timeout.as_millis() as u64,
+                request_timeout_ms: d.request_timeout.as_millis() as u64,
+                max_body: d.max_body,
+                max_per_origin: d.max_per_origin,
+                idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+            })
+        };
+        0
+    })
+}
+
+/// Creates a client on `lp`. `opts` may be NULL for the defaults.
+#[no_mangle]
+pub extern "C" fn aloop_http_client_new(
+    lp: *mut aloop_loop_t,
+    opts: *const aloop_http_client_options_t,
+    out: *mut *mut aloop_http_client_t,
+) -> c_int {
+    guard(|| {
+        not_null!(lp, out);
+        let mut o = ClientOptions::default();
+        if !opts.is_null() {
+            // SAFETY: non-NULL, read during the call.
+            let c = unsafe { &*opts };
+            if c.connect_timeout_ms == 0
+                || c.request_timeout_ms == 0
+                || c.max_per_origin == 0
+                || c.idle_timeout_ms == 0
+            {
+                return Error::INVALID.code();
+            }
+            o = ClientOptions {
+                connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+                request_timeout: Duration::from_millis(c.request_timeout_ms),
+                max_body: c.max_body,
+                max_per_origin: c.max_per_origin,
+                idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+            };
+        }
+        // SAFETY: live loop on its own thread.
+        let client = HttpClient::new(&unsafe { &*lp }.lp, o);
+        let c = Box::new(aloop_http_client_t {
+            client,
+            handles: Default::default(),
+        });
+        // SAFETY: out is non-NULL and writable.
+        unsafe { out.write(Box::into_raw(c)) };
+        0
+    })
+}
+
+/// Cancels every request still pending (their callbacks run now, with `ALOOP_E_CANCELLED`),
+/// closes the connections and frees the client. NULL is ignored.
+#[no_mangle]
+pub extern "C" fn aloop_http_client_free(client: *mut aloop_http_client_t) {
+    guard(|| {
+        if !client.is_null() {
+            // SAFETY: created by aloop_http_client_new; not used after this.
+            let c = unsafe { Box::from_raw(client) };
+            c.client.close();
+        }
+    })
+}
+
+/// Sends `method` (upper case) to `url` (`http://host[:port]/path?query`; the host may be a
+/// name, resolved off the loop) with `nheaders` headers and `len` bytes of `body` (all copied
+/// before the call returns). `cb` runs once from the loop; `dtor(user_data)` right after it.
+/// `*id` (may be NULL) gets an id for `aloop_http_client_cancel`. Errors: `ALOOP_E_URL`,
+/// `ALOOP_E_INVALID` (method, or CR/LF in a header), `ALOOP_E_NULL`.
+#[no_mangle]
+pub extern "C" fn aloop_http_client_request(
+    client: *mut aloop_http_client_t,
+    method: *const c_char,
+    url: *const c_char,
+    headers: *const aloop_http_header_t,
+    nheaders: usize,
+    body: *const c_void,
+    len: usize,
+    cb: aloop_http_response_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    id: *mut u64,
+) -> c_int {
+    guard(|| {
+        not_null!(client, method, url);
+        let Some(cb) = cb else {
+            return Error::NULL_ARG.code();
+        };
+        if body.is_null() && len > 0 || headers.is_null() && nheaders > 0 {
+            return Error::NULL_ARG.code();
+        }
+        // SAFETY: C strings per the contract.
+        let (Ok(method), Ok(url)) = (unsafe { c_str(method) }, unsafe { c_str(url) }) else {
+            return Error::INVALID.code();
+        };
+        let mut req = match ClientRequest::new(method, url) {
+            Ok(r) => r,
+            Err(e) => return e.code(),
+        };
+        if nheaders > 0 {
+            // SAFETY: `nheaders` headers of two C strings each, borrowed during the call.
+            for h in unsafe { std::slice::from_raw_parts(headers, nheaders) } {
+                if h.name.is_null() || h.value.is_null() {
+                    return Error::NULL_ARG.code();
+                }
+                // SAFETY: as above.
+                let (n, v) = unsafe {
+                    (
+                        CStr::from_ptr(h.name).to_bytes(),
+                        CStr::from_ptr(h.value).to_bytes(),
+                    )
+                };
+                if !crate::http::response::valid_name(n) || !crate::http::response::valid_value(v) {
+                    return Error::INVALID.code();
+                }
+                req.headers.push((
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                ));
+            }
+        }
+        if len > 0 {
+            // SAFETY: `len` readable bytes during the call.
+            req.body = unsafe { std::slice::from_raw_parts(body.cast::<u8>(), len) }.to_vec();
+        }
+        // SAFETY: live client.
+        let c = unsafe { &*client };
+        let (ud, armer) = UserData::new(user_data, dtor);
+        armer.arm();
+        let slot = std::rc::Rc::new(std::cell::Cell::new(None));
+        let slot2 = slot.clone();
+        let handles: *const std::cell::RefCell<Slab<RequestHandle>> = &c.handles;
+        let h = c.client.request(req, move |r| {
+            if let Some(t) = slot2.get() {
+                // SAFETY: the client outlives its callbacks (freeing it runs them first).
+                unsafe { &*handles }.borrow_mut().remove(t);
+            }
+            match r {
+                Ok(resp) => {
+                    let v = aloop_http_response_t {
+                        reason: CString::new(resp.reason.replace('\0', " ")).unwrap_or_default(),
+                        headers: resp
+                            .headers
+                            .iter()
+                            .map(|(n, v)| {
+                                (
+                                    CString::new(n.as_str()).unwrap_or_default(),
+                                    CString::new(v.replace('\0', " ")).unwrap_or_default(),
+                                )
+                            })
+                            .collect(),
+                        resp,
+                    };
+                    // SAFETY: the response is borrowed for the callback's duration.
+                    unsafe { cb(0, &v, ud.ptr()) };
+                }
+                // SAFETY: as above, with no response.
+                Err(e) => unsafe { cb(e.code(), std::ptr::null(), ud.ptr()) },
+            }
+        });
+        let t = c.handles.borrow_mut().insert(h);
+        slot.set(Some(t));
+        if !id.is_null() {
+            // SAFETY: non-NULL out-parameter.
+            unsafe { id.write(t.0) };
+        }
+        0
+    })
+}
+
+/// Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED` (unless it
+/// already ran; then `ALOOP_E_ALREADY`).
+#[no_mangle]
+pub extern "C" fn aloop_http_client_cancel(client: *mut aloop_http_client_t, id: u64) -> c_int {
+    guard(|| {
+        not_null!(client);
+        // SAFETY: live client.
+        let c = unsafe { &*client };
+        let h = c.handles.borrow_mut().remove(crate::reactor::Token(id));
+        match h {
+            Some(h) => {
+                h.cancel();
+                0
+            }
+            None => Error::ALREADY.code(),
+        }
+    })
+}
+
+/// The HTTP status of the response.
+#[no_mangle]
+pub extern "C" fn aloop_http_response_status(resp: *const aloop_http_response_t) -> c_int {
+    guard(|| {
+        not_null!(resp);
+        read_handle(resp, 0, |r| r.resp.status as c_int)
+    })
+}
+
+/// The reason phrase as sent ("OK"), NUL-terminated.
+#[no_mangle]
+pub extern "C" fn aloop_http_response_reason(resp: *const aloop_http_response_t) -> *const c_char {
+    guard(|| read_handle(resp, std::ptr::null(), |r| r.reason.as_ptr()))
+}
+
+/// The first header called `name` (case-insensitive), or NULL.
+#[no_mangle]
+pub extern "C" fn aloop_http_response_header(
+    resp: *const aloop_http_response_t,
+    name: *const c_char,
+) -> *const c_char {
+    guard(|| {
+        if name.is_null() {
+            return std::ptr::null();
+        }
+        // SAFETY: C string per the contract.
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        read_handle(resp, std::ptr::null(), |r| {
+            r.headers
+                .iter()
+                .find(|(n, _)| n.to_bytes().eq_ignore_ascii_case(name))
+                .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
+        })
+    })
+}
+
+/// Number of response headers.
+#[no_mangle]
+pub extern "C" fn aloop_http_response_header_count(resp: *const aloop_http_response_t) -> usize {
+    guard(|| read_handle(resp, 0, |r| r.headers.len()))
+}
+
+/// Header `index`: sets `*name` and `*value`. `ALOOP_E_NOT_FOUND` past the end.
+#[no_mangle]
+pub extern "C" fn aloop_http_response_header_at(
+    resp: *const aloop_http_response_t,
+    index: usize,
+    name: *mut *const c_char,
+    value: *mut *const c_char,
+) -> c_int {
+    guard(|| {
+        not_null!(resp, name, value);
+        read_handle(resp, Error::NULL_ARG.code(), |r| {
+            match r.headers.get(index) {
+                Some((n, v)) => {
+                    // SAFETY: non-NULL out-parameters.
+                    unsafe {
+                        name.write(n.as_ptr());
+                        value.write(v.as_ptr());
+                    }
+                    0
+                }
+                None => Error::NOT_FOUND.code(),
+            }
+        })
+    })
+}
+
+/// The body (not NUL-terminated) and its length in `*len` (may be NULL).
+#[no_mangle]
+pub extern "C" fn aloop_http_response_body(
+    resp: *const aloop_http_response_t,
+    len: *mut usize,
+) -> *const c_void {
+    guard(|| {
+        let (p, n) = read_handle(resp, (std::ptr::null(), 0), |r| {
+            (r.resp.body.as_ptr().cast(), r.resp.body.len())
+        });
+        if !len.is_null() {
+            // SAFETY: non-NULL out-parameter.
+            unsafe { len.write(n) };
+        }
+        p
+    })
+}
