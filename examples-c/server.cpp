@@ -3,9 +3,9 @@
 //   server [options] <listen_address> <listen_port>     (see ../shared CONTRACT.md and --help)
 //
 // Routes: /plaintext, /json, /db, /queries, /updates, /fortunes (TechEmpower rules), POST
-// /palindrome, GET and POST /books; the upstream routes (/api/..., /chain/...) answer 503 with
-// a JSON error until the HTTP client lands. One loop per thread, each with its own
-// SO_REUSEPORT listener and PostgreSQL pool. SIGINT/SIGTERM: graceful stop, exit 0.
+// /palindrome, GET and POST /books, and the upstream routes /api/<rest>, /chain/api-db/<rest>,
+// /chain/db-api?id=N (see CONTRACT.md). One loop per thread, each with its own SO_REUSEPORT
+// listener, PostgreSQL pool and HTTP client. SIGINT/SIGTERM: graceful stop, exit 0.
 #include <asyncloop.hpp>
 #include <nlohmann/json.hpp>
 
@@ -31,6 +31,7 @@ struct Config {
     std::string pg;
     int pool = 4;
     std::string upstream;
+    uint64_t upstream_timeout_ms = 5000;
     uint64_t header_timeout_ms = 10000;
     uint64_t idle_timeout_ms = 60000;
     size_t max_body = 1048576;
@@ -48,6 +49,7 @@ struct Config {
                  "  --pg CONNINFO                libpq conninfo (default: $DATABASE_URL, else PG* defaults)\n"
                  "  --pool N                     PostgreSQL connections per thread\n"
                  "  --upstream URL               base URL of the third-party API\n"
+                 "  --upstream-timeout MS        time allowed for an upstream request (default 5000; then 504)\n"
                  "  --header-timeout MS          time to receive a request head (default 10000)\n"
                  "  --idle-timeout MS            keep-alive idle time (default 60000)\n"
                  "  --max-body BYTES             request body limit (default 1048576)\n");
@@ -95,8 +97,12 @@ Config parse_args(int argc, char **argv) {
             c.pg = value();
         else if (a == "--pool")
             c.pool = static_cast<int>(number("--pool", value(), 1, 1024));
-        else if (a == "--upstream")
+        else if (a == "--upstream") {
             c.upstream = value();
+            while (!c.upstream.empty() && c.upstream.back() == '/')
+                c.upstream.pop_back();
+        } else if (a == "--upstream-timeout")
+            c.upstream_timeout_ms = number("--upstream-timeout", value(), 1, 86400000);
         else if (a == "--header-timeout")
             c.header_timeout_ms = number("--header-timeout", value(), 1, 86400000);
         else if (a == "--idle-timeout")
@@ -122,10 +128,6 @@ bool is_palindrome(std::string_view s) {
     return true;
 }
 
-void unavailable(aloop::Responder r, const char *what) {
-    std::string body = std::string("{\"error\":\"") + what + "\"}";
-    r.respond(503, "application/json", body);
-}
 
 using aloop::PgPool;
 using aloop::PgResult;
@@ -181,6 +183,7 @@ void prepare_statements(PgPool &db) {
     db.prepare("fortunes", "SELECT id, message FROM fortune");
     db.prepare("books", "SELECT id, title FROM books ORDER BY id");
     db.prepare("book_insert", "INSERT INTO books (id, title) VALUES ($1, $2)");
+    db.prepare("api_log_insert", "INSERT INTO api_log (path, status, bytes) VALUES ($1, $2, $3) RETURNING id");
 }
 
 /// Reads `n` random world rows, each with its own statement, then calls `done(rows)` or
@@ -313,6 +316,88 @@ void add_database_routes(aloop::HttpServer &http, PgPool &db) {
     });
 }
 
+/// 502 for an unreachable or broken upstream, 504 for a slow one.
+void upstream_error(Responder &r, int status) {
+    bool slow = status == ALOOP_E_TIMEOUT || status == ALOOP_E_CONNECT_TIMEOUT;
+    std::string m = std::string("upstream ") + (slow ? "timed out: " : "failed: ") + aloop_strerror(status);
+    json_error(r, slow ? 504 : 502, m);
+}
+
+/// "/api/<rest>?q" -> "<upstream>/<rest>?q".
+std::string upstream_url(const std::string &base, const Responder &r, size_t prefix_len) {
+    std::string_view target = r.target();
+    return base + "/" + std::string(target.substr(std::min(prefix_len, target.size())));
+}
+
+void add_upstream_routes(aloop::HttpServer &http, aloop::HttpClient &client, PgPool &db, const std::string &upstream) {
+    aloop::HttpClient *api = &client;
+    PgPool *pool = &db;
+    std::string base = upstream;
+    auto no_upstream = [](Responder r) { json_error(r, 503, "no upstream configured (--upstream)"); };
+    if (base.empty()) {
+        http.route_prefix("GET", "/api/", no_upstream);
+        http.route_prefix("GET", "/chain/api-db/", no_upstream);
+        http.route("GET", "/chain/db-api", no_upstream);
+        return;
+    }
+    // Relay: status, Content-Type and body of GET <upstream>/<rest>.
+    http.route_prefix("GET", "/api/", [api, base](Responder r) {
+        std::string url = upstream_url(base, r, 5);
+        auto shared = std::make_shared<Responder>(std::move(r));
+        api->get(url, [shared](int status, const aloop::HttpResponse *resp) {
+            if (!resp)
+                return upstream_error(*shared, status);
+            std::string ctype(resp->header("Content-Type").value_or("application/octet-stream"));
+            shared->respond(resp->status(), ctype, resp->body());
+        });
+    });
+    // API -> DB: fetch, then log the call, then answer with the log id.
+    http.route_prefix("GET", "/chain/api-db/", [api, pool, base](Responder r) {
+        std::string_view target = r.target();
+        std::string rest(target.substr(std::min<size_t>(14, target.size())));
+        std::string path = "/" + rest;
+        auto shared = std::make_shared<Responder>(std::move(r));
+        api->get(base + path, [shared, pool, path](int status, const aloop::HttpResponse *resp) {
+            if (!resp)
+                return upstream_error(*shared, status);
+            int upstream_status = resp->status();
+            size_t bytes = resp->body().size();
+            pool->execute("api_log_insert", {path, std::to_string(upstream_status), std::to_string(bytes)},
+                          [shared, upstream_status, bytes](const PgResult &res) {
+                              if (!res.ok() || res.rows() != 1)
+                                  return db_error(*shared, res);
+                              nlohmann::json out = {{"upstream_status", upstream_status},
+                                                    {"bytes", bytes},
+                                                    {"log_id", res.integer(0, 0)}};
+                              shared->respond(200, "application/json", out.dump());
+                          });
+        });
+    });
+    // DB -> API: read world row N, then call the API with its random number.
+    http.route("GET", "/chain/db-api", [api, pool, base](Responder r) {
+        auto id = r.query_param("id");
+        if (!id || id->empty() || id->size() > 9 || !std::all_of(id->begin(), id->end(), ::isdigit))
+            return json_error(r, 400, "id must be a positive integer");
+        auto shared = std::make_shared<Responder>(std::move(r));
+        pool->execute("world", {*id}, [shared, api, base](const PgResult &res) {
+            if (!res.ok())
+                return db_error(*shared, res);
+            if (res.rows() != 1)
+                return json_error(*shared, 404, "no such world row");
+            long long wid = res.integer(0, 0), rn = res.integer(0, 1);
+            api->get(base + "/world/" + std::to_string(rn), [shared, wid, rn](int status, const aloop::HttpResponse *resp) {
+                if (!resp)
+                    return upstream_error(*shared, status);
+                nlohmann::json out = {{"id", wid},
+                                      {"randomNumber", rn},
+                                      {"upstream_status", resp->status()},
+                                      {"upstream_body", std::string(resp->body())}};
+                shared->respond(200, "application/json", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+            });
+        });
+    });
+}
+
 void add_routes(aloop::HttpServer &http) {
     http.route("GET", "/plaintext", [](aloop::Responder r) { r.respond(200, "text/plain", "Hello, World!"); });
     http.route("GET", "/json", [](aloop::Responder r) {
@@ -327,16 +412,13 @@ void add_routes(aloop::HttpServer &http) {
         r.respond(200, "text/plain",
                   is_palindrome(body) ? "The input is a palindrome." : "The input is not a palindrome.");
     });
-    http.route_prefix("GET", "/api/", [](aloop::Responder r) { unavailable(std::move(r), "upstream not configured"); });
-    http.route_prefix("GET", "/chain/api-db/",
-                      [](aloop::Responder r) { unavailable(std::move(r), "upstream not configured"); });
-    http.route("GET", "/chain/db-api", [](aloop::Responder r) { unavailable(std::move(r), "upstream not configured"); });
 }
 
 /// One loop, its HTTP server, and the thread running them.
 struct Worker {
     std::unique_ptr<aloop::Loop> loop;
     std::unique_ptr<PgPool> db;
+    std::unique_ptr<aloop::HttpClient> api;
     std::unique_ptr<aloop::HttpServer> http;
     std::thread thread;
 };
@@ -371,6 +453,12 @@ int main(int argc, char **argv) {
             w.http = std::make_unique<aloop::HttpServer>(*w.loop, opts);
             add_routes(*w.http);
             add_database_routes(*w.http, *w.db);
+            aloop::HttpClient::Options copts;
+            copts.c.request_timeout_ms = cfg.upstream_timeout_ms;
+            copts.c.connect_timeout_ms = cfg.upstream_timeout_ms;
+            copts.c.max_per_origin = 64;
+            w.api = std::make_unique<aloop::HttpClient>(*w.loop, copts);
+            add_upstream_routes(*w.http, *w.api, *w.db, cfg.upstream);
             port = w.http->listen(cfg.address.c_str(), static_cast<uint16_t>(port));
         }
     } catch (const aloop::Error &e) {
@@ -387,8 +475,9 @@ int main(int argc, char **argv) {
                 w.loop->run();
                 // Tear down on the loop's own thread: the pool's closing work runs here.
                 w.http.reset();
+                w.api.reset();
                 w.db.reset();
-                w.loop->run(ALOOP_RUN_NOWAIT);
+                w.loop->run(); // the client's and the pool's connections finish closing
             } catch (const std::exception &e) {
                 std::fprintf(stderr, "server: loop: %s\n", e.what());
             }
