@@ -137,6 +137,11 @@
 #define ALOOP_E_URL (-10204)
 
 /**
+ * No bytes arrived for longer than the read timeout while waiting for a response.
+ */
+#define ALOOP_E_READ_TIMEOUT (-10205)
+
+/**
  * No database connection is up; the query was not sent.
  */
 #define ALOOP_E_PG_UNAVAILABLE (-10100)
@@ -368,17 +373,27 @@ typedef struct aloop_http_client_options_t {
    * How long an idle pooled connection is kept, ms (default 30000).
    */
   uint64_t idle_timeout_ms;
+  /**
+   * Longest silence while waiting for a response, ms (default 15000;
+   * `ALOOP_E_READ_TIMEOUT` past it).
+   */
+  uint64_t read_timeout_ms;
 } aloop_http_client_options_t;
 
 /**
  * Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
  * HTTP status), or an error code with `resp` NULL: `ALOOP_E_DNS`, a negative errno from
  * connect, `ALOOP_E_CONNECT_TIMEOUT`, `ALOOP_E_TIMEOUT`, `ALOOP_E_HTTP_PROTOCOL`,
- * `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
+ * `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
  */
 typedef void (*aloop_http_response_cb)(int status,
                                        const struct aloop_http_response_t *resp,
                                        void *user_data);
+
+/**
+ * Receives a piece of a streamed response body (see `aloop_http_client_stream`).
+ */
+typedef void (*aloop_http_chunk_cb)(const void *data, size_t len, void *user_data);
 
 /**
  * Options for `aloop_pg_pool_new`; fill with `aloop_pg_pool_options_init` first.
@@ -809,6 +824,24 @@ int aloop_http_client_request(struct aloop_http_client_t *client,
                               void *user_data,
                               aloop_free_fn dtor,
                               uint64_t *id);
+
+/**
+ * As `aloop_http_client_request`, but the response body is not collected: `on_chunk(data,
+ * len, user_data)` gets it piece by piece as it arrives (borrowed during each call; no size
+ * limit), then `cb` gets the status and headers with an empty body.
+ */
+int aloop_http_client_stream(struct aloop_http_client_t *client,
+                             const char *method,
+                             const char *url,
+                             const struct aloop_http_header_t *headers,
+                             size_t nheaders,
+                             const void *body,
+                             size_t len,
+                             aloop_http_chunk_cb on_chunk,
+                             aloop_http_response_cb cb,
+                             void *user_data,
+                             aloop_free_fn dtor,
+                             uint64_t *id);
 
 /**
  * Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED` (unless it

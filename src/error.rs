@@ -71,6 +71,8 @@ library_codes! {
     CONNECT_TIMEOUT = -10203, c"ALOOP_E_CONNECT_TIMEOUT", c"connect timed out";
     /// The URL is not an http:// URL the client can use.
     BAD_URL = -10204, c"ALOOP_E_URL", c"invalid or unsupported URL";
+    /// No bytes arrived on the connection for longer than the read timeout.
+    READ_TIMEOUT = -10205, c"ALOOP_E_READ_TIMEOUT", c"no data received within the read timeout";
 }
 
 impl Error {

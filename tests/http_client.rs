@@ -282,7 +282,71 @@ fn thousand_concurrent_requests(b: Backend) {
     assert!(client.open_connections() <= 16);
 }
 
+fn read_timeout_has_its_own_code(b: Backend) {
+    let up = Upstream::start();
+    let lp = common::new_loop(b);
+    let opts = ClientOptions {
+        read_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let client = HttpClient::new(&lp, opts);
+    let t0 = Instant::now();
+    let r = fetch_all(&lp, &client, vec![get(&up.url("/slow?ms=2000"))])
+        .pop()
+        .unwrap();
+    assert_eq!(r.unwrap_err(), Error::READ_TIMEOUT);
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    // A quick answer is not affected, and the client's timer stops once nothing is pending:
+    // the loop runs dry by itself.
+    let ok = fetch_all(&lp, &client, vec![get(&up.url("/hello"))])
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.body, b"hello");
+    client.close();
+    let t1 = Instant::now();
+    lp.run(RunMode::Default).unwrap();
+    assert!(t1.elapsed() < Duration::from_secs(2));
+}
+
+fn streaming_bodies_arrive_in_chunks(b: Backend) {
+    let up = Upstream::start();
+    let lp = common::new_loop(b);
+    // The body limit does not apply to a streamed body.
+    let client = HttpClient::new(
+        &lp,
+        ClientOptions {
+            max_body: 1000,
+            ..Default::default()
+        },
+    );
+    let received = Rc::new(RefCell::new(Vec::new()));
+    let chunks = Rc::new(std::cell::Cell::new(0));
+    let done = Rc::new(RefCell::new(None));
+    let (r2, c2, d2) = (received.clone(), chunks.clone(), done.clone());
+    client.request_streaming(
+        get(&up.url("/big?n=100000")),
+        move |chunk| {
+            r2.borrow_mut().extend_from_slice(chunk);
+            c2.set(c2.get() + 1);
+        },
+        move |res| *d2.borrow_mut() = Some(res.map(|r| (r.status, r.body.len()))),
+    );
+    let d3 = done.clone();
+    run_until(&lp, move || d3.borrow().is_some(), Duration::from_secs(10));
+    assert_eq!(done.borrow_mut().take().unwrap(), Ok((200, 0)));
+    assert_eq!(received.borrow().len(), 100_000);
+    assert!(received.borrow().iter().all(|&b| b == b'x'));
+    assert!(chunks.get() >= 1);
+}
+
 both_backends!(
+    streaming_bodies_arrive_in_chunks,
+    read_timeout_has_its_own_code,
     reuse_chunked_close_delimited_and_head,
     server_closing_pooled_connections,
     timeouts_refusals_unknown_hosts_and_limits,

@@ -84,6 +84,7 @@ mod tests {
                 Error::CONNECT_TIMEOUT,
             ),
             (super::super::ALOOP_E_URL, Error::BAD_URL),
+            (super::super::ALOOP_E_READ_TIMEOUT, Error::READ_TIMEOUT),
         ] {
             assert_eq!(c, e.code(), "{e:?}");
         }

@@ -21,6 +21,8 @@ pub const ALOOP_E_HTTP_TOO_LARGE: c_int = -10202;
 pub const ALOOP_E_CONNECT_TIMEOUT: c_int = -10203;
 /// The URL is not an http:// URL the client can use.
 pub const ALOOP_E_URL: c_int = -10204;
+/// No bytes arrived for longer than the read timeout while waiting for a response.
+pub const ALOOP_E_READ_TIMEOUT: c_int = -10205;
 
 /// Options for `aloop_http_client_new`; fill with `aloop_http_client_options_init` first.
 #[repr(C)]
@@ -35,6 +37,9 @@ pub struct aloop_http_client_options_t {
     pub max_per_origin: usize,
     /// How long an idle pooled connection is kept, ms (default 30000).
     pub idle_timeout_ms: u64,
+    /// Longest silence while waiting for a response, ms (default 15000;
+    /// `ALOOP_E_READ_TIMEOUT` past it).
+    pub read_timeout_ms: u64,
 }
 
 /// An HTTP client (opaque) on one loop. Owned by the caller of `aloop_http_client_new` until
@@ -54,10 +59,14 @@ pub struct aloop_http_response_t {
 /// Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
 /// HTTP status), or an error code with `resp` NULL: `ALOOP_E_DNS`, a negative errno from
 /// connect, `ALOOP_E_CONNECT_TIMEOUT`, `ALOOP_E_TIMEOUT`, `ALOOP_E_HTTP_PROTOCOL`,
-/// `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
+/// `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
 pub type aloop_http_response_cb = Option<
     unsafe extern "C" fn(status: c_int, resp: *const aloop_http_response_t, user_data: *mut c_void),
 >;
+
+/// Receives a piece of a streamed response body (see `aloop_http_client_stream`).
+pub type aloop_http_chunk_cb =
+    Option<unsafe extern "C" fn(data: *const c_void, len: usize, user_data: *mut c_void)>;
 
 /// Fills `opts` with the defaults.
 #[no_mangle]
@@ -73,6 +82,7 @@ pub extern "C" fn aloop_http_client_options_init(opts: *mut aloop_http_client_op
                 max_body: d.max_body,
                 max_per_origin: d.max_per_origin,
                 idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+                read_timeout_ms: d.read_timeout.as_millis() as u64,
             })
         };
         0
@@ -105,6 +115,7 @@ pub extern "C" fn aloop_http_client_new(
                 max_body: c.max_body,
                 max_per_origin: c.max_per_origin,
                 idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+                read_timeout: Duration::from_millis(c.read_timeout_ms),
             };
         }
         // SAFETY: live loop on its own thread.
@@ -152,6 +163,56 @@ pub extern "C" fn aloop_http_client_request(
     id: *mut u64,
 ) -> c_int {
     guard(|| {
+        start_request(
+            client, method, url, headers, nheaders, body, len, cb, user_data, dtor, id, None,
+        )
+    })
+}
+
+/// As `aloop_http_client_request`, but the response body is not collected: `on_chunk(data,
+/// len, user_data)` gets it piece by piece as it arrives (borrowed during each call; no size
+/// limit), then `cb` gets the status and headers with an empty body.
+#[no_mangle]
+pub extern "C" fn aloop_http_client_stream(
+    client: *mut aloop_http_client_t,
+    method: *const c_char,
+    url: *const c_char,
+    headers: *const aloop_http_header_t,
+    nheaders: usize,
+    body: *const c_void,
+    len: usize,
+    on_chunk: aloop_http_chunk_cb,
+    cb: aloop_http_response_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    id: *mut u64,
+) -> c_int {
+    guard(|| {
+        if on_chunk.is_none() {
+            return Error::NULL_ARG.code();
+        }
+        start_request(
+            client, method, url, headers, nheaders, body, len, cb, user_data, dtor, id, on_chunk,
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_request(
+    client: *mut aloop_http_client_t,
+    method: *const c_char,
+    url: *const c_char,
+    headers: *const aloop_http_header_t,
+    nheaders: usize,
+    body: *const c_void,
+    len: usize,
+    cb: aloop_http_response_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    id: *mut u64,
+    on_chunk: aloop_http_chunk_cb,
+) -> c_int {
+    {
         not_null!(client, method, url);
         let Some(cb) = cb else {
             return Error::NULL_ARG.code();
@@ -200,7 +261,7 @@ pub extern "C" fn aloop_http_client_request(
         let slot = std::rc::Rc::new(std::cell::Cell::new(None));
         let slot2 = slot.clone();
         let handles: *const std::cell::RefCell<Slab<RequestHandle>> = &c.handles;
-        let h = c.client.request(req, move |r| {
+        let done = move |r: crate::error::Result<Response>| {
             if let Some(t) = slot2.get() {
                 // SAFETY: the client outlives its callbacks (freeing it runs them first).
                 unsafe { &*handles }.borrow_mut().remove(t);
@@ -227,7 +288,19 @@ pub extern "C" fn aloop_http_client_request(
                 // SAFETY: as above, with no response.
                 Err(e) => unsafe { cb(e.code(), std::ptr::null(), ud.ptr()) },
             }
-        });
+        };
+        let h = match on_chunk {
+            None => c.client.request(req, done),
+            Some(chunk_cb) => c.client.request_streaming(
+                req,
+                move |data: &[u8]| {
+                    // SAFETY: the bytes are borrowed for the callback's duration; user_data is the
+                    // request's, alive until its final callback.
+                    unsafe { chunk_cb(data.as_ptr().cast(), data.len(), user_data) }
+                },
+                done,
+            ),
+        };
         let t = c.handles.borrow_mut().insert(h);
         slot.set(Some(t));
         if !id.is_null() {
@@ -235,7 +308,7 @@ pub extern "C" fn aloop_http_client_request(
             unsafe { id.write(t.0) };
         }
         0
-    })
+    }
 }
 
 /// Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED` (unless it

@@ -28,6 +28,8 @@ pub struct ClientOptions {
     pub max_per_origin: usize,
     /// How long an idle pooled connection is kept.
     pub idle_timeout: Duration,
+    /// Longest silence while waiting for a response (`READ_TIMEOUT` past it).
+    pub read_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -38,6 +40,7 @@ impl Default for ClientOptions {
             max_body: 8 << 20,
             max_per_origin: 8,
             idle_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -148,12 +151,14 @@ impl ClientRequest {
 }
 
 type ResponseCb = Box<dyn FnOnce(Result<Response>)>;
+type ChunkCb = Box<dyn FnMut(&[u8])>;
 type Origin = (String, u16);
 
 struct Pending {
     id: Cell<Token>,
     req: ClientRequest,
     cb: RefCell<Option<ResponseCb>>,
+    on_chunk: RefCell<Option<ChunkCb>>,
     conn: RefCell<Option<Rc<Conn>>>,
     timer: RefCell<Option<Timer>>,
     retried: Cell<bool>,
@@ -170,6 +175,8 @@ struct Conn {
     reused: Cell<bool>,
     closed: Cell<bool>,
     idle_timer: RefCell<Option<Timer>>,
+    /// When the last bytes arrived (or the request was sent): for the read timeout.
+    last_read: Cell<std::time::Instant>,
 }
 
 #[derive(Default)]
@@ -185,6 +192,8 @@ struct ClientInner {
     origins: RefCell<HashMap<Origin, OriginState>>,
     /// Every request not yet answered (to cancel them all at close).
     live: RefCell<Slab<Weak<Pending>>>,
+    /// Checks read timeouts while requests are pending.
+    sweeper: RefCell<Option<Timer>>,
     me: Weak<ClientInner>,
 }
 
@@ -218,6 +227,7 @@ impl HttpClient {
                 opts,
                 origins: RefCell::new(HashMap::new()),
                 live: RefCell::new(Slab::default()),
+                sweeper: RefCell::new(None),
                 me: me.clone(),
             }),
         }
@@ -229,11 +239,32 @@ impl HttpClient {
         req: ClientRequest,
         cb: impl FnOnce(Result<Response>) + 'static,
     ) -> RequestHandle {
+        self.start(req, None, Box::new(cb))
+    }
+
+    /// Like `request`, but the body is not collected: `on_chunk` gets it piece by piece as it
+    /// arrives (no size limit), then `cb` gets the status and headers (with an empty body).
+    pub fn request_streaming(
+        &self,
+        req: ClientRequest,
+        on_chunk: impl FnMut(&[u8]) + 'static,
+        cb: impl FnOnce(Result<Response>) + 'static,
+    ) -> RequestHandle {
+        self.start(req, Some(Box::new(on_chunk)), Box::new(cb))
+    }
+
+    fn start(
+        &self,
+        req: ClientRequest,
+        on_chunk: Option<ChunkCb>,
+        cb: ResponseCb,
+    ) -> RequestHandle {
         let inner = &self.inner;
         let p = Rc::new(Pending {
             id: Cell::new(Token(0)),
             req,
-            cb: RefCell::new(Some(Box::new(cb))),
+            cb: RefCell::new(Some(cb)),
+            on_chunk: RefCell::new(on_chunk),
             conn: RefCell::new(None),
             timer: RefCell::new(None),
             retried: Cell::new(false),
@@ -247,6 +278,7 @@ impl HttpClient {
         });
         *p.timer.borrow_mut() = Some(t);
         p.id.set(inner.live.borrow_mut().insert(Rc::downgrade(&p)));
+        inner.arm_sweeper();
         let (c, p2) = (inner.clone(), p.clone());
         // From the loop, never from inside this call.
         inner.lp.defer(move || c.dispatch(p2));
@@ -323,6 +355,62 @@ impl ClientInner {
         cb(r);
     }
 
+    /// Runs the read-timeout check while requests are pending (a stopped timer does not keep
+    /// the loop alive when the client is idle).
+    fn arm_sweeper(&self) {
+        if self
+            .sweeper
+            .borrow()
+            .as_ref()
+            .is_some_and(|t| t.is_active())
+        {
+            return;
+        }
+        let period =
+            (self.opts.read_timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let t = self
+            .sweeper
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| Timer::new(&self.lp));
+        let weak = self.me.clone();
+        t.start(period, Some(period), move || {
+            if let Some(c) = weak.upgrade() {
+                c.check_reads();
+            }
+        });
+        *self.sweeper.borrow_mut() = Some(t);
+    }
+
+    fn check_reads(&self) {
+        let now = self.lp.now();
+        let live: Vec<Rc<Pending>> = self
+            .live
+            .borrow()
+            .iter()
+            .filter_map(|(_, w)| w.upgrade())
+            .collect();
+        if live.is_empty() {
+            if let Some(t) = self.sweeper.borrow().as_ref() {
+                t.stop();
+            }
+            return;
+        }
+        for p in live {
+            let conn = p.conn.borrow().clone();
+            let silent = conn.is_some_and(|c| {
+                c.current
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|q| Rc::ptr_eq(q, &p))
+                    && now.duration_since(c.last_read.get()) >= self.opts.read_timeout
+            });
+            if silent {
+                self.finish(&p, Err(Error::READ_TIMEOUT));
+            }
+        }
+    }
+
     fn dispatch(&self, p: Rc<Pending>) {
         if p.cb.borrow().is_none() {
             return; // cancelled or timed out already
@@ -362,6 +450,7 @@ impl ClientInner {
             reused: Cell::new(false),
             closed: Cell::new(false),
             idle_timer: RefCell::new(None),
+            last_read: Cell::new(self.lp.now()),
         });
         *p.conn.borrow_mut() = Some(conn.clone());
         match key.0.parse::<IpAddr>() {
@@ -459,7 +548,11 @@ impl ClientInner {
         }
         *p.conn.borrow_mut() = Some(conn.clone());
         conn.got_bytes.set(false);
-        conn.parser.borrow_mut().expect(p.req.method == "HEAD");
+        conn.last_read.set(self.lp.now());
+        let streaming = p.on_chunk.borrow().is_some();
+        conn.parser
+            .borrow_mut()
+            .expect(p.req.method == "HEAD", streaming);
         let mut out = self.lp.take_buffer();
         p.req.serialize(&mut out);
         *conn.current.borrow_mut() = Some(p.clone());
@@ -482,7 +575,21 @@ impl ClientInner {
         match ev {
             ReadEvent::Data(d) => {
                 conn.got_bytes.set(true);
+                conn.last_read.set(self.lp.now());
                 let r = conn.parser.borrow_mut().feed(d);
+                let chunk = conn.parser.borrow_mut().take_chunk();
+                if !chunk.is_empty() {
+                    let cb = p.on_chunk.borrow_mut().take();
+                    if let Some(mut cb) = cb {
+                        cb(&chunk);
+                        if p.cb.borrow().is_some() {
+                            *p.on_chunk.borrow_mut() = Some(cb);
+                        }
+                    }
+                }
+                if p.cb.borrow().is_none() {
+                    return; // cancelled from the chunk callback
+                }
                 self.on_parsed(conn, &p, r);
             }
             ReadEvent::Eof => {

@@ -51,6 +51,9 @@ struct State {
     max_body: usize,
     done: Option<Response>,
     too_large: bool,
+    /// Streaming: body bytes go to `chunk` (unbounded) instead of the response.
+    streaming: bool,
+    chunk: Vec<u8>,
 }
 
 /// Parses one response at a time on a client connection.
@@ -135,7 +138,11 @@ unsafe extern "C" fn on_headers_complete(p: *mut ll::llhttp_t) -> c_int {
         unsafe { (st(p), (*p).status_code, (*p).flags, (*p).content_length) };
     end_header(s);
     s.cur.status = status;
-    if !s.head_request && flags & ll::F_CONTENT_LENGTH != 0 && length > s.max_body as u64 {
+    if !s.head_request
+        && !s.streaming
+        && flags & ll::F_CONTENT_LENGTH != 0
+        && length > s.max_body as u64
+    {
         s.too_large = true;
         return -1;
     }
@@ -150,6 +157,10 @@ unsafe extern "C" fn on_headers_complete(p: *mut ll::llhttp_t) -> c_int {
 unsafe extern "C" fn on_body(p: *mut ll::llhttp_t, at: *const c_char, len: usize) -> c_int {
     // SAFETY: see `st`.
     let s = unsafe { st(p) };
+    if s.streaming {
+        s.chunk.extend_from_slice(span(at, len));
+        return 0;
+    }
     if s.cur.body.len() + len > s.max_body {
         s.too_large = true;
         return -1;
@@ -201,8 +212,11 @@ impl ResponseParser {
         }
     }
 
-    /// Prepares for the response to a new request (`head`: the request was HEAD).
-    pub fn expect(&mut self, head: bool) {
+    /// Prepares for the response to a new request (`head`: the request was HEAD; `streaming`:
+    /// body bytes are handed out by `take_chunk` instead of collected).
+    pub fn expect(&mut self, head: bool, streaming: bool) {
+        self.st.streaming = streaming;
+        self.st.chunk.clear();
         let _ = &self.settings;
         // SAFETY: live parser; reset keeps settings and data.
         unsafe { ll::llhttp_reset(&mut *self.parser) };
@@ -210,6 +224,11 @@ impl ResponseParser {
         self.st.head_request = head;
         self.st.done = None;
         self.st.too_large = false;
+    }
+
+    /// Body bytes parsed since the last call (streaming mode); empty otherwise.
+    pub fn take_chunk(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.st.chunk)
     }
 
     /// Feeds bytes; returns the response once complete.
@@ -247,7 +266,7 @@ mod tests {
 
     fn parse(head: bool, input: &[u8], eof: bool) -> Result<Option<Response>, ResponseError> {
         let mut p = ResponseParser::new(1024);
-        p.expect(head);
+        p.expect(head, false);
         match p.feed(input)? {
             Some(r) => Ok(Some(r)),
             None if eof => p.finish(),
@@ -333,10 +352,25 @@ mod tests {
     }
 
     #[test]
+    fn streaming_hands_out_chunks() {
+        let mut p = ResponseParser::new(4);
+        p.expect(false, true);
+        assert_eq!(
+            p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
+                .unwrap(),
+            None
+        );
+        assert_eq!(p.take_chunk(), b"abcdef");
+        let r = p.feed(b"3\r\nghi\r\n0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(p.take_chunk(), b"ghi");
+        assert_eq!((r.status, r.body.len()), (200, 0));
+    }
+
+    #[test]
     fn byte_by_byte() {
         let input = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n0\r\n\r\n";
         let mut p = ResponseParser::new(1024);
-        p.expect(false);
+        p.expect(false, false);
         let mut got = None;
         for b in input.iter() {
             if let Some(r) = p.feed(std::slice::from_ref(b)).unwrap() {
