@@ -27,7 +27,7 @@ C_TESTS    := test_loop test_tcp test_http test_http_client test_pg
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e lint fuzz run install clean deps
+.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e lint fuzz bench run install clean deps
 
 all: lib examples
 
@@ -125,6 +125,11 @@ test-c: $(addprefix $(TESTDIR)/,$(C_TESTS)) $(addprefix $(TESTDIR)/,$(addsuffix 
 # End to end: the example binaries over real sockets with real clients, both backends.
 test-e2e: examples
 	python3 -W ignore::ResourceWarning -m unittest discover -s tests/e2e -p 'test_*.py'
+
+# Side-by-side benchmark (see bench/README.md); BENCH_DURATION and BENCH_ROUNDS shorten it.
+bench: lib examples
+	@scripts/deps.sh bench
+	python3 bench/bench.py
 
 # Fuzzing (libFuzzer through cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain build the
 # sanitizer-instrumented targets). `make test` replays the corpora (tests/fuzz_corpus.rs).

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark (make bench): the example server beside nginx and h2o, the database
+routes beside pgbench, io_uring beside epoll, and `client` beside wrk, on this machine in one
+run. Servers are pinned to CPU 0 and load generators to CPU 1; each scenario runs `--rounds`
+rounds with its subjects alternated, and the medians give the ratios. Writes
+bench/results/latest.md (a table) and bench/results/ratios.svg (a chart of the ratios).
+"""
+import argparse
+import asyncio
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BIN = os.path.join(ROOT, "build", "bin")
+RESULTS = os.path.join(ROOT, "bench", "results")
+SERVER_CPU, LOAD_CPU = "0", "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Proc:
+    def __init__(self, argv, port, cpu=SERVER_CPU, env=None):
+        self.p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  env=dict(os.environ, **(env or {})), start_new_session=True)
+        self.port = port
+        wait_port(port)
+
+    def rss(self):
+        # The pinned process is taskset's exec target: same pid.
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self):
+        try:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            self.p.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+
+
+def asyncloop_server(backend, pg_url, port):
+    argv = [os.path.join(BIN, "server"), "--backend", backend, "--threads", "1", "--pool", "4", "127.0.0.1", str(port)]
+    if pg_url:
+        argv[1:1] = ["--pg", pg_url]
+    return Proc(argv, port)
+
+
+def nginx_server(tmp, port):
+    d = os.path.join(tmp, f"nginx-{port}")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log error;
+events {{ worker_connections 65536; use epoll; multi_accept on; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location = /plaintext {{ default_type text/plain; return 200 "Hello, World!"; }}
+    location = /json {{ default_type application/json; return 200 '{{"message":"Hello, World!"}}'; }}
+  }}
+}}
+""")
+    return Proc(["nginx", "-c", conf, "-p", d], port)
+
+
+def h2o_server(tmp, port):
+    d = os.path.join(tmp, f"h2o-{port}")
+    os.makedirs(os.path.join(d, "root"), exist_ok=True)
+    os.chmod(d, 0o755)
+    os.chmod(os.path.join(d, "root"), 0o755)
+    with open(os.path.join(d, "root", "plaintext"), "w") as f:
+        f.write("Hello, World!")
+    with open(os.path.join(d, "root", "json"), "w") as f:
+        f.write('{"message":"Hello, World!"}')
+    conf = os.path.join(d, "h2o.conf")
+    with open(conf, "w") as f:
+        f.write(f"""num-threads: 1
+listen:
+  host: 127.0.0.1
+  port: {port}
+error-log: {d}/error.log
+file.mime.addtypes:
+  text/plain: .txt
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: {d}/root
+""")
+    return Proc(["h2o", "-c", conf], port)
+
+
+def wrk(url, conns, duration, pipeline=0):
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", url]
+    if pipeline:
+        argv[5:5] = ["-s", os.path.join(ROOT, "bench", "pipeline.lua")]
+        argv += ["--", str(pipeline)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1, "s": 1000}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p99_ms": p99_ms, "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def client_load(url_host, port, path, conns, duration, rps_hint):
+    n = max(1000, int(rps_hint * duration))
+    argv = ["taskset", "-c", LOAD_CPU, os.path.join(BIN, "client"), "-n", str(n), "-c", str(conns), url_host, str(port), path]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration * 10 + 60).stdout
+    fields = dict(kv.split("=") for kv in out.split())
+    return {"rps": float(fields["rps"]), "p99_ms": float(fields["p99_ms"]), "non2xx": int(fields["errors"])}
+
+
+def pgbench(pg_url, clients, duration, script):
+    argv = ["taskset", "-c", LOAD_CPU, "pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "1", "-T", str(duration),
+            "-f", script, pg_url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    m = re.search(r"tps = ([\d.]+)", out.stdout)
+    if not m:
+        raise RuntimeError(out.stderr)
+    return float(m.group(1))
+
+
+def idle_bytes_per_connection(srv, n):
+    """User-space memory per idle keep-alive connection: RSS growth over n connections that
+    each made one request and stay open."""
+    async def run():
+        gate = asyncio.Semaphore(500)
+        conns = []
+
+        async def one():
+            async with gate:
+                r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+            w.write(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+            await r.readuntil(b"Hello, World!")
+            conns.append(w)
+
+        await asyncio.gather(*(one() for _ in range(min(500, n))))
+        base = srv.rss()
+        await asyncio.gather(*(one() for _ in range(n - min(500, n))))
+        await asyncio.sleep(0.5)
+        grown = srv.rss() - base
+        held = len(conns)
+        for w in conns:
+            w.close()
+        return grown / max(1, held - min(500, n)), held
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return asyncio.run(run())
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "10")))
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    ap.add_argument("--idle-connections", type=int, default=int(os.environ.get("BENCH_IDLE", "10000")))
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="asyncloop-bench-")
+    os.chmod(tmp, 0o755)  # h2o drops to `nobody` and must read its files
+    pg_dir = tempfile.mkdtemp(prefix="asyncloop-bench-pg-")  # its own: pg.sh hands it to postgres
+    pg_url = subprocess.run([os.path.join(ROOT, "scripts", "pg.sh"), "start", pg_dir], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    sel = os.path.join(tmp, "select.sql")
+    with open(sel, "w") as f:
+        f.write("\\set id random(1, 10000)\nSELECT randomnumber FROM world WHERE id = :id;\n")
+    sel20 = os.path.join(tmp, "select20.sql")
+    with open(sel20, "w") as f:
+        f.write("\\startpipeline\n")
+        for i in range(20):
+            f.write(f"\\set id{i} random(1, 10000)\nSELECT randomnumber FROM world WHERE id = :id{i};\n")
+        f.write("\\endpipeline\n")
+
+    runs = {}  # (scenario, subject) -> list of results
+
+    def record(key, value):
+        runs.setdefault(key, []).append(value)
+
+    d = a.duration
+    try:
+        for rnd in range(a.rounds):
+            print(f"round {rnd + 1}/{a.rounds}", flush=True)
+            # HTTP scenarios: our server (both backends) beside nginx and h2o.
+            subjects = {
+                "asyncloop-uring": lambda p: asyncloop_server("uring", pg_url, p),
+                "asyncloop-epoll": lambda p: asyncloop_server("epoll", pg_url, p),
+                "nginx": lambda p: nginx_server(tmp, p),
+                "h2o": lambda p: h2o_server(tmp, p),
+            }
+            names = list(subjects)
+            if rnd % 2:
+                names.reverse()
+            for name in names:
+                srv = subjects[name](free_port())
+                try:
+                    base = f"http://127.0.0.1:{srv.port}"
+                    record(("plaintext pipelined 16, 256 conns", name), wrk(base + "/plaintext", 256, d, pipeline=16))
+                    record(("plaintext, 256 conns", name), wrk(base + "/plaintext", 256, d))
+                    record(("json, 256 conns", name), wrk(base + "/json", 256, d))
+                    if name.startswith("asyncloop"):
+                        record(("plaintext pipelined 16, 1024 conns", name), wrk(base + "/plaintext", 1024, d, pipeline=16))
+                        record(("/db, 64 conns", name), wrk(base + "/db", 64, d))
+                        record(("/queries?queries=20, 64 conns", name), wrk(base + "/queries?queries=20", 64, d))
+                        record(("/fortunes, 64 conns", name), wrk(base + "/fortunes", 64, d))
+                        record(("/updates?queries=20, 64 conns", name), wrk(base + "/updates?queries=20", 64, d))
+                        w = wrk(base + "/plaintext", 32, d)
+                        c = client_load("127.0.0.1", srv.port, "/plaintext", 32, d, w["rps"])
+                        record(("client -c 32 vs wrk -c 32", name + " client"), c)
+                        record(("client -c 32 vs wrk -c 32", name + " wrk"), w)
+                finally:
+                    srv.stop()
+            record(("pgbench single SELECT, 64 clients", "pgbench"), {"rps": pgbench(pg_url, 64, d, sel), "p99_ms": float("nan"), "non2xx": 0})
+            record(("pgbench 20 SELECTs pipelined, 64 clients", "pgbench"),
+                   {"rps": 20 * pgbench(pg_url, 64, d, sel20), "p99_ms": float("nan"), "non2xx": 0})
+        srv = asyncloop_server("uring", pg_url, free_port())
+        try:
+            per_conn, held = idle_bytes_per_connection(srv, a.idle_connections)
+        finally:
+            srv.stop()
+    finally:
+        subprocess.run([os.path.join(ROOT, "scripts", "pg.sh"), "stop", pg_dir], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    med = {k: {"rps": median([r["rps"] for r in v]), "p99_ms": median([r["p99_ms"] for r in v]),
+               "non2xx": sum(r["non2xx"] for r in v)} for k, v in runs.items()}
+    get = lambda s, n: med.get((s, n), {"rps": float("nan"), "p99_ms": float("nan"), "non2xx": 0})
+    U, E = "asyncloop-uring", "asyncloop-epoll"
+    rows = []
+
+    def ratio(label, num, den, target, note=""):
+        r = num / den if den and den == den and num == num else float("nan")
+        rows.append((label, num, den, r, target, note))
+
+    ratio("plaintext pipelined 16, 256 conns vs nginx", get("plaintext pipelined 16, 256 conns", U)["rps"],
+          get("plaintext pipelined 16, 256 conns", "nginx")["rps"], 4.0)
+    ratio("plaintext, 256 conns vs nginx", get("plaintext, 256 conns", U)["rps"], get("plaintext, 256 conns", "nginx")["rps"], 1.3)
+    j_us, j_ng = get("json, 256 conns", U), get("json, 256 conns", "nginx")
+    ratio("json, 256 conns vs nginx", j_us["rps"], j_ng["rps"], 1.3, f"p99 {j_us['p99_ms']:.2f} ms vs nginx {j_ng['p99_ms']:.2f} ms")
+    ratio("plaintext pipelined 16, 256 conns vs h2o", get("plaintext pipelined 16, 256 conns", U)["rps"],
+          get("plaintext pipelined 16, 256 conns", "h2o")["rps"], float("nan"))
+    ratio("/db, 64 conns vs pgbench single SELECT", get("/db, 64 conns", U)["rps"],
+          get("pgbench single SELECT, 64 clients", "pgbench")["rps"], 1.0)
+    ratio("/queries?queries=20 rows/s vs pgbench pipelined 20 rows/s", 20 * get("/queries?queries=20, 64 conns", U)["rps"],
+          get("pgbench 20 SELECTs pipelined, 64 clients", "pgbench")["rps"], 0.7)
+    ratio("/fortunes vs our /db", get("/fortunes, 64 conns", U)["rps"], get("/db, 64 conns", U)["rps"], 0.85)
+    ratio("io_uring vs epoll, plaintext pipelined 1024 conns", get("plaintext pipelined 16, 1024 conns", U)["rps"],
+          get("plaintext pipelined 16, 1024 conns", E)["rps"], 1.15)
+    ratio("client -c 32 vs wrk -c 32", get("client -c 32 vs wrk -c 32", U + " client")["rps"],
+          get("client -c 32 vs wrk -c 32", U + " wrk")["rps"], 0.8)
+    ratio("/updates?queries=20 vs /db (information)", get("/updates?queries=20, 64 conns", U)["rps"], get("/db, 64 conns", U)["rps"], float("nan"))
+
+    os.makedirs(RESULTS, exist_ok=True)
+    lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+             f"One run on this machine ({os.cpu_count()} CPUs): servers on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}, "
+             f"{a.rounds} rounds of {d} s, medians. Absolute numbers vary with the machine; the ratios are the result.", "",
+             "| scenario | ours | peer | ratio | target | met | note |", "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for label, num, den, r, target, note in rows:
+        met = "" if target != target else ("yes" if r >= target else "no")
+        tgt = "" if target != target else f">= {target:g}"
+        lines.append(f"| {label} | {num:,.0f} | {den:,.0f} | {r:.2f} | {tgt} | {met} | {note} |")
+    lines += ["", f"Idle keep-alive connections: {per_conn:,.0f} bytes of user-space memory each "
+              f"({held} held; target <= 256 bytes, 50,000 held).", "", "## All medians (requests/s, p99 ms)", "",
+              "| scenario | subject | req/s | p99 ms | non-2xx |", "| --- | --- | ---: | ---: | ---: |"]
+    for (s, n), v in sorted(med.items()):
+        lines.append(f"| {s} | {n} | {v['rps']:,.0f} | {v['p99_ms']:.2f} | {v['non2xx']} |")
+    with open(os.path.join(RESULTS, "latest.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    write_svg([(l, r, t) for l, _, _, r, t, _ in rows], os.path.join(RESULTS, "ratios.svg"))
+    print("\n".join(lines))
+
+
+def write_svg(rows, path):
+    """A horizontal bar chart of the ratios, with each target as a tick."""
+    w, bar_h, gap, left = 900, 22, 10, 430
+    h = 40 + len(rows) * (bar_h + gap)
+    vals = [r for _, r, _ in rows if r == r] + [t for _, _, t in rows if t == t] + [1.0]
+    scale = (w - left - 40) / (max(vals) * 1.1)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<text x="10" y="20" font-size="14">asyncloop / peer ratios (bar), targets (red tick)</text>']
+    for i, (label, r, t) in enumerate(rows):
+        y = 35 + i * (bar_h + gap)
+        out.append(f'<text x="10" y="{y + 15}">{label}</text>')
+        if r == r:
+            colour = "#3a7" if (t != t or r >= t) else "#c84"
+            out.append(f'<rect x="{left}" y="{y}" width="{r * scale:.1f}" height="{bar_h}" fill="{colour}"/>')
+            out.append(f'<text x="{left + r * scale + 5:.1f}" y="{y + 15}">{r:.2f}</text>')
+        if t == t:
+            out.append(f'<line x1="{left + t * scale:.1f}" x2="{left + t * scale:.1f}" y1="{y - 3}" y2="{y + bar_h + 3}" stroke="red" stroke-width="2"/>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
