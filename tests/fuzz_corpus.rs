@@ -24,6 +24,14 @@ fn http_parser_corpus() {
 }
 
 #[test]
+fn http_response_corpus() {
+    replay(
+        "http_response",
+        asyncloop::http::fuzz_support::response_parser,
+    );
+}
+
+#[test]
 fn http_server_corpus() {
     replay("http_server", asyncloop::http::fuzz_support::server);
 }

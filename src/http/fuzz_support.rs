@@ -242,3 +242,43 @@ fn check_responses(mut out: &[u8]) {
         }
     }
 }
+
+/// The client's response parser: the same outcome whole or byte by byte, and a streamed body
+/// equal to the collected one.
+pub fn response_parser(data: &[u8]) {
+    use super::response_parser::ResponseParser;
+    let head = data.first().is_some_and(|b| b & 1 == 1);
+    let run = |pieces: &[&[u8]], streaming: bool| {
+        let mut p = ResponseParser::new(4096);
+        p.expect(head, streaming);
+        let mut streamed = Vec::new();
+        for piece in pieces {
+            match p.feed(piece) {
+                Ok(Some(r)) => {
+                    streamed.extend(p.take_chunk());
+                    return (Ok(Some(r)), streamed);
+                }
+                Ok(None) => streamed.extend(p.take_chunk()),
+                Err(e) => return (Err(e), streamed),
+            }
+        }
+        (p.finish(), streamed)
+    };
+    let whole = run(&[data], false);
+    if data.len() <= 4096 {
+        let bytes: Vec<&[u8]> = data.chunks(1).collect();
+        assert_eq!(whole, run(&bytes, false), "byte by byte");
+    }
+    if let (Ok(Some(r)), _) = &whole {
+        assert!(r.body.len() <= 4096);
+        let (s, chunks) = run(&[data], true);
+        let s = s
+            .expect("streaming accepts what collecting accepts")
+            .expect("complete");
+        assert_eq!(
+            (s.status, &s.headers, s.body.len()),
+            (r.status, &r.headers, 0)
+        );
+        assert_eq!(chunks, r.body, "streamed body equals collected body");
+    }
+}

@@ -46,6 +46,8 @@ struct State {
     cur: Response,
     field: Vec<u8>,
     value: Vec<u8>,
+    /// Reason phrase bytes, decoded once complete (a character may span two reads).
+    reason: Vec<u8>,
     in_value: bool,
     head_request: bool,
     max_body: usize,
@@ -90,6 +92,7 @@ unsafe extern "C" fn on_message_begin(p: *mut ll::llhttp_t) -> c_int {
     // SAFETY: see `st`.
     let s = unsafe { st(p) };
     s.cur = Response::default();
+    s.reason.clear();
     s.field.clear();
     s.value.clear();
     s.in_value = false;
@@ -99,12 +102,10 @@ unsafe extern "C" fn on_message_begin(p: *mut ll::llhttp_t) -> c_int {
 unsafe extern "C" fn on_status(p: *mut ll::llhttp_t, at: *const c_char, len: usize) -> c_int {
     // SAFETY: see `st`.
     let s = unsafe { st(p) };
-    if s.cur.reason.len() + len > 1024 {
+    if s.reason.len() + len > 1024 {
         return -1;
     }
-    s.cur
-        .reason
-        .push_str(&String::from_utf8_lossy(span(at, len)));
+    s.reason.extend_from_slice(span(at, len));
     0
 }
 
