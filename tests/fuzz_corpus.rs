@@ -1,5 +1,6 @@
-//! Replays the fuzz corpora under `fuzz/corpus/` through the same harnesses the fuzz targets
-//! use, so `make test` keeps every input that once mattered passing.
+//! Replays the fuzz corpora under `fuzz/corpus/` and the inputs that once failed under
+//! `fuzz/regressions/` (kept apart: corpus minimization may drop them) through the same
+//! harnesses the fuzz targets use, so `make test` keeps every one of them passing.
 
 use std::path::Path;
 
