@@ -61,6 +61,9 @@ impl Default for ServerOptions {
     }
 }
 
+/// Request storage kept for reuse per server (see `recycle_data`).
+const DATA_POOL: usize = 256;
+
 /// How long a closing connection keeps reading (and discarding) after its last response, so
 /// the client's unread bytes do not turn the close into a reset that loses that response.
 const LINGER: Duration = Duration::from_secs(2);
@@ -490,7 +493,7 @@ impl ServerInner {
             }
             Err(e) => {
                 if let Some(partial) = conn.parser.borrow_mut().take_partial() {
-                    self.data_pool.borrow_mut().push(partial);
+                    self.recycle_data(partial);
                 }
                 self.queue_error(conn, e.status, e.reason);
             }
@@ -648,12 +651,21 @@ impl ServerInner {
             (e.data.take(), e.abort.take())
         };
         drop(abort);
-        if let Some(mut d) = data {
-            d.clear();
-            self.data_pool.borrow_mut().push(d);
+        if let Some(d) = data {
+            self.recycle_data(d);
         }
         self.free_slots.borrow_mut().push(index);
         self.active_slots.set(self.active_slots.get() - 1);
+    }
+
+    /// Keeps request storage for reuse, up to `DATA_POOL` of them: the pool serves steady
+    /// traffic without allocating, but does not keep a burst's peak forever.
+    fn recycle_data(&self, mut d: Box<RequestData>) {
+        let mut pool = self.data_pool.borrow_mut();
+        if pool.len() < DATA_POOL {
+            d.clear();
+            pool.push(d);
+        }
     }
 
     /// The request data of a live slot.
@@ -1008,7 +1020,7 @@ impl ServerInner {
             return;
         }
         if let Some(partial) = conn.parser.borrow_mut().take_partial() {
-            self.data_pool.borrow_mut().push(partial);
+            self.recycle_data(partial);
         }
         self.abort_pipeline(conn);
         let out = std::mem::take(&mut *conn.out.borrow_mut());
@@ -1059,7 +1071,7 @@ impl ServerInner {
 
     fn timeout_408(&self, conn: &Rc<Conn>) {
         if let Some(partial) = conn.parser.borrow_mut().take_partial() {
-            self.data_pool.borrow_mut().push(partial);
+            self.recycle_data(partial);
         }
         if conn.pipeline.borrow().is_empty() && conn.stream.write_queue_size() == 0 {
             self.queue_error(conn, 408, "request not received in time");

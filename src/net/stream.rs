@@ -58,6 +58,9 @@ struct StreamInner {
     queue: RefCell<VecDeque<WriteReq>>,
     queued_bytes: Cell<usize>,
     send: Cell<Option<Token>>,
+    /// The iovec of a single-buffer send (the common case): no allocation, none kept.
+    iov_one: UnsafeCell<libc::iovec>,
+    /// The iovecs of a gathered send; freed again when the queue drains.
     iov: UnsafeCell<Vec<libc::iovec>>,
     msg: UnsafeCell<libc::msghdr>,
     done: RefCell<Vec<DoneCb>>,
@@ -97,6 +100,10 @@ impl TcpStream {
                 queue: RefCell::new(VecDeque::new()),
                 queued_bytes: Cell::new(0),
                 send: Cell::new(None),
+                iov_one: UnsafeCell::new(libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }),
                 iov: UnsafeCell::new(Vec::new()),
                 // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control data).
                 msg: UnsafeCell::new(unsafe { std::mem::zeroed() }),
@@ -445,22 +452,42 @@ impl StreamInner {
 
     /// Submits one sendmsg over the front of the queue.
     fn flush(self: Rc<Self>) -> Result<()> {
-        // SAFETY: no send is in flight (send is None), so the kernel does not read iov/msg now;
-        // they stay untouched until this send's completion.
-        let (iov, msg) = unsafe { (&mut *self.iov.get(), &mut *self.msg.get()) };
-        iov.clear();
-        for req in self.queue.borrow().iter().take(MAX_IOV) {
-            let rest = &req.data[req.offset..];
-            iov.push(libc::iovec {
-                iov_base: rest.as_ptr() as *mut _,
-                iov_len: rest.len(),
-            });
+        // SAFETY: no send is in flight (send is None), so the kernel does not read iov_one, iov
+        // or msg now; they stay untouched until this send's completion.
+        let (one, iov, msg) = unsafe {
+            (
+                &mut *self.iov_one.get(),
+                &mut *self.iov.get(),
+                &mut *self.msg.get(),
+            )
+        };
+        {
+            let q = self.queue.borrow();
+            match q.len() {
+                0 => return Ok(()),
+                1 => {
+                    let rest = &q[0].data[q[0].offset..];
+                    *one = libc::iovec {
+                        iov_base: rest.as_ptr() as *mut _,
+                        iov_len: rest.len(),
+                    };
+                    msg.msg_iov = one;
+                    msg.msg_iovlen = 1;
+                }
+                _ => {
+                    iov.clear();
+                    for req in q.iter().take(MAX_IOV) {
+                        let rest = &req.data[req.offset..];
+                        iov.push(libc::iovec {
+                            iov_base: rest.as_ptr() as *mut _,
+                            iov_len: rest.len(),
+                        });
+                    }
+                    msg.msg_iov = iov.as_mut_ptr();
+                    msg.msg_iovlen = iov.len();
+                }
+            }
         }
-        if iov.is_empty() {
-            return Ok(());
-        }
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len();
         let t = self.lp.submit(
             Op::Send {
                 fd: self.fd.get(),
@@ -506,6 +533,13 @@ impl StreamInner {
             }
         }
         let more = !self.queue.borrow().is_empty();
+        if !more {
+            // SAFETY: the send completed and none is in flight: the kernel no longer reads iov.
+            let iov = unsafe { &mut *self.iov.get() };
+            if iov.capacity() > 0 {
+                *iov = Vec::new(); // idle connections keep no write state
+            }
+        }
         let mut flush_err = None;
         if more && !self.closing.get() {
             if let Err(e) = self.clone().flush() {
