@@ -135,10 +135,19 @@ unsafe extern "C" fn on_header_value(p: *mut ll::llhttp_t, at: *const c_char, le
 
 unsafe extern "C" fn on_headers_complete(p: *mut ll::llhttp_t) -> c_int {
     // SAFETY: see `st`; p is live.
-    let (s, status, flags, length) =
-        unsafe { (st(p), (*p).status_code, (*p).flags, (*p).content_length) };
+    let (s, status, flags, length, minor) = unsafe {
+        (
+            st(p),
+            (*p).status_code,
+            (*p).flags,
+            (*p).content_length,
+            (*p).http_minor,
+        )
+    };
     end_header(s);
     s.cur.status = status;
+    s.cur.version_minor = minor;
+    s.cur.reason = String::from_utf8_lossy(&s.reason).into_owned();
     if !s.head_request
         && !s.streaming
         && flags & ll::F_CONTENT_LENGTH != 0
@@ -350,6 +359,33 @@ mod tests {
             ),
             Err(ResponseError::Malformed)
         );
+    }
+
+    #[test]
+    fn reason_phrase_and_version_whole_or_split() {
+        let input = "HTTP/1.0 404 Nicht gefunden — weg\r\nContent-Length: 0\r\n\r\n".as_bytes();
+        for step in [input.len(), 1] {
+            let mut p = ResponseParser::new(64);
+            p.expect(false, false);
+            let mut got = None;
+            for piece in input.chunks(step) {
+                if let Some(r) = p.feed(piece).unwrap() {
+                    got = Some(r);
+                }
+            }
+            let r = got.unwrap();
+            assert_eq!(
+                (r.status, r.reason.as_str(), r.version_minor),
+                (404, "Nicht gefunden — weg", 0)
+            );
+        }
+        let mut p = ResponseParser::new(64);
+        p.expect(false, false);
+        let r = p
+            .feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.reason.as_str(), r.version_minor), ("OK", 1));
     }
 
     #[test]
