@@ -27,7 +27,7 @@ C_TESTS    := test_loop test_tcp test_http test_http_client test_pg
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e lint fuzz bench run install clean deps
+.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e test-sanitize lint fuzz bench run install clean deps
 
 all: lib examples
 
@@ -121,6 +121,21 @@ $(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
 # C programs against the shared library: plain, under ASan+UBSan, and one under valgrind.
 test-c: $(addprefix $(TESTDIR)/,$(C_TESTS)) $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))
 	@scripts/run-c-tests.sh $(TESTDIR) $(C_TESTS)
+
+# The examples built with ASan+UBSan (C/C++ side), a scripted session of real requests, and
+# valgrind memcheck runs of palindrome and server.
+SANDIR := $(BUILD)/san/bin
+$(SANDIR)/%: examples-c/%.c include/asyncloop.h $(LIBFILES)
+	@mkdir -p $(SANDIR)
+	$(CC) $(EX_CFLAGS) $(SAN) $< -o $@ -L$(LIBDIR) -lasyncloop -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lpthread
+
+$(SANDIR)/%: examples-c/%.cpp include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+	@mkdir -p $(SANDIR)
+	$(CXX) $(EX_CXXFLAGS) $(SAN) $< -o $@ -L$(LIBDIR) -lasyncloop -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lpthread
+
+test-sanitize: examples $(SANDIR)/palindrome $(SANDIR)/server $(SANDIR)/client
+	@scripts/deps.sh test
+	@scripts/sanitize-session.sh $(SANDIR) $(BINDIR)
 
 # End to end: the example binaries over real sockets with real clients, both backends.
 test-e2e: examples
