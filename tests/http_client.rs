@@ -344,7 +344,71 @@ fn streaming_bodies_arrive_in_chunks(b: Backend) {
     assert!(chunks.get() >= 1);
 }
 
+/// A server that answers the first request on each connection (keep-alive) and closes the
+/// connection, unanswered, when a second request arrives on it.
+fn one_shot_server() -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let th = std::thread::spawn(move || {
+        for _ in 0..4 {
+            let Ok((mut s, _)) = l.accept() else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                // First request: answer and keep the connection.
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst");
+                // Second request: close without answering.
+                let _ = s.read(&mut buf);
+            });
+        }
+    });
+    (port, th)
+}
+
+fn stale_pooled_connection_retries_safe_requests_once(b: Backend) {
+    let lp = common::new_loop(b);
+    let client = HttpClient::new(&lp, ClientOptions::default());
+    let (port, _th) = one_shot_server();
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(
+        fetch_all(&lp, &client, vec![get(&url)])
+            .pop()
+            .unwrap()
+            .unwrap()
+            .body,
+        b"first"
+    );
+    // Same pooled connection: the server drops it on the next request. GET is retried once on
+    // a new connection, which answers.
+    assert_eq!(
+        fetch_all(&lp, &client, vec![get(&url)])
+            .pop()
+            .unwrap()
+            .unwrap()
+            .body,
+        b"first"
+    );
+    // POST is not retried: it might have been acted on.
+    let mut post = ClientRequest::new("POST", &url).unwrap();
+    post.body = b"x".to_vec();
+    assert_eq!(
+        fetch_all(&lp, &client, vec![post])
+            .pop()
+            .unwrap()
+            .unwrap_err(),
+        Error::HTTP_PROTOCOL
+    );
+}
+
 both_backends!(
+    stale_pooled_connection_retries_safe_requests_once,
     streaming_bodies_arrive_in_chunks,
     read_timeout_has_its_own_code,
     reuse_chunked_close_delimited_and_head,
