@@ -222,6 +222,29 @@ fn c_callback(
     }
 }
 
+/// Checks the arguments every query call shares, then runs `stmt`.
+fn run_statement(
+    p: &aloop_pg_pool_t,
+    stmt: Rc<Statement>,
+    nparams: usize,
+    values: *const *const c_char,
+    cb: aloop_pg_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    let Some(cb) = cb else {
+        return Error::NULL_ARG.code();
+    };
+    let params = match c_params(nparams, values) {
+        Ok(v) => v,
+        Err(e) => return e.code(),
+    };
+    let (ud, armer) = UserData::new(user_data, dtor);
+    armer.arm();
+    p.pool.execute(&stmt, &params, c_callback(cb, ud));
+    0
+}
+
 /// Runs `sql` with `nparams` text parameters (`values[i]` NUL-terminated, or NULL for SQL
 /// NULL; copied before the call returns). `cb(status, result, user_data)` runs once from the
 /// loop; `dtor(user_data)` right after it. Parameters are the only way values should reach SQL.
@@ -237,24 +260,21 @@ pub extern "C" fn aloop_pg_query(
 ) -> c_int {
     guard(|| {
         not_null!(pool, sql);
-        let Some(cb) = cb else {
-            return Error::NULL_ARG.code();
-        };
         // SAFETY: C string per the contract.
         let Ok(sql) = (unsafe { c_str(sql) }) else {
             return Error::INVALID.code();
         };
-        let params = match c_params(nparams, values) {
-            Ok(p) => p,
-            Err(e) => return e.code(),
-        };
-        let (ud, armer) = UserData::new(user_data, dtor);
-        armer.arm();
+        let stmt = Rc::new(Statement::Sql(sql.to_string()));
         // SAFETY: live pool.
-        unsafe { &*pool }
-            .pool
-            .query(sql, &params, c_callback(cb, ud));
-        0
+        run_statement(
+            unsafe { &*pool },
+            stmt,
+            nparams,
+            values,
+            cb,
+            user_data,
+            dtor,
+        )
     })
 }
 
@@ -272,9 +292,6 @@ pub extern "C" fn aloop_pg_execute(
 ) -> c_int {
     guard(|| {
         not_null!(pool, name);
-        let Some(cb) = cb else {
-            return Error::NULL_ARG.code();
-        };
         // SAFETY: C string per the contract; live pool.
         let (Ok(name), p) = (unsafe { c_str(name) }, unsafe { &*pool }) else {
             return Error::INVALID.code();
@@ -282,14 +299,7 @@ pub extern "C" fn aloop_pg_execute(
         let Some(stmt) = p.prepared.borrow().get(name).cloned() else {
             return Error::NOT_FOUND.code();
         };
-        let params = match c_params(nparams, values) {
-            Ok(v) => v,
-            Err(e) => return e.code(),
-        };
-        let (ud, armer) = UserData::new(user_data, dtor);
-        armer.arm();
-        p.pool.execute(&stmt, &params, c_callback(cb, ud));
-        0
+        run_statement(p, stmt, nparams, values, cb, user_data, dtor)
     })
 }
 

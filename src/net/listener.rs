@@ -163,11 +163,7 @@ impl ListenerInner {
         if self.closing.get() && self.accept.get().is_none() && self.close_op.get().is_none() {
             let cb = self.close_cb.borrow_mut().take();
             if let Some(cb) = cb {
-                let lp = self.lp.clone();
-                self.lp.defer(move || {
-                    lp.handle_closed();
-                    cb();
-                });
+                self.lp.defer_close(cb);
             }
         }
     }

@@ -634,12 +634,7 @@ impl StreamInner {
         {
             let cb = self.close_cb.borrow_mut().take();
             if let Some(cb) = cb {
-                let lp = self.lp.clone();
-                // Deferred: after every callback already queued for this stream.
-                self.lp.defer(move || {
-                    lp.handle_closed();
-                    cb();
-                });
+                self.lp.defer_close(cb);
             }
         }
     }

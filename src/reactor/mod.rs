@@ -260,6 +260,16 @@ impl Loop {
             .set(self.inner.open_handles.get().saturating_sub(1));
     }
 
+    /// Finishes closing a handle: after every callback already queued, the handle stops
+    /// counting as open and `close_cb` runs (last of the handle's callbacks).
+    pub fn defer_close(&self, close_cb: impl FnOnce() + 'static) {
+        let lp = self.clone();
+        self.defer(move || {
+            lp.handle_closed();
+            close_cb();
+        });
+    }
+
     /// Handles opened and not yet closed.
     pub fn open_handles(&self) -> usize {
         self.inner.open_handles.get()
