@@ -34,6 +34,7 @@ struct Config {
     uint64_t upstream_timeout_ms = 5000;
     uint64_t header_timeout_ms = 10000;
     uint64_t idle_timeout_ms = 60000;
+    uint64_t write_timeout_ms = 30000;
     size_t max_body = 1048576;
     std::string address;
     int port = -1;
@@ -52,6 +53,7 @@ struct Config {
                  "  --upstream-timeout MS        time allowed for an upstream request (default 5000; then 504)\n"
                  "  --header-timeout MS          time to receive a request head (default 10000)\n"
                  "  --idle-timeout MS            keep-alive idle time (default 60000)\n"
+                 "  --write-timeout MS           time a response may wait for the client to read (default 30000)\n"
                  "  --max-body BYTES             request body limit (default 1048576)\n");
     std::exit(2);
 }
@@ -107,6 +109,8 @@ Config parse_args(int argc, char **argv) {
             c.header_timeout_ms = number("--header-timeout", value(), 1, 86400000);
         else if (a == "--idle-timeout")
             c.idle_timeout_ms = number("--idle-timeout", value(), 1, 86400000);
+        else if (a == "--write-timeout")
+            c.write_timeout_ms = number("--write-timeout", value(), 1, 86400000);
         else if (a == "--max-body")
             c.max_body = static_cast<size_t>(number("--max-body", value(), 0, 1ull << 40));
         else if (a.size() > 1 && a[0] == '-')
@@ -438,6 +442,7 @@ int main(int argc, char **argv) {
     aloop::HttpServer::Options opts;
     opts.c.header_timeout_ms = cfg.header_timeout_ms;
     opts.c.idle_timeout_ms = cfg.idle_timeout_ms;
+    opts.c.write_timeout_ms = cfg.write_timeout_ms;
     opts.c.max_body = cfg.max_body;
     opts.c.reuse_port = 1;
 

@@ -288,7 +288,8 @@ typedef struct aloop_http_server_options_t {
    */
   uint64_t idle_timeout_ms;
   /**
-   * Time a client may leave a response unread before it is dropped, ms (default 30000).
+   * Time queued response bytes may wait without the client reading any of them before the
+   * connection is dropped, ms (default 30000); every byte of progress restarts it.
    */
   uint64_t write_timeout_ms;
   /**

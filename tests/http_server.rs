@@ -51,6 +51,9 @@ fn server(b: Backend, opts: ServerOptions) -> (Loop, HttpServer, SocketAddr) {
     srv.route(Some("GET"), "/big", |r| {
         let _ = r.respond(200, &[], &vec![b'x'; 256 * 1024]);
     });
+    srv.route(Some("GET"), "/huge", |r| {
+        let _ = r.respond(200, &[], &vec![b'y'; 32 << 20]);
+    });
     let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     (lp, srv, addr)
 }
@@ -118,6 +121,40 @@ fn write_timeout_drops_a_client_that_never_reads(b: Backend) {
     assert_eq!(srv.connections(), 0);
 }
 
+/// The write timeout measures a stall, not the length of a download: a client that keeps
+/// reading, slowly, gets a response that takes ten write timeouts to send.
+fn write_timeout_spares_a_slow_reader_that_keeps_reading(b: Backend) {
+    let opts = ServerOptions {
+        write_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (lp, srv, addr) = server(b, opts);
+    let (body, took) = run_with_client(&lp, &srv, move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /huge HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            // At most 10 MiB/s: the 32 MiB body takes at least three seconds.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (out, t0.elapsed())
+    });
+    let head_end = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(body.len() - head_end, 32 << 20, "the whole body arrived");
+    assert!(
+        took > Duration::from_millis(1500),
+        "the read was slow: {took:?}"
+    );
+}
+
 fn backpressure_pauses_reading(b: Backend) {
     let opts = ServerOptions {
         max_output: 64 * 1024,
@@ -172,5 +209,6 @@ fn backpressure_pauses_reading(b: Backend) {
 both_backends!(
     body_timeout_sends_408,
     write_timeout_drops_a_client_that_never_reads,
+    write_timeout_spares_a_slow_reader_that_keeps_reading,
     backpressure_pauses_reading
 );

@@ -47,7 +47,8 @@ pub struct aloop_http_server_options_t {
     pub body_timeout_ms: u64,
     /// Keep-alive idle time before the server closes, ms (default 60000).
     pub idle_timeout_ms: u64,
-    /// Time a client may leave a response unread before it is dropped, ms (default 30000).
+    /// Time queued response bytes may wait without the client reading any of them before the
+    /// connection is dropped, ms (default 30000); every byte of progress restarts it.
     pub write_timeout_ms: u64,
     /// Longest request target, bytes (default 8192; 414 beyond).
     pub max_request_line: usize,

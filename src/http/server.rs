@@ -36,7 +36,8 @@ pub struct ServerOptions {
     pub body_timeout: Duration,
     /// Keep-alive idle time before the server closes.
     pub idle_timeout: Duration,
-    /// Time a response may wait for the client to read it before the connection is dropped.
+    /// Time queued response bytes may wait without the client taking any of them before the
+    /// connection is dropped (reset by every byte of progress, like nginx's send_timeout).
     pub write_timeout: Duration,
     /// Unanswered requests per connection before reading pauses.
     pub max_pipeline: usize,
@@ -130,7 +131,6 @@ struct Conn {
     out: RefCell<Vec<u8>>,
     phase: Cell<Phase>,
     since: Cell<Instant>,
-    write_since: Cell<Option<Instant>>,
     close_after: Cell<bool>,
     /// A framing error or an upgrade ended parsing: later bytes are not requests.
     stop_parsing: Cell<bool>,
@@ -395,7 +395,6 @@ impl ServerInner {
             out: RefCell::new(Vec::new()),
             phase: Cell::new(Phase::Head),
             since: Cell::new(now),
-            write_since: Cell::new(None),
             close_after: Cell::new(false),
             stop_parsing: Cell::new(false),
             read_paused: Cell::new(false),
@@ -959,9 +958,6 @@ impl ServerInner {
         }
         let out = std::mem::take(&mut *conn.out.borrow_mut());
         if !out.is_empty() {
-            if conn.write_since.get().is_none() {
-                conn.write_since.set(Some(self.lp.now()));
-            }
             if conn.stream.write(out, None).is_err() {
                 self.close_now(conn);
                 return;
@@ -976,7 +972,6 @@ impl ServerInner {
     }
 
     fn on_drain(&self, conn: &Rc<Conn>) {
-        conn.write_since.set(None);
         if conn.read_paused.get()
             && !conn.close_after.get()
             && conn.pipeline.borrow().len() < self.opts.max_pipeline
@@ -1044,8 +1039,8 @@ impl ServerInner {
                 continue;
             }
             if conn
-                .write_since
-                .get()
+                .stream
+                .write_stalled_since()
                 .is_some_and(|t| now.duration_since(t) >= o.write_timeout)
             {
                 self.close_now(&conn);

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::addr::SockAddr;
 use super::socket;
@@ -57,6 +57,9 @@ struct StreamInner {
     // Writing.
     queue: RefCell<VecDeque<WriteReq>>,
     queued_bytes: Cell<usize>,
+    /// When the queued output last made progress (or was queued on an empty queue); `None`
+    /// while nothing is queued. The server's write timeout reads it.
+    progress_at: Cell<Option<Instant>>,
     send: Cell<Option<Token>>,
     /// The iovec of a single-buffer send (the common case): no allocation, none kept.
     iov_one: UnsafeCell<libc::iovec>,
@@ -99,6 +102,7 @@ impl TcpStream {
                 read_end: Cell::new(None),
                 queue: RefCell::new(VecDeque::new()),
                 queued_bytes: Cell::new(0),
+                progress_at: Cell::new(None),
                 send: Cell::new(None),
                 iov_one: UnsafeCell::new(libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -226,6 +230,12 @@ impl TcpStream {
         self.inner.queued_bytes.get()
     }
 
+    /// Since when queued output has waited without any byte reaching the kernel: `None` when
+    /// nothing is queued. A slow reader that keeps taking bytes never looks stalled.
+    pub fn write_stalled_since(&self) -> Option<Instant> {
+        self.inner.progress_at.get()
+    }
+
     /// Whether the stream is closing or closed.
     pub fn is_closing(&self) -> bool {
         self.inner.closing.get()
@@ -285,6 +295,9 @@ impl TcpStream {
         }
         if inner.connect.get().is_some() {
             return Err(Error::from_errno(libc::ENOTCONN));
+        }
+        if inner.queued_bytes.get() == 0 {
+            inner.progress_at.set(Some(inner.lp.now()));
         }
         inner
             .queued_bytes
@@ -514,6 +527,13 @@ impl StreamInner {
         // writes made from callbacks simply join the queue.
         let mut sent = res as usize;
         self.queued_bytes.set(self.queued_bytes.get() - sent);
+        self.progress_at.set(if self.queued_bytes.get() == 0 {
+            None
+        } else if sent > 0 {
+            Some(self.lp.now())
+        } else {
+            self.progress_at.get()
+        });
         let mut done = std::mem::take(&mut *self.done.borrow_mut());
         {
             let mut q = self.queue.borrow_mut();
@@ -571,6 +591,7 @@ impl StreamInner {
 
     /// Fails every queued write (and a pending shutdown) with `e`.
     fn fail_writes(&self, e: Error) {
+        self.progress_at.set(None);
         loop {
             let req = self.queue.borrow_mut().pop_front();
             let Some(req) = req else { break };
