@@ -32,6 +32,7 @@ struct Config {
     int pool = 4;
     std::string upstream;
     uint64_t upstream_timeout_ms = 5000;
+    uint64_t query_timeout_ms = 10000;
     uint64_t header_timeout_ms = 10000;
     uint64_t idle_timeout_ms = 60000;
     uint64_t write_timeout_ms = 30000;
@@ -50,6 +51,7 @@ struct Config {
                  "  --pg CONNINFO                libpq conninfo (default: $DATABASE_URL, else PG* defaults)\n"
                  "  --pool N                     PostgreSQL connections per thread\n"
                  "  --upstream URL               base URL of the third-party API\n"
+                 "  --query-timeout MS           time a database query may take, queueing included (default 10000; then 503)\n"
                  "  --upstream-timeout MS        time allowed for an upstream request (default 5000; then 504)\n"
                  "  --header-timeout MS          time to receive a request head (default 10000)\n"
                  "  --idle-timeout MS            keep-alive idle time (default 60000)\n"
@@ -103,7 +105,9 @@ Config parse_args(int argc, char **argv) {
             c.upstream = value();
             while (!c.upstream.empty() && c.upstream.back() == '/')
                 c.upstream.pop_back();
-        } else if (a == "--upstream-timeout")
+        } else if (a == "--query-timeout")
+            c.query_timeout_ms = number("--query-timeout", value(), 1, 86400000);
+        else if (a == "--upstream-timeout")
             c.upstream_timeout_ms = number("--upstream-timeout", value(), 1, 86400000);
         else if (a == "--header-timeout")
             c.header_timeout_ms = number("--header-timeout", value(), 1, 86400000);
@@ -453,7 +457,10 @@ int main(int argc, char **argv) {
         // first listener fixes the port when 0 was asked for.
         for (auto &w : workers) {
             w.loop = std::make_unique<aloop::Loop>(cfg.backend);
-            w.db = std::make_unique<PgPool>(*w.loop, cfg.pg, static_cast<size_t>(cfg.pool));
+            PgPool::Options popts;
+            popts.c.size = static_cast<size_t>(cfg.pool);
+            popts.c.query_timeout_ms = cfg.query_timeout_ms;
+            w.db = std::make_unique<PgPool>(*w.loop, cfg.pg, popts);
             prepare_statements(*w.db);
             w.http = std::make_unique<aloop::HttpServer>(*w.loop, opts);
             add_routes(*w.http);

@@ -339,11 +339,16 @@ class PgPool {
     /// A parameter: text, or std::nullopt for SQL NULL.
     using Param = std::optional<std::string>;
 
-    PgPool(Loop &loop, const std::string &conninfo, size_t size) {
-        aloop_pg_pool_options_t o;
-        aloop_pg_pool_options_init(&o);
+    /// All of aloop_pg_pool_options_t; `c.conninfo` is replaced by the constructor's argument.
+    struct Options {
+        aloop_pg_pool_options_t c;
+        Options() { aloop_pg_pool_options_init(&c); }
+    };
+
+    PgPool(Loop &loop, const std::string &conninfo, size_t size) : PgPool(loop, conninfo, sized(size)) {}
+    PgPool(Loop &loop, const std::string &conninfo, const Options &opts) {
+        aloop_pg_pool_options_t o = opts.c;
         o.conninfo = conninfo.empty() ? nullptr : conninfo.c_str();
-        o.size = size;
         check(aloop_pg_pool_new(loop.get(), &o, &pool_), "aloop_pg_pool_new");
     }
     PgPool(const PgPool &) = delete;
@@ -355,6 +360,11 @@ class PgPool {
     void execute(const char *name, const std::vector<Param> &params, Callback cb) { send(true, name, params, std::move(cb)); }
 
   private:
+    static Options sized(size_t size) {
+        Options o;
+        o.c.size = size;
+        return o;
+    }
     void send(bool prepared, const char *what, const std::vector<Param> &params, Callback cb) {
         std::vector<const char *> values;
         values.reserve(params.size());

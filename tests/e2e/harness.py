@@ -4,7 +4,10 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import urllib.error
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "build", "bin")
@@ -15,10 +18,11 @@ IMF_FIXDATE = re.compile(rb"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Ap
 class Proc:
     """A running example binary; `port` is what it printed in its 'listening on' line."""
 
-    def __init__(self, argv, env=None):
+    def __init__(self, argv, env=None, preexec_fn=None):
         e = dict(os.environ)
         e.update(env or {})
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
+                                  preexec_fn=preexec_fn)
         line = self.p.stdout.readline().decode()
         m = re.search(r"listening on (\S+):(\d+) \(backend=(\w+), threads=(\d+)\)", line)
         if not m:
@@ -43,11 +47,11 @@ class Proc:
         return self.p.poll() is None
 
 
-def server(*args, backend="uring", threads=None):
+def server(*args, backend="uring", threads=None, preexec_fn=None):
     argv = [os.path.join(BIN, "server"), "--backend", backend]
     if threads:
         argv += ["--threads", str(threads)]
-    return Proc(argv + list(args) + ["127.0.0.1", "0"])
+    return Proc(argv + list(args) + ["127.0.0.1", "0"], preexec_fn=preexec_fn)
 
 
 def unused_port():
@@ -145,3 +149,89 @@ def wait_until(cond, timeout=5.0, step=0.02):
             return True
         time.sleep(step)
     return cond()
+
+
+PG = os.path.join(ROOT, "scripts", "pg.sh")
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster (scripts/pg.sh) with the example schema."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="asyncloop-e2e-pg-")
+        self.url = subprocess.run([PG, "start", self.dir], check=True, capture_output=True, text=True).stdout.strip()
+
+    def psql(self, sql):
+        out = subprocess.run(["psql", self.url, "-Atc", sql], check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def pg_ctl(self, action):
+        bindir = subprocess.run("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1", shell=True,
+                                capture_output=True, text=True).stdout.strip()
+        port = open(os.path.join(self.dir, "port")).read().strip()
+        cmd = [f"{bindir}/pg_ctl", "-D", os.path.join(self.dir, "data"), "-w", "-m", "fast",
+               "-l", os.path.join(self.dir, "server.log")]
+        if action == "start":
+            cmd += ["-o", f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1"]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        subprocess.run(cmd + [action], check=True, capture_output=True)
+
+    def kill9(self):
+        """SIGKILL to the postmaster and every backend: a crash, not a shutdown."""
+        with open(os.path.join(self.dir, "data", "postmaster.pid")) as f:
+            pm = int(f.readline())
+        for pid in [pm] + children_of(pm):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: not os.path.exists(f"/proc/{pm}"), 5)
+
+    def stop(self):
+        subprocess.run([PG, "stop", self.dir], check=False, capture_output=True)
+
+
+def get(port, path, method="GET", body=None, timeout=10):
+    """One request through urllib: (status, headers, body), error statuses included."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def children_of(pid):
+    """The pids whose parent is `pid` (from /proc, so no procps is needed)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def open_fds(pid):
+    """How many file descriptors process `pid` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time process `pid` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid):
+    """Resident set size of process `pid`, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0

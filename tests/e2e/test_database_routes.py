@@ -3,52 +3,10 @@
 database is down, 200 again once it is back."""
 import html
 import json
-import os
-import subprocess
-import tempfile
 import time
 import unittest
-import urllib.request
-import urllib.error
 
-from harness import BACKENDS, ROOT, server
-
-PG = os.path.join(ROOT, "scripts", "pg.sh")
-
-
-class Cluster:
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="asyncloop-e2e-pg-")
-        self.url = subprocess.run([PG, "start", self.dir], check=True, capture_output=True, text=True).stdout.strip()
-
-    def psql(self, sql):
-        out = subprocess.run(["psql", self.url, "-Atc", sql], check=True, capture_output=True, text=True)
-        return out.stdout.strip()
-
-    def pg_ctl(self, action):
-        bindir = subprocess.run("ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1", shell=True,
-                                capture_output=True, text=True).stdout.strip()
-        port = open(os.path.join(self.dir, "port")).read().strip()
-        cmd = [f"{bindir}/pg_ctl", "-D", os.path.join(self.dir, "data"), "-w", "-m", "fast",
-               "-l", os.path.join(self.dir, "server.log")]
-        if action == "start":
-            cmd += ["-o", f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1"]
-        if os.getuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--"] + cmd
-        subprocess.run(cmd + [action], check=True, capture_output=True)
-
-    def stop(self):
-        subprocess.run([PG, "stop", self.dir], check=False, capture_output=True)
-
-
-def get(port, path, method="GET", body=None, timeout=10):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
-
+from harness import BACKENDS, Cluster, get, server
 
 FORTUNES = [
     (0, "Additional fortune added at request time."),
