@@ -149,7 +149,7 @@ bench: lib examples
 # Fuzzing (libFuzzer through cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain build the
 # sanitizer-instrumented targets). `make test` replays the corpora (tests/fuzz_corpus.rs).
 FUZZ_TIME    ?= 60
-FUZZ_TARGETS ?= http_parser http_server http_response
+FUZZ_TARGETS ?= http_parser http_server http_response http_connection
 fuzz:
 	@scripts/deps.sh fuzz
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

@@ -492,7 +492,76 @@ fn shutdown_after_writes(b: Backend) {
     assert_eq!(*done.borrow(), vec![Ok(())]);
 }
 
+/// The drain callback reports an emptied queue, and then a peer that went away: writes queued
+/// after a reset fail, and the owner hears of it without a callback per write.
+fn drain_callback_reports_ok_then_the_failed_write(b: Backend) {
+    let lp = new_loop(b);
+    let l = TcpListener::bind(&lp, localhost(), ListenOptions::default()).unwrap();
+    let addr = l.local_addr();
+    let peer = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let mut hello = [0u8; 5];
+        s.read_exact(&mut hello).unwrap();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid linger struct for the call's duration, on our open socket.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        drop(s); // RST
+        hello
+    });
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let (ev, l2, lp2) = (events.clone(), l.clone(), lp.clone());
+    l.start(move |r| {
+        let s = r.unwrap();
+        l2.close(|| {});
+        let pump = Rc::new(Timer::new(&lp2));
+        let (ev2, s2, pump2) = (ev.clone(), s.clone(), pump.clone());
+        s.set_on_drain(move |r| {
+            ev2.borrow_mut().push(r);
+            if r.is_ok() {
+                // After the reset, keep writing until a write fails.
+                let s3 = s2.clone();
+                pump2.start(
+                    Duration::from_millis(5),
+                    Some(Duration::from_millis(5)),
+                    move || {
+                        let _ = s3.write(vec![b'x'; 65536], None);
+                    },
+                );
+            } else {
+                pump2.stop();
+                s2.close(|| {});
+            }
+        });
+        s.write(b"hello".to_vec(), None).unwrap();
+    })
+    .unwrap();
+    lp.run(RunMode::Default).unwrap();
+    assert_eq!(&peer.join().unwrap(), b"hello");
+    let ev = events.borrow();
+    assert_eq!(ev[0], Ok(()));
+    assert!(ev[..ev.len() - 1].iter().all(|r| r.is_ok()), "{ev:?}");
+    let last = *ev.last().unwrap();
+    assert!(
+        last == Err(Error::from_errno(libc::ECONNRESET))
+            || last == Err(Error::from_errno(libc::EPIPE)),
+        "{ev:?}"
+    );
+}
+
 both_backends!(
+    drain_callback_reports_ok_then_the_failed_write,
     echo_round_trip,
     close_cancels_in_flight_and_calls_back_last,
     no_callbacks_after_close_under_incoming_data,

@@ -102,30 +102,11 @@ pub fn parser(data: &[u8]) {
     }
 }
 
-/// The server's connection state machine, fed `data` over a real loopback connection (in
-/// pieces chosen by the input), then half-closed: the server must answer with well-formed
-/// responses only, close the connection, and end with no connection and no request left.
-pub fn server(data: &[u8]) {
-    check_responses(&server_output(data));
-}
-
-/// What the server sent back for `data` (see `server`).
-pub fn server_output(data: &[u8]) -> Vec<u8> {
-    let lp = Loop::new(LoopOptions {
-        backend: Backend::Epoll,
-        queue_depth: 64,
-    })
-    .expect("loop");
-    let opts = ServerOptions {
-        limits: fuzz_limits(),
-        header_timeout: Duration::from_secs(2),
-        body_timeout: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(2),
-        write_timeout: Duration::from_secs(2),
-        max_pipeline: 8,
-        ..Default::default()
-    };
-    let srv = HttpServer::new(&lp, opts);
+/// The server both connection harnesses drive: small limits; answers at once (`/`, `/echo`),
+/// from a timer (`/later`), on the next loop turn (`/next`), chunked (`/chunk`), and large
+/// enough to meet backpressure (`/big`).
+fn fuzz_server(lp: &Loop, opts: ServerOptions) -> HttpServer {
+    let srv = HttpServer::new(lp, opts);
     srv.route(Some("GET"), "/", |r| {
         let _ = r.respond(200, &[(b"Content-Type", b"text/plain")], b"ok");
     });
@@ -151,6 +132,42 @@ pub fn server_output(data: &[u8]) -> Vec<u8> {
             let _ = w.end();
         }
     });
+    srv.route(None, "/next", |r| {
+        let lp = r.event_loop().clone();
+        lp.defer(move || {
+            let _ = r.respond(200, &[], b"next");
+        });
+    });
+    srv.route(Some("GET"), "/big", |r| {
+        let _ = r.respond(200, &[], &[b'b'; 20000]);
+    });
+    srv
+}
+
+/// The server's connection state machine, fed `data` over a real loopback connection (in
+/// pieces chosen by the input), then half-closed: the server must answer with well-formed
+/// responses only, close the connection, and end with no connection and no request left.
+pub fn server(data: &[u8]) {
+    check_responses(&server_output(data));
+}
+
+/// What the server sent back for `data` (see `server`).
+pub fn server_output(data: &[u8]) -> Vec<u8> {
+    let lp = Loop::new(LoopOptions {
+        backend: Backend::Epoll,
+        queue_depth: 64,
+    })
+    .expect("loop");
+    let opts = ServerOptions {
+        limits: fuzz_limits(),
+        header_timeout: Duration::from_secs(2),
+        body_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(2),
+        max_pipeline: 8,
+        ..Default::default()
+    };
+    let srv = fuzz_server(&lp, opts);
     let addr: SocketAddr = srv.listen("127.0.0.1:0".parse().unwrap()).expect("listen");
     let input = data.to_vec();
     let client = std::thread::spawn(move || {
@@ -188,6 +205,221 @@ pub fn server_output(data: &[u8]) -> Vec<u8> {
         lp.run(RunMode::Once).unwrap();
     }
     assert_eq!(srv.connections(), 0);
+    assert_eq!(srv.active_requests(), 0);
+    out
+}
+
+/// The harness's end of an in-process connection: a non-blocking Unix stream socket.
+struct PeerEnd {
+    fd: std::os::fd::OwnedFd,
+    /// Everything the server sent, in order.
+    received: Vec<u8>,
+    eof: bool,
+}
+
+impl PeerEnd {
+    /// Sends what the socket takes now; `None` once the server has gone away.
+    fn send(&self, data: &[u8]) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: data is valid for data.len() bytes; the fd is ours and open.
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Some(n as usize);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Reads up to `max` bytes of what the server sent.
+    fn read(&mut self, max: usize) {
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 4096];
+        let mut left = max;
+        while left > 0 && !self.eof {
+            let want = left.min(buf.len());
+            // SAFETY: buf is valid for `want` bytes; the fd is ours and open.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    want,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                0 => self.eof = true,
+                n if n > 0 => {
+                    self.received.extend_from_slice(&buf[..n as usize]);
+                    left -= n as usize;
+                }
+                _ => match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    _ => self.eof = true, // reset: the server aborted the connection
+                },
+            }
+        }
+    }
+
+    fn half_close(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on our open fd.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+    }
+}
+
+/// A connected pair of non-blocking Unix stream sockets with small buffers: (ours, theirs).
+fn socket_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors socketpair writes.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0, "socketpair: {}", std::io::Error::last_os_error());
+    for fd in fds {
+        // Small buffers, so backpressure is reached within a few requests.
+        let _ = crate::net::socket::set_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 4096);
+    }
+    // SAFETY: both descriptors are new and owned only here.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// The server's connection state machine over an in-process transport, driven step by step
+/// on one thread: the server serves one end of a Unix socketpair, the harness holds the other
+/// and interleaves its own moves with single turns of the loop, as the input says. The first
+/// byte is the length of a schedule, the schedule follows, the rest is what the client sends.
+/// Each schedule byte is one move: send the next 1..=32 bytes; run one loop turn; read some of
+/// the output (or not: the server meets backpressure); half-close; or reset (close with
+/// unread data) and stop. Afterwards the rest is sent, the client half-closes, and reads.
+///
+/// Invariants: without a reset, the output is whole, well-formed HTTP/1.1 responses and the
+/// server closes the connection after the half-close; in every case the server ends with no
+/// connection and no request.
+pub fn connection(data: &[u8]) {
+    if let Some(out) = connection_output(data) {
+        check_responses(&out);
+    }
+}
+
+/// What the server sent back in `connection`; `None` when the schedule reset the connection.
+pub fn connection_output(data: &[u8]) -> Option<Vec<u8>> {
+    let lp = Loop::new(LoopOptions {
+        backend: Backend::Epoll,
+        queue_depth: 64,
+    })
+    .expect("loop");
+    let opts = ServerOptions {
+        limits: fuzz_limits(),
+        max_pipeline: 4,
+        max_output: 8192,
+        ..Default::default()
+    };
+    let srv = fuzz_server(&lp, opts);
+    let (ours, theirs) = socket_pair();
+    srv.serve_fd(theirs).expect("serve_fd");
+    let mut peer = Some(PeerEnd {
+        fd: ours,
+        received: Vec::new(),
+        eof: false,
+    });
+    let (schedule, mut payload): (&[u8], &[u8]) = match data.split_first() {
+        Some((&k, rest)) => rest.split_at((k as usize % 64).min(rest.len())),
+        None => (&[], &[]),
+    };
+    let mut half_closed = false;
+    let turn = || {
+        lp.run(RunMode::NoWait).expect("loop turn");
+    };
+    for &step in schedule {
+        let Some(p) = peer.as_mut() else { break };
+        let arg = (step >> 3) as usize;
+        match step & 7 {
+            0 | 1 if !half_closed => {
+                let n = (1 + arg).min(payload.len());
+                match p.send(&payload[..n]) {
+                    Some(sent) => payload = &payload[sent..],
+                    None => payload = &[],
+                }
+            }
+            2 | 3 => turn(),
+            4 => p.read(64 << (arg & 7)),
+            5 if !half_closed => {
+                p.half_close();
+                half_closed = true;
+            }
+            6 if arg & 3 == 0 => {
+                // Reset: close our end, possibly with unread output.
+                peer = None;
+            }
+            _ => turn(),
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    if let Some(p) = peer.as_mut() {
+        // The rest of the request bytes, then a half-close; read until the server closes.
+        while !payload.is_empty() && !half_closed {
+            match p.send(payload) {
+                Some(sent) => payload = &payload[sent..],
+                None => break,
+            }
+            turn();
+            p.read(usize::MAX);
+            if p.eof {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server stopped taking requests"
+            );
+        }
+        p.half_close();
+        while !p.eof {
+            turn();
+            p.read(usize::MAX);
+            if !p.eof {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the server did not close a half-closed connection: {:?}",
+                    String::from_utf8_lossy(&p.received)
+                );
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+    let out = peer.take().map(|p| p.received);
+    while srv.connections() > 0 {
+        turn();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server kept a connection the client closed"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let stopped = std::rc::Rc::new(std::cell::Cell::new(false));
+    let s2 = stopped.clone();
+    srv.shutdown(Duration::from_secs(1), move || s2.set(true));
+    while !stopped.get() {
+        lp.run(RunMode::Once).unwrap();
+    }
     assert_eq!(srv.active_requests(), 0);
     out
 }

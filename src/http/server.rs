@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use super::request::RequestData;
 use super::response::{self, Framing};
 use super::router::{Handler, Route, Router};
 use crate::error::{Error, Result};
-use crate::net::{ListenOptions, ReadEvent, TcpListener, TcpStream};
+use crate::net::{socket, ListenOptions, ReadEvent, TcpListener, TcpStream};
 use crate::reactor::{Loop, Remote, Slab, Timer, Token};
 
 /// Server settings; defaults as in CONTRACT.md.
@@ -325,6 +326,19 @@ impl HttpServer {
         Ok(bound)
     }
 
+    /// Serves a connection accepted elsewhere (socket activation, another acceptor, or one end
+    /// of a `socketpair` in tests): the server owns `fd` from now on and closes it.
+    pub fn serve_fd(&self, fd: OwnedFd) -> Result<()> {
+        let srv = &self.inner;
+        if srv.stopping.get() {
+            return Err(Error::CLOSED);
+        }
+        socket::set_nonblocking(fd.as_raw_fd())?;
+        srv.accept(TcpStream::from_accepted(&srv.lp, fd.into_raw_fd(), true));
+        srv.start_sweeper();
+        Ok(())
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.inner.conns.borrow().len()
@@ -407,9 +421,13 @@ impl ServerInner {
         let key = self.conns.borrow_mut().insert(conn.clone());
         conn.key.set(key);
         let (weak_srv, weak_conn) = (self.me.clone(), Rc::downgrade(&conn));
-        stream.set_on_drain(move || {
+        stream.set_on_drain(move |r| {
             if let (Some(srv), Some(conn)) = (weak_srv.upgrade(), weak_conn.upgrade()) {
-                srv.on_drain(&conn);
+                match r {
+                    Ok(()) => srv.on_drain(&conn),
+                    // The client is gone: nothing more can reach it.
+                    Err(_) => srv.close_now(&conn),
+                }
             }
         });
         if let Err(_e) = self.start_reading(&conn) {

@@ -3,7 +3,7 @@
 
 mod addr;
 mod listener;
-mod socket;
+pub(crate) mod socket;
 mod stream;
 
 pub use addr::{parse_ip_port, SockAddr};

@@ -48,6 +48,14 @@ pub fn set_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_
     .map(drop)
 }
 
+/// Puts `fd` in non-blocking mode (descriptors handed to us from elsewhere may not be).
+pub fn set_nonblocking(fd: RawFd) -> Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; F_GETFL/F_SETFL take and return ints.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
 /// `bind(2)`.
 pub fn bind(fd: RawFd, addr: &SocketAddr) -> Result<()> {
     let sa = SockAddr::from_std(addr);

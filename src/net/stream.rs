@@ -31,6 +31,7 @@ pub enum ReadEvent<'a> {
 
 type ReadCb = Box<dyn FnMut(ReadEvent<'_>)>;
 type DoneCb = Box<dyn FnOnce(Result<()>)>;
+type DrainCb = Box<dyn FnMut(Result<()>)>;
 
 struct WriteReq {
     data: Vec<u8>,
@@ -69,7 +70,7 @@ struct StreamInner {
     done: RefCell<Vec<DoneCb>>,
     shutdown: RefCell<Option<DoneCb>>,
     shutdown_done: Cell<bool>,
-    on_drain: RefCell<Option<Box<dyn FnMut()>>>,
+    on_drain: RefCell<Option<DrainCb>>,
     // Connecting.
     connect: Cell<Option<Token>>,
     connect_addr: UnsafeCell<SockAddr>,
@@ -317,9 +318,11 @@ impl TcpStream {
         Ok(())
     }
 
-    /// Sets a callback run each time the write queue empties after a successful send (set once
-    /// per connection instead of a callback per write). Dropped at close.
-    pub fn set_on_drain(&self, cb: impl FnMut() + 'static) {
+    /// Sets a callback run each time the write queue empties: `Ok` after a successful send,
+    /// the error when queued writes failed (the peer went away). Set once per connection
+    /// instead of a callback per write; not run for writes cancelled by `close`, and dropped
+    /// at close.
+    pub fn set_on_drain(&self, cb: impl FnMut(Result<()>) + 'static) {
         *self.inner.on_drain.borrow_mut() = Some(Box::new(cb));
     }
 
@@ -578,13 +581,18 @@ impl StreamInner {
             if self.shutdown.borrow().is_some() {
                 self.do_shutdown();
             }
-            let cb = self.on_drain.borrow_mut().take();
-            if let Some(mut cb) = cb {
-                cb();
-                let mut slot = self.on_drain.borrow_mut();
-                if slot.is_none() && !self.closing.get() {
-                    *slot = Some(cb);
-                }
+            self.notify_drain(Ok(()));
+        }
+    }
+
+    /// Runs the drain callback with `r` (it may close the stream or set another callback).
+    fn notify_drain(&self, r: Result<()>) {
+        let cb = self.on_drain.borrow_mut().take();
+        if let Some(mut cb) = cb {
+            cb(r);
+            let mut slot = self.on_drain.borrow_mut();
+            if slot.is_none() && !self.closing.get() {
+                *slot = Some(cb);
             }
         }
     }
@@ -592,6 +600,7 @@ impl StreamInner {
     /// Fails every queued write (and a pending shutdown) with `e`.
     fn fail_writes(&self, e: Error) {
         self.progress_at.set(None);
+        let had_writes = !self.queue.borrow().is_empty();
         loop {
             let req = self.queue.borrow_mut().pop_front();
             let Some(req) = req else { break };
@@ -605,6 +614,9 @@ impl StreamInner {
         if let Some(cb) = sd {
             self.shutdown_done.set(true);
             cb(Err(e));
+        }
+        if had_writes && !self.closing.get() {
+            self.notify_drain(Err(e));
         }
     }
 
