@@ -84,6 +84,7 @@ fn fetch_all(lp: &Loop, client: &HttpClient, reqs: Vec<ClientRequest>) -> Vec<Re
         .drain(..)
         .map(|x| x.expect("answered"))
         .collect();
+    assert_eq!(client.pending(), 0, "answered requests are forgotten");
     v
 }
 
@@ -259,6 +260,7 @@ fn cancel_reports_once(b: Backend) {
     h.cancel();
     sleep_loop(&lp, Duration::from_millis(100));
     assert_eq!(*got.borrow(), vec![Err(Error::CANCELLED)]);
+    assert_eq!(client.pending(), 0);
 }
 
 fn thousand_concurrent_requests(b: Backend) {

@@ -339,6 +339,7 @@ impl ClientInner {
         let Some(cb) = p.cb.borrow_mut().take() else {
             return;
         };
+        self.live.borrow_mut().remove(p.id.get());
         let t = p.timer.borrow_mut().take();
         drop(t);
         let key = (p.req.url.host.clone(), p.req.url.port);

@@ -26,6 +26,9 @@ from urllib.parse import parse_qs, urlparse
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 0.15  # idle keep-alive connections are closed after this
+    # The head and the body go out in separate writes: without TCP_NODELAY the body waits
+    # for the client's delayed ACK (40 ms per request).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
