@@ -27,7 +27,7 @@ C_TESTS    := test_loop test_tcp test_http test_http_client test_pg
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e test-sanitize lint fuzz bench run install clean deps
+.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e test-sanitize lint fuzz soak bench run install clean deps
 
 all: lib examples
 
@@ -40,15 +40,16 @@ $(RELEASE)/libasyncloop.so $(RELEASE)/libasyncloop.a include/asyncloop.h: $(RUST
 	$(CARGO) build --release --lib
 	@touch include/asyncloop.h
 
+# Replaced by rename, never rewritten in place: a running program keeps its mapping intact.
 $(LIBDIR)/libasyncloop.so.$(VERSION): $(RELEASE)/libasyncloop.so
 	@mkdir -p $(LIBDIR)
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 	ln -sf libasyncloop.so.$(VERSION) $(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(LIBDIR)/libasyncloop.so
 
 $(LIBDIR)/libasyncloop.a: $(RELEASE)/libasyncloop.a
 	@mkdir -p $(LIBDIR)
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 lib: $(LIBFILES)
 
@@ -145,6 +146,14 @@ test-e2e: examples
 bench: lib examples
 	@scripts/deps.sh bench
 	python3 bench/bench.py
+
+# Soak run (scripts/soak.py): mixed load with random disconnects and PostgreSQL restarts for
+# SOAK_MINUTES; reports RSS and fd counts after warm-up and at the end (build/soak/report.md).
+SOAK_MINUTES ?= 10
+SOAK_BACKEND ?= uring
+soak: lib examples
+	@scripts/deps.sh test
+	python3 scripts/soak.py --minutes $(SOAK_MINUTES) --backend $(SOAK_BACKEND)
 
 # Fuzzing (libFuzzer through cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain build the
 # sanitizer-instrumented targets). `make test` replays the corpora (tests/fuzz_corpus.rs).

@@ -84,12 +84,50 @@ struct State {
     error: Option<HttpError>,
 }
 
+/// The callback table for sink type `S`: one static table shared by every parser of that type
+/// (llhttp only reads it), instead of a copy per connection.
+struct Callbacks<S>(PhantomData<S>);
+
+impl<S: Sink> Callbacks<S> {
+    const SETTINGS: ll::llhttp_settings_t = ll::llhttp_settings_t {
+        on_message_begin: Some(on_message_begin::<S>),
+        on_protocol: None,
+        on_url: Some(on_url::<S>),
+        on_status: None,
+        on_method: Some(on_method::<S>),
+        on_version: None,
+        on_header_field: Some(on_header_field::<S>),
+        on_header_value: Some(on_header_value::<S>),
+        on_chunk_extension_name: Some(on_chunk_extension::<S>),
+        on_chunk_extension_value: Some(on_chunk_extension::<S>),
+        on_headers_complete: Some(on_headers_complete::<S>),
+        on_body: Some(on_body::<S>),
+        on_message_complete: Some(on_message_complete::<S>),
+        on_protocol_complete: None,
+        on_url_complete: Some(on_url_complete::<S>),
+        on_status_complete: None,
+        on_method_complete: Some(on_method_complete::<S>),
+        on_version_complete: Some(on_version_complete::<S>),
+        on_header_field_complete: Some(on_header_field_complete::<S>),
+        on_header_value_complete: Some(on_header_value_complete::<S>),
+        on_chunk_extension_name_complete: None,
+        on_chunk_extension_value_complete: None,
+        on_chunk_header: Some(on_chunk_header::<S>),
+        on_chunk_complete: None,
+        on_reset: None,
+    };
+}
+
 /// An llhttp request parser for one connection.
 pub struct RequestParser<S: Sink> {
-    parser: Box<ll::llhttp_t>,
-    settings: Box<ll::llhttp_settings_t>,
-    st: State,
+    /// One allocation: llhttp's state and ours.
+    inner: Box<ParserInner>,
     _sink: PhantomData<fn(&mut S)>,
+}
+
+struct ParserInner {
+    ll: ll::llhttp_t,
+    st: State,
 }
 
 struct Ctx<'a, S: Sink> {
@@ -417,84 +455,70 @@ fn status_for(errno: ll::llhttp_errno_t, reason: &[u8]) -> HttpError {
 impl<S: Sink> RequestParser<S> {
     /// A parser enforcing `limits`.
     pub fn new(limits: Limits) -> RequestParser<S> {
-        let mut settings: Box<ll::llhttp_settings_t> = Box::default();
-        // SAFETY: settings is a valid, writable struct.
-        unsafe { ll::llhttp_settings_init(&mut *settings) };
-        settings.on_message_begin = Some(on_message_begin::<S>);
-        settings.on_method = Some(on_method::<S>);
-        settings.on_method_complete = Some(on_method_complete::<S>);
-        settings.on_url = Some(on_url::<S>);
-        settings.on_url_complete = Some(on_url_complete::<S>);
-        settings.on_version_complete = Some(on_version_complete::<S>);
-        settings.on_header_field = Some(on_header_field::<S>);
-        settings.on_header_field_complete = Some(on_header_field_complete::<S>);
-        settings.on_header_value = Some(on_header_value::<S>);
-        settings.on_header_value_complete = Some(on_header_value_complete::<S>);
-        settings.on_headers_complete = Some(on_headers_complete::<S>);
-        settings.on_body = Some(on_body::<S>);
-        settings.on_chunk_header = Some(on_chunk_header::<S>);
-        settings.on_chunk_extension_name = Some(on_chunk_extension::<S>);
-        settings.on_chunk_extension_value = Some(on_chunk_extension::<S>);
-        settings.on_message_complete = Some(on_message_complete::<S>);
-        // SAFETY: zeroed is a valid pre-init state; llhttp_init fills it. The settings box
-        // outlives the parser box (both owned here, settings dropped after parser use ends).
-        let mut parser: Box<ll::llhttp_t> = Box::new(unsafe { std::mem::zeroed() });
-        // SAFETY: both pointers are valid; every lenient flag stays off (llhttp_init's default).
-        unsafe { ll::llhttp_init(&mut *parser, ll::HTTP_REQUEST, &*settings) };
-        debug_assert_eq!(parser.lenient_flags, 0);
-        RequestParser {
-            parser,
-            settings,
-            st: State {
-                limits,
-                ..Default::default()
-            },
+        let mut p = RequestParser {
+            inner: Box::new(ParserInner {
+                // SAFETY: zeroed is a valid pre-init state; `reset` runs llhttp_init on it.
+                ll: unsafe { std::mem::zeroed() },
+                st: State {
+                    limits,
+                    ..Default::default()
+                },
+            }),
             _sink: PhantomData,
-        }
+        };
+        p.reset();
+        p
+    }
+
+    /// Back to the state of a new parser (same limits), for reuse on another connection. A
+    /// request in progress is dropped: take it first with `take_partial`.
+    pub fn reset(&mut self) {
+        let settings: &'static ll::llhttp_settings_t = &Callbacks::<S>::SETTINGS;
+        let inner = &mut *self.inner;
+        // SAFETY: both pointers are valid; the settings are static; every lenient flag stays
+        // off (llhttp_init's default).
+        unsafe { ll::llhttp_init(&mut inner.ll, ll::HTTP_REQUEST, settings) };
+        debug_assert_eq!(inner.ll.lenient_flags, 0);
+        inner.st = State {
+            limits: inner.st.limits,
+            ..Default::default()
+        };
     }
 
     /// Parses `data`, calling `sink` for each request. After an error, do not call again.
     pub fn execute(&mut self, data: &[u8], sink: &mut S) -> Result<Outcome, HttpError> {
-        let _ = &self.settings;
-        let mut c = Ctx {
-            st: &mut self.st,
-            sink,
-        };
-        self.parser.data = (&mut c as *mut Ctx<'_, S>).cast();
+        let ParserInner { ll: parser, st } = &mut *self.inner;
+        let mut c = Ctx { st, sink };
+        parser.data = (&mut c as *mut Ctx<'_, S>).cast();
         // SAFETY: the parser is initialised; data is a valid buffer; callbacks find `c` through
         // parser.data, which is cleared again before `c` goes out of scope.
-        let errno =
-            unsafe { ll::llhttp_execute(&mut *self.parser, data.as_ptr().cast(), data.len()) };
-        self.parser.data = std::ptr::null_mut();
+        let errno = unsafe { ll::llhttp_execute(parser, data.as_ptr().cast(), data.len()) };
+        parser.data = std::ptr::null_mut();
         match errno {
             ll::HPE_OK => Ok(Outcome::Continue),
             ll::HPE_PAUSED_UPGRADE => Ok(Outcome::Upgrade),
             e => {
                 // SAFETY: llhttp's reason is a static C string (or NULL).
                 let reason = unsafe {
-                    let r = ll::llhttp_get_error_reason(&*self.parser);
+                    let r = ll::llhttp_get_error_reason(parser);
                     if r.is_null() {
                         &b""[..]
                     } else {
                         std::ffi::CStr::from_ptr(r).to_bytes()
                     }
                 };
-                Err(self
-                    .st
-                    .error
-                    .take()
-                    .unwrap_or_else(|| status_for(e, reason)))
+                Err(c.st.error.take().unwrap_or_else(|| status_for(e, reason)))
             }
         }
     }
 
     /// True between the first byte of a request and its completion.
     pub fn in_request(&self) -> bool {
-        self.st.cur.is_some()
+        self.inner.st.cur.is_some()
     }
 
     /// Takes back the storage of an unfinished request (to return it to the pool).
     pub fn take_partial(&mut self) -> Option<Box<RequestData>> {
-        self.st.cur.take()
+        self.inner.st.cur.take()
     }
 }

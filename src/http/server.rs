@@ -126,7 +126,9 @@ struct Pending {
 struct Conn {
     key: Cell<Token>,
     stream: TcpStream,
-    parser: RefCell<RequestParser<ConnSink>>,
+    /// Only while bytes of a request are being parsed: idle connections return theirs to the
+    /// server's pool.
+    parser: RefCell<Option<RequestParser<ConnSink>>>,
     pipeline: RefCell<VecDeque<Pending>>,
     next_seq: Cell<u64>,
     out: RefCell<Vec<u8>>,
@@ -157,6 +159,8 @@ pub struct ServerInner {
     /// Boxed: handlers hold pointers to a request's data, which must not move.
     #[allow(clippy::vec_box)]
     data_pool: RefCell<Vec<Box<RequestData>>>,
+    /// Parsers of connections between requests, for reuse (at most `DATA_POOL`).
+    parser_pool: RefCell<Vec<RequestParser<ConnSink>>>,
     sweeper: RefCell<Option<Timer>>,
     sweep_buf: RefCell<Vec<Rc<Conn>>>,
     stopping: Cell<bool>,
@@ -219,6 +223,14 @@ impl Sink for ConnSink {
 }
 
 impl Conn {
+    /// True between the first byte of a request and its completion.
+    fn in_request(&self) -> bool {
+        self.parser
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| p.in_request())
+    }
+
     fn take_seq(&self) -> u64 {
         let s = self.next_seq.get();
         self.next_seq.set(s + 1);
@@ -260,6 +272,7 @@ impl HttpServer {
                 free_slots: RefCell::new(Vec::new()),
                 active_slots: Cell::new(0),
                 data_pool: RefCell::new(Vec::new()),
+                parser_pool: RefCell::new(Vec::new()),
                 sweeper: RefCell::new(None),
                 sweep_buf: RefCell::new(Vec::new()),
                 stopping: Cell::new(false),
@@ -403,7 +416,7 @@ impl ServerInner {
         let conn = Rc::new(Conn {
             key: Cell::new(Token(0)),
             stream: stream.clone(),
-            parser: RefCell::new(RequestParser::new(self.opts.limits)),
+            parser: RefCell::new(None),
             pipeline: RefCell::new(VecDeque::new()),
             next_seq: Cell::new(0),
             out: RefCell::new(Vec::new()),
@@ -493,7 +506,17 @@ impl ServerInner {
             conn: conn.clone(),
         };
         conn.in_read.set(true);
-        let r = conn.parser.borrow_mut().execute(data, &mut sink);
+        let mut parser = conn.parser.borrow_mut().take().unwrap_or_else(|| {
+            let pooled = self.parser_pool.borrow_mut().pop();
+            pooled.unwrap_or_else(|| RequestParser::new(self.opts.limits))
+        });
+        let r = parser.execute(data, &mut sink);
+        if r.is_ok() && !parser.in_request() {
+            // Between requests: the next byte may come much later, or never.
+            self.recycle_parser(parser);
+        } else {
+            *conn.parser.borrow_mut() = Some(parser);
+        }
         match r {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Upgrade) => {
@@ -509,9 +532,7 @@ impl ServerInner {
                 self.pause_reading(conn);
             }
             Err(e) => {
-                if let Some(partial) = conn.parser.borrow_mut().take_partial() {
-                    self.recycle_data(partial);
-                }
+                self.drop_parser(conn);
                 self.queue_error(conn, e.status, e.reason);
             }
         }
@@ -524,7 +545,7 @@ impl ServerInner {
         *conn.completed.borrow_mut() = completed;
         conn.in_read.set(false);
         let now = self.lp.now();
-        if conn.parser.borrow().in_request() {
+        if conn.in_request() {
             if conn.phase.get() == Phase::Busy {
                 conn.set_phase(Phase::Head, now);
             }
@@ -673,6 +694,26 @@ impl ServerInner {
         }
         self.free_slots.borrow_mut().push(index);
         self.active_slots.set(self.active_slots.get() - 1);
+    }
+
+    /// Takes a connection's parser (and the request it was in the middle of) back to the pools.
+    fn drop_parser(&self, conn: &Conn) {
+        let p = conn.parser.borrow_mut().take();
+        if let Some(mut p) = p {
+            if let Some(partial) = p.take_partial() {
+                self.recycle_data(partial);
+            }
+            self.recycle_parser(p);
+        }
+    }
+
+    /// Keeps a parser for the next connection that has bytes to parse, up to `DATA_POOL`.
+    fn recycle_parser(&self, mut p: RequestParser<ConnSink>) {
+        let mut pool = self.parser_pool.borrow_mut();
+        if pool.len() < DATA_POOL {
+            p.reset();
+            pool.push(p);
+        }
     }
 
     /// Keeps request storage for reuse, up to `DATA_POOL` of them: the pool serves steady
@@ -917,10 +958,7 @@ impl ServerInner {
                 break;
             }
         }
-        if conn.pipeline.borrow().is_empty()
-            && !conn.parser.borrow().in_request()
-            && !conn.in_read.get()
-        {
+        if conn.pipeline.borrow().is_empty() && !conn.in_request() && !conn.in_read.get() {
             conn.set_phase(Phase::Idle, self.lp.now());
         }
         if conn.read_paused.get()
@@ -1032,9 +1070,7 @@ impl ServerInner {
         if conn.closing.replace(true) {
             return;
         }
-        if let Some(partial) = conn.parser.borrow_mut().take_partial() {
-            self.recycle_data(partial);
-        }
+        self.drop_parser(conn);
         self.abort_pipeline(conn);
         let out = std::mem::take(&mut *conn.out.borrow_mut());
         self.lp.recycle_buffer(out);
@@ -1067,7 +1103,7 @@ impl ServerInner {
             let age = now.duration_since(conn.since.get());
             match conn.phase.get() {
                 Phase::Head if conn.pipeline.borrow().is_empty() && age >= o.header_timeout => {
-                    if conn.parser.borrow().in_request() {
+                    if conn.in_request() {
                         self.timeout_408(&conn);
                     } else {
                         self.close_now(&conn);
@@ -1083,9 +1119,7 @@ impl ServerInner {
     }
 
     fn timeout_408(&self, conn: &Rc<Conn>) {
-        if let Some(partial) = conn.parser.borrow_mut().take_partial() {
-            self.recycle_data(partial);
-        }
+        self.drop_parser(conn);
         if conn.pipeline.borrow().is_empty() && conn.stream.write_queue_size() == 0 {
             self.queue_error(conn, 408, "request not received in time");
             self.flush(conn);
@@ -1110,7 +1144,7 @@ impl ServerInner {
         }
         let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         for conn in conns {
-            if conn.pipeline.borrow().is_empty() && !conn.parser.borrow().in_request() {
+            if conn.pipeline.borrow().is_empty() && !conn.in_request() {
                 self.close_now(&conn);
             } else {
                 conn.close_after.set(true);

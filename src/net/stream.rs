@@ -73,14 +73,21 @@ struct StreamInner {
     on_drain: RefCell<Option<DrainCb>>,
     // Connecting.
     connect: Cell<Option<Token>>,
-    connect_addr: UnsafeCell<SockAddr>,
-    on_connect: RefCell<Option<DoneCb>>,
-    connect_timer: RefCell<Option<Timer>>,
-    timed_out: Cell<bool>,
+    /// Only while connecting: accepted connections never allocate it.
+    connecting: RefCell<Option<Box<Connecting>>>,
     // Closing.
     closing: Cell<bool>,
     close_op: Cell<Option<Token>>,
     close_cb: RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+/// A connect in progress.
+struct Connecting {
+    /// Read by the kernel until the connect completes.
+    addr: SockAddr,
+    cb: Option<DoneCb>,
+    timer: Option<Timer>,
+    timed_out: bool,
 }
 
 /// A TCP connection. Clones share it; it must be closed with `close`.
@@ -117,14 +124,7 @@ impl TcpStream {
                 shutdown_done: Cell::new(false),
                 on_drain: RefCell::new(None),
                 connect: Cell::new(None),
-                // SAFETY: all-zero storage is valid.
-                connect_addr: UnsafeCell::new(SockAddr {
-                    storage: unsafe { std::mem::zeroed() },
-                    len: 0,
-                }),
-                on_connect: RefCell::new(None),
-                connect_timer: RefCell::new(None),
-                timed_out: Cell::new(false),
+                connecting: RefCell::new(None),
                 closing: Cell::new(false),
                 close_op: Cell::new(None),
                 close_cb: RefCell::new(None),
@@ -157,22 +157,24 @@ impl TcpStream {
         );
         let s = TcpStream::from_fd(lp, fd.into_raw_fd());
         let inner = &s.inner;
-        // SAFETY: no operation uses connect_addr yet; it is written once here and then only
-        // read by the kernel until the connect completes.
-        let sa = unsafe {
-            *inner.connect_addr.get() = SockAddr::from_std(&addr);
-            &*inner.connect_addr.get()
-        };
-        *inner.on_connect.borrow_mut() = Some(Box::new(cb));
+        let state = Box::new(Connecting {
+            addr: SockAddr::from_std(&addr),
+            cb: Some(Box::new(cb)),
+            timer: None,
+            timed_out: false,
+        });
+        // The address lives in the box, which stays put until the connect completes (only
+        // on_connect drops it): the kernel may read it until then.
         let op = Op::Connect {
             fd: inner.fd.get(),
-            addr: sa.as_ptr(),
-            len: sa.len,
+            addr: state.addr.as_ptr(),
+            len: state.addr.len,
         };
+        *inner.connecting.borrow_mut() = Some(state);
         match lp.submit(op, inner.clone()) {
             Ok(t) => inner.connect.set(Some(t)),
             Err(e) => {
-                inner.on_connect.borrow_mut().take();
+                inner.connecting.borrow_mut().take();
                 s.close(|| {});
                 return Err(e);
             }
@@ -183,12 +185,16 @@ impl TcpStream {
             timer.start(d, None, move || {
                 if let Some(i) = weak.upgrade() {
                     if let Some(t) = i.connect.get() {
-                        i.timed_out.set(true);
+                        if let Some(c) = i.connecting.borrow_mut().as_mut() {
+                            c.timed_out = true;
+                        }
                         i.lp.cancel(t);
                     }
                 }
             });
-            *inner.connect_timer.borrow_mut() = Some(timer);
+            if let Some(c) = inner.connecting.borrow_mut().as_mut() {
+                c.timer = Some(timer);
+            }
         }
         Ok(s)
     }
@@ -358,7 +364,11 @@ impl TcpStream {
         let drain_cb = inner.on_drain.borrow_mut().take();
         drop(drain_cb);
         inner.stash.borrow_mut().clear();
-        let timer = inner.connect_timer.borrow_mut().take();
+        let timer = inner
+            .connecting
+            .borrow_mut()
+            .as_mut()
+            .and_then(|c| c.timer.take());
         drop(timer);
         for t in [inner.recv.get(), inner.send.get(), inner.connect.get()]
             .into_iter()
@@ -639,12 +649,20 @@ impl StreamInner {
 
     fn on_connect(self: Rc<Self>, res: i32) {
         self.connect.set(None);
-        let timer = self.connect_timer.borrow_mut().take();
+        let Some(state) = self.connecting.borrow_mut().take() else {
+            return;
+        };
+        let Connecting {
+            cb,
+            timer,
+            timed_out,
+            ..
+        } = *state;
         drop(timer);
         let r = if res >= 0 {
             Ok(())
         } else if res == -libc::ECANCELED {
-            Err(if self.timed_out.get() && !self.closing.get() {
+            Err(if timed_out && !self.closing.get() {
                 Error::TIMEOUT
             } else {
                 Error::CANCELLED
@@ -652,7 +670,6 @@ impl StreamInner {
         } else {
             Err(Error::from_code(res))
         };
-        let cb = self.on_connect.borrow_mut().take();
         if let Some(cb) = cb {
             cb(r);
         }
