@@ -142,7 +142,6 @@ struct Conn {
     closing: Cell<bool>,
     flush_scheduled: Cell<bool>,
     in_read: Cell<bool>,
-    completed: RefCell<Vec<(u32, u32)>>,
 }
 
 /// Shared state of a server (one per loop).
@@ -161,6 +160,9 @@ pub struct ServerInner {
     data_pool: RefCell<Vec<Box<RequestData>>>,
     /// Parsers of connections between requests, for reuse (at most `DATA_POOL`).
     parser_pool: RefCell<Vec<RequestParser<ConnSink>>>,
+    /// Requests completed by the parse in progress, in order (scratch, shared by connections:
+    /// they are handed to their handlers right after each parse).
+    completed: RefCell<Vec<(u32, u32)>>,
     sweeper: RefCell<Option<Timer>>,
     sweep_buf: RefCell<Vec<Rc<Conn>>>,
     stopping: Cell<bool>,
@@ -217,7 +219,7 @@ impl Sink for ConnSink {
             close: false,
             buf: Vec::new(),
         });
-        self.conn.completed.borrow_mut().push(id);
+        self.srv.completed.borrow_mut().push(id);
         self.conn.set_phase(Phase::Busy, self.srv.lp.now());
     }
 }
@@ -241,6 +243,13 @@ impl Conn {
         if self.phase.get() != p {
             self.phase.set(p);
             self.since.set(now);
+            if p == Phase::Idle {
+                // An idle connection keeps no pipeline storage (it may stay idle for long).
+                let mut pipeline = self.pipeline.borrow_mut();
+                if pipeline.is_empty() && pipeline.capacity() > 0 {
+                    *pipeline = VecDeque::new();
+                }
+            }
         }
     }
 
@@ -273,6 +282,7 @@ impl HttpServer {
                 active_slots: Cell::new(0),
                 data_pool: RefCell::new(Vec::new()),
                 parser_pool: RefCell::new(Vec::new()),
+                completed: RefCell::new(Vec::new()),
                 sweeper: RefCell::new(None),
                 sweep_buf: RefCell::new(Vec::new()),
                 stopping: Cell::new(false),
@@ -429,7 +439,6 @@ impl ServerInner {
             closing: Cell::new(false),
             flush_scheduled: Cell::new(false),
             in_read: Cell::new(false),
-            completed: RefCell::new(Vec::new()),
         });
         let key = self.conns.borrow_mut().insert(conn.clone());
         conn.key.set(key);
@@ -523,7 +532,7 @@ impl ServerInner {
                 // Upgrades are not supported: answer what was asked (with Connection: close),
                 // then close.
                 conn.stop_parsing.set(true);
-                if let Some(&(index, gen)) = conn.completed.borrow().last() {
+                if let Some(&(index, gen)) = self.completed.borrow().last() {
                     if let Some(d) = self.slot_data(index, gen) {
                         // SAFETY: live slot; no other reference to its data exists right now.
                         unsafe { (*(d as *mut RequestData)).keep_alive = false };
@@ -537,12 +546,12 @@ impl ServerInner {
             }
         }
         // Hand the complete requests to their handlers, in order.
-        let mut completed = std::mem::take(&mut *conn.completed.borrow_mut());
+        let mut completed = std::mem::take(&mut *self.completed.borrow_mut());
         for &(index, gen) in completed.iter() {
             self.dispatch(index, gen);
         }
         completed.clear();
-        *conn.completed.borrow_mut() = completed;
+        *self.completed.borrow_mut() = completed;
         conn.in_read.set(false);
         let now = self.lp.now();
         if conn.in_request() {

@@ -572,6 +572,10 @@ impl StreamInner {
             if iov.capacity() > 0 {
                 *iov = Vec::new(); // idle connections keep no write state
             }
+            let mut q = self.queue.borrow_mut();
+            if q.capacity() > 0 {
+                *q = VecDeque::new();
+            }
         }
         let mut flush_err = None;
         if more && !self.closing.get() {
