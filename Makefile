@@ -134,9 +134,21 @@ $(SANDIR)/%: examples-c/%.cpp include/asyncloop.h include/asyncloop.hpp $(LIBFIL
 	@mkdir -p $(SANDIR)
 	$(CXX) $(EX_CXXFLAGS) $(SAN) $< -o $@ -L$(LIBDIR) -lasyncloop -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lpthread
 
-test-sanitize: examples $(SANDIR)/palindrome $(SANDIR)/server $(SANDIR)/client
+# The library itself built with AddressSanitizer too (RUSTC_BOOTSTRAP lets the stable toolchain
+# use -Zsanitizer; gcc's libasan serves both sides), loaded by the sanitized programs in place of
+# the plain one through LD_LIBRARY_PATH.
+SANLIB := $(BUILD)/san/lib
+HOST   := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+$(SANLIB)/$(SONAME): $(RUST_SRC)
+	@mkdir -p $(SANLIB)
+	RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" $(CARGO) build --release --lib \
+	  --target $(HOST) --target-dir $(BUILD)/san/target
+	cp $(BUILD)/san/target/$(HOST)/release/libasyncloop.so $@.tmp && mv -f $@.tmp $@
+
+test-sanitize: examples $(SANDIR)/palindrome $(SANDIR)/server $(SANDIR)/client $(SANLIB)/$(SONAME) \
+               $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))
 	@scripts/deps.sh test
-	@scripts/sanitize-session.sh $(SANDIR) $(BINDIR)
+	@scripts/sanitize-session.sh $(SANDIR) $(BINDIR) $(SANLIB) $(TESTDIR)
 
 # End to end: the example binaries over real sockets with real clients, both backends.
 test-e2e: examples

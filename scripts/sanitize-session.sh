@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# make test-sanitize: the examples built with AddressSanitizer+UBSan (the C/C++ side), driven
-# through a scripted session of real requests, then palindrome and server under valgrind
-# memcheck. Every run must exit 0 with no sanitizer report and no definite leak.
-# Usage: scripts/sanitize-session.sh SAN_BIN_DIR BIN_DIR
+# make test-sanitize: the examples built with AddressSanitizer+UBSan, with the library itself
+# built with AddressSanitizer, driven through a scripted session of real requests on both
+# backends; the C tests the same way; then palindrome and server under valgrind memcheck.
+# Every run must exit 0 with no sanitizer report and no definite leak.
+# Usage: scripts/sanitize-session.sh SAN_BIN_DIR BIN_DIR SAN_LIB_DIR C_TEST_DIR
 set -u
 san=$1
 bin=$2
+sanlib=$3
+ctests=$4
 top=$(cd "$(dirname "$0")/.." && pwd)
 passed=0
 failed=0
@@ -19,6 +22,9 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for b in palindrome server client; do
   if ldd "$san/$b" | grep -q libasan; then ok "$b links the ASan runtime"; else bad "$b is not linked with the ASan runtime"; fi
 done
+if nm -D "$sanlib/libasyncloop.so.0" | grep -q __asan_report; then ok "the library is built with ASan"; else bad "$sanlib/libasyncloop.so.0 is not instrumented"; fi
+if LD_LIBRARY_PATH=$sanlib ldd "$san/server" | grep -q "$sanlib/libasyncloop"; then ok "the sanitized programs load it"
+else bad "the sanitized programs do not load $sanlib/libasyncloop.so.0"; fi
 
 tmp=$(mktemp -d /tmp/asyncloop-sanitize.XXXXXX)
 chmod 755 "$tmp"
@@ -42,7 +48,7 @@ session() {
   shift 2
   "$@" > "$tmp/$name.out" 2> "$tmp/$name.err" &
   local pid=$!
-  if ! wait_port "$port"; then bad "$name did not start" "$tmp/$name.err"; kill -9 $pid 2>/dev/null; return; fi
+  if ! wait_port "$port"; then bad "$name${label:-} did not start" "$tmp/$name.err"; kill -9 $pid 2>/dev/null; return; fi
   python3 - "$port" "$name" > "$tmp/$name.drive" 2>&1 <<'PY'
 import socket, sys, json, urllib.request, urllib.error
 port, name = int(sys.argv[1]), sys.argv[2]
@@ -79,7 +85,7 @@ else:
     assert get("/nope")[0] == 404
 for bad in [b"GET / HTTP/1.1\r\n\r\n", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             b"\x16\x03\x01garbage\r\n\r\n", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"]:
-    assert raw(bad).startswith(b"HTTP/1.1 4") or True
+    assert raw(bad).startswith(b"HTTP/1.1 4"), bad[:40]
 pipelined = (b"POST " + pal.encode() + b" HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\naba") * 50 + b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 assert raw(pipelined).count(b"HTTP/1.1 ") == 51
 for _ in range(20):   # clients that reset mid-request
@@ -91,25 +97,38 @@ PY
   if [ "$name" = server ] && [ -x "$san/client" ]; then
     "$san/client" -n 2000 -c 8 127.0.0.1 "$port" /json > "$tmp/client.out" 2> "$tmp/client.err" \
       && ! grep -qE "AddressSanitizer|runtime error" "$tmp/client.err" \
-      && ok "client (asan) load run" || bad "client (asan) load run" "$tmp/client.err"
+      && ok "client (asan) load run${label:-}" || bad "client (asan) load run${label:-}" "$tmp/client.err"
   fi
   kill -TERM $pid
   wait $pid
   local rc=$?
-  if [ $drive -ne 0 ]; then bad "$name: scripted session" "$tmp/$name.drive"
+  if [ $drive -ne 0 ]; then bad "$name${label:-}: scripted session" "$tmp/$name.drive"
   elif [ $rc -ne 0 ] || grep -qE "AddressSanitizer|LeakSanitizer|runtime error|ERROR SUMMARY: [1-9]|definitely lost: [1-9]" "$tmp/$name.err"; then
-    bad "$name: exit $rc or a report" "$tmp/$name.err"
-  else ok "$name"; fi
+    bad "$name${label:-}: exit $rc or a report" "$tmp/$name.err"
+  else ok "$name${label:-}"; fi
 }
 
-p=$(free_port); session "palindrome" "$p" "$san/palindrome" "$p"
-p=$(free_port); session "server" "$p" "$san/server" --pg "$url" --upstream "http://127.0.0.1:$upport" --upstream-timeout 500 127.0.0.1 "$p"
+export LD_LIBRARY_PATH=$sanlib
+for backend in uring epoll; do
+  export ASYNCLOOP_BACKEND=$backend
+  label=" (ASan, library with ASan, $backend)"
+  p=$(free_port); session "palindrome" "$p" "$san/palindrome" "$p"
+  p=$(free_port); session "server" "$p" "$san/server" --pg "$url" --upstream "http://127.0.0.1:$upport" --upstream-timeout 500 127.0.0.1 "$p"
+done
+unset ASYNCLOOP_BACKEND
+for t in "$ctests"/*.asan; do
+  n=$(basename "$t")
+  ALOOP_TEST_PG="$url" "$t" > "$tmp/$n.out" 2>&1 \
+    && ! grep -qE "AddressSanitizer|LeakSanitizer|runtime error" "$tmp/$n.out" && ok "$n (library with ASan)" || bad "$n (library with ASan)" "$tmp/$n.out"
+done
+unset LD_LIBRARY_PATH
 
 # valgrind memcheck of the plain builds, on epoll: valgrind 3.19 does not model io_uring well
 # enough (it holds its lock in io_uring_enter, and a long session on io_uring hung or crashed
 # under it while the same session runs clean natively and under ASan).
 vg=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite)
 export ASYNCLOOP_BACKEND=epoll
+label=" (valgrind, epoll)"
 p=$(free_port); session "palindrome" "$p" "${vg[@]}" "$bin/palindrome" "$p"
 p=$(free_port); session "server" "$p" "${vg[@]}" "$bin/server" --pg "$url" --upstream "http://127.0.0.1:$upport" --upstream-timeout 500 127.0.0.1 "$p"
 unset ASYNCLOOP_BACKEND
