@@ -3,7 +3,7 @@
 //! time; shutdown waits for queued writes; close cancels what is in flight, closes the fd
 //! through the driver, and calls its callback after every other callback of the stream.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -56,18 +56,11 @@ struct StreamInner {
     stash: RefCell<Vec<u8>>,
     read_end: Cell<Option<ReadEnd>>,
     // Writing.
-    queue: RefCell<VecDeque<WriteReq>>,
+    /// Present only while output is queued or a send is in flight (idle connections keep no
+    /// write state); lent from a per-thread pool.
+    writer: RefCell<Option<Box<Writer>>>,
     queued_bytes: Cell<usize>,
-    /// When the queued output last made progress (or was queued on an empty queue); `None`
-    /// while nothing is queued. The server's write timeout reads it.
-    progress_at: Cell<Option<Instant>>,
     send: Cell<Option<Token>>,
-    /// The iovec of a single-buffer send (the common case): no allocation, none kept.
-    iov_one: UnsafeCell<libc::iovec>,
-    /// The iovecs of a gathered send; freed again when the queue drains.
-    iov: UnsafeCell<Vec<libc::iovec>>,
-    msg: UnsafeCell<libc::msghdr>,
-    done: RefCell<Vec<DoneCb>>,
     shutdown: RefCell<Option<DoneCb>>,
     shutdown_done: Cell<bool>,
     on_drain: RefCell<Option<DrainCb>>,
@@ -79,6 +72,61 @@ struct StreamInner {
     closing: Cell<bool>,
     close_op: Cell<Option<Token>>,
     close_cb: RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+/// A stream's output while it has any: the queue and the kernel-facing send arguments.
+struct Writer {
+    queue: VecDeque<WriteReq>,
+    /// When the queued output last made progress (or was queued on an empty queue); the
+    /// server's write timeout reads it.
+    progress_at: Option<Instant>,
+    /// The iovec of a single-buffer send (the common case).
+    iov_one: libc::iovec,
+    /// The iovecs of a gathered send.
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+}
+
+/// Writers kept for reuse per thread, at most this many.
+const WRITER_POOL: usize = 256;
+
+thread_local! {
+    #[allow(clippy::vec_box)] // boxed: the kernel holds pointers into a writer while it sends
+    static WRITERS: RefCell<Vec<Box<Writer>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Writer {
+    fn take() -> Box<Writer> {
+        WRITERS.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
+            Box::new(Writer {
+                queue: VecDeque::new(),
+                progress_at: None,
+                iov_one: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                iov: Vec::new(),
+                // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control data).
+                msg: unsafe { std::mem::zeroed() },
+            })
+        })
+    }
+
+    /// Back to the pool; only with an empty queue and no send in flight.
+    fn recycle(mut w: Box<Writer>) {
+        debug_assert!(w.queue.is_empty());
+        w.progress_at = None;
+        w.iov.clear();
+        if w.iov.capacity() > MAX_IOV {
+            w.iov = Vec::new();
+        }
+        let _ = WRITERS.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < WRITER_POOL {
+                p.push(w);
+            }
+        });
+    }
 }
 
 /// A connect in progress.
@@ -108,18 +156,9 @@ impl TcpStream {
                 on_read: RefCell::new(None),
                 stash: RefCell::new(Vec::new()),
                 read_end: Cell::new(None),
-                queue: RefCell::new(VecDeque::new()),
+                writer: RefCell::new(None),
                 queued_bytes: Cell::new(0),
-                progress_at: Cell::new(None),
                 send: Cell::new(None),
-                iov_one: UnsafeCell::new(libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                }),
-                iov: UnsafeCell::new(Vec::new()),
-                // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control data).
-                msg: UnsafeCell::new(unsafe { std::mem::zeroed() }),
-                done: RefCell::new(Vec::new()),
                 shutdown: RefCell::new(None),
                 shutdown_done: Cell::new(false),
                 on_drain: RefCell::new(None),
@@ -240,7 +279,11 @@ impl TcpStream {
     /// Since when queued output has waited without any byte reaching the kernel: `None` when
     /// nothing is queued. A slow reader that keeps taking bytes never looks stalled.
     pub fn write_stalled_since(&self) -> Option<Instant> {
-        self.inner.progress_at.get()
+        self.inner
+            .writer
+            .borrow()
+            .as_ref()
+            .and_then(|w| w.progress_at)
     }
 
     /// Whether the stream is closing or closed.
@@ -303,17 +346,20 @@ impl TcpStream {
         if inner.connect.get().is_some() {
             return Err(Error::from_errno(libc::ENOTCONN));
         }
-        if inner.queued_bytes.get() == 0 {
-            inner.progress_at.set(Some(inner.lp.now()));
+        let len = data.len();
+        {
+            let mut w = inner.writer.borrow_mut();
+            let w = w.get_or_insert_with(Writer::take);
+            if inner.queued_bytes.get() == 0 {
+                w.progress_at = Some(inner.lp.now());
+            }
+            w.queue.push_back(WriteReq {
+                data,
+                offset: 0,
+                cb,
+            });
         }
-        inner
-            .queued_bytes
-            .set(inner.queued_bytes.get() + data.len());
-        inner.queue.borrow_mut().push_back(WriteReq {
-            data,
-            offset: 0,
-            cb,
-        });
+        inner.queued_bytes.set(inner.queued_bytes.get() + len);
         if inner.send.get().is_none() {
             if let Err(e) = inner.clone().flush() {
                 // Nothing was sent: report the error to every queued write, from the loop.
@@ -342,7 +388,7 @@ impl TcpStream {
             return Err(Error::ALREADY);
         }
         *inner.shutdown.borrow_mut() = Some(Box::new(cb));
-        if inner.send.get().is_none() && inner.queue.borrow().is_empty() {
+        if inner.send.get().is_none() && !inner.has_queued() {
             let i = inner.clone();
             inner.lp.defer(move || i.do_shutdown());
         }
@@ -476,48 +522,66 @@ impl StreamInner {
         }
     }
 
+    /// Whether any write is queued.
+    fn has_queued(&self) -> bool {
+        self.writer
+            .borrow()
+            .as_ref()
+            .is_some_and(|w| !w.queue.is_empty())
+    }
+
+    /// Gives the writer back to the pool once nothing is queued and no send is in flight.
+    fn release_writer(&self) {
+        if self.send.get().is_some() || self.has_queued() {
+            return;
+        }
+        let w = self.writer.borrow_mut().take();
+        if let Some(w) = w {
+            Writer::recycle(w);
+        }
+    }
+
     /// Submits one sendmsg over the front of the queue.
     fn flush(self: Rc<Self>) -> Result<()> {
-        // SAFETY: no send is in flight (send is None), so the kernel does not read iov_one, iov
-        // or msg now; they stay untouched until this send's completion.
-        let (one, iov, msg) = unsafe {
-            (
-                &mut *self.iov_one.get(),
-                &mut *self.iov.get(),
-                &mut *self.msg.get(),
-            )
-        };
-        {
-            let q = self.queue.borrow();
-            match q.len() {
+        let msg: *const libc::msghdr = {
+            let mut guard = self.writer.borrow_mut();
+            let Some(w) = guard.as_mut() else {
+                return Ok(());
+            };
+            // No send is in flight (send is None), so the kernel does not read the writer's
+            // iovecs or msghdr now; they stay untouched, in the boxed writer (which is not
+            // released while a send is in flight), until this send's completion.
+            let w = &mut **w;
+            match w.queue.len() {
                 0 => return Ok(()),
                 1 => {
-                    let rest = &q[0].data[q[0].offset..];
-                    *one = libc::iovec {
+                    let rest = &w.queue[0].data[w.queue[0].offset..];
+                    w.iov_one = libc::iovec {
                         iov_base: rest.as_ptr() as *mut _,
                         iov_len: rest.len(),
                     };
-                    msg.msg_iov = one;
-                    msg.msg_iovlen = 1;
+                    w.msg.msg_iov = &mut w.iov_one;
+                    w.msg.msg_iovlen = 1;
                 }
                 _ => {
-                    iov.clear();
-                    for req in q.iter().take(MAX_IOV) {
+                    w.iov.clear();
+                    for req in w.queue.iter().take(MAX_IOV) {
                         let rest = &req.data[req.offset..];
-                        iov.push(libc::iovec {
+                        w.iov.push(libc::iovec {
                             iov_base: rest.as_ptr() as *mut _,
                             iov_len: rest.len(),
                         });
                     }
-                    msg.msg_iov = iov.as_mut_ptr();
-                    msg.msg_iovlen = iov.len();
+                    w.msg.msg_iov = w.iov.as_mut_ptr();
+                    w.msg.msg_iovlen = w.iov.len();
                 }
             }
-        }
+            &w.msg
+        };
         let t = self.lp.submit(
             Op::Send {
                 fd: self.fd.get(),
-                msg: self.msg.get(),
+                msg,
             },
             self.clone(),
         )?;
@@ -540,16 +604,14 @@ impl StreamInner {
         // writes made from callbacks simply join the queue.
         let mut sent = res as usize;
         self.queued_bytes.set(self.queued_bytes.get() - sent);
-        self.progress_at.set(if self.queued_bytes.get() == 0 {
-            None
-        } else if sent > 0 {
-            Some(self.lp.now())
-        } else {
-            self.progress_at.get()
-        });
-        let mut done = std::mem::take(&mut *self.done.borrow_mut());
-        {
-            let mut q = self.queue.borrow_mut();
+        let mut done: Vec<DoneCb> = Vec::new();
+        let more = {
+            let mut guard = self.writer.borrow_mut();
+            let Some(w) = guard.as_mut() else { return };
+            if sent > 0 {
+                w.progress_at = Some(self.lp.now());
+            }
+            let q = &mut w.queue;
             while let Some(front) = q.front_mut() {
                 let left = front.data.len() - front.offset;
                 if sent >= left {
@@ -564,18 +626,10 @@ impl StreamInner {
                     break;
                 }
             }
-        }
-        let more = !self.queue.borrow().is_empty();
+            !q.is_empty()
+        };
         if !more {
-            // SAFETY: the send completed and none is in flight: the kernel no longer reads iov.
-            let iov = unsafe { &mut *self.iov.get() };
-            if iov.capacity() > 0 {
-                *iov = Vec::new(); // idle connections keep no write state
-            }
-            let mut q = self.queue.borrow_mut();
-            if q.capacity() > 0 {
-                *q = VecDeque::new();
-            }
+            self.release_writer(); // idle connections keep no write state
         }
         let mut flush_err = None;
         if more && !self.closing.get() {
@@ -583,10 +637,9 @@ impl StreamInner {
                 flush_err = Some(e);
             }
         }
-        for cb in done.drain(..) {
+        for cb in done {
             cb(Ok(()));
         }
-        *self.done.borrow_mut() = done;
         if let Some(e) = flush_err {
             self.fail_writes(e);
         } else if self.closing.get() {
@@ -613,10 +666,13 @@ impl StreamInner {
 
     /// Fails every queued write (and a pending shutdown) with `e`.
     fn fail_writes(&self, e: Error) {
-        self.progress_at.set(None);
-        let had_writes = !self.queue.borrow().is_empty();
+        let had_writes = self.has_queued();
         loop {
-            let req = self.queue.borrow_mut().pop_front();
+            let req = self
+                .writer
+                .borrow_mut()
+                .as_mut()
+                .and_then(|w| w.queue.pop_front());
             let Some(req) = req else { break };
             self.queued_bytes
                 .set(self.queued_bytes.get() - (req.data.len() - req.offset));
@@ -624,6 +680,7 @@ impl StreamInner {
                 cb(Err(e));
             }
         }
+        self.release_writer();
         let sd = self.shutdown.borrow_mut().take();
         if let Some(cb) = sd {
             self.shutdown_done.set(true);
