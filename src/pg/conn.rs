@@ -106,6 +106,10 @@ pub(crate) struct Conn {
     prepared: RefCell<HashSet<String>>,
     /// Fails the connect when it takes longer than the pool allows.
     connect_timer: RefCell<Option<Timer>>,
+    /// The socket corked (TCP_CORK) until the end of this loop turn, if any.
+    corked: Cell<Option<RawFd>>,
+    /// False once corking failed (a Unix socket): not tried again.
+    can_cork: Cell<bool>,
     me: Weak<Conn>,
 }
 
@@ -186,6 +190,8 @@ impl Conn {
             inflight: RefCell::new(VecDeque::new()),
             prepared: RefCell::new(HashSet::new()),
             connect_timer: RefCell::new(None),
+            corked: Cell::new(None),
+            can_cork: Cell::new(true),
             me: me.clone(),
         });
         let t = Timer::new(lp);
@@ -367,6 +373,7 @@ impl Conn {
             return Err(q);
         }
         let pg = self.pg.get();
+        self.cork_for_this_turn();
         let mut groups = Vec::with_capacity(q.steps.len());
         let mut ok = true;
         for (i, step) in q.steps.iter().enumerate() {
@@ -449,6 +456,43 @@ impl Conn {
         });
         self.flush();
         Ok(())
+    }
+
+    /// Holds the socket's output back until the end of this loop turn (TCP_CORK). libpq 15
+    /// flushes at every `PQpipelineSync`, and each query has its own sync: without the cork, a
+    /// handler that sends 20 queries sends 20 segments and wakes the server 20 times; with it,
+    /// they leave together when the turn ends.
+    fn cork_for_this_turn(&self) {
+        if self.corked.get().is_some() || !self.can_cork.get() {
+            return;
+        }
+        // SAFETY: live connection.
+        let fd = unsafe { pq::PQsocket(self.pg.get()) };
+        if fd < 0 {
+            return;
+        }
+        if crate::net::set_socket_option(fd, libc::IPPROTO_TCP, libc::TCP_CORK, 1).is_err() {
+            self.can_cork.set(false); // not TCP: nothing to coalesce
+            return;
+        }
+        self.corked.set(Some(fd));
+        let weak = self.me.clone();
+        self.lp.defer(move || {
+            if let Some(c) = weak.upgrade() {
+                c.uncork();
+            }
+        });
+    }
+
+    /// Sends what the cork held back (the socket is only touched while this connection still
+    /// owns it: a closed connection's fd number may belong to someone else by now).
+    fn uncork(&self) {
+        let Some(fd) = self.corked.take() else { return };
+        // SAFETY: pg is live or null; PQsocket of a live connection is its open socket.
+        let live = !self.pg.get().is_null() && unsafe { pq::PQsocket(self.pg.get()) } == fd;
+        if live {
+            let _ = crate::net::set_socket_option(fd, libc::IPPROTO_TCP, libc::TCP_CORK, 0);
+        }
     }
 
     fn flush(&self) {
