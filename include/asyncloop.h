@@ -656,6 +656,15 @@ int aloop_http_server_fallback(struct aloop_http_server_t *srv,
 int aloop_http_server_listen(struct aloop_http_server_t *srv, const char *ip, uint16_t port);
 
 /**
+ * Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
+ * descriptor, one end of a `socketpair`. `fd` must be a connected stream socket; it is made
+ * non-blocking. On success (0) the server owns `fd` and closes it; on an error
+ * (`ALOOP_E_INVALID` for anything but a stream socket, `ALOOP_E_CLOSED` after shutdown) it
+ * stays the caller's.
+ */
+int aloop_http_server_serve_fd(struct aloop_http_server_t *srv, int fd);
+
+/**
  * Open connections of the server.
  */
 size_t aloop_http_server_connections(const struct aloop_http_server_t *srv);

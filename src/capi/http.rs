@@ -339,6 +339,26 @@ pub extern "C" fn aloop_http_server_listen(
     })
 }
 
+/// Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
+/// descriptor, one end of a `socketpair`. `fd` must be a connected stream socket; it is made
+/// non-blocking. On success (0) the server owns `fd` and closes it; on an error
+/// (`ALOOP_E_INVALID` for anything but a stream socket, `ALOOP_E_CLOSED` after shutdown) it
+/// stays the caller's.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_serve_fd(srv: *mut aloop_http_server_t, fd: c_int) -> c_int {
+    guard(|| {
+        not_null!(srv);
+        if fd < 0 {
+            return Error::INVALID.code();
+        }
+        // SAFETY: live server.
+        match unsafe { &*srv }.server.serve_raw_fd(fd) {
+            Ok(()) => 0,
+            Err(e) => e.code(),
+        }
+    })
+}
+
 /// Open connections of the server.
 #[no_mangle]
 pub extern "C" fn aloop_http_server_connections(srv: *const aloop_http_server_t) -> usize {

@@ -11,7 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -352,12 +352,26 @@ impl HttpServer {
     /// Serves a connection accepted elsewhere (socket activation, another acceptor, or one end
     /// of a `socketpair` in tests): the server owns `fd` from now on and closes it.
     pub fn serve_fd(&self, fd: OwnedFd) -> Result<()> {
+        self.serve_raw_fd(fd.as_raw_fd())?;
+        let _ = fd.into_raw_fd(); // the connection owns it now
+        Ok(())
+    }
+
+    /// As `serve_fd`, for the C API: the server takes `fd` only when this succeeds; on an error
+    /// (`INVALID` for a descriptor that is not a connected stream socket, `CLOSED` after
+    /// shutdown) it stays the caller's.
+    pub(crate) fn serve_raw_fd(&self, fd: RawFd) -> Result<()> {
         let srv = &self.inner;
         if srv.stopping.get() {
             return Err(Error::CLOSED);
         }
-        socket::set_nonblocking(fd.as_raw_fd())?;
-        srv.accept(TcpStream::from_accepted(&srv.lp, fd.into_raw_fd(), true));
+        let stream = socket::get_opt(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM);
+        let listening = socket::get_opt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) != Ok(0);
+        if !stream || listening {
+            return Err(Error::INVALID);
+        }
+        socket::set_nonblocking(fd)?;
+        srv.accept(TcpStream::from_accepted(&srv.lp, fd, true));
         srv.start_sweeper();
         Ok(())
     }

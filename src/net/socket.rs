@@ -48,6 +48,23 @@ pub fn set_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_
     .map(drop)
 }
 
+/// Reads an integer socket option.
+pub fn get_opt(fd: RawFd, level: libc::c_int, name: libc::c_int) -> Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are valid for writes of the sizes given.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
 /// Puts `fd` in non-blocking mode (descriptors handed to us from elsewhere may not be).
 pub fn set_nonblocking(fd: RawFd) -> Result<()> {
     // SAFETY: fcntl on a descriptor the caller owns; F_GETFL/F_SETFL take and return ints.

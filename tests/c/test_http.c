@@ -2,7 +2,8 @@
  * thread: deferred answers (timer), an answer from another thread, answering twice, header
  * injection refused, clients that vanish while their answers are pending (reset: cancelled at
  * once; half-closed: kept until the shutdown closes it, then the abort callback runs),
- * chunked responses, query parameters, graceful shutdown. */
+ * chunked responses, query parameters, graceful shutdown; a connection handed over as a
+ * descriptor (one end of a socketpair) with aloop_http_server_serve_fd, and what it refuses. */
 #define _POSIX_C_SOURCE 200809L
 #include <asyncloop.h>
 
@@ -29,6 +30,7 @@ struct ctx {
     int inject_rc;        /* result of a header with CR LF */
     int stopped;
     aloop_http_request_t *abandoned;
+    int handed_over; /* the client's end of a socketpair the server serves */
 };
 
 /* ---- handlers -------------------------------------------------------------------------- */
@@ -176,6 +178,10 @@ static void shut_down(aloop_loop_t *loop, void *ud) {
 
 static void *client(void *arg) {
     struct ctx *c = arg;
+    /* The connection handed over with serve_fd is served like an accepted one. */
+    CHECK(roundtrip(c->handed_over, "GET /deferred HTTP/1.1\r\nHost: t\r\n\r\n", "\r\n\r\nlater"));
+    CHECK(roundtrip(c->handed_over, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", "404 Not Found"));
+    close(c->handed_over);
     int fd = dial(c->port);
     CHECK(fd >= 0);
     /* Pipelined: the deferred answer must still come first. */
@@ -227,6 +233,19 @@ static void run(int backend) {
     CHECK_RC(aloop_http_server_listen(c.server, "not an ip", 0), ALOOP_E_ADDRESS);
     c.port = aloop_http_server_listen(c.server, "127.0.0.1", 0);
     CHECK(c.port > 0);
+    /* serve_fd: a connected stream socket is taken; anything else is refused and stays ours. */
+    int pair[2], pipe_fds[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0);
+    CHECK(pipe(pipe_fds) == 0);
+    int listener = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(listen(listener, 1) == 0);
+    CHECK_RC(aloop_http_server_serve_fd(c.server, -1), ALOOP_E_INVALID);
+    CHECK_RC(aloop_http_server_serve_fd(c.server, pipe_fds[0]), ALOOP_E_INVALID);
+    CHECK_RC(aloop_http_server_serve_fd(c.server, listener), ALOOP_E_INVALID);
+    CHECK_RC(aloop_http_server_serve_fd(NULL, pair[1]), ALOOP_E_NULL);
+    CHECK(close(pipe_fds[0]) == 0 && close(pipe_fds[1]) == 0 && close(listener) == 0); /* still ours */
+    CHECK_RC(aloop_http_server_serve_fd(c.server, pair[1]), 0);
+    c.handed_over = pair[0];
     pthread_t th;
     pthread_create(&th, NULL, client, &c);
     CHECK_RC(aloop_loop_run(c.loop, ALOOP_RUN_DEFAULT), 0);
