@@ -195,14 +195,18 @@ class Responder {
         hs.reserve(headers.size());
         for (const auto &h : headers)
             hs.push_back({h.name.c_str(), h.value.c_str()});
-        int rc = aloop_http_respond(req_, status, hs.data(), hs.size(), body.data(), body.size());
-        if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL)
-            throw Error(rc, "aloop_http_respond");
-        req_ = nullptr;
-        return rc;
+        return respond_raw(status, hs.data(), hs.size(), body);
+    }
+    /// With one Content-Type given as a C string (a literal): nothing is allocated.
+    int respond(int status, const char *content_type, std::string_view body) {
+        const aloop_http_header_t h = {"Content-Type", content_type};
+        return respond_raw(status, &h, 1, body);
+    }
+    int respond(int status, const std::string &content_type, std::string_view body) {
+        return respond(status, content_type.c_str(), body);
     }
     int respond(int status, std::string_view content_type, std::string_view body) {
-        return respond(status, {{"Content-Type", std::string(content_type)}}, body);
+        return respond(status, std::string(content_type), body);
     }
 
     /// Runs `fn` once if the client goes away before the answer.
@@ -224,6 +228,13 @@ class Responder {
     }
 
   private:
+    int respond_raw(int status, const aloop_http_header_t *hs, size_t n, std::string_view body) {
+        int rc = aloop_http_respond(req_, status, hs, n, body.data(), body.size());
+        if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL)
+            throw Error(rc, "aloop_http_respond");
+        req_ = nullptr;
+        return rc;
+    }
     static std::string_view sv(const char *s) { return s ? std::string_view(s) : std::string_view(); }
     void abandon() noexcept {
         if (req_) {
