@@ -543,6 +543,40 @@ fn query_timeout_cancels_on_the_server(b: Backend) {
     p.close();
 }
 
+/// A cancel meant for a query that finished just before it arrived hits the next query the
+/// backend runs: that query is sent again (once) and succeeds, instead of failing with
+/// `query_canceled` for a request that never timed out.
+fn a_stray_cancel_does_not_fail_the_next_query(b: Backend) {
+    let c = Cluster::start();
+    let lp = common::new_loop(b);
+    let p = pool(&lp, &c, 1);
+    let done = Rc::new(Cell::new(0));
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let (g, d) = (got.clone(), done.clone());
+    p.query("SELECT 1", &[], move |r| {
+        g.borrow_mut()
+            .push(r.map(|r| r.int(0, 0)).map_err(|e| (e.code, e.sqlstate)));
+        d.set(d.get() + 1);
+    });
+    run_until(&lp, &done, 1, Duration::from_secs(10));
+    let (g, d) = (got.clone(), done.clone());
+    p.query("SELECT pg_sleep(0.5), 8", &[], move |r| {
+        g.borrow_mut()
+            .push(r.map(|r| r.int(0, 1)).map_err(|e| (e.code, e.sqlstate)));
+        d.set(d.get() + 1);
+    });
+    // While pg_sleep runs on the server, the stray cancel arrives.
+    let t = Timer::new(&lp);
+    let p2 = p.clone();
+    t.start(Duration::from_millis(150), None, move || {
+        p2.send_stray_cancel_for_tests()
+    });
+    run_until(&lp, &done, 2, Duration::from_secs(10));
+    let got = got.borrow();
+    assert_eq!(got[1], Ok(Some(8)), "the cancelled query was sent again");
+    p.close();
+}
+
 fn host_names_are_resolved_off_the_loop(b: Backend) {
     let c = Cluster::start();
     let lp = common::new_loop(b);
@@ -624,6 +658,7 @@ fn connect_timeout_and_refused_login(b: Backend) {
 }
 
 both_backends!(
+    a_stray_cancel_does_not_fail_the_next_query,
     connect_timeout_and_refused_login,
     host_names_are_resolved_off_the_loop,
     batch_with_an_error_in_the_middle,

@@ -22,6 +22,9 @@ pub type QueryCb = Box<dyn FnOnce(Result<PgResult, PgError>)>;
 /// Called once with the outcomes of a batch, one per statement, in order.
 pub type BatchCb = Box<dyn FnOnce(Vec<Result<PgResult, PgError>>)>;
 
+/// How long after a cancelled query finished by itself its cancel may still arrive.
+const STRAY_CANCEL_WINDOW: Duration = Duration::from_secs(2);
+
 /// What to run.
 pub enum Statement {
     /// SQL with `$n` parameters, parsed for this call.
@@ -69,6 +72,9 @@ enum Group {
 
 struct InFlight {
     done: Option<Done>,
+    /// What was sent, kept for one resend (see `stray_cancel_until`).
+    steps: Vec<Step>,
+    resent: bool,
     groups: Vec<Group>,
     cursor: usize,
     /// Whether a result arrived for the group at `cursor` (a NULL then ends it).
@@ -108,6 +114,9 @@ pub(crate) struct Conn {
     connect_timer: RefCell<Option<Timer>>,
     /// The socket corked (TCP_CORK) until the end of this loop turn, if any.
     corked: Cell<Option<RawFd>>,
+    /// Until when a cancel sent for a query that then finished normally may still reach this
+    /// connection's backend, and cancel the next query instead: that query is sent again.
+    stray_cancel_until: Cell<Option<Instant>>,
     /// False once corking failed (a Unix socket): not tried again.
     can_cork: Cell<bool>,
     me: Weak<Conn>,
@@ -191,6 +200,7 @@ impl Conn {
             prepared: RefCell::new(HashSet::new()),
             connect_timer: RefCell::new(None),
             corked: Cell::new(None),
+            stray_cancel_until: Cell::new(None),
             can_cork: Cell::new(true),
             me: me.clone(),
         });
@@ -369,6 +379,10 @@ impl Conn {
 
     /// Sends `q`. On failure the connection is broken and `q` is handed back, unsent.
     pub(crate) fn send(&self, q: Query) -> Result<(), Query> {
+        self.send_inner(q, false)
+    }
+
+    fn send_inner(&self, q: Query, resent: bool) -> Result<(), Query> {
         if self.state.get() != State::Ready {
             return Err(q);
         }
@@ -446,6 +460,8 @@ impl Conn {
         let n = q.steps.len();
         self.inflight.borrow_mut().push_back(InFlight {
             done: Some(q.done),
+            steps: q.steps,
+            resent,
             groups,
             cursor: 0,
             seen: false,
@@ -624,6 +640,9 @@ impl Conn {
     fn complete_front(&self) {
         let f = self.inflight.borrow_mut().pop_front();
         let Some(mut f) = f else { return };
+        if self.resend_if_stray_cancelled(&mut f) {
+            return;
+        }
         let mut outcomes: Vec<Result<PgResult, PgError>> = f
             .outcomes
             .drain(..)
@@ -641,6 +660,56 @@ impl Conn {
         }
     }
 
+    /// A cancel is sent for the query the backend runs when the cancel arrives, which may no
+    /// longer be the one it was meant for. When a query that was being cancelled finishes by
+    /// itself, the next query to fail with `query_canceled` within the window was hit by that
+    /// cancel instead: it is sent again, once (a cancelled statement ran in its own implicit
+    /// transaction, which was rolled back). Returns true when `f` was resent.
+    fn resend_if_stray_cancelled(&self, f: &mut InFlight) -> bool {
+        let cancelled = |o: &Option<Result<PgResult, PgError>>| matches!(o, Some(Err(e)) if e.sqlstate == "57014");
+        let hit = f.outcomes.iter().any(cancelled);
+        if f.timed_out {
+            if !hit {
+                // Finished before its cancel took effect: the cancel may still land.
+                self.stray_cancel_until
+                    .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+            } else {
+                self.stray_cancel_until.set(None);
+            }
+            return false;
+        }
+        let in_window = self
+            .stray_cancel_until
+            .get()
+            .is_some_and(|t| self.lp.now() < t);
+        if !hit || !in_window || f.resent {
+            return false;
+        }
+        self.stray_cancel_until.set(None); // one cancel ends one query at most
+        let Some(done) = f.done.take() else {
+            return false;
+        };
+        let q = Query {
+            steps: std::mem::take(&mut f.steps),
+            done,
+            deadline: f.deadline,
+        };
+        if let Err(q) = self.send_inner(q, true) {
+            q.fail(PgError::new(Error::PG_CONNECTION, "the connection broke"));
+        }
+        true
+    }
+
+    /// Simulates the race `resend_if_stray_cancelled` handles, for tests: as if a query had
+    /// timed out and then finished just before its cancel arrived, sends a cancel now (it hits
+    /// whatever the backend runs).
+    #[doc(hidden)]
+    pub fn send_stray_cancel_for_tests(&self) {
+        self.stray_cancel_until
+            .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+        self.send_cancel();
+    }
+
     /// Cancels the query the server runs now if it is the front one and its deadline passed:
     /// `PQcancel` blocks, so it runs on a short-lived thread, never on the loop.
     pub(crate) fn cancel_if_expired(&self, now: Instant) {
@@ -650,6 +719,13 @@ impl Conn {
             return;
         }
         f.timed_out = true;
+        drop(q);
+        self.send_cancel();
+    }
+
+    /// Sends a cancel request for whatever the backend runs now. `PQcancel` blocks, so it runs
+    /// on a short-lived thread, never on the loop.
+    fn send_cancel(&self) {
         // SAFETY: live connection; PQgetCancel copies what the cancel request needs.
         let cancel = unsafe { pq::PQgetCancel(self.pg.get()) };
         if cancel.is_null() {

@@ -203,6 +203,22 @@ impl PgPool {
     }
 
     /// Current counters.
+    /// For tests: on the first open connection, a cancel as if meant for a query that has
+    /// just finished (see `Conn::send_stray_cancel_for_tests`).
+    #[doc(hidden)]
+    pub fn send_stray_cancel_for_tests(&self) {
+        let c = self
+            .inner
+            .slots
+            .borrow()
+            .iter()
+            .filter_map(|s| s.conn.clone())
+            .find(|c| c.state() == State::Ready);
+        if let Some(c) = c {
+            c.send_stray_cancel_for_tests();
+        }
+    }
+
     pub fn stats(&self) -> PoolStats {
         let slots = self.inner.slots.borrow();
         let live = slots.iter().filter_map(|s| s.conn.as_ref());
