@@ -305,7 +305,7 @@ fn start_request(
         slot.set(Some(t));
         if !id.is_null() {
             // SAFETY: non-NULL out-parameter.
-            unsafe { id.write(t.0) };
+            unsafe { id.write(t.get()) };
         }
         0
     }
@@ -319,7 +319,7 @@ pub extern "C" fn aloop_http_client_cancel(client: *mut aloop_http_client_t, id:
         not_null!(client);
         // SAFETY: live client.
         let c = unsafe { &*client };
-        let h = c.handles.borrow_mut().remove(crate::reactor::Token(id));
+        let h = crate::reactor::Token::from_raw(id).and_then(|t| c.handles.borrow_mut().remove(t));
         match h {
             Some(h) => {
                 h.cancel();

@@ -155,7 +155,8 @@ type ChunkCb = Box<dyn FnMut(&[u8])>;
 type Origin = (String, u16);
 
 struct Pending {
-    id: Cell<Token>,
+    /// Its entry in the live table, once registered.
+    id: Cell<Option<Token>>,
     req: ClientRequest,
     cb: RefCell<Option<ResponseCb>>,
     on_chunk: RefCell<Option<ChunkCb>>,
@@ -261,7 +262,7 @@ impl HttpClient {
     ) -> RequestHandle {
         let inner = &self.inner;
         let p = Rc::new(Pending {
-            id: Cell::new(Token(0)),
+            id: Cell::new(None),
             req,
             cb: RefCell::new(Some(cb)),
             on_chunk: RefCell::new(on_chunk),
@@ -277,7 +278,7 @@ impl HttpClient {
             }
         });
         *p.timer.borrow_mut() = Some(t);
-        p.id.set(inner.live.borrow_mut().insert(Rc::downgrade(&p)));
+        p.id.set(Some(inner.live.borrow_mut().insert(Rc::downgrade(&p))));
         inner.arm_sweeper();
         let (c, p2) = (inner.clone(), p.clone());
         // From the loop, never from inside this call.
@@ -339,7 +340,9 @@ impl ClientInner {
         let Some(cb) = p.cb.borrow_mut().take() else {
             return;
         };
-        self.live.borrow_mut().remove(p.id.get());
+        if let Some(id) = p.id.get() {
+            self.live.borrow_mut().remove(id);
+        }
         let t = p.timer.borrow_mut().take();
         drop(t);
         let key = (p.req.url.host.clone(), p.req.url.port);

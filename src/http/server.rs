@@ -124,7 +124,8 @@ struct Pending {
 }
 
 struct Conn {
-    key: Cell<Token>,
+    /// Its entry in the server's connection table, once registered.
+    key: Cell<Option<Token>>,
     stream: TcpStream,
     /// Only while bytes of a request are being parsed: idle connections return theirs to the
     /// server's pool.
@@ -438,7 +439,7 @@ impl ServerInner {
         }
         let now = self.lp.now();
         let conn = Rc::new(Conn {
-            key: Cell::new(Token(0)),
+            key: Cell::new(None),
             stream: stream.clone(),
             parser: RefCell::new(None),
             pipeline: RefCell::new(VecDeque::new()),
@@ -455,7 +456,7 @@ impl ServerInner {
             in_read: Cell::new(false),
         });
         let key = self.conns.borrow_mut().insert(conn.clone());
-        conn.key.set(key);
+        conn.key.set(Some(key));
         let (weak_srv, weak_conn) = (self.me.clone(), Rc::downgrade(&conn));
         stream.set_on_drain(move |r| {
             if let (Some(srv), Some(conn)) = (weak_srv.upgrade(), weak_conn.upgrade()) {
@@ -1100,7 +1101,9 @@ impl ServerInner {
         let (weak_srv, key) = (self.me.clone(), conn.key.get());
         conn.stream.close(move || {
             if let Some(srv) = weak_srv.upgrade() {
-                srv.conns.borrow_mut().remove(key);
+                if let Some(key) = key {
+                    srv.conns.borrow_mut().remove(key);
+                }
                 srv.check_stopped();
             }
         });

@@ -22,7 +22,7 @@ struct TimerSlot {
 /// All timers of one loop.
 #[derive(Default)]
 pub struct TimerQueue {
-    heap: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    heap: BinaryHeap<Reverse<(Instant, u64, Token)>>,
     slots: Slab<TimerSlot>,
     seq: u64,
     armed: usize,
@@ -38,7 +38,7 @@ impl TimerQueue {
         }
         s.armed_seq = seq;
         s.deadline = deadline;
-        self.heap.push(Reverse((deadline, seq, t.0)));
+        self.heap.push(Reverse((deadline, seq, t)));
         if self.heap.len() > 64 && self.heap.len() > 2 * self.armed {
             self.compact();
         }
@@ -55,9 +55,8 @@ impl TimerQueue {
 
     fn compact(&mut self) {
         let slots = &self.slots;
-        self.heap.retain(|Reverse((_, seq, t))| {
-            slots.get(Token(*t)).is_some_and(|s| s.armed_seq == *seq)
-        });
+        self.heap
+            .retain(|Reverse((_, seq, t))| slots.get(*t).is_some_and(|s| s.armed_seq == *seq));
     }
 
     fn is_live(&self, seq: u64, t: Token) -> bool {
@@ -67,7 +66,7 @@ impl TimerQueue {
     /// The earliest live deadline.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse((d, seq, t))) = self.heap.peek().copied() {
-            if self.is_live(seq, Token(t)) {
+            if self.is_live(seq, t) {
                 return Some(d);
             }
             self.heap.pop();
@@ -85,7 +84,6 @@ impl TimerQueue {
     fn pop_expired(&mut self, now: Instant) -> Option<(Token, TimerCb)> {
         loop {
             let Reverse((d, seq, t)) = *self.heap.peek()?;
-            let t = Token(t);
             if !self.is_live(seq, t) {
                 self.heap.pop();
                 continue;

@@ -1,19 +1,32 @@
 //! Generational slab: a `Token` names one occupant of one slot, so a late completion for a slot
 //! that was freed and reused is recognised as stale instead of reaching the wrong owner.
 
+use std::num::NonZeroU64;
+
 /// Slot index in the low 32 bits, generation in the high 32 bits. Travels as io_uring user_data.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Token(pub u64);
+/// Never 0 (generations start at 1 and skip 0), so `Option<Token>` takes 8 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Token(NonZeroU64);
 
 impl Token {
     fn new(index: u32, gen: u32) -> Token {
-        Token(((gen as u64) << 32) | index as u64)
+        debug_assert!(gen != 0);
+        Token::from_raw(((gen as u64) << 32) | index as u64).expect("generation is never 0")
+    }
+    /// A token from its raw value (io_uring user_data, a C handle); `None` for 0, which no
+    /// token has.
+    pub fn from_raw(v: u64) -> Option<Token> {
+        NonZeroU64::new(v).map(Token)
+    }
+    /// The raw value, never 0.
+    pub fn get(self) -> u64 {
+        self.0.get()
     }
     fn index(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
+        (self.get() & 0xffff_ffff) as usize
     }
     fn gen(self) -> u32 {
-        (self.0 >> 32) as u32
+        (self.get() >> 32) as u32
     }
 }
 

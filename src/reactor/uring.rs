@@ -196,14 +196,14 @@ impl UringDriver {
             Op::PollWrite { fd } => opcode::PollAdd::new(Fd(fd), libc::POLLOUT as u32).build(),
             Op::Close { fd } => opcode::Close::new(Fd(fd)).build(),
         };
-        self.push(e.user_data(token.0))
+        self.push(e.user_data(token.get()))
     }
 
     /// Asks the kernel to cancel the operation; its final completion follows (`-ECANCELED`, or
     /// its natural result if it finished first).
     pub fn cancel(&mut self, token: Token, _op: &Op) -> io::Result<()> {
         self.push(
-            opcode::AsyncCancel::new(token.0)
+            opcode::AsyncCancel::new(token.get())
                 .build()
                 .user_data(CANCEL_USER_DATA),
         )
@@ -238,8 +238,11 @@ impl UringDriver {
                 continue;
             }
             let flags = cqe.flags();
+            let Some(token) = Token::from_raw(cqe.user_data()) else {
+                continue; // 0 is never ours
+            };
             out.push(Completion {
-                token: Token(cqe.user_data()),
+                token,
                 res: cqe.result(),
                 more: cqueue::more(flags),
                 buf: cqueue::buffer_select(flags),
