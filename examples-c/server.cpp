@@ -169,9 +169,8 @@ std::string world_json(int id, long long rn) {
     return "{\"id\":" + std::to_string(id) + ",\"randomNumber\":" + std::to_string(rn) + "}";
 }
 
-std::string html_escape(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
+/// Appends `s` to `out` with HTML's five special characters escaped.
+void append_escaped(std::string &out, std::string_view s) {
     for (char c : s) {
         switch (c) {
         case '&': out += "&amp;"; break;
@@ -182,7 +181,6 @@ std::string html_escape(std::string_view s) {
         default: out += c;
         }
     }
-    return out;
 }
 
 void prepare_statements(PgPool &db) {
@@ -201,14 +199,16 @@ struct WorldBatch {
     std::vector<std::pair<int, long long>> rows;
     size_t pending;
     bool failed = false;
+    std::function<void(std::shared_ptr<WorldBatch>)> done;
 };
 
 void fetch_worlds(PgPool &db, Shared r, int n, std::function<void(std::shared_ptr<WorldBatch>)> done) {
-    auto batch = std::make_shared<WorldBatch>(WorldBatch{std::move(r), {}, static_cast<size_t>(n)});
+    // The continuation lives once in the batch; each query's callback holds the batch only.
+    auto batch = std::make_shared<WorldBatch>(WorldBatch{std::move(r), {}, static_cast<size_t>(n), false, std::move(done)});
     batch->rows.resize(static_cast<size_t>(n));
     for (int i = 0; i < n; i++) {
         int id = random_id();
-        db.execute("world", {std::to_string(id)}, [batch, i, done](const PgResult &res) {
+        db.execute("world", {std::to_string(id)}, [batch, i](const PgResult &res) {
             if (batch->failed)
                 return;
             if (!res.ok() || res.rows() != 1) {
@@ -218,7 +218,7 @@ void fetch_worlds(PgPool &db, Shared r, int n, std::function<void(std::shared_pt
             }
             batch->rows[static_cast<size_t>(i)] = {static_cast<int>(res.integer(0, 0)), res.integer(0, 1)};
             if (--batch->pending == 0)
-                done(batch);
+                batch->done(batch);
         });
     }
 }
@@ -291,10 +291,17 @@ void add_database_routes(aloop::HttpServer &http, PgPool &db) {
                 rows.emplace_back(res.integer(i, 0), std::string(res.value(i, 1)));
             rows.emplace_back(0, "Additional fortune added at request time.");
             std::sort(rows.begin(), rows.end(), [](const auto &a, const auto &b) { return a.second < b.second; });
-            std::string html = "<!DOCTYPE html><html><head><title>Fortunes</title></head><body><table>"
-                               "<tr><th>id</th><th>message</th></tr>";
-            for (const auto &f : rows)
-                html += "<tr><td>" + std::to_string(f.first) + "</td><td>" + html_escape(f.second) + "</td></tr>";
+            std::string html;
+            html.reserve(2048);
+            html += "<!DOCTYPE html><html><head><title>Fortunes</title></head><body><table>"
+                    "<tr><th>id</th><th>message</th></tr>";
+            for (const auto &f : rows) {
+                html += "<tr><td>";
+                html += std::to_string(f.first);
+                html += "</td><td>";
+                append_escaped(html, f.second);
+                html += "</td></tr>";
+            }
             html += "</table></body></html>";
             shared->respond(200, "text/html; charset=utf-8", html);
         });
