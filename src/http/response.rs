@@ -81,7 +81,11 @@ pub fn write_head<'a>(
     close: bool,
     http10_keep_alive: bool,
 ) {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, status as u64);
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
     let mut has_server = false;
     let mut has_date = false;
     for (n, _) in headers.clone() {
@@ -107,7 +111,9 @@ pub fn write_head<'a>(
     }
     match framing {
         Framing::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, n as u64);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
@@ -117,6 +123,21 @@ pub fn write_head<'a>(
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal (no formatting machinery: this runs for every response).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// Writes one chunk (nothing for empty data: an empty chunk would end the body).
@@ -158,6 +179,15 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nServer: asyncloop\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 99, 100, 404, 65535, 1 << 40, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]
