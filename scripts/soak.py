@@ -26,7 +26,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
-from harness import ROOT, Cluster, get, open_fds, rss_kib, server, wait_until  # noqa: E402
+from harness import ROOT, Cluster, fill_pool, open_fds, rss_kib, server, settled_fds  # noqa: E402
 
 ROUTES = [
     ("GET", "/plaintext", None), ("GET", "/json", None), ("GET", "/db", None),
@@ -118,37 +118,10 @@ class Load:
             t.join(timeout=30)
 
 
-def fill_pool(port, db, size):
-    """Runs /db from 8 clients until every pool connection is open again."""
-    def burst():
-        out = []
-        ts = [threading.Thread(target=lambda: out.append(get(port, "/db")[0])) for _ in range(8)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        return out == [200] * 8 and db.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'asyncloop' "
-            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()") == str(size)
-    return wait_until(burst, 30, 0.2)
-
-
-def settled_fds(pid):
-    last, since, deadline = -1, time.time(), time.time() + 15
-    while time.time() < deadline:
-        n = open_fds(pid)
-        if n != last:
-            last, since = n, time.time()
-        elif time.time() - since >= 1.0:
-            break
-        time.sleep(0.1)
-    return last
-
-
 def snapshot(srv, db, load, pool):
     load.pause()
-    ok = fill_pool(srv.port, db, pool)
-    fds = settled_fds(srv.pid)
+    ok = fill_pool(srv.port, db, pool, timeout=30)
+    fds = settled_fds(srv.pid, quiet=1.0, timeout=15)
     rss = rss_kib(srv.pid)
     load.resume()
     return ok, rss, fds

@@ -235,3 +235,35 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def fill_pool(port, db, size, timeout=15):
+    """Runs /db from 8 clients at once until all succeed and the server's pool has all `size`
+    of its connections (it opens them as load needs them, and reopens them after a failure)."""
+    import threading
+
+    def burst():
+        out = []
+        ts = [threading.Thread(target=lambda: out.append(get(port, "/db")[0])) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return out == [200] * 8 and db.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'asyncloop' "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()") == str(size)
+    return wait_until(burst, timeout, 0.2)
+
+
+def settled_fds(pid, quiet=0.5, timeout=10):
+    """Process `pid`'s fd count once it has not changed for `quiet` seconds."""
+    last, since = -1, time.time()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        n = open_fds(pid)
+        if n != last:
+            last, since = n, time.time()
+        elif time.time() - since >= quiet:
+            break
+        time.sleep(0.05)
+    return last

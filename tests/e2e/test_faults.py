@@ -24,8 +24,8 @@ import threading
 import time
 import unittest
 
-from harness import (BACKENDS, BIN, Cluster, Reader, connect, cpu_seconds, get, open_fds, rss_kib, server,
-                     wait_until)
+from harness import (BACKENDS, BIN, Cluster, Reader, connect, cpu_seconds, fill_pool, get, open_fds, rss_kib,
+                     server, settled_fds, wait_until)
 
 # The slowloris test holds 1,000 sockets here and the server as many: raise the soft limit.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -100,32 +100,10 @@ def make_tests(backend):
             self.assertEqual(fds, self.fds, "file descriptors leaked")
 
         def fill_pool(self):
-            """Runs /db from 8 clients at once until all succeed and the pool has all 4 of its
-            connections (it opens them as load needs them, and reopens them after a failure)."""
-            def burst():
-                out = []
-                ts = [threading.Thread(target=lambda: out.append(get(self.srv.port, "/db")[0])) for _ in range(8)]
-                for t in ts:
-                    t.start()
-                for t in ts:
-                    t.join()
-                return out == [200] * 8 and self.db.psql(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = 'asyncloop' "
-                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()") == "4"
-            self.assertTrue(wait_until(burst, 15, 0.2), "the pool did not get its 4 connections")
+            self.assertTrue(fill_pool(self.srv.port, self.db, 4), "the pool did not get its 4 connections")
 
         def settled_fds(self):
-            """The server's fd count once it has been stable for half a second."""
-            last, since = -1, time.time()
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                n = open_fds(self.srv.pid)
-                if n != last:
-                    last, since = n, time.time()
-                elif time.time() - since >= 0.5:
-                    break
-                time.sleep(0.05)
-            return last
+            return settled_fds(self.srv.pid)
 
         def test_fd_exhaustion_pauses_accepting_then_serves_again(self):
             def low_limit():
