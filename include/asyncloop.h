@@ -659,8 +659,9 @@ int aloop_http_server_listen(struct aloop_http_server_t *srv, const char *ip, ui
  * Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
  * descriptor, one end of a `socketpair`. `fd` must be a connected stream socket; it is made
  * non-blocking. On success (0) the server owns `fd` and closes it; on an error
- * (`ALOOP_E_INVALID` for anything but a stream socket, `ALOOP_E_CLOSED` after shutdown) it
- * stays the caller's.
+ * (`ALOOP_E_INVALID` for anything but a connected stream socket: -1, a pipe, a listening
+ * socket; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`) it stays the caller's. Call it on
+ * the loop's thread, like the server's other functions.
  */
 int aloop_http_server_serve_fd(struct aloop_http_server_t *srv, int fd);
 
