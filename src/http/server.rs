@@ -11,7 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use super::request::RequestData;
 use super::response::{self, Framing};
 use super::router::{Handler, Route, Router};
 use crate::error::{Error, Result};
-use crate::net::{socket, ListenOptions, ReadEvent, TcpListener, TcpStream};
+use crate::net::{socket, ListenOptions, ReadEvent, Stream, StreamEvents, TcpListener, WeakStream};
 use crate::reactor::{Loop, Remote, Slab, Timer, Token};
 
 /// Server settings; defaults as in CONTRACT.md.
@@ -93,7 +93,7 @@ struct SlotEntry {
     header: Box<SlotHeader>,
     state: SlotState,
     data: Option<Box<RequestData>>,
-    conn: Weak<Conn>,
+    conn: WeakStream<Conn>,
     seq: u64,
     abort: Option<Box<dyn FnOnce()>>,
 }
@@ -123,18 +123,20 @@ struct Pending {
     buf: Vec<u8>,
 }
 
+/// A connection: the server's record of it, kept inside its stream (one allocation).
+type ConnRef = Stream<Conn>;
+
 struct Conn {
+    srv: Weak<ServerInner>,
     /// Its entry in the server's connection table, once registered.
     key: Cell<Option<Token>>,
-    stream: TcpStream,
-    /// Only while bytes of a request are being parsed: idle connections return theirs to the
-    /// server's pool.
-    parser: RefCell<Option<RequestParser<ConnSink>>>,
-    pipeline: RefCell<VecDeque<Pending>>,
+    /// Only while a request is in progress or responses are pending: idle connections return
+    /// theirs to the server's pool.
+    work: RefCell<Option<Box<ConnWork>>>,
     next_seq: Cell<u64>,
-    out: RefCell<Vec<u8>>,
     phase: Cell<Phase>,
-    since: Cell<Instant>,
+    /// When the phase began (`ServerInner::now_ms`).
+    since: Cell<u64>,
     close_after: Cell<bool>,
     /// A framing error or an upgrade ended parsing: later bytes are not requests.
     stop_parsing: Cell<bool>,
@@ -145,6 +147,17 @@ struct Conn {
     in_read: Cell<bool>,
 }
 
+/// A connection's working state: the parser, the pipeline of unanswered requests and the
+/// output not yet written. Lent from the server's pool while the connection has a request in
+/// progress or responses pending, so an idle connection holds none.
+struct ConnWork {
+    /// Taken out while it parses (its sink reaches the rest of this struct).
+    parser: Option<RequestParser<ConnSink>>,
+    pipeline: VecDeque<Pending>,
+    /// Response bytes ready to be written, in order.
+    out: Vec<u8>,
+}
+
 /// Shared state of a server (one per loop).
 pub struct ServerInner {
     lp: Loop,
@@ -152,20 +165,23 @@ pub struct ServerInner {
     router: RefCell<Router>,
     listeners: RefCell<Vec<TcpListener>>,
     listeners_open: Cell<usize>,
-    conns: RefCell<Slab<Rc<Conn>>>,
+    conns: RefCell<Slab<ConnRef>>,
     slots: RefCell<Vec<SlotEntry>>,
     free_slots: RefCell<Vec<u32>>,
     active_slots: Cell<usize>,
     /// Boxed: handlers hold pointers to a request's data, which must not move.
     #[allow(clippy::vec_box)]
     data_pool: RefCell<Vec<Box<RequestData>>>,
-    /// Parsers of connections between requests, for reuse (at most `DATA_POOL`).
-    parser_pool: RefCell<Vec<RequestParser<ConnSink>>>,
+    /// Working state of connections that went idle, for reuse (at most `DATA_POOL`).
+    #[allow(clippy::vec_box)] // boxed: lent to connections as a unit
+    work_pool: RefCell<Vec<Box<ConnWork>>>,
+    /// The origin of `now_ms`.
+    epoch: Instant,
     /// Requests completed by the parse in progress, in order (scratch, shared by connections:
     /// they are handed to their handlers right after each parse).
     completed: RefCell<Vec<(u32, u32)>>,
     sweeper: RefCell<Option<Timer>>,
-    sweep_buf: RefCell<Vec<Rc<Conn>>>,
+    sweep_buf: RefCell<Vec<ConnRef>>,
     stopping: Cell<bool>,
     on_stopped: RefCell<Option<Box<dyn FnOnce()>>>,
     grace: RefCell<Option<Timer>>,
@@ -190,7 +206,7 @@ pub struct Request {
 
 struct ConnSink {
     srv: Rc<ServerInner>,
-    conn: Rc<Conn>,
+    conn: ConnRef,
 }
 
 impl Sink for ConnSink {
@@ -199,13 +215,13 @@ impl Sink for ConnSink {
     }
 
     fn head_complete(&mut self, req: &mut RequestData) -> std::result::Result<(), HttpError> {
-        self.conn.set_phase(Phase::Body, self.srv.lp.now());
-        if req.expect_continue && self.conn.pipeline.borrow().is_empty() {
-            let mut out = self.conn.out.borrow_mut();
-            if out.capacity() == 0 {
-                *out = self.srv.lp.take_buffer();
+        self.conn.set_phase(Phase::Body, self.srv.now_ms());
+        if req.expect_continue && self.conn.pipeline_is_empty() {
+            let mut w = self.srv.work(&self.conn);
+            if w.out.capacity() == 0 {
+                w.out = self.srv.lp.take_buffer();
             }
-            out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            w.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         Ok(())
     }
@@ -213,7 +229,7 @@ impl Sink for ConnSink {
     fn request_complete(&mut self, req: Box<RequestData>) {
         let seq = self.conn.take_seq();
         let id = self.srv.alloc_slot(req, &self.conn, seq);
-        self.conn.pipeline.borrow_mut().push_back(Pending {
+        self.srv.work(&self.conn).pipeline.push_back(Pending {
             seq,
             slot: Some(id),
             done: false,
@@ -221,17 +237,62 @@ impl Sink for ConnSink {
             buf: Vec::new(),
         });
         self.srv.completed.borrow_mut().push(id);
-        self.conn.set_phase(Phase::Busy, self.srv.lp.now());
+        self.conn.set_phase(Phase::Busy, self.srv.now_ms());
+    }
+}
+
+impl StreamEvents for Conn {
+    fn on_read(conn: &ConnRef, ev: ReadEvent<'_>) {
+        if let Some(srv) = conn.srv.upgrade() {
+            srv.on_read(conn, ev);
+        }
+    }
+
+    fn on_drain(conn: &ConnRef, r: Result<()>) {
+        if let Some(srv) = conn.srv.upgrade() {
+            match r {
+                Ok(()) => srv.on_drain(conn),
+                // The client is gone: nothing more can reach it.
+                Err(_) => srv.close_now(conn),
+            }
+        }
+    }
+
+    fn on_closed(conn: &ConnRef) {
+        if let Some(srv) = conn.srv.upgrade() {
+            if let Some(key) = conn.key.get() {
+                srv.conns.borrow_mut().remove(key);
+            }
+            srv.check_stopped();
+        }
     }
 }
 
 impl Conn {
     /// True between the first byte of a request and its completion.
     fn in_request(&self) -> bool {
-        self.parser
+        self.work
             .borrow()
             .as_ref()
+            .and_then(|w| w.parser.as_ref())
             .is_some_and(|p| p.in_request())
+    }
+
+    fn pipeline_len(&self) -> usize {
+        self.work.borrow().as_ref().map_or(0, |w| w.pipeline.len())
+    }
+
+    fn pipeline_is_empty(&self) -> bool {
+        self.pipeline_len() == 0
+    }
+
+    /// The output not yet written (empty when there is no working state).
+    fn take_out(&self) -> Vec<u8> {
+        self.work
+            .borrow_mut()
+            .as_mut()
+            .map(|w| std::mem::take(&mut w.out))
+            .unwrap_or_default()
     }
 
     fn take_seq(&self) -> u64 {
@@ -240,23 +301,17 @@ impl Conn {
         s
     }
 
-    fn set_phase(&self, p: Phase, now: Instant) {
+    fn set_phase(&self, p: Phase, now_ms: u64) {
         if self.phase.get() != p {
             self.phase.set(p);
-            self.since.set(now);
-            if p == Phase::Idle {
-                // An idle connection keeps no pipeline storage (it may stay idle for long).
-                let mut pipeline = self.pipeline.borrow_mut();
-                if pipeline.is_empty() && pipeline.capacity() > 0 {
-                    *pipeline = VecDeque::new();
-                }
-            }
+            self.since.set(now_ms);
         }
     }
 
     /// Index in the pipeline of the entry with sequence `seq`.
     fn position(&self, seq: u64) -> Option<usize> {
-        let p = self.pipeline.borrow();
+        let w = self.work.borrow();
+        let p = &w.as_ref()?.pipeline;
         let front = p.front()?.seq;
         let i = seq.checked_sub(front)? as usize;
         (i < p.len()).then_some(i)
@@ -282,7 +337,8 @@ impl HttpServer {
                 free_slots: RefCell::new(Vec::new()),
                 active_slots: Cell::new(0),
                 data_pool: RefCell::new(Vec::new()),
-                parser_pool: RefCell::new(Vec::new()),
+                work_pool: RefCell::new(Vec::new()),
+                epoch: lp.now(),
                 completed: RefCell::new(Vec::new()),
                 sweeper: RefCell::new(None),
                 sweep_buf: RefCell::new(Vec::new()),
@@ -337,9 +393,13 @@ impl HttpServer {
         }
         let l = TcpListener::bind(&srv.lp, addr, srv.opts.listen)?;
         let weak = srv.me.clone();
-        l.start(move |r| {
-            if let (Some(srv), Ok(stream)) = (weak.upgrade(), r) {
-                srv.accept(stream);
+        l.start_raw(move |r| {
+            if let Ok(fd) = r {
+                match weak.upgrade() {
+                    Some(srv) => srv.accept(fd),
+                    // SAFETY: a new connection nobody else owns.
+                    None => unsafe { drop(OwnedFd::from_raw_fd(fd)) },
+                }
             }
         })
         .inspect_err(|_| l.close(|| {}))?;
@@ -372,7 +432,8 @@ impl HttpServer {
             return Err(Error::INVALID);
         }
         socket::set_nonblocking(fd)?;
-        srv.accept(TcpStream::from_accepted(&srv.lp, fd, true));
+        let _ = socket::set_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        srv.accept(fd);
         srv.start_sweeper();
         Ok(())
     }
@@ -407,6 +468,14 @@ impl ServerInner {
         &self.lp
     }
 
+    /// Milliseconds of loop time since the server was made (connection phase times).
+    fn now_ms(&self) -> u64 {
+        self.lp
+            .now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
     fn me(&self) -> Rc<ServerInner> {
         self.me.upgrade().expect("server alive while in use")
     }
@@ -432,63 +501,52 @@ impl ServerInner {
         *self.sweeper.borrow_mut() = Some(t);
     }
 
-    fn accept(&self, stream: TcpStream) {
+    /// Serves `fd`, a connected non-blocking socket the server owns from now on.
+    fn accept(&self, fd: RawFd) {
         if self.stopping.get() {
-            stream.close(|| {});
+            // SAFETY: the server owns fd and nothing else refers to it yet.
+            unsafe { drop(OwnedFd::from_raw_fd(fd)) };
             return;
         }
-        let now = self.lp.now();
-        let conn = Rc::new(Conn {
-            key: Cell::new(None),
-            stream: stream.clone(),
-            parser: RefCell::new(None),
-            pipeline: RefCell::new(VecDeque::new()),
-            next_seq: Cell::new(0),
-            out: RefCell::new(Vec::new()),
-            phase: Cell::new(Phase::Head),
-            since: Cell::new(now),
-            close_after: Cell::new(false),
-            stop_parsing: Cell::new(false),
-            read_paused: Cell::new(false),
-            eof: Cell::new(false),
-            closing: Cell::new(false),
-            flush_scheduled: Cell::new(false),
-            in_read: Cell::new(false),
-        });
+        let now = self.now_ms();
+        let conn = Stream::from_accepted(
+            &self.lp,
+            fd,
+            Conn {
+                srv: self.me.clone(),
+                key: Cell::new(None),
+                work: RefCell::new(None),
+                next_seq: Cell::new(0),
+                phase: Cell::new(Phase::Head),
+                since: Cell::new(now),
+                close_after: Cell::new(false),
+                stop_parsing: Cell::new(false),
+                read_paused: Cell::new(false),
+                eof: Cell::new(false),
+                closing: Cell::new(false),
+                flush_scheduled: Cell::new(false),
+                in_read: Cell::new(false),
+            },
+        );
         let key = self.conns.borrow_mut().insert(conn.clone());
         conn.key.set(Some(key));
-        let (weak_srv, weak_conn) = (self.me.clone(), Rc::downgrade(&conn));
-        stream.set_on_drain(move |r| {
-            if let (Some(srv), Some(conn)) = (weak_srv.upgrade(), weak_conn.upgrade()) {
-                match r {
-                    Ok(()) => srv.on_drain(&conn),
-                    // The client is gone: nothing more can reach it.
-                    Err(_) => srv.close_now(&conn),
-                }
-            }
-        });
         if let Err(_e) = self.start_reading(&conn) {
             self.close_now(&conn);
         }
     }
 
-    fn start_reading(&self, conn: &Rc<Conn>) -> Result<()> {
-        let (weak_srv, weak_conn) = (self.me.clone(), Rc::downgrade(conn));
+    fn start_reading(&self, conn: &ConnRef) -> Result<()> {
         conn.read_paused.set(false);
-        conn.stream.read_start(move |ev| {
-            if let (Some(srv), Some(conn)) = (weak_srv.upgrade(), weak_conn.upgrade()) {
-                srv.on_read(&conn, ev);
-            }
-        })
+        conn.start_reading()
     }
 
-    fn pause_reading(&self, conn: &Conn) {
+    fn pause_reading(&self, conn: &ConnRef) {
         if !conn.read_paused.replace(true) {
-            conn.stream.read_stop();
+            conn.read_stop();
         }
     }
 
-    fn on_read(&self, conn: &Rc<Conn>, ev: ReadEvent<'_>) {
+    fn on_read(&self, conn: &ConnRef, ev: ReadEvent<'_>) {
         if conn.closing.get() {
             return;
         }
@@ -501,7 +559,7 @@ impl ServerInner {
                     return; // no more requests on this connection
                 }
                 if conn.phase.get() == Phase::Idle {
-                    conn.set_phase(Phase::Head, self.lp.now());
+                    conn.set_phase(Phase::Head, self.now_ms());
                 }
                 self.parse(conn, data);
             }
@@ -518,29 +576,26 @@ impl ServerInner {
         }
     }
 
-    fn nothing_pending(&self, conn: &Conn) -> bool {
-        conn.pipeline.borrow().is_empty()
-            && conn.out.borrow().is_empty()
-            && conn.stream.write_queue_size() == 0
+    fn nothing_pending(&self, conn: &ConnRef) -> bool {
+        conn.work
+            .borrow()
+            .as_ref()
+            .is_none_or(|w| w.pipeline.is_empty() && w.out.is_empty())
+            && conn.write_queue_size() == 0
     }
 
-    fn parse(&self, conn: &Rc<Conn>, data: &[u8]) {
+    fn parse(&self, conn: &ConnRef, data: &[u8]) {
         let mut sink = ConnSink {
             srv: self.me(),
             conn: conn.clone(),
         };
         conn.in_read.set(true);
-        let mut parser = conn.parser.borrow_mut().take().unwrap_or_else(|| {
-            let pooled = self.parser_pool.borrow_mut().pop();
-            pooled.unwrap_or_else(|| RequestParser::new(self.opts.limits))
+        let mut parser = self.work(conn).parser.take().unwrap_or_else(|| {
+            debug_assert!(false, "a connection parses once at a time");
+            RequestParser::new(self.opts.limits)
         });
         let r = parser.execute(data, &mut sink);
-        if r.is_ok() && !parser.in_request() {
-            // Between requests: the next byte may come much later, or never.
-            self.recycle_parser(parser);
-        } else {
-            *conn.parser.borrow_mut() = Some(parser);
-        }
+        self.work(conn).parser = Some(parser);
         match r {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Upgrade) => {
@@ -568,15 +623,15 @@ impl ServerInner {
         completed.clear();
         *self.completed.borrow_mut() = completed;
         conn.in_read.set(false);
-        let now = self.lp.now();
+        let now = self.now_ms();
         if conn.in_request() {
             if conn.phase.get() == Phase::Busy {
                 conn.set_phase(Phase::Head, now);
             }
-        } else if conn.pipeline.borrow().is_empty() && conn.phase.get() != Phase::Linger {
+        } else if conn.pipeline_is_empty() && conn.phase.get() != Phase::Linger {
             conn.set_phase(Phase::Idle, now);
         }
-        if conn.pipeline.borrow().len() >= self.opts.max_pipeline {
+        if conn.pipeline_len() >= self.opts.max_pipeline {
             self.pause_reading(conn);
         }
         self.flush(conn);
@@ -584,11 +639,11 @@ impl ServerInner {
 
     /// Queues a response the server makes itself (an error) after those already pending, and
     /// closes once it is sent.
-    fn queue_error(&self, conn: &Rc<Conn>, status: u16, reason: &str) {
+    fn queue_error(&self, conn: &ConnRef, status: u16, reason: &str) {
         conn.stop_parsing.set(true);
         let seq = conn.take_seq();
-        let mut buf = if conn.pipeline.borrow().is_empty() {
-            std::mem::take(&mut *conn.out.borrow_mut())
+        let mut buf = if conn.pipeline_is_empty() {
+            conn.take_out()
         } else {
             Vec::new()
         };
@@ -605,11 +660,11 @@ impl ServerInner {
             false,
         );
         buf.extend_from_slice(body.as_bytes());
-        if conn.pipeline.borrow().is_empty() {
-            *conn.out.borrow_mut() = buf;
+        if conn.pipeline_is_empty() {
+            self.work(conn).out = buf;
             conn.close_after.set(true);
         } else {
-            conn.pipeline.borrow_mut().push_back(Pending {
+            self.work(conn).pipeline.push_back(Pending {
                 seq,
                 slot: None,
                 done: true,
@@ -663,7 +718,7 @@ impl ServerInner {
 
     // ---- slots -------------------------------------------------------------------------
 
-    fn alloc_slot(&self, data: Box<RequestData>, conn: &Rc<Conn>, seq: u64) -> (u32, u32) {
+    fn alloc_slot(&self, data: Box<RequestData>, conn: &ConnRef, seq: u64) -> (u32, u32) {
         let mut slots = self.slots.borrow_mut();
         let index = match self.free_slots.borrow_mut().pop() {
             Some(i) => i,
@@ -679,7 +734,7 @@ impl ServerInner {
                     }),
                     state: SlotState::Free,
                     data: None,
-                    conn: Weak::new(),
+                    conn: WeakStream::default(),
                     seq: 0,
                     abort: None,
                 });
@@ -689,7 +744,7 @@ impl ServerInner {
         let e = &mut slots[index as usize];
         e.state = SlotState::Waiting;
         e.data = Some(data);
-        e.conn = Rc::downgrade(conn);
+        e.conn = conn.downgrade();
         e.seq = seq;
         self.active_slots.set(self.active_slots.get() + 1);
         (index, e.header.gen.load(Ordering::Relaxed))
@@ -709,7 +764,7 @@ impl ServerInner {
             e.header
                 .gen
                 .store(g.wrapping_add(1).max(1), Ordering::Release);
-            e.conn = Weak::new();
+            e.conn = WeakStream::default();
             (e.data.take(), e.abort.take())
         };
         drop(abort);
@@ -720,23 +775,69 @@ impl ServerInner {
         self.active_slots.set(self.active_slots.get() - 1);
     }
 
-    /// Takes a connection's parser (and the request it was in the middle of) back to the pools.
+    /// Ends the request a connection's parser is in the middle of (its storage returns to the
+    /// pool); the parser starts over.
     fn drop_parser(&self, conn: &Conn) {
-        let p = conn.parser.borrow_mut().take();
-        if let Some(mut p) = p {
-            if let Some(partial) = p.take_partial() {
-                self.recycle_data(partial);
-            }
-            self.recycle_parser(p);
+        let partial = conn.work.borrow_mut().as_mut().and_then(|w| {
+            let p = w.parser.as_mut()?;
+            let partial = p.take_partial();
+            p.reset();
+            partial
+        });
+        if let Some(partial) = partial {
+            self.recycle_data(partial);
         }
     }
 
-    /// Keeps a parser for the next connection that has bytes to parse, up to `DATA_POOL`.
-    fn recycle_parser(&self, mut p: RequestParser<ConnSink>) {
-        let mut pool = self.parser_pool.borrow_mut();
+    /// A connection's working state, lent from the pool on first need.
+    fn work<'a>(&self, conn: &'a Conn) -> std::cell::RefMut<'a, ConnWork> {
+        std::cell::RefMut::map(conn.work.borrow_mut(), |w| {
+            &mut **w.get_or_insert_with(|| {
+                let pooled = self.work_pool.borrow_mut().pop();
+                pooled.unwrap_or_else(|| {
+                    Box::new(ConnWork {
+                        parser: Some(RequestParser::new(self.opts.limits)),
+                        pipeline: VecDeque::new(),
+                        out: Vec::new(),
+                    })
+                })
+            })
+        })
+    }
+
+    /// Returns a connection's working state to the pool once it has nothing in progress: no
+    /// partial request, no pending response, no unwritten output (an idle connection may stay
+    /// idle for long).
+    fn release_work(&self, conn: &Conn) {
+        let idle = conn.work.borrow().as_ref().is_some_and(|w| {
+            w.parser.as_ref().is_some_and(|p| !p.in_request())
+                && w.pipeline.is_empty()
+                && w.out.is_empty()
+        });
+        if idle {
+            let w = conn.work.borrow_mut().take();
+            self.recycle_work(w);
+        }
+    }
+
+    /// Keeps working state for the next busy connection, up to `DATA_POOL` of them.
+    fn recycle_work(&self, w: Option<Box<ConnWork>>) {
+        let Some(mut w) = w else { return };
+        self.lp.recycle_buffer(std::mem::take(&mut w.out));
+        for e in w.pipeline.drain(..) {
+            self.lp.recycle_buffer(e.buf);
+        }
+        let Some(p) = w.parser.as_mut() else { return };
+        if let Some(partial) = p.take_partial() {
+            self.recycle_data(partial);
+        }
+        let mut pool = self.work_pool.borrow_mut();
         if pool.len() < DATA_POOL {
             p.reset();
-            pool.push(p);
+            if w.pipeline.capacity() > 16 {
+                w.pipeline = VecDeque::new();
+            }
+            pool.push(w);
         }
     }
 
@@ -767,7 +868,7 @@ impl ServerInner {
 
     /// Checks a handle; `Ok(conn)` when the client is still there, `Err(CANCELLED)` (slot freed)
     /// when it is gone, `Err(ALREADY)` for a stale handle.
-    fn live(&self, index: u32, gen: u32, want: SlotState) -> Result<(Rc<Conn>, u64)> {
+    fn live(&self, index: u32, gen: u32, want: SlotState) -> Result<(ConnRef, u64)> {
         let (conn, seq) = {
             let slots = self.slots.borrow();
             let e = slots.get(index as usize).ok_or(Error::ALREADY)?;
@@ -813,15 +914,14 @@ impl ServerInner {
     /// Writes into the buffer of the pipeline entry at `pos`: the connection's output when it
     /// is at the front, its own buffer otherwise.
     fn with_buf<R>(&self, conn: &Conn, pos: usize, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let mut w = self.work(conn);
         if pos == 0 {
-            let mut out = conn.out.borrow_mut();
-            if out.capacity() == 0 {
-                *out = self.lp.take_buffer();
+            if w.out.capacity() == 0 {
+                w.out = self.lp.take_buffer();
             }
-            f(&mut out)
+            f(&mut w.out)
         } else {
-            let mut p = conn.pipeline.borrow_mut();
-            let buf = &mut p[pos].buf;
+            let buf = &mut w.pipeline[pos].buf;
             if buf.capacity() == 0 {
                 *buf = self.lp.take_buffer();
             }
@@ -896,9 +996,9 @@ impl ServerInner {
             }
         });
         {
-            let mut p = conn.pipeline.borrow_mut();
-            p[pos].done = true;
-            p[pos].close = close;
+            let mut w = self.work(&conn);
+            w.pipeline[pos].done = true;
+            w.pipeline[pos].close = close;
         }
         self.free_slot(index);
         self.advance(&conn);
@@ -924,7 +1024,7 @@ impl ServerInner {
         let (head, close) = self.head_for(data, status, headers, Framing::Chunked);
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
         self.with_buf(&conn, pos, |buf| buf.extend_from_slice(&head));
-        conn.pipeline.borrow_mut()[pos].close = close;
+        self.work(&conn).pipeline[pos].close = close;
         self.slots.borrow_mut()[index as usize].state = SlotState::Streaming;
         self.schedule_flush(&conn);
         Ok(())
@@ -946,7 +1046,7 @@ impl ServerInner {
             });
         }
         if last {
-            conn.pipeline.borrow_mut()[pos].done = true;
+            self.work(&conn).pipeline[pos].done = true;
             self.free_slot(index);
             self.advance(&conn);
         }
@@ -955,13 +1055,14 @@ impl ServerInner {
     }
 
     /// Moves finished responses from the front of the pipeline to the output, in order.
-    fn advance(&self, conn: &Rc<Conn>) {
+    fn advance(&self, conn: &ConnRef) {
         loop {
             let front = {
-                let mut p = conn.pipeline.borrow_mut();
+                let mut work = conn.work.borrow_mut();
+                let Some(w) = work.as_deref_mut() else { break };
+                let (p, out) = (&mut w.pipeline, &mut w.out);
                 let Some(f) = p.front_mut() else { break };
                 if !f.buf.is_empty() {
-                    let mut out = conn.out.borrow_mut();
                     if out.is_empty() {
                         let old = std::mem::replace(&mut *out, std::mem::take(&mut f.buf));
                         self.lp.recycle_buffer(old);
@@ -982,13 +1083,13 @@ impl ServerInner {
                 break;
             }
         }
-        if conn.pipeline.borrow().is_empty() && !conn.in_request() && !conn.in_read.get() {
-            conn.set_phase(Phase::Idle, self.lp.now());
+        if conn.pipeline_is_empty() && !conn.in_request() && !conn.in_read.get() {
+            conn.set_phase(Phase::Idle, self.now_ms());
         }
         if conn.read_paused.get()
             && !conn.close_after.get()
-            && conn.pipeline.borrow().len() < self.opts.max_pipeline
-            && conn.stream.write_queue_size() <= self.opts.max_output
+            && conn.pipeline_len() < self.opts.max_pipeline
+            && conn.write_queue_size() <= self.opts.max_output
             && !conn.closing.get()
         {
             let _ = self.start_reading(conn);
@@ -998,7 +1099,12 @@ impl ServerInner {
     /// Cancels every request still in the pipeline: their slots report `CANCELLED` when
     /// answered, and their abort callbacks run now.
     fn abort_pipeline(&self, conn: &Conn) {
-        let entries: Vec<Pending> = conn.pipeline.borrow_mut().drain(..).collect();
+        let entries = conn
+            .work
+            .borrow_mut()
+            .as_mut()
+            .map(|w| std::mem::take(&mut w.pipeline))
+            .unwrap_or_default();
         for e in entries {
             self.lp.recycle_buffer(e.buf);
             if let Some((index, gen)) = e.slot {
@@ -1006,7 +1112,7 @@ impl ServerInner {
                     let mut slots = self.slots.borrow_mut();
                     let s = &mut slots[index as usize];
                     if s.state != SlotState::Free && s.header.gen.load(Ordering::Relaxed) == gen {
-                        s.conn = Weak::new();
+                        s.conn = WeakStream::default();
                         s.abort.take()
                     } else {
                         None
@@ -1019,7 +1125,7 @@ impl ServerInner {
         }
     }
 
-    fn schedule_flush(&self, conn: &Rc<Conn>) {
+    fn schedule_flush(&self, conn: &ConnRef) {
         if conn.in_read.get() || conn.flush_scheduled.replace(true) {
             return; // the read path flushes when it is done
         }
@@ -1032,29 +1138,30 @@ impl ServerInner {
         });
     }
 
-    fn flush(&self, conn: &Rc<Conn>) {
+    fn flush(&self, conn: &ConnRef) {
         if conn.closing.get() {
             return;
         }
-        let out = std::mem::take(&mut *conn.out.borrow_mut());
+        let out = conn.take_out();
         if !out.is_empty() {
-            if conn.stream.write(out, None).is_err() {
+            if conn.write(out, None).is_err() {
                 self.close_now(conn);
                 return;
             }
-            if conn.stream.write_queue_size() > self.opts.max_output {
+            if conn.write_queue_size() > self.opts.max_output {
                 self.pause_reading(conn);
             }
         } else {
             self.lp.recycle_buffer(out);
         }
+        self.release_work(conn);
         self.maybe_finish(conn);
     }
 
-    fn on_drain(&self, conn: &Rc<Conn>) {
+    fn on_drain(&self, conn: &ConnRef) {
         if conn.read_paused.get()
             && !conn.close_after.get()
-            && conn.pipeline.borrow().len() < self.opts.max_pipeline
+            && conn.pipeline_len() < self.opts.max_pipeline
             && !conn.closing.get()
         {
             let _ = self.start_reading(conn);
@@ -1064,7 +1171,7 @@ impl ServerInner {
 
     /// Closes gracefully once a connection that must close has nothing left to send: shut
     /// down the write side, then linger reading until EOF (or `LINGER`).
-    fn maybe_finish(&self, conn: &Rc<Conn>) {
+    fn maybe_finish(&self, conn: &ConnRef) {
         if !conn.close_after.get() || conn.closing.get() || conn.phase.get() == Phase::Linger {
             return;
         }
@@ -1075,11 +1182,8 @@ impl ServerInner {
             self.close_now(conn);
             return;
         }
-        conn.set_phase(Phase::Linger, self.lp.now());
-        let (weak_srv, weak_conn) = (self.me.clone(), Rc::downgrade(conn));
-        let r = conn.stream.shutdown(move |_| {
-            let _ = (&weak_srv, &weak_conn);
-        });
+        conn.set_phase(Phase::Linger, self.now_ms());
+        let r = conn.shutdown(|_| {});
         if r.is_err() {
             self.close_now(conn);
             return;
@@ -1090,27 +1194,20 @@ impl ServerInner {
     }
 
     /// Closes at once: requests still unanswered are cancelled (abort callbacks run).
-    fn close_now(&self, conn: &Rc<Conn>) {
+    fn close_now(&self, conn: &ConnRef) {
         if conn.closing.replace(true) {
             return;
         }
         self.drop_parser(conn);
         self.abort_pipeline(conn);
-        let out = std::mem::take(&mut *conn.out.borrow_mut());
-        self.lp.recycle_buffer(out);
-        let (weak_srv, key) = (self.me.clone(), conn.key.get());
-        conn.stream.close(move || {
-            if let Some(srv) = weak_srv.upgrade() {
-                if let Some(key) = key {
-                    srv.conns.borrow_mut().remove(key);
-                }
-                srv.check_stopped();
-            }
-        });
+        let work = conn.work.borrow_mut().take();
+        self.recycle_work(work);
+        conn.begin_close(); // Conn::on_closed finishes
     }
 
     fn sweep(&self) {
         let now = self.lp.now();
+        let now_ms = self.now_ms();
         let mut list = std::mem::take(&mut *self.sweep_buf.borrow_mut());
         list.extend(self.conns.borrow().iter().map(|(_, c)| c.clone()));
         let o = &self.opts;
@@ -1119,16 +1216,15 @@ impl ServerInner {
                 continue;
             }
             if conn
-                .stream
                 .write_stalled_since()
                 .is_some_and(|t| now.duration_since(t) >= o.write_timeout)
             {
                 self.close_now(&conn);
                 continue;
             }
-            let age = now.duration_since(conn.since.get());
+            let age = Duration::from_millis(now_ms.saturating_sub(conn.since.get()));
             match conn.phase.get() {
-                Phase::Head if conn.pipeline.borrow().is_empty() && age >= o.header_timeout => {
+                Phase::Head if conn.pipeline_is_empty() && age >= o.header_timeout => {
                     if conn.in_request() {
                         self.timeout_408(&conn);
                     } else {
@@ -1144,9 +1240,9 @@ impl ServerInner {
         *self.sweep_buf.borrow_mut() = list;
     }
 
-    fn timeout_408(&self, conn: &Rc<Conn>) {
+    fn timeout_408(&self, conn: &ConnRef) {
         self.drop_parser(conn);
-        if conn.pipeline.borrow().is_empty() && conn.stream.write_queue_size() == 0 {
+        if conn.pipeline_is_empty() && conn.write_queue_size() == 0 {
             self.queue_error(conn, 408, "request not received in time");
             self.flush(conn);
         } else {
@@ -1168,9 +1264,9 @@ impl ServerInner {
                 }
             });
         }
-        let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+        let conns: Vec<ConnRef> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         for conn in conns {
-            if conn.pipeline.borrow().is_empty() && !conn.in_request() {
+            if conn.pipeline_is_empty() && !conn.in_request() {
                 self.close_now(&conn);
             } else {
                 conn.close_after.set(true);
@@ -1181,7 +1277,7 @@ impl ServerInner {
         let weak = self.me.clone();
         t.start(grace, None, move || {
             if let Some(srv) = weak.upgrade() {
-                let conns: Vec<Rc<Conn>> =
+                let conns: Vec<ConnRef> =
                     srv.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
                 for c in conns {
                     srv.close_now(&c);

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::socket;
-use super::stream::TcpStream;
+use super::stream::{Callbacks, TcpStream};
 use crate::error::{Error, Result};
 use crate::reactor::{Completion, Loop, Op, OpOwner, Timer, Token};
 
@@ -40,7 +40,8 @@ impl Default for ListenOptions {
     }
 }
 
-type AcceptCb = Box<dyn FnMut(Result<TcpStream>)>;
+/// Gets each accepted fd (owned by the callee) or a transient error.
+type AcceptCb = Box<dyn FnMut(Result<RawFd>)>;
 
 struct ListenerInner {
     lp: Loop,
@@ -113,7 +114,16 @@ impl TcpListener {
     /// Starts accepting: `cb` gets each new connection (owned by the callee, who must close it)
     /// or a transient error (accepting resumes by itself). `ALREADY` if started, `CLOSED` if
     /// closing.
-    pub fn start(&self, cb: impl FnMut(Result<TcpStream>) + 'static) -> Result<()> {
+    pub fn start(&self, mut cb: impl FnMut(Result<TcpStream>) + 'static) -> Result<()> {
+        let lp = self.inner.lp.clone();
+        self.start_raw(move |r| {
+            cb(r.map(|fd| TcpStream::from_accepted(&lp, fd, Callbacks::default())));
+        })
+    }
+
+    /// As `start`, handing over each connection as a bare fd (non-blocking, TCP_NODELAY as
+    /// configured), for owners that build their own `Stream` around it.
+    pub(crate) fn start_raw(&self, cb: impl FnMut(Result<RawFd>) + 'static) -> Result<()> {
         let inner = &self.inner;
         if inner.closing.get() {
             return Err(Error::CLOSED);
@@ -168,7 +178,7 @@ impl ListenerInner {
         }
     }
 
-    fn report(&self, r: Result<TcpStream>) {
+    fn report(&self, r: Result<RawFd>) {
         let cb = self.on_accept.borrow_mut().take();
         if let Some(mut cb) = cb {
             cb(r);
@@ -204,7 +214,7 @@ impl ListenerInner {
 }
 
 impl OpOwner for ListenerInner {
-    fn complete(self: Rc<Self>, lp: &Loop, op: Op, c: &Completion, _data: &[u8]) {
+    fn complete(self: Rc<Self>, _lp: &Loop, op: Op, c: &Completion, _data: &[u8]) {
         if let Op::Close { .. } = op {
             self.close_op.set(None);
             self.maybe_finish_close();
@@ -218,8 +228,10 @@ impl OpOwner for ListenerInner {
                 // SAFETY: a connection accepted after close started: nobody else owns it.
                 unsafe { libc::close(c.res) };
             } else {
-                let stream = TcpStream::from_accepted(lp, c.res, self.nodelay);
-                self.report(Ok(stream));
+                if self.nodelay {
+                    let _ = socket::set_opt(c.res, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+                }
+                self.report(Ok(c.res));
             }
             if !c.more {
                 self.clone().resume_accepting();

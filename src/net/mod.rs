@@ -9,4 +9,4 @@ mod stream;
 pub use addr::{parse_ip_port, SockAddr};
 pub use listener::{ListenOptions, TcpListener};
 pub use socket::set_opt as set_socket_option;
-pub use stream::{ReadEvent, TcpStream};
+pub use stream::{Callbacks, ReadEvent, Stream, StreamEvents, TcpStream, WeakStream};

@@ -1,13 +1,19 @@
 //! TCP stream: reads arrive as borrowed slices of the loop's receive buffers; writes are queued
 //! (the data is owned by the queue) and sent with one `sendmsg` of up to `MAX_IOV` pieces at a
 //! time; shutdown waits for queued writes; close cancels what is in flight, closes the fd
-//! through the driver, and calls its callback after every other callback of the stream.
+//! through the driver, and reports last of all the stream's events.
+//!
+//! A `Stream<H>` carries its owner's per-connection state `H` in the same allocation (the HTTP
+//! server keeps its connection record there, so an idle connection is one allocation); `H`
+//! receives the stream's events through `StreamEvents`. `TcpStream` is the stream whose events
+//! go to closures set at run time (`read_start`, `set_on_drain`, `close`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::os::fd::{IntoRawFd, RawFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use super::addr::SockAddr;
@@ -29,6 +35,23 @@ pub enum ReadEvent<'a> {
     Error(Error),
 }
 
+/// The receiver of a stream's events: the per-connection state stored inside the stream.
+/// Events are delivered from the loop, one at a time; an event handler may call any method of
+/// the stream, including `begin_close`.
+pub trait StreamEvents: Sized + 'static {
+    /// Data while reading is on, then `Eof` or `Error` once (reading is then off).
+    fn on_read(stream: &Stream<Self>, ev: ReadEvent<'_>);
+    /// The write queue emptied: `Ok` after a successful send, the error when queued writes
+    /// failed (the peer went away). Not reported for writes cancelled by closing.
+    fn on_drain(_stream: &Stream<Self>, _r: Result<()>) {}
+    /// Closing finished (the fd is closed): the last event of the stream.
+    fn on_closed(_stream: &Stream<Self>) {}
+    /// Reading stopped (`read_stop`, after `Eof`/`Error`, or closing).
+    fn read_stopped(&self) {}
+    /// Closing began: no `on_read` or `on_drain` follows.
+    fn closing(&self) {}
+}
+
 type ReadCb = Box<dyn FnMut(ReadEvent<'_>)>;
 type DoneCb = Box<dyn FnOnce(Result<()>)>;
 type DrainCb = Box<dyn FnMut(Result<()>)>;
@@ -39,44 +62,57 @@ struct WriteReq {
     cb: Option<DoneCb>,
 }
 
-/// How reading ended while nobody was reading (reported at the next `read_start`).
+/// How reading ended while nobody was reading (reported at the next read start).
 #[derive(Clone, Copy)]
 enum ReadEnd {
     Eof,
     Error(Error),
 }
 
-struct StreamInner {
+/// Bits of `StreamInner::flags`.
+const READING: u8 = 1;
+const CLOSING: u8 = 2;
+const SHUTDOWN_DONE: u8 = 4;
+/// `on_closed` was scheduled.
+const CLOSE_REPORTED: u8 = 8;
+
+/// A stream's state. Everything an idle connection does not need lives in boxes that exist
+/// only while needed (`writer`) or only for streams that ever need them (`extra`).
+struct StreamInner<H> {
     lp: Loop,
     fd: Cell<RawFd>,
-    // Reading.
-    recv: Cell<Option<Token>>,
-    reading: Cell<bool>,
-    on_read: RefCell<Option<ReadCb>>,
-    stash: RefCell<Vec<u8>>,
+    flags: Cell<u8>,
     read_end: Cell<Option<ReadEnd>>,
-    // Writing.
-    /// Present only while output is queued or a send is in flight (idle connections keep no
-    /// write state); lent from a per-thread pool.
-    writer: RefCell<Option<Box<Writer>>>,
-    queued_bytes: Cell<usize>,
+    /// The multishot receive in flight.
+    recv: Cell<Option<Token>>,
+    /// The send in flight.
     send: Cell<Option<Token>>,
-    shutdown: RefCell<Option<DoneCb>>,
-    shutdown_done: Cell<bool>,
-    on_drain: RefCell<Option<DrainCb>>,
-    // Connecting.
-    connect: Cell<Option<Token>>,
-    /// Only while connecting: accepted connections never allocate it.
-    connecting: RefCell<Option<Box<Connecting>>>,
-    // Closing.
-    closing: Cell<bool>,
     close_op: Cell<Option<Token>>,
-    close_cb: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Present only while output is queued or a send is in flight; lent from a per-thread pool.
+    writer: RefCell<Option<Box<Writer>>>,
+    /// Made on first need, kept until the stream is freed (the connect address in it must not
+    /// move while the kernel may read it).
+    extra: RefCell<Option<Box<Extra>>>,
+    events: H,
+}
+
+/// The rarely used part of a stream.
+#[derive(Default)]
+struct Extra {
+    /// Bytes that arrived while reading was stopped.
+    stash: Vec<u8>,
+    /// A shutdown waiting for the write queue to empty.
+    shutdown: Option<DoneCb>,
+    /// The connect in flight.
+    connect: Option<Token>,
+    connecting: Option<Connecting>,
 }
 
 /// A stream's output while it has any: the queue and the kernel-facing send arguments.
 struct Writer {
     queue: VecDeque<WriteReq>,
+    /// Bytes queued and not yet handed to the kernel.
+    queued_bytes: usize,
     /// When the queued output last made progress (or was queued on an empty queue); the
     /// server's write timeout reads it.
     progress_at: Option<Instant>,
@@ -100,6 +136,7 @@ impl Writer {
         WRITERS.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
             Box::new(Writer {
                 queue: VecDeque::new(),
+                queued_bytes: 0,
                 progress_at: None,
                 iov_one: libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -114,7 +151,7 @@ impl Writer {
 
     /// Back to the pool; only with an empty queue and no send in flight.
     fn recycle(mut w: Box<Writer>) {
-        debug_assert!(w.queue.is_empty());
+        debug_assert!(w.queue.is_empty() && w.queued_bytes == 0);
         w.progress_at = None;
         w.iov.clear();
         if w.iov.capacity() > MAX_IOV {
@@ -138,46 +175,114 @@ struct Connecting {
     timed_out: bool,
 }
 
-/// A TCP connection. Clones share it; it must be closed with `close`.
-#[derive(Clone)]
-pub struct TcpStream {
-    inner: Rc<StreamInner>,
+/// A TCP connection carrying the state `H` (reachable through `Deref`). Clones share it; it
+/// must be closed (`begin_close`, or `close` for a `TcpStream`).
+pub struct Stream<H: StreamEvents> {
+    inner: Rc<StreamInner<H>>,
 }
 
-impl TcpStream {
-    fn from_fd(lp: &Loop, fd: RawFd) -> TcpStream {
-        lp.handle_opened();
-        TcpStream {
-            inner: Rc::new(StreamInner {
-                lp: lp.clone(),
-                fd: Cell::new(fd),
-                recv: Cell::new(None),
-                reading: Cell::new(false),
-                on_read: RefCell::new(None),
-                stash: RefCell::new(Vec::new()),
-                read_end: Cell::new(None),
-                writer: RefCell::new(None),
-                queued_bytes: Cell::new(0),
-                send: Cell::new(None),
-                shutdown: RefCell::new(None),
-                shutdown_done: Cell::new(false),
-                on_drain: RefCell::new(None),
-                connect: Cell::new(None),
-                connecting: RefCell::new(None),
-                closing: Cell::new(false),
-                close_op: Cell::new(None),
-                close_cb: RefCell::new(None),
-            }),
+impl<H: StreamEvents> Clone for Stream<H> {
+    fn clone(&self) -> Self {
+        Stream {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: StreamEvents> Deref for Stream<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.inner.events
+    }
+}
+
+/// A reference to a stream that does not keep it alive.
+pub struct WeakStream<H: StreamEvents> {
+    inner: Weak<StreamInner<H>>,
+}
+
+impl<H: StreamEvents> Clone for WeakStream<H> {
+    fn clone(&self) -> Self {
+        WeakStream {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: StreamEvents> Default for WeakStream<H> {
+    fn default() -> Self {
+        WeakStream { inner: Weak::new() }
+    }
+}
+
+impl<H: StreamEvents> WeakStream<H> {
+    /// The stream, if it still exists.
+    pub fn upgrade(&self) -> Option<Stream<H>> {
+        self.inner.upgrade().map(|inner| Stream { inner })
+    }
+}
+
+/// The events of a `TcpStream`: closures set while it runs.
+#[derive(Default)]
+pub struct Callbacks {
+    read: RefCell<Option<ReadCb>>,
+    drain: RefCell<Option<DrainCb>>,
+    closed: RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+impl StreamEvents for Callbacks {
+    fn on_read(stream: &Stream<Self>, ev: ReadEvent<'_>) {
+        // Taken out while it runs (it may replace itself or stop reading); put back after
+        // unless it was replaced or reading stopped.
+        let cb = stream.read.borrow_mut().take();
+        if let Some(mut cb) = cb {
+            cb(ev);
+            if stream.is_reading() && !stream.is_closing() {
+                let mut slot = stream.read.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(cb);
+                }
+            }
         }
     }
 
-    pub(crate) fn from_accepted(lp: &Loop, fd: RawFd, nodelay: bool) -> TcpStream {
-        if nodelay {
-            let _ = socket::set_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+    fn on_drain(stream: &Stream<Self>, r: Result<()>) {
+        let cb = stream.drain.borrow_mut().take();
+        if let Some(mut cb) = cb {
+            cb(r);
+            let mut slot = stream.drain.borrow_mut();
+            if slot.is_none() && !stream.is_closing() {
+                *slot = Some(cb);
+            }
         }
-        TcpStream::from_fd(lp, fd)
     }
 
+    fn on_closed(stream: &Stream<Self>) {
+        let cb = stream.closed.borrow_mut().take();
+        if let Some(cb) = cb {
+            cb();
+        }
+    }
+
+    fn read_stopped(&self) {
+        let cb = self.read.borrow_mut().take();
+        drop(cb);
+    }
+
+    fn closing(&self) {
+        let cbs = (
+            self.read.borrow_mut().take(),
+            self.drain.borrow_mut().take(),
+        );
+        drop(cbs);
+    }
+}
+
+/// A TCP connection whose events go to closures. Clones share it; it must be closed with
+/// `close`.
+pub type TcpStream = Stream<Callbacks>;
+
+impl Stream<Callbacks> {
     /// Starts connecting to `addr`; `cb` gets the result: `Ok`, `-errno`, `TIMEOUT` when
     /// `timeout` passes first, `CANCELLED` when the stream is closed first. The stream is
     /// returned at once (close it to cancel) and must be closed in every case.
@@ -194,48 +299,160 @@ impl TcpStream {
             libc::TCP_NODELAY,
             1,
         );
-        let s = TcpStream::from_fd(lp, fd.into_raw_fd());
-        let inner = &s.inner;
-        let state = Box::new(Connecting {
-            addr: SockAddr::from_std(&addr),
-            cb: Some(Box::new(cb)),
-            timer: None,
-            timed_out: false,
-        });
-        // The address lives in the box, which stays put until the connect completes (only
-        // on_connect drops it): the kernel may read it until then.
-        let op = Op::Connect {
-            fd: inner.fd.get(),
-            addr: state.addr.as_ptr(),
-            len: state.addr.len,
+        let s = Stream::from_fd(lp, fd.into_raw_fd(), Callbacks::default());
+        s.start_connect(addr, timeout, Box::new(cb))?;
+        Ok(s)
+    }
+
+    /// Starts reading: `cb` gets data, then `Eof` or `Error` once. `ALREADY` if reading,
+    /// `CLOSED` if closing.
+    pub fn read_start(&self, cb: impl FnMut(ReadEvent<'_>) + 'static) -> Result<()> {
+        if self.is_closing() {
+            return Err(Error::CLOSED);
+        }
+        if self.is_reading() {
+            return Err(Error::ALREADY);
+        }
+        *self.read.borrow_mut() = Some(Box::new(cb));
+        self.start_reading().inspect_err(|_| {
+            self.read.borrow_mut().take();
+        })
+    }
+
+    /// Sets a callback run each time the write queue empties: `Ok` after a successful send,
+    /// the error when queued writes failed (the peer went away). Set once per connection
+    /// instead of a callback per write; not run for writes cancelled by `close`, and dropped
+    /// at close.
+    pub fn set_on_drain(&self, cb: impl FnMut(Result<()>) + 'static) {
+        *self.drain.borrow_mut() = Some(Box::new(cb));
+    }
+
+    /// Closes the stream: reading stops, pending writes, shutdown and connect complete with
+    /// `CANCELLED` (unless they finish first), the fd is closed, then `cb` runs, last of all
+    /// the stream's callbacks. Closing twice does nothing the second time.
+    pub fn close(&self, cb: impl FnOnce() + 'static) {
+        if self.is_closing() {
+            return;
+        }
+        *self.closed.borrow_mut() = Some(Box::new(cb));
+        self.begin_close();
+    }
+}
+
+impl<H: StreamEvents> Stream<H> {
+    fn from_fd(lp: &Loop, fd: RawFd, events: H) -> Stream<H> {
+        lp.handle_opened();
+        Stream {
+            inner: Rc::new(StreamInner {
+                lp: lp.clone(),
+                fd: Cell::new(fd),
+                flags: Cell::new(0),
+                read_end: Cell::new(None),
+                recv: Cell::new(None),
+                send: Cell::new(None),
+                close_op: Cell::new(None),
+                writer: RefCell::new(None),
+                extra: RefCell::new(None),
+                events,
+            }),
+        }
+    }
+
+    /// A stream over `fd`, a connected non-blocking TCP socket the stream owns from now on,
+    /// carrying `events`.
+    pub(crate) fn from_accepted(lp: &Loop, fd: RawFd, events: H) -> Stream<H> {
+        Stream::from_fd(lp, fd, events)
+    }
+
+    fn flag(&self, bit: u8) -> bool {
+        self.inner.flags.get() & bit != 0
+    }
+
+    fn set_flag(&self, bit: u8, on: bool) {
+        let f = self.inner.flags.get();
+        self.inner.flags.set(if on { f | bit } else { f & !bit });
+    }
+
+    /// The rarely used state, made on first use.
+    fn extra(&self) -> std::cell::RefMut<'_, Extra> {
+        std::cell::RefMut::map(self.inner.extra.borrow_mut(), |e| {
+            &mut **e.get_or_insert_with(Default::default)
+        })
+    }
+
+    fn connect_token(&self) -> Option<Token> {
+        self.inner.extra.borrow().as_ref().and_then(|e| e.connect)
+    }
+
+    fn shutdown_pending(&self) -> bool {
+        self.inner
+            .extra
+            .borrow()
+            .as_ref()
+            .is_some_and(|e| e.shutdown.is_some())
+    }
+
+    fn start_connect(&self, addr: SocketAddr, timeout: Option<Duration>, cb: DoneCb) -> Result<()> {
+        let inner = &self.inner;
+        let op = {
+            let mut extra = self.extra();
+            let state = extra.connecting.insert(Connecting {
+                addr: SockAddr::from_std(&addr),
+                cb: Some(cb),
+                timer: None,
+                timed_out: false,
+            });
+            // The address lives in the extra box, which stays put until the stream is freed,
+            // and the loop keeps the stream alive until the connect completes.
+            Op::Connect {
+                fd: inner.fd.get(),
+                addr: state.addr.as_ptr(),
+                len: state.addr.len,
+            }
         };
-        *inner.connecting.borrow_mut() = Some(state);
-        match lp.submit(op, inner.clone()) {
-            Ok(t) => inner.connect.set(Some(t)),
+        match inner.lp.submit(op, inner.clone()) {
+            Ok(t) => self.extra().connect = Some(t),
             Err(e) => {
-                inner.connecting.borrow_mut().take();
-                s.close(|| {});
+                self.extra().connecting.take();
+                self.begin_close();
                 return Err(e);
             }
         }
         if let Some(d) = timeout {
-            let timer = Timer::new(lp);
-            let weak = Rc::downgrade(inner);
+            let timer = Timer::new(&inner.lp);
+            let weak = self.downgrade();
             timer.start(d, None, move || {
-                if let Some(i) = weak.upgrade() {
-                    if let Some(t) = i.connect.get() {
-                        if let Some(c) = i.connecting.borrow_mut().as_mut() {
+                if let Some(s) = weak.upgrade() {
+                    if let Some(t) = s.connect_token() {
+                        if let Some(c) = s.extra().connecting.as_mut() {
                             c.timed_out = true;
                         }
-                        i.lp.cancel(t);
+                        s.inner.lp.cancel(t);
                     }
                 }
             });
-            if let Some(c) = inner.connecting.borrow_mut().as_mut() {
+            if let Some(c) = self.extra().connecting.as_mut() {
                 c.timer = Some(timer);
             }
         }
-        Ok(s)
+        Ok(())
+    }
+
+    /// A reference that does not keep the stream alive.
+    pub fn downgrade(&self) -> WeakStream<H> {
+        WeakStream {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+
+    /// Whether two handles name the same stream.
+    pub fn ptr_eq(&self, other: &Stream<H>) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The loop the stream runs on.
+    pub fn event_loop(&self) -> &Loop {
+        &self.inner.lp
     }
 
     /// The socket's fd (-1 once closing). Borrowed: do not close it.
@@ -264,7 +481,7 @@ impl TcpStream {
     }
 
     fn open_fd(&self) -> Result<RawFd> {
-        if self.inner.closing.get() {
+        if self.is_closing() {
             Err(Error::CLOSED)
         } else {
             Ok(self.inner.fd.get())
@@ -273,7 +490,11 @@ impl TcpStream {
 
     /// Bytes queued and not yet handed to the kernel.
     pub fn write_queue_size(&self) -> usize {
-        self.inner.queued_bytes.get()
+        self.inner
+            .writer
+            .borrow()
+            .as_ref()
+            .map_or(0, |w| w.queued_bytes)
     }
 
     /// Since when queued output has waited without any byte reaching the kernel: `None` when
@@ -288,48 +509,49 @@ impl TcpStream {
 
     /// Whether the stream is closing or closed.
     pub fn is_closing(&self) -> bool {
-        self.inner.closing.get()
+        self.flag(CLOSING)
     }
 
-    /// Starts reading: `cb` gets data, then `Eof` or `Error` once. `ALREADY` if reading,
-    /// `CLOSED` if closing.
-    pub fn read_start(&self, cb: impl FnMut(ReadEvent<'_>) + 'static) -> Result<()> {
-        let inner = &self.inner;
-        if inner.closing.get() {
+    /// Whether reading is on.
+    pub fn is_reading(&self) -> bool {
+        self.flag(READING)
+    }
+
+    /// Starts reading: data goes to `H::on_read`, then `Eof` or `Error` once. `ALREADY` if
+    /// reading, `CLOSED` if closing.
+    pub fn start_reading(&self) -> Result<()> {
+        if self.is_closing() {
             return Err(Error::CLOSED);
         }
-        if inner.reading.get() {
+        if self.is_reading() {
             return Err(Error::ALREADY);
         }
-        *inner.on_read.borrow_mut() = Some(Box::new(cb));
-        inner.reading.set(true);
-        if !inner.stash.borrow().is_empty() || inner.read_end.get().is_some() {
+        self.set_flag(READING, true);
+        let stashed = self
+            .inner
+            .extra
+            .borrow()
+            .as_ref()
+            .is_some_and(|e| !e.stash.is_empty());
+        if stashed || self.inner.read_end.get().is_some() {
             // Deliver what arrived while reading was stopped, from the loop, not from here.
-            let i = inner.clone();
-            inner.lp.defer(move || i.deliver_stash());
-        } else if let Err(e) = inner.clone().arm_recv() {
-            inner.reading.set(false);
-            inner.on_read.borrow_mut().take();
+            let s = self.clone();
+            self.inner.lp.defer(move || s.deliver_stash());
+        } else if let Err(e) = self.arm_recv() {
+            self.set_flag(READING, false);
+            self.inner.events.read_stopped();
             return Err(e);
         }
         Ok(())
     }
 
-    /// Stops reading; the read callback is dropped. Data that still arrives is kept for the
-    /// next `read_start`.
+    /// Stops reading. Data that still arrives is kept for the next read start.
     pub fn read_stop(&self) {
-        let inner = &self.inner;
-        inner.reading.set(false);
-        let cb = inner.on_read.borrow_mut().take();
-        drop(cb);
-        if let Some(t) = inner.recv.get() {
-            inner.lp.cancel(t);
+        self.set_flag(READING, false);
+        self.inner.events.read_stopped();
+        if let Some(t) = self.inner.recv.get() {
+            self.inner.lp.cancel(t);
         }
-    }
-
-    /// Whether reading is on.
-    pub fn is_reading(&self) -> bool {
-        self.inner.reading.get()
     }
 
     /// Queues `data` (owned by the stream from now on); `cb`, if any, runs once with `Ok` when
@@ -337,171 +559,148 @@ impl TcpStream {
     /// closing, `-EPIPE` after `shutdown`.
     pub fn write(&self, data: Vec<u8>, cb: Option<DoneCb>) -> Result<()> {
         let inner = &self.inner;
-        if inner.closing.get() {
+        if self.is_closing() {
             return Err(Error::CLOSED);
         }
-        if inner.shutdown.borrow().is_some() || inner.shutdown_done.get() {
+        if self.shutdown_pending() || self.flag(SHUTDOWN_DONE) {
             return Err(Error::from_errno(libc::EPIPE));
         }
-        if inner.connect.get().is_some() {
+        if self.connect_token().is_some() {
             return Err(Error::from_errno(libc::ENOTCONN));
         }
-        let len = data.len();
         {
             let mut w = inner.writer.borrow_mut();
             let w = w.get_or_insert_with(Writer::take);
-            if inner.queued_bytes.get() == 0 {
+            if w.queued_bytes == 0 {
                 w.progress_at = Some(inner.lp.now());
             }
+            w.queued_bytes += data.len();
             w.queue.push_back(WriteReq {
                 data,
                 offset: 0,
                 cb,
             });
         }
-        inner.queued_bytes.set(inner.queued_bytes.get() + len);
         if inner.send.get().is_none() {
-            if let Err(e) = inner.clone().flush() {
+            if let Err(e) = self.flush() {
                 // Nothing was sent: report the error to every queued write, from the loop.
-                let i = inner.clone();
-                inner.lp.defer(move || i.fail_writes(e));
+                let s = self.clone();
+                inner.lp.defer(move || s.fail_writes(e));
             }
         }
         Ok(())
     }
 
-    /// Sets a callback run each time the write queue empties: `Ok` after a successful send,
-    /// the error when queued writes failed (the peer went away). Set once per connection
-    /// instead of a callback per write; not run for writes cancelled by `close`, and dropped
-    /// at close.
-    pub fn set_on_drain(&self, cb: impl FnMut(Result<()>) + 'static) {
-        *self.inner.on_drain.borrow_mut() = Some(Box::new(cb));
-    }
-
     /// Shuts down the sending side once queued writes are sent; `cb` gets the result.
     pub fn shutdown(&self, cb: impl FnOnce(Result<()>) + 'static) -> Result<()> {
-        let inner = &self.inner;
-        if inner.closing.get() {
+        if self.is_closing() {
             return Err(Error::CLOSED);
         }
-        if inner.shutdown.borrow().is_some() || inner.shutdown_done.get() {
+        if self.shutdown_pending() || self.flag(SHUTDOWN_DONE) {
             return Err(Error::ALREADY);
         }
-        *inner.shutdown.borrow_mut() = Some(Box::new(cb));
-        if inner.send.get().is_none() && !inner.has_queued() {
-            let i = inner.clone();
-            inner.lp.defer(move || i.do_shutdown());
+        self.extra().shutdown = Some(Box::new(cb));
+        if self.inner.send.get().is_none() && !self.has_queued() {
+            let s = self.clone();
+            self.inner.lp.defer(move || s.do_shutdown());
         }
         Ok(())
     }
 
     /// Closes the stream: reading stops, pending writes, shutdown and connect complete with
-    /// `CANCELLED` (unless they finish first), the fd is closed, then `cb` runs, last of all
-    /// the stream's callbacks. Closing twice does nothing the second time.
-    pub fn close(&self, cb: impl FnOnce() + 'static) {
+    /// `CANCELLED` (unless they finish first), the fd is closed, then `H::on_closed` runs,
+    /// last of all the stream's events. Closing twice does nothing the second time.
+    pub fn begin_close(&self) {
         let inner = &self.inner;
-        if inner.closing.replace(true) {
+        if self.is_closing() {
             return;
         }
-        *inner.close_cb.borrow_mut() = Some(Box::new(cb));
-        inner.reading.set(false);
-        let read_cb = inner.on_read.borrow_mut().take();
-        drop(read_cb);
-        let drain_cb = inner.on_drain.borrow_mut().take();
-        drop(drain_cb);
-        inner.stash.borrow_mut().clear();
-        let timer = inner
-            .connecting
-            .borrow_mut()
-            .as_mut()
-            .and_then(|c| c.timer.take());
+        self.set_flag(CLOSING, true);
+        self.set_flag(READING, false);
+        inner.events.closing();
+        let timer = inner.extra.borrow_mut().as_mut().and_then(|e| {
+            e.stash = Vec::new();
+            e.connecting.as_mut().and_then(|c| c.timer.take())
+        });
         drop(timer);
-        for t in [inner.recv.get(), inner.send.get(), inner.connect.get()]
+        for t in [inner.recv.get(), inner.send.get(), self.connect_token()]
             .into_iter()
             .flatten()
         {
             inner.lp.cancel(t);
         }
         if inner.send.get().is_none() {
-            let i = inner.clone();
-            inner.lp.defer(move || i.fail_writes(Error::CANCELLED));
+            let s = self.clone();
+            inner.lp.defer(move || s.fail_writes(Error::CANCELLED));
         }
         let fd = inner.fd.replace(-1);
         inner.close_op.set(inner.lp.submit_close(fd, inner.clone()));
-        inner.clone().maybe_finish_close();
+        self.maybe_finish_close();
     }
-}
 
-impl StreamInner {
-    fn arm_recv(self: Rc<Self>) -> Result<()> {
-        let t = self
+    fn arm_recv(&self) -> Result<()> {
+        let inner = &self.inner;
+        let t = inner
             .lp
-            .submit(Op::Recv { fd: self.fd.get() }, self.clone())?;
-        self.recv.set(Some(t));
+            .submit(Op::Recv { fd: inner.fd.get() }, inner.clone())?;
+        inner.recv.set(Some(t));
         Ok(())
     }
 
-    /// Calls the read callback with `ev`, keeping it unless it was replaced or reading stopped.
-    fn emit(&self, ev: ReadEvent<'_>) {
-        let cb = self.on_read.borrow_mut().take();
-        if let Some(mut cb) = cb {
-            cb(ev);
-            if self.reading.get() && !self.closing.get() {
-                let mut slot = self.on_read.borrow_mut();
-                if slot.is_none() {
-                    *slot = Some(cb);
-                }
-            }
-        }
-    }
-
     fn end_reading(&self, end: ReadEnd) {
-        self.read_end.set(Some(end));
-        if self.reading.get() {
-            self.reading.set(false);
+        self.inner.read_end.set(Some(end));
+        if self.is_reading() {
+            self.set_flag(READING, false);
             let ev = match end {
                 ReadEnd::Eof => ReadEvent::Eof,
                 ReadEnd::Error(e) => ReadEvent::Error(e),
             };
-            self.emit(ev);
-            let cb = self.on_read.borrow_mut().take();
-            drop(cb);
+            H::on_read(self, ev);
+            if !self.is_reading() {
+                self.inner.events.read_stopped();
+            }
         }
     }
 
-    fn deliver_stash(self: Rc<Self>) {
-        if !self.reading.get() || self.closing.get() {
+    fn deliver_stash(&self) {
+        if !self.is_reading() || self.is_closing() {
             return;
         }
-        let data = std::mem::take(&mut *self.stash.borrow_mut());
+        let data = self
+            .inner
+            .extra
+            .borrow_mut()
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.stash))
+            .unwrap_or_default();
         if !data.is_empty() {
-            self.emit(ReadEvent::Data(&data));
+            H::on_read(self, ReadEvent::Data(&data));
         }
-        if !self.reading.get() {
+        if !self.is_reading() {
             return;
         }
-        if let Some(end) = self.read_end.get() {
-            self.reading.set(true);
+        if let Some(end) = self.inner.read_end.get() {
             self.end_reading(end);
-        } else if self.recv.get().is_none() {
-            if let Err(e) = self.clone().arm_recv() {
+        } else if self.inner.recv.get().is_none() {
+            if let Err(e) = self.arm_recv() {
                 self.end_reading(ReadEnd::Error(e));
             }
         }
     }
 
-    fn on_recv(self: Rc<Self>, c: &Completion, data: &[u8]) {
-        if !c.more && self.recv.get() == Some(c.token) {
-            self.recv.set(None);
+    fn on_recv(&self, c: &Completion, data: &[u8]) {
+        let inner = &self.inner;
+        if !c.more && inner.recv.get() == Some(c.token) {
+            inner.recv.set(None);
         }
-        if self.closing.get() {
+        if self.is_closing() {
             return;
         }
         if c.res > 0 {
-            if self.reading.get() {
-                self.emit(ReadEvent::Data(data));
+            if self.is_reading() {
+                H::on_read(self, ReadEvent::Data(data));
             } else {
-                self.stash.borrow_mut().extend_from_slice(data);
+                self.extra().stash.extend_from_slice(data);
             }
         } else if c.res == 0 {
             self.end_reading(ReadEnd::Eof);
@@ -510,13 +709,13 @@ impl StreamInner {
             self.end_reading(ReadEnd::Error(Error::from_code(c.res)));
             return;
         }
-        // Multishot ended (buffers ran out, or a cancel raced with read_start): re-arm.
-        if self.reading.get()
-            && !self.closing.get()
-            && self.recv.get().is_none()
-            && self.read_end.get().is_none()
+        // Multishot ended (buffers ran out, or a cancel raced with a read start): re-arm.
+        if self.is_reading()
+            && !self.is_closing()
+            && inner.recv.get().is_none()
+            && inner.read_end.get().is_none()
         {
-            if let Err(e) = self.clone().arm_recv() {
+            if let Err(e) = self.arm_recv() {
                 self.end_reading(ReadEnd::Error(e));
             }
         }
@@ -524,7 +723,8 @@ impl StreamInner {
 
     /// Whether any write is queued.
     fn has_queued(&self) -> bool {
-        self.writer
+        self.inner
+            .writer
             .borrow()
             .as_ref()
             .is_some_and(|w| !w.queue.is_empty())
@@ -532,19 +732,20 @@ impl StreamInner {
 
     /// Gives the writer back to the pool once nothing is queued and no send is in flight.
     fn release_writer(&self) {
-        if self.send.get().is_some() || self.has_queued() {
+        if self.inner.send.get().is_some() || self.has_queued() {
             return;
         }
-        let w = self.writer.borrow_mut().take();
+        let w = self.inner.writer.borrow_mut().take();
         if let Some(w) = w {
             Writer::recycle(w);
         }
     }
 
     /// Submits one sendmsg over the front of the queue.
-    fn flush(self: Rc<Self>) -> Result<()> {
+    fn flush(&self) -> Result<()> {
+        let inner = &self.inner;
         let msg: *const libc::msghdr = {
-            let mut guard = self.writer.borrow_mut();
+            let mut guard = inner.writer.borrow_mut();
             let Some(w) = guard.as_mut() else {
                 return Ok(());
             };
@@ -578,19 +779,20 @@ impl StreamInner {
             }
             &w.msg
         };
-        let t = self.lp.submit(
+        let t = inner.lp.submit(
             Op::Send {
-                fd: self.fd.get(),
+                fd: inner.fd.get(),
                 msg,
             },
-            self.clone(),
+            inner.clone(),
         )?;
-        self.send.set(Some(t));
+        inner.send.set(Some(t));
         Ok(())
     }
 
-    fn on_send(self: Rc<Self>, res: i32) {
-        self.send.set(None);
+    fn on_send(&self, res: i32) {
+        let inner = &self.inner;
+        inner.send.set(None);
         if res < 0 {
             let e = if res == -libc::ECANCELED {
                 Error::CANCELLED
@@ -603,13 +805,13 @@ impl StreamInner {
         // Account for the bytes sent before any callback runs, then keep the queue moving, so
         // writes made from callbacks simply join the queue.
         let mut sent = res as usize;
-        self.queued_bytes.set(self.queued_bytes.get() - sent);
         let mut done: Vec<DoneCb> = Vec::new();
         let more = {
-            let mut guard = self.writer.borrow_mut();
+            let mut guard = inner.writer.borrow_mut();
             let Some(w) = guard.as_mut() else { return };
+            w.queued_bytes -= sent;
             if sent > 0 {
-                w.progress_at = Some(self.lp.now());
+                w.progress_at = Some(inner.lp.now());
             }
             let q = &mut w.queue;
             while let Some(front) = q.front_mut() {
@@ -620,7 +822,7 @@ impl StreamInner {
                     if let Some(cb) = req.cb {
                         done.push(cb);
                     }
-                    self.lp.recycle_buffer(req.data);
+                    inner.lp.recycle_buffer(req.data);
                 } else {
                     front.offset += sent;
                     break;
@@ -632,8 +834,8 @@ impl StreamInner {
             self.release_writer(); // idle connections keep no write state
         }
         let mut flush_err = None;
-        if more && !self.closing.get() {
-            if let Err(e) = self.clone().flush() {
+        if more && !self.is_closing() {
+            if let Err(e) = self.flush() {
                 flush_err = Some(e);
             }
         }
@@ -642,24 +844,14 @@ impl StreamInner {
         }
         if let Some(e) = flush_err {
             self.fail_writes(e);
-        } else if self.closing.get() {
+        } else if self.is_closing() {
             self.fail_writes(Error::CANCELLED);
-        } else if !more && self.send.get().is_none() {
-            if self.shutdown.borrow().is_some() {
+        } else if !more && inner.send.get().is_none() {
+            if self.shutdown_pending() {
                 self.do_shutdown();
             }
-            self.notify_drain(Ok(()));
-        }
-    }
-
-    /// Runs the drain callback with `r` (it may close the stream or set another callback).
-    fn notify_drain(&self, r: Result<()>) {
-        let cb = self.on_drain.borrow_mut().take();
-        if let Some(mut cb) = cb {
-            cb(r);
-            let mut slot = self.on_drain.borrow_mut();
-            if slot.is_none() && !self.closing.get() {
-                *slot = Some(cb);
+            if !self.is_closing() {
+                H::on_drain(self, Ok(()));
             }
         }
     }
@@ -668,39 +860,47 @@ impl StreamInner {
     fn fail_writes(&self, e: Error) {
         let had_writes = self.has_queued();
         loop {
-            let req = self
-                .writer
-                .borrow_mut()
-                .as_mut()
-                .and_then(|w| w.queue.pop_front());
+            let req = self.inner.writer.borrow_mut().as_mut().and_then(|w| {
+                let req = w.queue.pop_front()?;
+                w.queued_bytes -= req.data.len() - req.offset;
+                Some(req)
+            });
             let Some(req) = req else { break };
-            self.queued_bytes
-                .set(self.queued_bytes.get() - (req.data.len() - req.offset));
             if let Some(cb) = req.cb {
                 cb(Err(e));
             }
         }
         self.release_writer();
-        let sd = self.shutdown.borrow_mut().take();
+        let sd = self
+            .inner
+            .extra
+            .borrow_mut()
+            .as_mut()
+            .and_then(|x| x.shutdown.take());
         if let Some(cb) = sd {
-            self.shutdown_done.set(true);
+            self.set_flag(SHUTDOWN_DONE, true);
             cb(Err(e));
         }
-        if had_writes && !self.closing.get() {
-            self.notify_drain(Err(e));
+        if had_writes && !self.is_closing() {
+            H::on_drain(self, Err(e));
         }
     }
 
     fn do_shutdown(&self) {
-        let cb = self.shutdown.borrow_mut().take();
+        let cb = self
+            .inner
+            .extra
+            .borrow_mut()
+            .as_mut()
+            .and_then(|x| x.shutdown.take());
         let Some(cb) = cb else { return };
-        self.shutdown_done.set(true);
-        if self.closing.get() {
+        self.set_flag(SHUTDOWN_DONE, true);
+        if self.is_closing() {
             cb(Err(Error::CANCELLED));
             return;
         }
         // SAFETY: plain syscall on our open fd.
-        let r = unsafe { libc::shutdown(self.fd.get(), libc::SHUT_WR) };
+        let r = unsafe { libc::shutdown(self.inner.fd.get(), libc::SHUT_WR) };
         cb(if r < 0 {
             Err(Error::last_os_error())
         } else {
@@ -708,22 +908,26 @@ impl StreamInner {
         });
     }
 
-    fn on_connect(self: Rc<Self>, res: i32) {
-        self.connect.set(None);
-        let Some(state) = self.connecting.borrow_mut().take() else {
-            return;
+    fn on_connect(&self, res: i32) {
+        let state = {
+            let mut extra = self.extra();
+            extra.connect = None;
+            extra.connecting.take()
         };
-        let Connecting {
+        let Some(Connecting {
             cb,
             timer,
             timed_out,
             ..
-        } = *state;
+        }) = state
+        else {
+            return;
+        };
         drop(timer);
         let r = if res >= 0 {
             Ok(())
         } else if res == -libc::ECANCELED {
-            Err(if timed_out && !self.closing.get() {
+            Err(if timed_out && !self.is_closing() {
                 Error::TIMEOUT
             } else {
                 Error::CANCELLED
@@ -736,30 +940,32 @@ impl StreamInner {
         }
     }
 
-    fn maybe_finish_close(self: Rc<Self>) {
-        if self.closing.get()
-            && self.recv.get().is_none()
-            && self.send.get().is_none()
-            && self.connect.get().is_none()
-            && self.close_op.get().is_none()
+    fn maybe_finish_close(&self) {
+        let inner = &self.inner;
+        if self.is_closing()
+            && inner.recv.get().is_none()
+            && inner.send.get().is_none()
+            && self.connect_token().is_none()
+            && inner.close_op.get().is_none()
+            && !self.flag(CLOSE_REPORTED)
         {
-            let cb = self.close_cb.borrow_mut().take();
-            if let Some(cb) = cb {
-                self.lp.defer_close(cb);
-            }
+            self.set_flag(CLOSE_REPORTED, true);
+            let s = self.clone();
+            inner.lp.defer_close(move || H::on_closed(&s));
         }
     }
 }
 
-impl OpOwner for StreamInner {
+impl<H: StreamEvents> OpOwner for StreamInner<H> {
     fn complete(self: Rc<Self>, _lp: &Loop, op: Op, c: &Completion, data: &[u8]) {
+        let s = Stream { inner: self };
         match op {
-            Op::Recv { .. } => self.clone().on_recv(c, data),
-            Op::Send { .. } => self.clone().on_send(c.res),
-            Op::Connect { .. } => self.clone().on_connect(c.res),
-            Op::Close { .. } => self.close_op.set(None),
+            Op::Recv { .. } => s.on_recv(c, data),
+            Op::Send { .. } => s.on_send(c.res),
+            Op::Connect { .. } => s.on_connect(c.res),
+            Op::Close { .. } => s.inner.close_op.set(None),
             _ => {}
         }
-        self.maybe_finish_close();
+        s.maybe_finish_close();
     }
 }
