@@ -407,7 +407,7 @@ impl<H: StreamEvents> Stream<H> {
             Op::Connect {
                 fd: inner.fd.get(),
                 addr: state.addr.as_ptr(),
-                len: state.addr.len,
+                len: state.addr.len as u16, // a sockaddr_storage is 128 bytes
             }
         };
         match inner.lp.submit(op, inner.clone()) {

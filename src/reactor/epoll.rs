@@ -118,7 +118,7 @@ impl EpollDriver {
             }
             Op::Connect { fd, addr, len } => {
                 // SAFETY: addr/len describe a sockaddr owned by the op's owner.
-                let r = unsafe { libc::connect(fd, addr, len) };
+                let r = unsafe { libc::connect(fd, addr, len.into()) };
                 if r == 0 {
                     self.ready.push(Completion {
                         token,

@@ -15,11 +15,12 @@ pub enum Op {
     Recv { fd: RawFd },
     /// One `sendmsg(MSG_NOSIGNAL)` of the iovecs in `msg`.
     Send { fd: RawFd, msg: *const libc::msghdr },
-    /// One non-blocking connect to `addr`.
+    /// One non-blocking connect to `addr` (`len` bytes; a `u16` keeps `Op` at 16 bytes, which
+    /// every pending operation's slot pays for).
     Connect {
         fd: RawFd,
         addr: *const libc::sockaddr,
-        len: libc::socklen_t,
+        len: u16,
     },
     /// Readiness, readable (`POLLIN`): repeats while armed (epoll) or fires once (io_uring); the
     /// owner re-arms after a final completion.

@@ -191,7 +191,7 @@ impl UringDriver {
             Op::Send { fd, msg } => opcode::SendMsg::new(Fd(fd), msg)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build(),
-            Op::Connect { fd, addr, len } => opcode::Connect::new(Fd(fd), addr, len).build(),
+            Op::Connect { fd, addr, len } => opcode::Connect::new(Fd(fd), addr, len.into()).build(),
             Op::PollRead { fd } => opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32).build(),
             Op::PollWrite { fd } => opcode::PollAdd::new(Fd(fd), libc::POLLOUT as u32).build(),
             Op::Close { fd } => opcode::Close::new(Fd(fd)).build(),
