@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -184,33 +185,122 @@ def pgbench(pg_url, clients, duration, script):
     return float(m.group(1))
 
 
-def idle_bytes_per_connection(srv, n):
-    """User-space memory per idle keep-alive connection: RSS growth over n connections that
-    each made one request and stay open."""
+# One process may hold at most this many descriptors here (the hard RLIMIT_NOFILE is 20,000 and
+# cannot be raised), so 50,000 idle connections are spread over several server processes sharing
+# one port (SO_REUSEPORT) and several client processes, each from its own loopback address.
+FDS_PER_PROCESS = 16000
+IDLE_WARMUP = 500  # per server process
+IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h
+
+
+def listeners_on(port):
+    """Listening TCP sockets on `port` (from /proc/net/tcp and tcp6)."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def _hold_connections(port, count, warm, local_ip, ctl):
+    """Client process: opens `warm` connections, reports, waits; opens the rest, reports, waits
+    until told to close. Each connection makes one request and then stays open, idle."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
     async def run():
         gate = asyncio.Semaphore(500)
-        conns = []
+        held = []
 
         async def one():
             async with gate:
-                r, w = await asyncio.open_connection("127.0.0.1", srv.port)
-            w.write(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
-            await r.readuntil(b"Hello, World!")
-            conns.append(w)
+                s = socket.socket()
+                # The port is picked at connect time, per destination: binding port 0 first
+                # would search the whole range for every socket.
+                s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                s.bind((local_ip, 0))
+                s.setblocking(False)
+                try:
+                    await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", port))
+                except OSError:
+                    s.close()
+                    raise
+                r, w = await asyncio.open_connection(sock=s)
+                w.write(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+                await r.readuntil(b"Hello, World!")
+            held.append(w)
 
-        await asyncio.gather(*(one() for _ in range(min(500, n))))
-        base = srv.rss()
-        await asyncio.gather(*(one() for _ in range(n - min(500, n))))
+        async def some(k):
+            results = await asyncio.gather(*(one() for _ in range(k)), return_exceptions=True)
+            return [repr(e) for e in results if isinstance(e, BaseException)][:3]
+
+        errors = await some(warm)
+        ctl.send((len(held), errors))
+        ctl.recv()
+        errors = await some(count - warm)
         await asyncio.sleep(0.5)
-        grown = srv.rss() - base
-        held = len(conns)
-        for w in conns:
+        ctl.send((len(held), errors))
+        ctl.recv()
+        for w in held:
+            # Reset rather than close: a close would leave the client ports in TIME_WAIT, and
+            # the next run from this address would find them taken.
+            w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             w.close()
-        return grown / max(1, held - min(500, n)), held
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return asyncio.run(run())
+    asyncio.run(run())
+
+
+def idle_bytes_per_connection(backend, pg_url, n):
+    """User-space memory per idle keep-alive connection: the servers' RSS growth over n
+    connections (past a warm-up of IDLE_WARMUP) that each made one request and stay open.
+    Returns (bytes per connection, connections held, server processes)."""
+    import multiprocessing as mp
+    procs = max(1, -(-n // FDS_PER_PROCESS))
+    port = free_port()
+    servers = []
+    clients = []
+    try:
+        for _ in range(procs):
+            servers.append(asyncloop_server(backend, pg_url, port))
+        deadline = time.time() + 10
+        while listeners_on(port) < procs and time.time() < deadline:
+            time.sleep(0.05)
+        ctx = mp.get_context("fork")
+        share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        # Warm-up per server process: its bounded pools (request storage, buffers) fill then.
+        warm = [min(IDLE_WARMUP, k) for k in share]
+        for i in range(procs):
+            here, there = ctx.Pipe()
+            c = ctx.Process(target=_hold_connections, args=(port, share[i], warm[i], f"127.0.0.{i + 2}", there))
+            c.start()
+            clients.append((c, here))
+        warmed = [h.recv() for _, h in clients]
+        base = sum(s.rss() for s in servers)
+        for _, h in clients:
+            h.send("go")
+        done = [h.recv() for _, h in clients]
+        grown = sum(s.rss() for s in servers) - base
+        held = sum(k for k, _ in done)
+        errors = [e for _, errs in warmed + done for e in errs]
+        if errors:
+            print(f"idle connections: {n - held} not held, e.g. {errors[:3]}", file=sys.stderr)
+        for _, h in clients:
+            h.send("close")
+        return grown / max(1, held - sum(k for k, _ in warmed)), held, procs
+    finally:
+        for c, _ in clients:
+            c.join(timeout=30)
+            if c.is_alive():
+                c.kill()
+        for s in servers:
+            s.stop()
 
 
 def median(xs):
@@ -221,7 +311,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "10")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
-    ap.add_argument("--idle-connections", type=int, default=int(os.environ.get("BENCH_IDLE", "10000")))
+    ap.add_argument("--idle-connections", type=int, default=int(os.environ.get("BENCH_IDLE", "50000")))
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="asyncloop-bench-")
     os.chmod(tmp, 0o755)  # h2o drops to `nobody` and must read its files
@@ -280,11 +370,7 @@ def main():
             record(("pgbench single SELECT, 64 clients", "pgbench"), {"rps": pgbench(pg_url, 64, d, sel), "p99_ms": float("nan"), "non2xx": 0})
             record(("pgbench 20 SELECTs pipelined, 64 clients", "pgbench"),
                    {"rps": 20 * pgbench(pg_url, 64, d, sel20), "p99_ms": float("nan"), "non2xx": 0})
-        srv = asyncloop_server("uring", pg_url, free_port())
-        try:
-            per_conn, held = idle_bytes_per_connection(srv, a.idle_connections)
-        finally:
-            srv.stop()
+        per_conn, held, idle_procs = idle_bytes_per_connection("uring", pg_url, a.idle_connections)
     finally:
         subprocess.run([os.path.join(ROOT, "scripts", "pg.sh"), "stop", pg_dir], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -335,8 +421,11 @@ def main():
         met = "" if target != target else ("yes" if r >= target else "no")
         tgt = "" if target != target else f">= {target:g}"
         lines.append(f"| {label} | {num:,.0f} | {den:,.0f} | {r:.2f} | {tgt} | {met} | {note} |")
-    lines += ["", f"Idle keep-alive connections: {per_conn:,.0f} bytes of user-space memory each "
-              f"({held} held; target <= 256 bytes, 50,000 held).", "", "## All medians (requests/s, p99 ms)", "",
+    spread = "" if idle_procs == 1 else (f" across {idle_procs} server processes sharing the port, as one process "
+                                         f"may hold only {FDS_PER_PROCESS:,} here")
+    met = "met" if per_conn <= 256 and held >= 50000 else "not met"
+    lines += ["", f"Idle keep-alive connections: {per_conn:,.0f} bytes of user-space memory each, {held:,} held{spread} "
+              f"(target <= 256 bytes with 50,000 held: {met}).", "", "## All medians (requests/s, p99 ms)", "",
               "| scenario | subject | req/s | p99 ms | non-2xx | req per server CPU-s |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]
     for (s, n), v in sorted(med.items()):
