@@ -192,35 +192,30 @@ void prepare_statements(PgPool &db) {
     db.prepare("api_log_insert", "INSERT INTO api_log (path, status, bytes) VALUES ($1, $2, $3) RETURNING id");
 }
 
-/// Reads `n` random world rows, each with its own statement, then calls `done(rows)` or
-/// answers 503 on the first failure.
+/// Reads `n` random world rows, each with its own statement, all sent together with one sync
+/// (one round trip, one implicit transaction: PostgreSQL's cost per transaction is paid once),
+/// then calls `done(rows)`, or answers 503 if the database failed.
 struct WorldBatch {
     Shared r;
     std::vector<std::pair<int, long long>> rows;
-    size_t pending;
-    bool failed = false;
-    std::function<void(std::shared_ptr<WorldBatch>)> done;
 };
 
-void fetch_worlds(PgPool &db, Shared r, int n, std::function<void(std::shared_ptr<WorldBatch>)> done) {
-    // The continuation lives once in the batch; each query's callback holds the batch only.
-    auto batch = std::make_shared<WorldBatch>(WorldBatch{std::move(r), {}, static_cast<size_t>(n), false, std::move(done)});
-    batch->rows.resize(static_cast<size_t>(n));
-    for (int i = 0; i < n; i++) {
-        int id = random_id();
-        db.execute("world", {std::to_string(id)}, [batch, i](const PgResult &res) {
-            if (batch->failed)
-                return;
-            if (!res.ok() || res.rows() != 1) {
-                batch->failed = true;
-                db_error(*batch->r, res);
-                return;
-            }
-            batch->rows[static_cast<size_t>(i)] = {static_cast<int>(res.integer(0, 0)), res.integer(0, 1)};
-            if (--batch->pending == 0)
-                batch->done(batch);
-        });
+void fetch_worlds(PgPool &db, Shared r, int n, std::function<void(WorldBatch &)> done) {
+    std::vector<PgPool::Step> steps(static_cast<size_t>(n));
+    for (auto &s : steps) {
+        s.prepared = "world";
+        s.params.emplace_back(std::to_string(random_id()));
     }
+    db.batch(steps, [r = std::move(r), done = std::move(done)](const std::vector<PgResult> &results) {
+        WorldBatch b{r, {}};
+        b.rows.reserve(results.size());
+        for (const auto &res : results) {
+            if (!res.ok() || res.rows() != 1)
+                return db_error(*r, res);
+            b.rows.emplace_back(static_cast<int>(res.integer(0, 0)), res.integer(0, 1));
+        }
+        done(b);
+    });
 }
 
 std::string worlds_json(const std::vector<std::pair<int, long long>> &rows) {
@@ -247,37 +242,43 @@ void books_list(PgPool &db, Shared r, int status) {
 void add_database_routes(aloop::HttpServer &http, PgPool &db) {
     PgPool *pool = &db;
     http.route("GET", "/db", [pool](Responder r) {
-        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), 1, [](std::shared_ptr<WorldBatch> b) {
-            b->r->respond(200, "application/json", world_json(b->rows[0].first, b->rows[0].second));
+        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), 1, [](WorldBatch &b) {
+            b.r->respond(200, "application/json", world_json(b.rows[0].first, b.rows[0].second));
         });
     });
     http.route("GET", "/queries", [pool](Responder r) {
         int n = query_count(r);
-        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, [](std::shared_ptr<WorldBatch> b) {
-            b->r->respond(200, "application/json", worlds_json(b->rows));
+        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, [](WorldBatch &b) {
+            b.r->respond(200, "application/json", worlds_json(b.rows));
         });
     });
     http.route("GET", "/updates", [pool](Responder r) {
         int n = query_count(r);
-        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, [pool](std::shared_ptr<WorldBatch> b) {
-            b->pending = b->rows.size();
-            for (auto &row : b->rows) {
+        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, [pool](WorldBatch &b) {
+            // One transaction for all the updates; rows locked in id order, so concurrent
+            // requests cannot deadlock on each other.
+            std::sort(b.rows.begin(), b.rows.end());
+            std::vector<PgPool::Step> steps(b.rows.size());
+            for (size_t i = 0; i < b.rows.size(); i++) {
+                auto &row = b.rows[i];
                 int next;
                 do
                     next = random_id();
                 while (next == row.second);
                 row.second = next;
-                pool->execute("world_update", {std::to_string(row.first), std::to_string(next)}, [b](const PgResult &res) {
-                    if (b->failed)
-                        return;
-                    if (!res.ok()) {
-                        b->failed = true;
-                        return db_error(*b->r, res);
-                    }
-                    if (--b->pending == 0)
-                        b->r->respond(200, "application/json", worlds_json(b->rows));
-                });
+                steps[i].prepared = "world_update";
+                steps[i].params = {std::to_string(row.first), std::to_string(next)};
             }
+            // An id drawn twice is updated twice; every copy reports the value it ends with.
+            for (size_t i = b.rows.size(); i-- > 1;)
+                if (b.rows[i - 1].first == b.rows[i].first)
+                    b.rows[i - 1].second = b.rows[i].second;
+            pool->batch(steps, [r = b.r, rows = std::move(b.rows)](const std::vector<PgResult> &results) {
+                for (const auto &res : results)
+                    if (!res.ok())
+                        return db_error(*r, res);
+                r->respond(200, "application/json", worlds_json(rows));
+            });
         });
     });
     http.route("GET", "/fortunes", [pool](Responder r) {

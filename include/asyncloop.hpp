@@ -370,6 +370,46 @@ class PgPool {
     void query(const char *sql, const std::vector<Param> &params, Callback cb) { send(false, sql, params, std::move(cb)); }
     void execute(const char *name, const std::vector<Param> &params, Callback cb) { send(true, name, params, std::move(cb)); }
 
+    /// One statement of a batch: a prepared statement's name (`prepared`) or SQL text (`sql`),
+    /// exactly one of them, with its parameters.
+    struct Step {
+        const char *prepared = nullptr;
+        const char *sql = nullptr;
+        std::vector<Param> params;
+    };
+    /// Gets one result per statement, in order.
+    using BatchCallback = std::function<void(const std::vector<PgResult> &)>;
+
+    /// Runs `steps` in order on one connection as one transaction, sent with a single sync (see
+    /// aloop_pg_batch): if one fails, the later ones report ALOOP_E_PG_ABORTED.
+    void batch(const std::vector<Step> &steps, BatchCallback cb) {
+        std::vector<std::vector<const char *>> values(steps.size());
+        std::vector<aloop_pg_statement_t> stmts(steps.size());
+        for (size_t i = 0; i < steps.size(); i++) {
+            values[i].reserve(steps[i].params.size());
+            for (const auto &p : steps[i].params)
+                values[i].push_back(p ? p->c_str() : nullptr);
+            stmts[i] = aloop_pg_statement_t{steps[i].sql, steps[i].prepared, values[i].size(), values[i].data()};
+        }
+        auto *heap = new BatchCallback(std::move(cb));
+        auto tramp = [](size_t n, const int *status, const aloop_pg_result_t *const *results, void *ud) {
+            try {
+                std::vector<PgResult> out;
+                out.reserve(n);
+                for (size_t i = 0; i < n; i++)
+                    out.emplace_back(status[i], results[i]);
+                (*static_cast<BatchCallback *>(ud))(out);
+            } catch (...) {
+                detail::report("PostgreSQL");
+            }
+        };
+        int rc = aloop_pg_batch(pool_, stmts.data(), stmts.size(), tramp, heap, detail::delete_fn<BatchCallback>);
+        if (rc != 0) {
+            delete heap;
+            throw Error(rc, "aloop_pg_batch");
+        }
+    }
+
   private:
     static Options sized(size_t size) {
         Options o;

@@ -61,12 +61,39 @@ def make_tests(backend):
             self.assertEqual(len(json.loads(body)), 1)
 
         def test_updates_are_persisted(self):
-            st, _, body = get(self.srv.port, "/updates?queries=10")
+            # 200 draws from 10,000 ids repeat one with a probability of about 86%: a repeated id
+            # must report the value it ends with.
+            st, _, body = get(self.srv.port, "/updates?queries=200")
             rows = json.loads(body)
-            self.assertEqual((st, len(rows)), (200, 10))
+            self.assertEqual((st, len(rows)), (200, 200))
             for w in rows:
                 self.check_world(w)
-                self.assertEqual(self.db.psql(f"SELECT randomnumber FROM world WHERE id={w['id']}"), str(w["randomNumber"]))
+            ids = ",".join(str(w["id"]) for w in rows)
+            stored = dict(tuple(map(int, line.split("|")))
+                          for line in self.db.psql(f"SELECT id, randomnumber FROM world WHERE id IN ({ids})").split())
+            self.assertEqual([(w["id"], stored.get(w["id"])) for w in rows], [(w["id"], w["randomNumber"]) for w in rows])
+
+        def test_concurrent_updates_all_commit(self):
+            # Each request updates its rows in one transaction; concurrent ones must not
+            # deadlock (503), and an id drawn twice in one request reports one final value.
+            from concurrent.futures import ThreadPoolExecutor
+
+            def one(_):
+                st, _, body = get(self.srv.port, "/updates?queries=100", timeout=10)
+                return st, json.loads(body)
+
+            with ThreadPoolExecutor(8) as ex:
+                results = list(ex.map(one, range(48)))
+            self.assertEqual([st for st, _ in results], [200] * 48)
+            drawn_twice = 0
+            for _, rows in results:
+                self.assertEqual(len(rows), 100)
+                final = {}
+                for w in rows:
+                    self.check_world(w)
+                    drawn_twice += w["id"] in final
+                    self.assertEqual(final.setdefault(w["id"], w["randomNumber"]), w["randomNumber"])
+            self.assertGreater(drawn_twice, 0)  # 48 x 100 draws from 10,000 ids repeat
 
         def test_fortunes_exact(self):
             st, h, body = get(self.srv.port, "/fortunes")
