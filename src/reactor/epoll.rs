@@ -215,7 +215,15 @@ impl EpollDriver {
         match *op {
             Op::Send { fd, msg } => {
                 // SAFETY: msg points to a msghdr and iovecs kept alive by the op's owner.
-                let n = unsafe { libc::sendmsg(fd, msg, libc::MSG_NOSIGNAL) };
+                let m = unsafe { &*msg };
+                let n = if m.msg_iovlen == 1 && m.msg_name.is_null() && m.msg_controllen == 0 {
+                    // SAFETY: as above; one iovec (a plain send is cheaper than sendmsg).
+                    let iov = unsafe { &*m.msg_iov };
+                    unsafe { libc::send(fd, iov.iov_base, iov.iov_len, libc::MSG_NOSIGNAL) }
+                } else {
+                    // SAFETY: as above.
+                    unsafe { libc::sendmsg(fd, msg, libc::MSG_NOSIGNAL) }
+                };
                 if n >= 0 {
                     return Some(Completion {
                         token,
