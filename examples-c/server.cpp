@@ -286,10 +286,11 @@ void add_database_routes(aloop::HttpServer &http, PgPool &db) {
         pool->execute("fortunes", {}, [shared](const PgResult &res) {
             if (!res.ok())
                 return db_error(*shared, res);
-            std::vector<std::pair<long long, std::string>> rows;
+            // Views into the result, which lives until this callback returns.
+            std::vector<std::pair<long long, std::string_view>> rows;
             rows.reserve(res.rows() + 1);
             for (size_t i = 0; i < res.rows(); i++)
-                rows.emplace_back(res.integer(i, 0), std::string(res.value(i, 1)));
+                rows.emplace_back(res.integer(i, 0), res.value(i, 1));
             rows.emplace_back(0, "Additional fortune added at request time.");
             std::sort(rows.begin(), rows.end(), [](const auto &a, const auto &b) { return a.second < b.second; });
             std::string html;
