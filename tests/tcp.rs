@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use asyncloop::error::Error;
-use asyncloop::net::{ListenOptions, ReadEvent, TcpListener, TcpStream};
+use asyncloop::net::{ListenOptions, ReadEvent, Stream, StreamEvents, TcpListener, TcpStream};
 use asyncloop::reactor::{Backend, Loop, RunMode, Timer};
 use common::new_loop;
 
@@ -560,7 +560,83 @@ fn drain_callback_reports_ok_then_the_failed_write(b: Backend) {
     );
 }
 
+/// A stream's own state receiving its events (what the HTTP server's connections do), instead
+/// of closures: an echo that counts what it saw.
+#[derive(Default)]
+struct EchoState {
+    log: RefCell<Vec<String>>,
+    echoed: Cell<usize>,
+}
+
+impl StreamEvents for EchoState {
+    fn on_read(s: &Stream<Self>, ev: ReadEvent<'_>) {
+        match ev {
+            ReadEvent::Data(d) => {
+                s.echoed.set(s.echoed.get() + d.len());
+                s.write(d.to_vec(), None).unwrap();
+            }
+            ReadEvent::Eof => {
+                s.log.borrow_mut().push("eof".into());
+                s.shutdown(|_| {}).unwrap();
+            }
+            ReadEvent::Error(e) => s.log.borrow_mut().push(format!("error {e:?}")),
+        }
+    }
+    fn on_drain(s: &Stream<Self>, r: asyncloop::error::Result<()>) {
+        s.log.borrow_mut().push(format!("drain {}", r.is_ok()));
+    }
+    fn on_closing(&self) {
+        self.log.borrow_mut().push("closing".into());
+    }
+    fn on_closed(s: &Stream<Self>) {
+        s.log.borrow_mut().push("closed".into());
+        s.event_loop().stop();
+    }
+}
+
+fn stream_state_receives_the_events(b: Backend) {
+    let lp = new_loop(b);
+    let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let s = Stream::adopt(&lp, mine.into(), EchoState::default()).unwrap();
+    s.start_reading().unwrap();
+    assert_eq!(s.start_reading(), Err(Error::ALREADY));
+    let peer = std::thread::spawn(move || {
+        let mut theirs = theirs;
+        theirs.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        theirs.read_exact(&mut got).unwrap();
+        theirs.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        theirs.read_to_end(&mut rest).unwrap(); // ends at our shutdown
+        (got, rest)
+    });
+    let weak = s.downgrade();
+    let t = Timer::new(&lp);
+    let s2 = s.clone();
+    t.start(
+        Duration::from_millis(20),
+        Some(Duration::from_millis(20)),
+        move || {
+            if s2.log.borrow().iter().any(|e| e == "eof") {
+                s2.begin_close();
+            }
+        },
+    );
+    lp.run(RunMode::Default).unwrap();
+    drop(t);
+    assert_eq!(peer.join().unwrap(), (*b"ping", Vec::new()));
+    assert_eq!(s.echoed.get(), 4);
+    assert_eq!(*s.log.borrow(), ["drain true", "eof", "closing", "closed"]);
+    assert_eq!(s.write(b"late".to_vec(), None), Err(Error::CLOSED));
+    drop(s);
+    assert!(
+        weak.upgrade().is_none(),
+        "the loop keeps no reference after close"
+    );
+}
+
 both_backends!(
+    stream_state_receives_the_events,
     drain_callback_reports_ok_then_the_failed_write,
     echo_round_trip,
     close_cancels_in_flight_and_calls_back_last,

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -47,9 +47,9 @@ pub trait StreamEvents: Sized + 'static {
     /// Closing finished (the fd is closed): the last event of the stream.
     fn on_closed(_stream: &Stream<Self>) {}
     /// Reading stopped (`read_stop`, after `Eof`/`Error`, or closing).
-    fn read_stopped(&self) {}
+    fn on_read_stopped(&self) {}
     /// Closing began: no `on_read` or `on_drain` follows.
-    fn closing(&self) {}
+    fn on_closing(&self) {}
 }
 
 type ReadCb = Box<dyn FnMut(ReadEvent<'_>)>;
@@ -264,12 +264,12 @@ impl StreamEvents for Callbacks {
         }
     }
 
-    fn read_stopped(&self) {
+    fn on_read_stopped(&self) {
         let cb = self.read.borrow_mut().take();
         drop(cb);
     }
 
-    fn closing(&self) {
+    fn on_closing(&self) {
         let cbs = (
             self.read.borrow_mut().take(),
             self.drain.borrow_mut().take(),
@@ -293,12 +293,7 @@ impl Stream<Callbacks> {
         cb: impl FnOnce(Result<()>) + 'static,
     ) -> Result<TcpStream> {
         let fd = socket::tcp_socket(&addr)?;
-        let _ = socket::set_opt(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            1,
-        );
+        let _ = socket::set_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         let s = Stream::from_fd(lp, fd.into_raw_fd(), Callbacks::default());
         s.start_connect(addr, timeout, Box::new(cb))?;
         Ok(s)
@@ -362,6 +357,13 @@ impl<H: StreamEvents> Stream<H> {
     /// carrying `events`.
     pub(crate) fn from_accepted(lp: &Loop, fd: RawFd, events: H) -> Stream<H> {
         Stream::from_fd(lp, fd, events)
+    }
+
+    /// A stream over `fd`, a connected stream socket (made non-blocking here) that the stream
+    /// owns from now on, carrying the state `events`; reading starts with `start_reading`.
+    pub fn adopt(lp: &Loop, fd: OwnedFd, events: H) -> Result<Stream<H>> {
+        socket::set_nonblocking(fd.as_raw_fd())?;
+        Ok(Stream::from_fd(lp, fd.into_raw_fd(), events))
     }
 
     fn flag(&self, bit: u8) -> bool {
@@ -539,7 +541,7 @@ impl<H: StreamEvents> Stream<H> {
             self.inner.lp.defer(move || s.deliver_stash());
         } else if let Err(e) = self.arm_recv() {
             self.set_flag(READING, false);
-            self.inner.events.read_stopped();
+            self.inner.events.on_read_stopped();
             return Err(e);
         }
         Ok(())
@@ -548,7 +550,7 @@ impl<H: StreamEvents> Stream<H> {
     /// Stops reading. Data that still arrives is kept for the next read start.
     pub fn read_stop(&self) {
         self.set_flag(READING, false);
-        self.inner.events.read_stopped();
+        self.inner.events.on_read_stopped();
         if let Some(t) = self.inner.recv.get() {
             self.inner.lp.cancel(t);
         }
@@ -617,7 +619,7 @@ impl<H: StreamEvents> Stream<H> {
         }
         self.set_flag(CLOSING, true);
         self.set_flag(READING, false);
-        inner.events.closing();
+        inner.events.on_closing();
         let timer = inner.extra.borrow_mut().as_mut().and_then(|e| {
             e.stash = Vec::new();
             e.connecting.as_mut().and_then(|c| c.timer.take())
@@ -657,7 +659,7 @@ impl<H: StreamEvents> Stream<H> {
             };
             H::on_read(self, ev);
             if !self.is_reading() {
-                self.inner.events.read_stopped();
+                self.inner.events.on_read_stopped();
             }
         }
     }
