@@ -421,8 +421,9 @@ def main():
         met = "" if target != target else ("yes" if r >= target else "no")
         tgt = "" if target != target else f">= {target:g}"
         lines.append(f"| {label} | {num:,.0f} | {den:,.0f} | {r:.2f} | {tgt} | {met} | {note} |")
-    spread = "" if idle_procs == 1 else (f" across {idle_procs} server processes sharing the port, as one process "
-                                         f"may hold only {FDS_PER_PROCESS:,} here")
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    spread = "" if idle_procs == 1 else (f" across {idle_procs} server processes sharing the port (the hard fd limit "
+                                         f"here is {fd_limit:,} per process)")
     met = "met" if per_conn <= 256 and held >= 50000 else "not met"
     lines += ["", f"Idle keep-alive connections: {per_conn:,.0f} bytes of user-space memory each, {held:,} held{spread} "
               f"(target <= 256 bytes with 50,000 held: {met}).", "", "## All medians (requests/s, p99 ms)", "",
