@@ -146,13 +146,18 @@ def wrk(url, conns, duration, pipeline=0):
     if pipeline:
         argv[5:5] = ["-s", os.path.join(ROOT, "bench", "pipeline.lua")]
         argv += ["--", str(pipeline)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # wrk's own CPU share (taskset execs it): near 100% means the load generator, not the
+    # server, set the rate.
+    load_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / duration
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1, "s": 1000}
     p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p99_ms": p99_ms, "non2xx": int(errors.group(1)) if errors else 0}
+    return {"rps": rps, "p99_ms": p99_ms, "non2xx": int(errors.group(1)) if errors else 0, "load_cpu": load_cpu}
 
 
 def on_cpu(srv, run, duration):
@@ -377,8 +382,15 @@ def main():
 
     med = {k: {"rps": median([r["rps"] for r in v]), "p99_ms": median([r["p99_ms"] for r in v]),
                "non2xx": sum(r["non2xx"] for r in v),
-               "per_cpu": median([r.get("per_cpu", float("nan")) for r in v])} for k, v in runs.items()}
-    get = lambda s, n: med.get((s, n), {"rps": float("nan"), "p99_ms": float("nan"), "non2xx": 0, "per_cpu": float("nan")})
+               "per_cpu": median([r.get("per_cpu", float("nan")) for r in v]),
+               "server_cpu": median([r.get("cpu_s", float("nan")) / d for r in v]),
+               "load_cpu": median([r.get("load_cpu", float("nan")) for r in v])} for k, v in runs.items()}
+    nan = float("nan")
+    get = lambda s, n: med.get((s, n), {"rps": nan, "p99_ms": nan, "non2xx": 0, "per_cpu": nan, "server_cpu": nan, "load_cpu": nan})
+
+    def busy(s, n):
+        v = get(s, n)
+        return f"server CPU {v['server_cpu']:.0%}, wrk CPU {v['load_cpu']:.0%}"
     U, E = "asyncloop-uring", "asyncloop-epoll"
     rows = []
 
@@ -388,9 +400,11 @@ def main():
 
     ratio("plaintext pipelined 16, 256 conns vs nginx", get("plaintext pipelined 16, 256 conns", U)["rps"],
           get("plaintext pipelined 16, 256 conns", "nginx")["rps"], 4.0)
-    ratio("plaintext, 256 conns vs nginx", get("plaintext, 256 conns", U)["rps"], get("plaintext, 256 conns", "nginx")["rps"], 1.3)
+    ratio("plaintext, 256 conns vs nginx", get("plaintext, 256 conns", U)["rps"], get("plaintext, 256 conns", "nginx")["rps"], 1.3,
+          f"ours: {busy('plaintext, 256 conns', U)}; nginx: {busy('plaintext, 256 conns', 'nginx')}")
     j_us, j_ng = get("json, 256 conns", U), get("json, 256 conns", "nginx")
-    ratio("json, 256 conns vs nginx", j_us["rps"], j_ng["rps"], 1.3, f"p99 {j_us['p99_ms']:.2f} ms vs nginx {j_ng['p99_ms']:.2f} ms")
+    ratio("json, 256 conns vs nginx", j_us["rps"], j_ng["rps"], 1.3, f"p99 {j_us['p99_ms']:.2f} ms vs nginx {j_ng['p99_ms']:.2f} ms; "
+          f"ours: {busy('json, 256 conns', U)}; nginx: {busy('json, 256 conns', 'nginx')}")
     ratio("plaintext pipelined 16, 256 conns vs h2o", get("plaintext pipelined 16, 256 conns", U)["rps"],
           get("plaintext pipelined 16, 256 conns", "h2o")["rps"], float("nan"))
     ratio("/db, 64 conns vs pgbench single SELECT", get("/db, 64 conns", U)["rps"],
@@ -399,7 +413,8 @@ def main():
           get("pgbench 20 SELECTs pipelined, 64 clients", "pgbench")["rps"], 0.7)
     ratio("/fortunes vs our /db", get("/fortunes, 64 conns", U)["rps"], get("/db, 64 conns", U)["rps"], 0.85)
     ratio("io_uring vs epoll, plaintext, 1024 conns", get("plaintext, 1024 conns", U)["rps"],
-          get("plaintext, 1024 conns", E)["rps"], 1.15)
+          get("plaintext, 1024 conns", E)["rps"], 1.15,
+          f"uring: {busy('plaintext, 1024 conns', U)}; epoll: {busy('plaintext, 1024 conns', E)}")
     ratio("io_uring vs epoll, plaintext pipelined 16, 1024 conns (information)", get("plaintext pipelined 16, 1024 conns", U)["rps"],
           get("plaintext pipelined 16, 1024 conns", E)["rps"], float("nan"))
     ratio("plaintext, 256 conns vs nginx, requests per server CPU-second (information)",
@@ -427,11 +442,13 @@ def main():
     met = "met" if per_conn <= 256 and held >= 50000 else "not met"
     lines += ["", f"Idle keep-alive connections: {per_conn:,.0f} bytes of user-space memory each, {held:,} held{spread} "
               f"(target <= 256 bytes with 50,000 held: {met}).", "", "## All medians (requests/s, p99 ms)", "",
-              "| scenario | subject | req/s | p99 ms | non-2xx | req per server CPU-s |",
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
+              "| scenario | subject | req/s | p99 ms | non-2xx | req per server CPU-s | server CPU | load generator CPU |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    pct = lambda x: "" if x != x else f"{x:.0%}"
     for (s, n), v in sorted(med.items()):
         per_cpu = "" if v["per_cpu"] != v["per_cpu"] else f"{v['per_cpu']:,.0f}"
-        lines.append(f"| {s} | {n} | {v['rps']:,.0f} | {v['p99_ms']:.2f} | {v['non2xx']} | {per_cpu} |")
+        lines.append(f"| {s} | {n} | {v['rps']:,.0f} | {v['p99_ms']:.2f} | {v['non2xx']} | {per_cpu} | "
+                     f"{pct(v['server_cpu'])} | {pct(v['load_cpu'])} |")
     with open(os.path.join(RESULTS, "latest.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     write_svg([(l, r, t) for l, _, _, r, t, _ in rows], os.path.join(RESULTS, "ratios.svg"))
