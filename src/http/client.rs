@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::response_parser::{Response, ResponseError, ResponseParser};
 use crate::error::{Error, Result};
+use crate::net::resolve::resolve_off_loop;
 use crate::net::{ReadEvent, TcpStream};
 use crate::reactor::{Loop, Slab, Timer, Token};
 
@@ -460,38 +461,15 @@ impl ClientInner {
         match key.0.parse::<IpAddr>() {
             Ok(ip) => self.connect(conn, SocketAddr::new(ip, key.1), p),
             Err(_) => {
-                // Resolve on a helper thread; the answer comes back as a job on the loop.
-                struct Back(Weak<ClientInner>, Rc<Conn>, Rc<Pending>);
-                // SAFETY: the Rc/Weak values are only touched again by the posted job, on the
-                // loop's thread; if the loop is gone the job is leaked, never dropped here.
-                unsafe impl Send for Back {}
-                let back = Back(self.me.clone(), conn, p);
-                let (host, port, remote) = (key.0.clone(), key.1, self.lp.remote());
-                std::thread::spawn(move || {
-                    use std::net::ToSocketAddrs;
-                    let addrs: Vec<SocketAddr> = (host.as_str(), port)
-                        .to_socket_addrs()
-                        .map(|a| a.collect())
-                        .unwrap_or_default();
-                    let addr = addrs
-                        .iter()
-                        .find(|a| a.is_ipv4())
-                        .or(addrs.first())
-                        .copied();
-                    let job = Box::new(move || {
-                        let back = back; // capture the Send wrapper whole
-                        let Back(client, conn, p) = back;
-                        let Some(c) = client.upgrade() else { return };
-                        match addr {
-                            Some(a) => c.connect(conn, a, p),
-                            None => {
-                                c.close_conn(&conn);
-                                c.finish(&p, Err(Error::DNS));
-                            }
+                let (client, host) = (self.me.clone(), key.0.clone());
+                resolve_off_loop(&self.lp, host, key.1, move |addr| {
+                    let Some(c) = client.upgrade() else { return };
+                    match addr {
+                        Some(a) => c.connect(conn, a, p),
+                        None => {
+                            c.close_conn(&conn);
+                            c.finish(&p, Err(Error::DNS));
                         }
-                    });
-                    if let Err((_, job)) = remote.post(job) {
-                        std::mem::forget(job);
                     }
                 });
             }

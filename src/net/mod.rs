@@ -3,6 +3,7 @@
 
 mod addr;
 mod listener;
+pub(crate) mod resolve;
 pub(crate) mod socket;
 mod stream;
 

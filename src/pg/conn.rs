@@ -15,6 +15,7 @@ use pq_sys as pq;
 
 use super::result::{PgError, PgResult};
 use crate::error::Error;
+use crate::net::resolve::resolve_off_loop;
 use crate::reactor::{FdWatch, Loop, Readiness, Timer};
 
 /// Called once with a query's outcome.
@@ -217,37 +218,14 @@ impl Conn {
         match host_to_resolve(conninfo) {
             None => conn.begin(conninfo, None),
             Some(host) => {
-                // Resolve off the loop; the answer comes back as a job on the loop's thread.
-                struct Back(Weak<Conn>, String);
-                // SAFETY: the Weak is only upgraded, used and dropped on the loop's thread (by
-                // the posted job); if the loop is gone the job is leaked, never dropped here.
-                unsafe impl Send for Back {}
-                let back = Back(conn.me.clone(), conninfo.to_string());
-                let remote = lp.remote();
-                std::thread::spawn(move || {
-                    use std::net::ToSocketAddrs;
-                    // One address (libpq wants as many hostaddrs as hosts): IPv4 first, since
-                    // "localhost" servers often listen on 127.0.0.1 only.
-                    let addrs: Vec<_> = (host.as_str(), 0)
-                        .to_socket_addrs()
-                        .map(|a| a.collect())
-                        .unwrap_or_default();
-                    let addr = addrs
-                        .iter()
-                        .find(|a| a.is_ipv4())
-                        .or(addrs.first())
-                        .copied();
-                    let job = Box::new(move || {
-                        let back = back;
-                        if let Some(c) = back.0.upgrade() {
-                            match addr {
-                                Some(a) => c.begin(&back.1, Some(a.ip().to_string())),
-                                None => c.fail(&format!("could not resolve host name \"{host}\"")),
-                            }
+                // One address: libpq wants as many hostaddrs as hosts.
+                let (weak, conninfo) = (conn.me.clone(), conninfo.to_string());
+                resolve_off_loop(lp, host.clone(), 0, move |addr| {
+                    if let Some(c) = weak.upgrade() {
+                        match addr {
+                            Some(a) => c.begin(&conninfo, Some(a.ip().to_string())),
+                            None => c.fail(&format!("could not resolve host name \"{host}\"")),
                         }
-                    });
-                    if let Err((_, job)) = remote.post(job) {
-                        std::mem::forget(job);
                     }
                 });
             }
