@@ -417,6 +417,12 @@ impl ClientInner {
     }
 
     fn dispatch(&self, p: Rc<Pending>) {
+        self.dispatch_on(p, true);
+    }
+
+    /// Sends `p` on an idle pooled connection (when `reuse_idle`), a new one, or queues it
+    /// for the next connection that finishes a response.
+    fn dispatch_on(&self, p: Rc<Pending>, reuse_idle: bool) {
         if p.cb.borrow().is_none() {
             return; // cancelled or timed out already
         }
@@ -424,7 +430,7 @@ impl ClientInner {
         let idle = {
             let mut origins = self.origins.borrow_mut();
             let o = origins.entry(key.clone()).or_default();
-            let idle = o.idle.pop();
+            let idle = if reuse_idle { o.idle.pop() } else { None };
             if idle.is_none() && o.open >= self.opts.max_per_origin {
                 o.queue.push_back(p);
                 return;
@@ -627,7 +633,8 @@ impl ClientInner {
         p.conn.borrow_mut().take();
         if stale && p.req.idempotent() && !p.retried.get() {
             p.retried.set(true);
-            self.dispatch(p);
+            // Not on another idle connection: it went idle as long ago and may be as stale.
+            self.dispatch_on(p, false);
         } else {
             self.finish(&p, Err(Error::HTTP_PROTOCOL));
         }
