@@ -1,5 +1,7 @@
 //! TCP on the loop: listeners (SO_REUSEPORT, IPv4/IPv6, port 0), streams (connect with timeout,
-//! read start/stop, queued writev writes, shutdown, close), socket options and addresses.
+//! read start/stop, queued writev writes, shutdown, close; a stream may carry its owner's
+//! per-connection state, see `Stream`), socket options and addresses, host names resolved off
+//! the loop.
 
 mod addr;
 mod listener;
