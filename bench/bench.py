@@ -359,8 +359,8 @@ def main():
                     record(("plaintext pipelined 16, 256 conns", name), wrk(base + "/plaintext", 256, d, pipeline=16))
                     record(("plaintext, 256 conns", name), on_cpu(srv, lambda: wrk(base + "/plaintext", 256, d), d))
                     record(("json, 256 conns", name), on_cpu(srv, lambda: wrk(base + "/json", 256, d), d))
+                    record(("plaintext pipelined 16, 1024 conns", name), wrk(base + "/plaintext", 1024, d, pipeline=16))
                     if name.startswith("asyncloop"):
-                        record(("plaintext pipelined 16, 1024 conns", name), wrk(base + "/plaintext", 1024, d, pipeline=16))
                         record(("plaintext, 1024 conns", name), on_cpu(srv, lambda: wrk(base + "/plaintext", 1024, d), d))
                         record(("/db, 64 conns", name), wrk(base + "/db", 64, d))
                         record(("/queries?queries=20, 64 conns", name), wrk(base + "/queries?queries=20", 64, d))
@@ -407,6 +407,9 @@ def main():
           f"ours: {busy('json, 256 conns', U)}; nginx: {busy('json, 256 conns', 'nginx')}")
     ratio("plaintext pipelined 16, 256 conns vs h2o", get("plaintext pipelined 16, 256 conns", U)["rps"],
           get("plaintext pipelined 16, 256 conns", "h2o")["rps"], float("nan"))
+    for peer in ("nginx", "h2o"):
+        ratio(f"plaintext pipelined 16, 1024 conns vs {peer} (information)", get("plaintext pipelined 16, 1024 conns", U)["rps"],
+              get("plaintext pipelined 16, 1024 conns", peer)["rps"], float("nan"))
     ratio("/db, 64 conns vs pgbench single SELECT", get("/db, 64 conns", U)["rps"],
           get("pgbench single SELECT, 64 clients", "pgbench")["rps"], 1.0)
     ratio("/queries?queries=20 rows/s vs pgbench pipelined 20 rows/s", 20 * get("/queries?queries=20, 64 conns", U)["rps"],
