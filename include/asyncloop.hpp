@@ -377,11 +377,14 @@ class PgPool {
         const char *sql = nullptr;
         std::vector<Param> params;
     };
-    /// Gets one result per statement, in order.
+    /// Gets one result per statement, in order, once, on the loop's thread; the results are
+    /// borrowed until it returns.
     using BatchCallback = std::function<void(const std::vector<PgResult> &)>;
 
     /// Runs `steps` in order on one connection as one transaction, sent with a single sync (see
-    /// aloop_pg_batch): if one fails, the later ones report ALOOP_E_PG_ABORTED.
+    /// aloop_pg_batch): if one fails, the later ones report ALOOP_E_PG_ABORTED. Names, SQL and
+    /// parameters are copied before it returns. Throws aloop::Error (the callback is then never
+    /// called), e.g. for an unknown prepared name.
     void batch(const std::vector<Step> &steps, BatchCallback cb) {
         std::vector<std::vector<const char *>> values(steps.size());
         std::vector<aloop_pg_statement_t> stmts(steps.size());

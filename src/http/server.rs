@@ -778,15 +778,23 @@ impl ServerInner {
     /// Ends the request a connection's parser is in the middle of (its storage returns to the
     /// pool); the parser starts over.
     fn drop_parser(&self, conn: &Conn) {
-        let partial = conn.work.borrow_mut().as_mut().and_then(|w| {
-            let p = w.parser.as_mut()?;
-            let partial = p.take_partial();
-            p.reset();
-            partial
-        });
-        if let Some(partial) = partial {
+        if let Some(p) = conn
+            .work
+            .borrow_mut()
+            .as_mut()
+            .and_then(|w| w.parser.as_mut())
+        {
+            self.restart_parser(p);
+        }
+    }
+
+    /// Puts a parser back at the start of a request; a request it was in the middle of
+    /// returns its storage to the pool.
+    fn restart_parser(&self, p: &mut RequestParser<ConnSink>) {
+        if let Some(partial) = p.take_partial() {
             self.recycle_data(partial);
         }
+        p.reset();
     }
 
     /// A connection's working state, lent from the pool on first need.
@@ -828,12 +836,9 @@ impl ServerInner {
             self.lp.recycle_buffer(e.buf);
         }
         let Some(p) = w.parser.as_mut() else { return };
-        if let Some(partial) = p.take_partial() {
-            self.recycle_data(partial);
-        }
+        self.restart_parser(p);
         let mut pool = self.work_pool.borrow_mut();
         if pool.len() < DATA_POOL {
-            p.reset();
             if w.pipeline.capacity() > 16 {
                 w.pipeline = VecDeque::new();
             }
@@ -1198,10 +1203,9 @@ impl ServerInner {
         if conn.closing.replace(true) {
             return;
         }
-        self.drop_parser(conn);
         self.abort_pipeline(conn);
         let work = conn.work.borrow_mut().take();
-        self.recycle_work(work);
+        self.recycle_work(work); // ends a partial request too
         conn.begin_close(); // Conn::on_closed finishes
     }
 

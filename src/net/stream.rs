@@ -743,10 +743,12 @@ impl<H: StreamEvents> Stream<H> {
         }
     }
 
-    /// Submits one sendmsg over the front of the queue.
+    /// Submits one send of the front of the queue: a plain send for one buffer, a sendmsg
+    /// gathering up to `MAX_IOV` otherwise.
     fn flush(&self) -> Result<()> {
         let inner = &self.inner;
-        let msg: *const libc::msghdr = {
+        let fd = inner.fd.get();
+        let op = {
             let mut guard = inner.writer.borrow_mut();
             let Some(w) = guard.as_mut() else {
                 return Ok(());
@@ -763,8 +765,10 @@ impl<H: StreamEvents> Stream<H> {
                         iov_base: rest.as_ptr() as *mut _,
                         iov_len: rest.len(),
                     };
-                    w.msg.msg_iov = &mut w.iov_one;
-                    w.msg.msg_iovlen = 1;
+                    Op::SendOne {
+                        fd,
+                        iov: &w.iov_one,
+                    }
                 }
                 _ => {
                     w.iov.clear();
@@ -777,17 +781,11 @@ impl<H: StreamEvents> Stream<H> {
                     }
                     w.msg.msg_iov = w.iov.as_mut_ptr();
                     w.msg.msg_iovlen = w.iov.len();
+                    Op::Send { fd, msg: &w.msg }
                 }
             }
-            &w.msg
         };
-        let t = inner.lp.submit(
-            Op::Send {
-                fd: inner.fd.get(),
-                msg,
-            },
-            inner.clone(),
-        )?;
+        let t = inner.lp.submit(op, inner.clone())?;
         inner.send.set(Some(t));
         Ok(())
     }
@@ -963,7 +961,7 @@ impl<H: StreamEvents> OpOwner for StreamInner<H> {
         let s = Stream { inner: self };
         match op {
             Op::Recv { .. } => s.on_recv(c, data),
-            Op::Send { .. } => s.on_send(c.res),
+            Op::Send { .. } | Op::SendOne { .. } => s.on_send(c.res),
             Op::Connect { .. } => s.on_connect(c.res),
             Op::Close { .. } => s.inner.close_op.set(None),
             _ => {}

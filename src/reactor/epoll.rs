@@ -110,7 +110,7 @@ impl EpollDriver {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
         match *op {
-            Op::Send { .. } => {
+            Op::Send { .. } | Op::SendOne { .. } => {
                 if let Some(c) = self.try_write(token, op) {
                     self.ready.push(c);
                     return Ok(());
@@ -211,37 +211,37 @@ impl EpollDriver {
         Ok(())
     }
 
+    /// The completion of a send that returned `n`; `None` to wait for writability.
+    fn sent(token: Token, n: isize) -> Option<Completion> {
+        if n >= 0 {
+            return Some(Completion {
+                token,
+                res: n as i32,
+                more: false,
+                buf: None,
+            });
+        }
+        match errno() {
+            libc::EAGAIN | libc::EINTR => None,
+            e => Some(Completion {
+                token,
+                res: -e,
+                more: false,
+                buf: None,
+            }),
+        }
+    }
+
     fn try_write(&mut self, token: Token, op: &Op) -> Option<Completion> {
         match *op {
+            // SAFETY: msg points to a msghdr and iovecs kept alive by the op's owner.
             Op::Send { fd, msg } => {
-                // SAFETY: msg points to a msghdr and iovecs kept alive by the op's owner.
-                let m = unsafe { &*msg };
-                let n = if m.msg_iovlen == 1 && m.msg_name.is_null() && m.msg_controllen == 0 {
-                    // SAFETY: as above; one iovec (a plain send is cheaper than sendmsg).
-                    let iov = unsafe { &*m.msg_iov };
-                    unsafe { libc::send(fd, iov.iov_base, iov.iov_len, libc::MSG_NOSIGNAL) }
-                } else {
-                    // SAFETY: as above.
-                    unsafe { libc::sendmsg(fd, msg, libc::MSG_NOSIGNAL) }
-                };
-                if n >= 0 {
-                    return Some(Completion {
-                        token,
-                        res: n as i32,
-                        more: false,
-                        buf: None,
-                    });
-                }
-                match errno() {
-                    libc::EAGAIN | libc::EINTR => None,
-                    e => Some(Completion {
-                        token,
-                        res: -e,
-                        more: false,
-                        buf: None,
-                    }),
-                }
+                Self::sent(token, unsafe { libc::sendmsg(fd, msg, libc::MSG_NOSIGNAL) })
             }
+            // SAFETY: iov points to an iovec (and its buffer) kept alive by the op's owner.
+            Op::SendOne { fd, iov } => Self::sent(token, unsafe {
+                libc::send(fd, (*iov).iov_base, (*iov).iov_len, libc::MSG_NOSIGNAL)
+            }),
             Op::Connect { fd, .. } => {
                 let mut err: libc::c_int = 0;
                 let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;

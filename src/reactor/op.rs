@@ -15,6 +15,9 @@ pub enum Op {
     Recv { fd: RawFd },
     /// One `sendmsg(MSG_NOSIGNAL)` of the iovecs in `msg`.
     Send { fd: RawFd, msg: *const libc::msghdr },
+    /// One `send(MSG_NOSIGNAL)` of the buffer `iov` describes: the common single-buffer case,
+    /// which spares the kernel copying and importing a msghdr and iovec.
+    SendOne { fd: RawFd, iov: *const libc::iovec },
     /// One non-blocking connect to `addr` (`len` bytes; a `u16` keeps `Op` at 16 bytes, which
     /// every pending operation's slot pays for).
     Connect {
@@ -39,6 +42,7 @@ impl Op {
             Op::Accept { fd }
             | Op::Recv { fd }
             | Op::Send { fd, .. }
+            | Op::SendOne { fd, .. }
             | Op::Connect { fd, .. }
             | Op::PollRead { fd }
             | Op::PollWrite { fd }

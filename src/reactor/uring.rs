@@ -188,25 +188,18 @@ impl UringDriver {
                 .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
                 .build(),
             Op::Recv { fd } => opcode::RecvMulti::new(Fd(fd), BGID).build(),
-            Op::Send { fd, msg } => {
-                // SAFETY: msg points to a msghdr (and its iovecs) that the op's owner keeps
-                // alive and unchanged until the final completion.
-                let m = unsafe { &*msg };
-                if m.msg_iovlen == 1 && m.msg_name.is_null() && m.msg_controllen == 0 {
-                    // One buffer (the common case): a plain send spares the kernel copying and
-                    // importing the msghdr and iovec.
-                    // SAFETY: as above, msg_iov points to one valid iovec.
-                    let iov = unsafe { &*m.msg_iov };
-                    // Longer buffers are sent in parts, as any short send.
-                    let len = iov.iov_len.min(u32::MAX as usize) as u32;
-                    opcode::Send::new(Fd(fd), iov.iov_base as *const u8, len)
-                        .flags(libc::MSG_NOSIGNAL)
-                        .build()
-                } else {
-                    opcode::SendMsg::new(Fd(fd), msg)
-                        .flags(libc::MSG_NOSIGNAL as u32)
-                        .build()
-                }
+            Op::Send { fd, msg } => opcode::SendMsg::new(Fd(fd), msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build(),
+            Op::SendOne { fd, iov } => {
+                // SAFETY: iov points to an iovec the op's owner keeps alive and unchanged until
+                // the final completion.
+                let iov = unsafe { &*iov };
+                // Longer buffers are sent in parts, as any short send.
+                let len = iov.iov_len.min(u32::MAX as usize) as u32;
+                opcode::Send::new(Fd(fd), iov.iov_base as *const u8, len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
             }
             Op::Connect { fd, addr, len } => opcode::Connect::new(Fd(fd), addr, len.into()).build(),
             Op::PollRead { fd } => opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32).build(),
