@@ -2,6 +2,7 @@
 //! non-blocking syscall, then a completion. Sends and connects are tried at once and wait for
 //! `EPOLLOUT` only when the socket is not ready; cancellations complete at the next turn.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -15,17 +16,106 @@ const ACCEPTS_PER_EVENT: usize = 64;
 /// Events taken per `epoll_wait`.
 const MAX_EVENTS: usize = 256;
 
+/// Slots per page of the fd table.
+const FD_PAGE: usize = 256;
+
+/// What waits for input on an fd. The operation is rebuilt from this and the fd, so that the
+/// slot every open fd pays for stays small.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum ReadKind {
+    #[default]
+    Accept,
+    Recv,
+    PollRead,
+}
+
+impl ReadKind {
+    fn of(op: &Op) -> Option<ReadKind> {
+        match op {
+            Op::Accept { .. } => Some(ReadKind::Accept),
+            Op::Recv { .. } => Some(ReadKind::Recv),
+            Op::PollRead { .. } => Some(ReadKind::PollRead),
+            _ => None,
+        }
+    }
+
+    fn op(self, fd: RawFd) -> Op {
+        match self {
+            ReadKind::Accept => Op::Accept { fd },
+            ReadKind::Recv => Op::Recv { fd },
+            ReadKind::PollRead => Op::PollRead { fd },
+        }
+    }
+}
+
+/// One fd's pending operations (12 bytes). The read side lives here, because an idle
+/// connection always has its receive pending. A write side waits only while the socket is full,
+/// so it lives in `EpollDriver::writes` and the slot only says that it does.
 #[derive(Default, Clone, Copy)]
 struct FdSlot {
-    read: Option<(Token, Op)>,
-    write: Option<(Token, Op)>,
-    registered: u32,
+    /// The read side's token, as two halves (0: none), so the slot needs 4-byte alignment only.
+    read_token: [u32; 2],
+    read_kind: ReadKind,
+    writing: bool,
+    /// The interest the kernel holds for the fd (`EPOLLIN` | `EPOLLOUT`).
+    registered: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<FdSlot>() == 12);
+
+impl FdSlot {
+    fn read(&self) -> Option<Token> {
+        Token::from_raw(u64::from(self.read_token[1]) << 32 | u64::from(self.read_token[0]))
+    }
+
+    fn set_read(&mut self, t: Option<Token>) {
+        let raw = t.map_or(0, Token::get);
+        self.read_token = [raw as u32, (raw >> 32) as u32];
+    }
+}
+
+/// Slots indexed by fd, in pages allocated on first use and never moved, so the table grows
+/// without copying and without the slack of a doubling vector.
+#[derive(Default)]
+struct FdTable {
+    pages: Vec<Option<Box<[FdSlot; FD_PAGE]>>>,
+}
+
+impl FdTable {
+    fn get(&self, fd: RawFd) -> Option<&FdSlot> {
+        let i = usize::try_from(fd).ok()?;
+        self.pages
+            .get(i / FD_PAGE)?
+            .as_ref()
+            .map(|p| &p[i % FD_PAGE])
+    }
+
+    fn get_mut(&mut self, fd: RawFd) -> Option<&mut FdSlot> {
+        let i = usize::try_from(fd).ok()?;
+        self.pages
+            .get_mut(i / FD_PAGE)?
+            .as_mut()
+            .map(|p| &mut p[i % FD_PAGE])
+    }
+
+    /// The slot of `fd` (not negative), made on first use.
+    fn slot(&mut self, fd: RawFd) -> &mut FdSlot {
+        let i = fd as usize;
+        if i / FD_PAGE >= self.pages.len() {
+            self.pages.resize_with(i / FD_PAGE + 1, || None);
+        }
+        let page =
+            self.pages[i / FD_PAGE].get_or_insert_with(|| Box::new([FdSlot::default(); FD_PAGE]));
+        &mut page[i % FD_PAGE]
+    }
 }
 
 /// The epoll driver.
 pub struct EpollDriver {
     epfd: OwnedFd,
-    fds: Vec<FdSlot>,
+    fds: FdTable,
+    /// Write-side operations waiting for `EPOLLOUT`, by fd.
+    writes: HashMap<RawFd, (Token, Op)>,
     pool: BufPool,
     free_bufs: Vec<u16>,
     ready: Vec<Completion>,
@@ -50,7 +140,8 @@ impl EpollDriver {
         Ok(EpollDriver {
             // SAFETY: fd is a new descriptor owned by nobody else.
             epfd: unsafe { OwnedFd::from_raw_fd(fd) },
-            fds: Vec::new(),
+            fds: FdTable::default(),
+            writes: HashMap::new(),
             pool,
             free_bufs,
             ready: Vec::new(),
@@ -58,27 +149,50 @@ impl EpollDriver {
         })
     }
 
-    fn slot(&mut self, fd: RawFd) -> &mut FdSlot {
-        let i = fd as usize;
-        if i >= self.fds.len() {
-            self.fds.resize(i + 1, FdSlot::default());
+    /// The pending read-side operation on `fd`.
+    fn read_op(&self, fd: RawFd) -> Option<(Token, Op)> {
+        let s = self.fds.get(fd)?;
+        s.read().map(|t| (t, s.read_kind.op(fd)))
+    }
+
+    /// The pending write-side operation on `fd`.
+    fn write_op(&self, fd: RawFd) -> Option<(Token, Op)> {
+        match self.fds.get(fd) {
+            Some(s) if s.writing => self.writes.get(&fd).copied(),
+            _ => None,
         }
-        &mut self.fds[i]
+    }
+
+    /// Sets (or with `None` clears) the operation pending on `op`'s side of `fd`.
+    fn set_side(&mut self, fd: RawFd, read_side: bool, pending: Option<(Token, Op)>) {
+        let s = self.fds.slot(fd);
+        if read_side {
+            s.set_read(pending.map(|(t, _)| t));
+            if let Some(kind) = pending.and_then(|(_, op)| ReadKind::of(&op)) {
+                s.read_kind = kind;
+            }
+        } else {
+            s.writing = pending.is_some();
+            match pending {
+                Some(p) => {
+                    self.writes.insert(fd, p);
+                }
+                None => {
+                    self.writes.remove(&fd);
+                }
+            }
+        }
     }
 
     /// Brings the kernel's interest set for `fd` in line with its pending operations.
     fn update_interest(&mut self, fd: RawFd) -> io::Result<()> {
         let epfd = self.epfd.as_raw_fd();
-        let s = self.slot(fd);
-        let want = (if s.read.is_some() {
-            libc::EPOLLIN as u32
+        let s = self.fds.slot(fd);
+        let want = (if s.read().is_some() {
+            libc::EPOLLIN as u8
         } else {
             0
-        }) | (if s.write.is_some() {
-            libc::EPOLLOUT as u32
-        } else {
-            0
-        });
+        }) | (if s.writing { libc::EPOLLOUT as u8 } else { 0 });
         if want == s.registered {
             return Ok(());
         }
@@ -90,7 +204,7 @@ impl EpollDriver {
             libc::EPOLL_CTL_MOD
         };
         let mut ev = libc::epoll_event {
-            events: want,
+            events: want.into(),
             u64: fd as u64,
         };
         // SAFETY: epfd and ev are valid; fd is owned by the operation's owner.
@@ -141,11 +255,11 @@ impl EpollDriver {
             }
             Op::Close { fd } => {
                 // Operations still registered on the fd end first, as cancelled.
-                if let Some(s) = self.fds.get(fd as usize).copied() {
-                    for (t, o) in [s.read, s.write].into_iter().flatten() {
-                        self.cancel(t, &o)?;
-                    }
-                    self.fds[fd as usize].registered = 0;
+                for (t, o) in [self.read_op(fd), self.write_op(fd)].into_iter().flatten() {
+                    self.cancel(t, &o)?;
+                }
+                if let Some(s) = self.fds.get_mut(fd) {
+                    s.registered = 0;
                 }
                 // SAFETY: the op's owner hands the fd over to be closed; nothing uses it after.
                 let r = unsafe { libc::close(fd) };
@@ -160,23 +274,18 @@ impl EpollDriver {
             }
             _ => {}
         }
-        let s = self.slot(fd);
-        let side = if op.is_read_side() {
-            &mut s.read
+        let read_side = op.is_read_side();
+        let busy = if read_side {
+            self.read_op(fd)
         } else {
-            &mut s.write
+            self.write_op(fd)
         };
-        if side.is_some() {
+        if busy.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
-        *side = Some((token, *op));
+        self.set_side(fd, read_side, Some((token, *op)));
         if let Err(e) = self.update_interest(fd) {
-            let s = self.slot(fd);
-            if op.is_read_side() {
-                s.read = None
-            } else {
-                s.write = None
-            }
+            self.set_side(fd, read_side, None);
             return Err(e);
         }
         Ok(())
@@ -185,17 +294,14 @@ impl EpollDriver {
     /// Removes the operation; its `-ECANCELED` completion comes with the next `wait`.
     pub fn cancel(&mut self, token: Token, op: &Op) -> io::Result<()> {
         let fd = op.fd();
-        if fd < 0 || fd as usize >= self.fds.len() {
-            return Ok(());
-        }
-        let s = &mut self.fds[fd as usize];
-        let side = if op.is_read_side() {
-            &mut s.read
+        let read_side = op.is_read_side();
+        let pending = if read_side {
+            self.read_op(fd)
         } else {
-            &mut s.write
+            self.write_op(fd)
         };
-        if matches!(side, Some((t, _)) if *t == token) {
-            *side = None;
+        if matches!(pending, Some((t, _)) if t == token) {
+            self.set_side(fd, read_side, None);
             self.ready.push(Completion {
                 token,
                 res: -libc::ECANCELED,
@@ -204,8 +310,9 @@ impl EpollDriver {
             });
             // The fd may already be closed by its owner; a failed DEL then changes nothing.
             let _ = self.update_interest(fd);
-            if self.fds[fd as usize].read.is_none() && self.fds[fd as usize].write.is_none() {
-                self.fds[fd as usize].registered = 0;
+            let s = self.fds.slot(fd);
+            if s.read().is_none() && !s.writing {
+                s.registered = 0;
             }
         }
         Ok(())
@@ -300,7 +407,7 @@ impl EpollDriver {
                         libc::ECONNABORTED | libc::EPROTO => continue,
                         e => {
                             // Like io_uring's multishot accept, an error ends the operation.
-                            self.fds[fd as usize].read = None;
+                            self.set_side(fd, true, None);
                             let _ = self.update_interest(fd);
                             out.push(Completion {
                                 token,
@@ -338,7 +445,7 @@ impl EpollDriver {
                         e => -e,
                     }
                 };
-                self.fds[fd as usize].read = None;
+                self.set_side(fd, true, None);
                 let _ = self.update_interest(fd);
                 out.push(Completion {
                     token,
@@ -399,15 +506,15 @@ impl EpollDriver {
             let flags = ev.events;
             let err_or_hup = flags & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
             if flags & libc::EPOLLIN as u32 != 0 || err_or_hup {
-                if let Some((token, op)) = self.fds.get(fd as usize).and_then(|s| s.read) {
+                if let Some((token, op)) = self.read_op(fd) {
                     self.on_readable(token, op, err_or_hup, out);
                 }
             }
             if flags & libc::EPOLLOUT as u32 != 0 || err_or_hup {
-                if let Some((token, op)) = self.fds.get(fd as usize).and_then(|s| s.write) {
+                if let Some((token, op)) = self.write_op(fd) {
                     if let Some(c) = self.try_write(token, &op) {
                         if !c.more {
-                            self.fds[fd as usize].write = None;
+                            self.set_side(fd, false, None);
                             let _ = self.update_interest(fd);
                         }
                         out.push(c);
