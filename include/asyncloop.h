@@ -355,7 +355,8 @@ typedef struct aloop_http_header_t {
  */
 typedef struct aloop_http_client_options_t {
   /**
-   * Time to connect, ms (default 5000; `ALOOP_E_CONNECT_TIMEOUT` past it).
+   * Time to connect, ms (default 5000; `ALOOP_E_CONNECT_TIMEOUT` past it). A host name's
+   * addresses are tried in turn (IPv4 first), each with an equal share of the time left.
    */
   uint64_t connect_timeout_ms;
   /**

@@ -27,7 +27,8 @@ pub const ALOOP_E_READ_TIMEOUT: c_int = -10205;
 /// Options for `aloop_http_client_new`; fill with `aloop_http_client_options_init` first.
 #[repr(C)]
 pub struct aloop_http_client_options_t {
-    /// Time to connect, ms (default 5000; `ALOOP_E_CONNECT_TIMEOUT` past it).
+    /// Time to connect, ms (default 5000; `ALOOP_E_CONNECT_TIMEOUT` past it). A host name's
+    /// addresses are tried in turn (IPv4 first), each with an equal share of the time left.
     pub connect_timeout_ms: u64,
     /// Time for the whole request, ms (default 30000; `ALOOP_E_TIMEOUT` past it).
     pub request_timeout_ms: u64,

@@ -1,7 +1,8 @@
 //! The HTTP/1.1 client of one loop: requests by URL, a keep-alive pool per origin (bounded;
 //! idle connections expire; one the server closed while pooled is noticed, and a request that
 //! meets it before any response byte is retried once on a new connection if its method is
-//! idempotent), host names resolved on a helper thread, connect and whole-request timeouts,
+//! idempotent), host names resolved on a helper thread and their addresses tried in turn,
+//! connect and whole-request timeouts,
 //! and cancellation. The callback runs exactly once, never from inside `request`.
 
 use std::cell::{Cell, RefCell};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use super::response_parser::{Response, ResponseError, ResponseParser};
 use crate::error::{Error, Result};
+use crate::net::connect::connect_first;
 use crate::net::resolve::resolve_off_loop;
 use crate::net::{ReadEvent, TcpStream};
 use crate::reactor::{Loop, Slab, Timer, Token};
@@ -19,7 +21,8 @@ use crate::reactor::{Loop, Slab, Timer, Token};
 /// Client settings.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
-    /// Time to establish a connection (`CONNECT_TIMEOUT` past it).
+    /// Time to establish a connection (`CONNECT_TIMEOUT` past it), over all of a host name's
+    /// addresses, which are tried in turn.
     pub connect_timeout: Duration,
     /// Time for the whole request, queueing included (`TIMEOUT` past it).
     pub request_timeout: Duration,
@@ -465,51 +468,59 @@ impl ClientInner {
         });
         *p.conn.borrow_mut() = Some(conn.clone());
         match key.0.parse::<IpAddr>() {
-            Ok(ip) => self.connect(conn, SocketAddr::new(ip, key.1), p),
+            Ok(ip) => self.connect(conn, vec![SocketAddr::new(ip, key.1)], p),
             Err(_) => {
                 let (client, host) = (self.me.clone(), key.0.clone());
-                resolve_off_loop(&self.lp, host, key.1, move |addr| {
+                resolve_off_loop(&self.lp, host, key.1, move |addrs| {
                     let Some(c) = client.upgrade() else { return };
-                    match addr {
-                        Some(a) => c.connect(conn, a, p),
-                        None => {
-                            c.close_conn(&conn);
-                            c.finish(&p, Err(Error::DNS));
-                        }
+                    if addrs.is_empty() {
+                        c.close_conn(&conn);
+                        c.finish(&p, Err(Error::DNS));
+                    } else {
+                        c.connect(conn, addrs, p);
                     }
                 });
             }
         }
     }
 
-    fn connect(&self, conn: Rc<Conn>, addr: SocketAddr, p: Rc<Pending>) {
+    /// Connects to the first of the origin's addresses that accepts, within the connect
+    /// timeout.
+    fn connect(&self, conn: Rc<Conn>, addrs: Vec<SocketAddr>, p: Rc<Pending>) {
         if p.cb.borrow().is_none() || conn.closed.get() {
             self.close_conn(&conn);
             return;
         }
-        let (me, c2, p2) = (self.me.clone(), conn.clone(), p.clone());
-        let r = TcpStream::connect(&self.lp, addr, Some(self.opts.connect_timeout), move |r| {
-            let Some(me) = me.upgrade() else { return };
-            match r {
-                Ok(()) => me.connected(&c2, p2),
-                Err(e) => {
-                    me.close_conn(&c2);
-                    let e = if e == Error::TIMEOUT {
-                        Error::CONNECT_TIMEOUT
-                    } else {
-                        e
-                    };
-                    me.finish(&p2, Err(e));
+        let weak = Rc::downgrade(&conn);
+        let adopt = move |s: &TcpStream| match weak.upgrade() {
+            Some(c) if !c.closed.get() => {
+                *c.stream.borrow_mut() = Some(s.clone());
+                true
+            }
+            _ => false,
+        };
+        let me = self.me.clone();
+        connect_first(
+            &self.lp,
+            addrs,
+            self.opts.connect_timeout,
+            adopt,
+            move |r| {
+                let Some(me) = me.upgrade() else { return };
+                match r {
+                    Ok(()) => me.connected(&conn, p),
+                    Err(e) => {
+                        me.close_conn(&conn);
+                        let e = if e == Error::TIMEOUT {
+                            Error::CONNECT_TIMEOUT
+                        } else {
+                            e
+                        };
+                        me.finish(&p, Err(e));
+                    }
                 }
-            }
-        });
-        match r {
-            Ok(s) => *conn.stream.borrow_mut() = Some(s),
-            Err(e) => {
-                self.close_conn(&conn);
-                self.finish(&p, Err(e));
-            }
-        }
+            },
+        );
     }
 
     fn connected(&self, conn: &Rc<Conn>, p: Rc<Pending>) {

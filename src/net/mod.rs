@@ -1,9 +1,10 @@
 //! TCP on the loop: listeners (SO_REUSEPORT, IPv4/IPv6, port 0), streams (connect with timeout,
 //! read start/stop, queued writev writes, shutdown, close; a stream may carry its owner's
 //! per-connection state, see `Stream`), socket options and addresses, host names resolved off
-//! the loop.
+//! the loop and their addresses tried in turn.
 
 mod addr;
+pub(crate) mod connect;
 mod listener;
 pub(crate) mod resolve;
 pub(crate) mod socket;

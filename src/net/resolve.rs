@@ -5,15 +5,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use crate::reactor::Loop;
 
-/// Resolves `host` on a helper thread, then runs `then` on the loop's thread with one address
-/// for `port` (IPv4 first: "localhost" servers often listen on 127.0.0.1 only), or `None` when
-/// the name does not resolve. If the loop is gone by then, `then` is leaked, never run or
-/// dropped off its thread.
+/// Resolves `host` on a helper thread, then runs `then` on the loop's thread with its addresses
+/// for `port`, in the order to try them (see `connect_order`); empty when the name does not
+/// resolve. If the loop is gone by then, `then` is leaked, never run or dropped off its thread.
 pub(crate) fn resolve_off_loop(
     lp: &Loop,
     host: String,
     port: u16,
-    then: impl FnOnce(Option<SocketAddr>) + 'static,
+    then: impl FnOnce(Vec<SocketAddr>) + 'static,
 ) {
     struct OnLoop<F>(F);
     // SAFETY: the value is moved to the helper thread untouched and moved back inside a job
@@ -23,21 +22,62 @@ pub(crate) fn resolve_off_loop(
     let back = OnLoop(then);
     let remote = lp.remote();
     std::thread::spawn(move || {
-        let addrs: Vec<SocketAddr> = (host.as_str(), port)
-            .to_socket_addrs()
-            .map(|a| a.collect())
-            .unwrap_or_default();
-        let addr = addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(addrs.first())
-            .copied();
+        let addrs = connect_order(
+            (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect())
+                .unwrap_or_default(),
+        );
         let job = Box::new(move || {
             let back = back; // captures the Send wrapper whole, not its field
-            (back.0)(addr)
+            (back.0)(addrs)
         });
         if let Err((_, job)) = remote.post(job) {
             std::mem::forget(job);
         }
     });
+}
+
+/// The resolver's answer without repeats, IPv4 addresses first (each family in the resolver's
+/// order). IPv4 leads because a server on "localhost" often listens on 127.0.0.1 only, and
+/// because an unroutable IPv6 address would hold the connect until its timeout; the caller
+/// moves on to the next address when one fails.
+pub(crate) fn connect_order(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+    for a in addrs
+        .iter()
+        .filter(|a| a.is_ipv4())
+        .chain(addrs.iter().filter(|a| a.is_ipv6()))
+    {
+        if !out.contains(a) {
+            out.push(*a);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_first_each_family_in_order_without_repeats() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let given = vec![
+            a("[::1]:80"),
+            a("127.0.0.2:80"),
+            a("[fe80::1]:80"),
+            a("127.0.0.1:80"),
+            a("127.0.0.2:80"),
+        ];
+        assert_eq!(
+            connect_order(given),
+            vec![
+                a("127.0.0.2:80"),
+                a("127.0.0.1:80"),
+                a("[::1]:80"),
+                a("[fe80::1]:80")
+            ]
+        );
+    }
 }

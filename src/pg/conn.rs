@@ -7,6 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -218,13 +219,13 @@ impl Conn {
         match host_to_resolve(conninfo) {
             None => conn.begin(conninfo, None),
             Some(host) => {
-                // One address: libpq wants as many hostaddrs as hosts.
                 let (weak, conninfo) = (conn.me.clone(), conninfo.to_string());
-                resolve_off_loop(lp, host.clone(), 0, move |addr| {
+                resolve_off_loop(lp, host.clone(), 0, move |addrs| {
                     if let Some(c) = weak.upgrade() {
-                        match addr {
-                            Some(a) => c.begin(&conninfo, Some(a.ip().to_string())),
-                            None => c.fail(&format!("could not resolve host name \"{host}\"")),
+                        if addrs.is_empty() {
+                            c.fail(&format!("could not resolve host name \"{host}\""));
+                        } else {
+                            c.begin(&conninfo, Some((host, addrs)));
                         }
                     }
                 });
@@ -233,24 +234,33 @@ impl Conn {
         conn
     }
 
-    /// Starts libpq's non-blocking connect, with `hostaddr` when the host was resolved here.
-    fn begin(&self, conninfo: &str, hostaddr: Option<String>) {
+    /// Starts libpq's non-blocking connect. When the host was resolved here, libpq gets its
+    /// addresses as `hostaddr` and the name once per address as `host` (it wants as many of
+    /// one as of the other), and tries them in turn.
+    fn begin(&self, conninfo: &str, resolved: Option<(String, Vec<SocketAddr>)>) {
         if self.state.get() != State::Connecting {
             return; // closed while resolving
         }
         let info = CString::new(conninfo).unwrap_or_default();
-        let addr = hostaddr.map(|a| CString::new(a).unwrap_or_default());
+        let resolved = resolved.map(|(host, addrs)| {
+            let hosts = vec![host; addrs.len()].join(",");
+            let ips: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+            (
+                CString::new(hosts).unwrap_or_default(),
+                CString::new(ips.join(",")).unwrap_or_default(),
+            )
+        });
         let mut keys = vec![c"dbname".as_ptr()];
         let mut vals = vec![info.as_ptr()];
-        if let Some(a) = &addr {
-            keys.push(c"hostaddr".as_ptr());
-            vals.push(a.as_ptr());
+        if let Some((hosts, ips)) = &resolved {
+            keys.extend([c"host".as_ptr(), c"hostaddr".as_ptr()]);
+            vals.extend([hosts.as_ptr(), ips.as_ptr()]);
         }
         keys.push(std::ptr::null());
         vals.push(std::ptr::null());
         // SAFETY: NULL-terminated keyword/value arrays of C strings that live for the call;
         // expand_dbname=1 lets the dbname value be a full conninfo string or URI, and the later
-        // hostaddr overrides what it says.
+        // host and hostaddr override what it says.
         let pg = unsafe { pq::PQconnectStartParams(keys.as_ptr(), vals.as_ptr(), 1) };
         self.pg.set(pg);
         // SAFETY: pg may be NULL (out of memory) or a connection object.
