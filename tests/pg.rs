@@ -580,25 +580,49 @@ fn a_stray_cancel_does_not_fail_the_next_query(b: Backend) {
 fn host_names_are_resolved_off_the_loop(b: Backend) {
     let c = Cluster::start();
     let lp = common::new_loop(b);
-    let url = c.url.replace("127.0.0.1", "localhost");
-    let p = PgPool::new(
-        &lp,
-        PoolOptions {
-            conninfo: url,
-            size: 1,
-            ..Default::default()
-        },
-    );
-    let done = Rc::new(Cell::new(0));
-    let got = Rc::new(Cell::new(None));
-    let (g, d) = (got.clone(), done.clone());
-    p.query("SELECT inet_server_addr()::text", &[], move |r| {
-        g.set(Some(r.map(|r| r.text(0, 0).map(str::to_string)).is_ok()));
-        d.set(d.get() + 1);
-    });
-    run_until(&lp, &done, 1, Duration::from_secs(10));
-    assert_eq!(got.get(), Some(true));
-    p.close();
+    let (host_port, port) = {
+        let rest = c.url.split_once("@").unwrap().1;
+        let hp = rest.split('/').next().unwrap().to_string();
+        let port = hp.rsplit_once(':').unwrap().1.to_string();
+        (hp, port)
+    };
+    let cases = [
+        // One name.
+        c.url.replace("127.0.0.1", "localhost"),
+        // Several hosts, each with its port: a name that does not resolve is skipped, an
+        // address where nothing listens is tried and refused, then the name that works.
+        c.url.replace(
+            &host_port,
+            &format!("name.invalid:1,127.0.0.2:{port},localhost:{port}"),
+        ),
+    ];
+    for conninfo in cases {
+        let p = PgPool::new(
+            &lp,
+            PoolOptions {
+                conninfo: conninfo.clone(),
+                size: 1,
+                ..Default::default()
+            },
+        );
+        let done = Rc::new(Cell::new(0));
+        let got = Rc::new(RefCell::new(None));
+        let (g, d) = (got.clone(), done.clone());
+        p.query("SELECT inet_server_addr()::text", &[], move |r| {
+            *g.borrow_mut() = Some(
+                r.map(|r| r.text(0, 0).map(str::to_string))
+                    .map_err(|e| e.message),
+            );
+            d.set(d.get() + 1);
+        });
+        run_until(&lp, &done, 1, Duration::from_secs(10));
+        assert_eq!(
+            got.borrow_mut().take(),
+            Some(Ok(Some("127.0.0.1/32".to_string()))),
+            "{conninfo}"
+        );
+        p.close();
+    }
 }
 
 fn connect_timeout_and_refused_login(b: Backend) {

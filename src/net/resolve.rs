@@ -14,6 +14,19 @@ pub(crate) fn resolve_off_loop(
     port: u16,
     then: impl FnOnce(Vec<SocketAddr>) + 'static,
 ) {
+    resolve_all_off_loop(lp, vec![host], port, move |mut all| {
+        then(all.pop().unwrap_or_default())
+    });
+}
+
+/// As `resolve_off_loop`, for several names at once (one after the other on one helper
+/// thread): `then` gets each name's addresses, in the order of `hosts`.
+pub(crate) fn resolve_all_off_loop(
+    lp: &Loop,
+    hosts: Vec<String>,
+    port: u16,
+    then: impl FnOnce(Vec<Vec<SocketAddr>>) + 'static,
+) {
     struct OnLoop<F>(F);
     // SAFETY: the value is moved to the helper thread untouched and moved back inside a job
     // that runs on the loop's thread; if the loop is gone the job is leaked, never dropped on
@@ -22,15 +35,20 @@ pub(crate) fn resolve_off_loop(
     let back = OnLoop(then);
     let remote = lp.remote();
     std::thread::spawn(move || {
-        let addrs = connect_order(
-            (host.as_str(), port)
-                .to_socket_addrs()
-                .map(|a| a.collect())
-                .unwrap_or_default(),
-        );
+        let all: Vec<Vec<SocketAddr>> = hosts
+            .iter()
+            .map(|host| {
+                connect_order(
+                    (host.as_str(), port)
+                        .to_socket_addrs()
+                        .map(|a| a.collect())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
         let job = Box::new(move || {
             let back = back; // captures the Send wrapper whole, not its field
-            (back.0)(addrs)
+            (back.0)(all)
         });
         if let Err((_, job)) = remote.post(job) {
             std::mem::forget(job);

@@ -7,16 +7,16 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use pq_sys as pq;
 
+use super::hosts::{hosts_to_resolve, Resolved};
 use super::result::{PgError, PgResult};
 use crate::error::Error;
-use crate::net::resolve::resolve_off_loop;
+use crate::net::resolve::resolve_all_off_loop;
 use crate::reactor::{FdWatch, Loop, Readiness, Timer};
 
 /// Called once with a query's outcome.
@@ -132,53 +132,6 @@ fn error_message(pg: *mut pq::PGconn) -> String {
     m.trim_end().to_string()
 }
 
-/// The host libpq would have to resolve with a blocking call: a single host name (not an IP
-/// address, not a socket folder) and no `hostaddr`. Several hosts are left to libpq.
-fn host_to_resolve(conninfo: &str) -> Option<String> {
-    let c = CString::new(conninfo).ok()?;
-    let mut err: *mut c_char = std::ptr::null_mut();
-    // SAFETY: c is a valid C string; err receives a malloc'd message on failure.
-    let opts = unsafe { pq::PQconninfoParse(c.as_ptr(), &mut err) };
-    if opts.is_null() {
-        if !err.is_null() {
-            // SAFETY: libpq allocated it; PQfreemem frees it.
-            unsafe { pq::PQfreemem(err.cast()) };
-        }
-        return None; // libpq will report the syntax error itself
-    }
-    let (mut host, mut hostaddr) = (None, None);
-    let mut o = opts;
-    // SAFETY: opts is an array terminated by an entry with a NULL keyword; strings are owned by
-    // it until PQconninfoFree.
-    unsafe {
-        while !(*o).keyword.is_null() {
-            let k = CStr::from_ptr((*o).keyword).to_bytes();
-            let v = (*o).val;
-            if !v.is_null() {
-                let v = CStr::from_ptr(v).to_string_lossy().into_owned();
-                match k {
-                    b"host" => host = Some(v),
-                    b"hostaddr" => hostaddr = Some(v),
-                    _ => {}
-                }
-            }
-            o = o.add(1);
-        }
-        pq::PQconninfoFree(opts);
-    }
-    if hostaddr.is_some_and(|a| !a.is_empty()) {
-        return None;
-    }
-    let host = host.or_else(|| std::env::var("PGHOST").ok())?;
-    if host.is_empty() || host.starts_with('/') || host.starts_with('@') || host.contains(',') {
-        return None;
-    }
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        return None;
-    }
-    Some(host)
-}
-
 impl Conn {
     /// Starts connecting with `conninfo` (a libpq conninfo string or URI). Never blocks: a host
     /// given by name is resolved on a helper thread first, then passed to libpq as `hostaddr`.
@@ -216,16 +169,19 @@ impl Conn {
             }
         });
         *conn.connect_timer.borrow_mut() = Some(t);
-        match host_to_resolve(conninfo) {
+        match hosts_to_resolve(conninfo) {
             None => conn.begin(conninfo, None),
-            Some(host) => {
+            Some(list) => {
                 let (weak, conninfo) = (conn.me.clone(), conninfo.to_string());
-                resolve_off_loop(lp, host.clone(), 0, move |addrs| {
+                let names = list.names();
+                resolve_all_off_loop(lp, names.clone(), 0, move |addrs| {
                     if let Some(c) = weak.upgrade() {
-                        if addrs.is_empty() {
-                            c.fail(&format!("could not resolve host name \"{host}\""));
-                        } else {
-                            c.begin(&conninfo, Some((host, addrs)));
+                        match list.expand(&addrs) {
+                            Some(r) => c.begin(&conninfo, Some(r)),
+                            None => c.fail(&format!(
+                                "could not resolve host name \"{}\"",
+                                names.join(",")
+                            )),
                         }
                     }
                 });
@@ -234,33 +190,31 @@ impl Conn {
         conn
     }
 
-    /// Starts libpq's non-blocking connect. When the host was resolved here, libpq gets its
-    /// addresses as `hostaddr` and the name once per address as `host` (it wants as many of
-    /// one as of the other), and tries them in turn.
-    fn begin(&self, conninfo: &str, resolved: Option<(String, Vec<SocketAddr>)>) {
+    /// Starts libpq's non-blocking connect. When host names were resolved here, `resolved`
+    /// replaces the conninfo's host list with one entry per address (see `hosts`), which
+    /// libpq tries in turn without DNS of its own.
+    fn begin(&self, conninfo: &str, resolved: Option<Resolved>) {
         if self.state.get() != State::Connecting {
             return; // closed while resolving
         }
         let info = CString::new(conninfo).unwrap_or_default();
-        let resolved = resolved.map(|(host, addrs)| {
-            let hosts = vec![host; addrs.len()].join(",");
-            let ips: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-            (
-                CString::new(hosts).unwrap_or_default(),
-                CString::new(ips.join(",")).unwrap_or_default(),
-            )
-        });
+        let c = |s: &str| CString::new(s).unwrap_or_default();
+        let lists = resolved.map(|r| (c(&r.host), c(&r.hostaddr), r.port.as_deref().map(c)));
         let mut keys = vec![c"dbname".as_ptr()];
         let mut vals = vec![info.as_ptr()];
-        if let Some((hosts, ips)) = &resolved {
+        if let Some((host, hostaddr, port)) = &lists {
             keys.extend([c"host".as_ptr(), c"hostaddr".as_ptr()]);
-            vals.extend([hosts.as_ptr(), ips.as_ptr()]);
+            vals.extend([host.as_ptr(), hostaddr.as_ptr()]);
+            if let Some(port) = port {
+                keys.push(c"port".as_ptr());
+                vals.push(port.as_ptr());
+            }
         }
         keys.push(std::ptr::null());
         vals.push(std::ptr::null());
         // SAFETY: NULL-terminated keyword/value arrays of C strings that live for the call;
         // expand_dbname=1 lets the dbname value be a full conninfo string or URI, and the later
-        // host and hostaddr override what it says.
+        // host, hostaddr and port override what it says.
         let pg = unsafe { pq::PQconnectStartParams(keys.as_ptr(), vals.as_ptr(), 1) };
         self.pg.set(pg);
         // SAFETY: pg may be NULL (out of memory) or a connection object.
@@ -299,7 +253,11 @@ impl Conn {
             self.fail("connection has no socket");
             return;
         }
-        if fd != self.sock.get() || self.watch.borrow().is_none() {
+        // While connecting, libpq may close its socket and open another (the next host or
+        // address, or a retry without SSL), which often gets the same number; the kernel
+        // forgot the old one's registration. So each step of the connect watches anew.
+        let connecting = self.state.get() == State::Connecting;
+        if connecting || fd != self.sock.get() || self.watch.borrow().is_none() {
             let old = self.watch.borrow_mut().take();
             drop(old);
             let weak = self.me.clone();
@@ -779,28 +737,5 @@ impl Drop for Conn {
             // SAFETY: we own the connection.
             unsafe { pq::PQfinish(pg) };
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_to_resolve;
-
-    #[test]
-    fn only_single_host_names_are_resolved_here() {
-        assert_eq!(
-            host_to_resolve("postgresql://u@db.example:5432/x").as_deref(),
-            Some("db.example")
-        );
-        assert_eq!(
-            host_to_resolve("host=localhost port=5432").as_deref(),
-            Some("localhost")
-        );
-        assert_eq!(host_to_resolve("postgresql://u@127.0.0.1:5432/x"), None);
-        assert_eq!(host_to_resolve("postgresql://u@[::1]:5432/x"), None);
-        assert_eq!(host_to_resolve("host=/var/run/postgresql"), None);
-        assert_eq!(host_to_resolve("host=db hostaddr=10.0.0.1"), None);
-        assert_eq!(host_to_resolve("host=a,b"), None);
-        assert_eq!(host_to_resolve("not a = valid = conninfo"), None);
     }
 }

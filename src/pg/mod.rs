@@ -2,6 +2,7 @@
 //! driven by the loop, and a per-loop pool that reconnects.
 
 mod conn;
+mod hosts;
 mod pool;
 mod result;
 
