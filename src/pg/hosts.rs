@@ -33,8 +33,8 @@ fn needs_dns(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok())
 }
 
-/// The conninfo's hosts (or `PGHOST`'s) when one of them is a name and no `hostaddr` is
-/// given; `None` when libpq needs no DNS, or the conninfo does not parse (libpq reports that
+/// The conninfo's hosts (or `PGHOST`'s) when one of them is a name and no `hostaddr` (or
+/// `PGHOSTADDR`) is given; `None` when libpq needs no DNS, or the conninfo does not parse (libpq reports that
 /// itself).
 pub(crate) fn hosts_to_resolve(conninfo: &str) -> Option<HostList> {
     let c = CString::new(conninfo).ok()?;
@@ -69,8 +69,9 @@ pub(crate) fn hosts_to_resolve(conninfo: &str) -> Option<HostList> {
         }
         pq::PQconninfoFree(opts);
     }
+    let hostaddr = hostaddr.or_else(|| std::env::var("PGHOSTADDR").ok());
     if hostaddr.is_some_and(|a| !a.is_empty()) {
-        return None;
+        return None; // libpq connects to the given addresses without DNS
     }
     let hosts: Vec<String> = host
         .or_else(|| std::env::var("PGHOST").ok())?
