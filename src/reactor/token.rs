@@ -30,14 +30,12 @@ impl Token {
     }
 }
 
-struct Entry<T> {
-    gen: u32,
-    value: Option<T>,
-}
-
-/// Owner of values addressed by `Token`.
+/// Owner of values addressed by `Token`. Generations are kept apart from the values, so a
+/// slot costs `size_of::<Option<T>>() + 4` bytes rather than that rounded up to T's alignment
+/// (the loop has a slot per pending operation, the server one per connection).
 pub struct Slab<T> {
-    entries: Vec<Entry<T>>,
+    values: Vec<Option<T>>,
+    gens: Vec<u32>,
     free: Vec<u32>,
     len: usize,
 }
@@ -45,7 +43,8 @@ pub struct Slab<T> {
 impl<T> Default for Slab<T> {
     fn default() -> Self {
         Slab {
-            entries: Vec::new(),
+            values: Vec::new(),
+            gens: Vec::new(),
             free: Vec::new(),
             len: 0,
         }
@@ -57,43 +56,44 @@ impl<T> Slab<T> {
     pub fn insert(&mut self, value: T) -> Token {
         self.len += 1;
         if let Some(i) = self.free.pop() {
-            let e = &mut self.entries[i as usize];
-            e.value = Some(value);
-            return Token::new(i, e.gen);
+            self.values[i as usize] = Some(value);
+            return Token::new(i, self.gens[i as usize]);
         }
-        let i = self.entries.len() as u32;
+        let i = self.values.len() as u32;
+        self.values.push(Some(value));
         // Generation 1 first, so a zero token never names a live slot.
-        self.entries.push(Entry {
-            gen: 1,
-            value: Some(value),
-        });
+        self.gens.push(1);
         Token::new(i, 1)
+    }
+
+    fn current(&self, t: Token) -> bool {
+        self.gens.get(t.index()) == Some(&t.gen())
     }
 
     /// The value for a token, if the token is still current.
     pub fn get(&self, t: Token) -> Option<&T> {
-        match self.entries.get(t.index()) {
-            Some(e) if e.gen == t.gen() => e.value.as_ref(),
-            _ => None,
+        if !self.current(t) {
+            return None;
         }
+        self.values[t.index()].as_ref()
     }
 
     /// Mutable access for a current token.
     pub fn get_mut(&mut self, t: Token) -> Option<&mut T> {
-        match self.entries.get_mut(t.index()) {
-            Some(e) if e.gen == t.gen() => e.value.as_mut(),
-            _ => None,
+        if !self.current(t) {
+            return None;
         }
+        self.values[t.index()].as_mut()
     }
 
     /// Removes the value; the slot's generation advances so the token goes stale.
     pub fn remove(&mut self, t: Token) -> Option<T> {
-        let e = self.entries.get_mut(t.index())?;
-        if e.gen != t.gen() {
+        if !self.current(t) {
             return None;
         }
-        let v = e.value.take()?;
-        e.gen = e.gen.wrapping_add(1).max(1);
+        let v = self.values[t.index()].take()?;
+        let g = &mut self.gens[t.index()];
+        *g = g.wrapping_add(1).max(1);
         self.free.push(t.index() as u32);
         self.len -= 1;
         Some(v)
@@ -101,10 +101,11 @@ impl<T> Slab<T> {
 
     /// The occupied slots with their tokens.
     pub fn iter(&self) -> impl Iterator<Item = (Token, &T)> {
-        self.entries
+        self.values
             .iter()
+            .zip(&self.gens)
             .enumerate()
-            .filter_map(|(i, e)| e.value.as_ref().map(|v| (Token::new(i as u32, e.gen), v)))
+            .filter_map(|(i, (v, g))| v.as_ref().map(|v| (Token::new(i as u32, *g), v)))
     }
 
     /// Number of occupied slots.
