@@ -36,8 +36,7 @@ struct Attempts {
 /// cancels the attempts); returning false closes that attempt and stops them (`CANCELLED`).
 /// `done` runs once, possibly before this returns: `Ok` when the stream last adopted is
 /// connected, else the last attempt's error (`TIMEOUT` when the time ran out, `INVALID` when
-/// `addrs` is empty). A failed attempt's
-/// stream is closed here.
+/// `addrs` is empty). A failed attempt's stream is closed here.
 pub(crate) fn connect_first(
     lp: &Loop,
     addrs: Vec<SocketAddr>,
@@ -95,7 +94,8 @@ impl Attempts {
                 self.finish(Ok(()));
             }
             Err(e) => {
-                if let Some(s) = self.current.borrow_mut().take() {
+                let failed = self.current.borrow_mut().take();
+                if let Some(s) = failed {
                     s.close(|| ());
                 }
                 if self.declined.get() {
