@@ -163,7 +163,8 @@ impl EpollDriver {
         }
     }
 
-    /// Sets (or with `None` clears) the operation pending on `op`'s side of `fd`.
+    /// Sets (or with `None` clears) the operation pending on one side of `fd` (the read side
+    /// when `read_side`).
     fn set_side(&mut self, fd: RawFd, read_side: bool, pending: Option<(Token, Op)>) {
         let s = self.fds.slot(fd);
         if read_side {
