@@ -17,7 +17,7 @@ use pq_sys as pq;
 use super::copy::CopyState;
 use super::hosts::{hosts_to_resolve, Resolved};
 use super::notify::Notification;
-use super::pipeline::{Done, InFlight};
+use super::pipeline::InFlight;
 use super::result::PgError;
 use crate::error::Error;
 use crate::net::resolve::resolve_all_off_loop;
@@ -387,13 +387,8 @@ impl Conn {
             unsafe { pq::PQfinish(pg) };
         }
         let failed: Vec<InFlight> = self.inflight.borrow_mut().drain(..).collect();
-        for mut f in failed {
-            let e = PgError::new(Error::PG_CONNECTION, why);
-            match f.done.take() {
-                Some(Done::One(cb)) => cb(Err(e)),
-                Some(Done::Many(cb)) => cb(f.outcomes.iter().map(|_| Err(e.clone())).collect()),
-                None => {}
-            }
+        for f in failed {
+            f.fail(PgError::new(Error::PG_CONNECTION, why));
         }
         let copy = self.copy.borrow_mut().take();
         if let Some(c) = copy {

@@ -335,31 +335,31 @@ impl PgPool {
         CopyShared::new(self, out, step, on_data, on_ready, on_done)
     }
 
+    /// Asks for a connection for `s`, and starts it there once nothing else is in flight.
+    /// The queue, then the connection's idle hook, then the connection itself hold `s` while
+    /// it runs: its handles may all be dropped.
     fn lease_for_copy(&self, s: &Rc<CopyShared>) {
-        let weak = Rc::downgrade(s);
+        let s2 = s.clone();
         let id = self.inner.lease(
             Route::Primary,
             self.inner.deadline(),
             Box::new(move |r| {
-                let Some(s) = weak.upgrade() else { return };
+                let s = s2;
                 match r {
                     Err(e) => s.finish(Err(e)),
                     Ok(lease) => {
+                        if s.phase.get() != Phase::Waiting {
+                            return; // cancelled meanwhile: the lease goes straight back
+                        }
                         let conn = lease.conn().clone();
                         *s.lease.borrow_mut() = Some(lease);
-                        let weak = Rc::downgrade(&s);
                         let c2 = Rc::downgrade(&conn);
-                        conn.when_idle(Box::new(move || {
-                            if let (Some(s), Some(c)) = (weak.upgrade(), c2.upgrade()) {
-                                if c.state() == State::Ready {
-                                    s.start_on(&c);
-                                } else {
-                                    s.finish(Err(PgError::new(
-                                        Error::PG_CONNECTION,
-                                        "the connection broke",
-                                    )));
-                                }
-                            }
+                        conn.when_idle(Box::new(move || match c2.upgrade() {
+                            Some(c) if c.state() == State::Ready => s.start_on(&c),
+                            _ => s.finish(Err(PgError::new(
+                                Error::PG_CONNECTION,
+                                "the connection broke",
+                            ))),
                         }));
                     }
                 }

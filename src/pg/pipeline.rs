@@ -91,7 +91,7 @@ pub(super) enum Group {
 }
 
 pub(crate) struct InFlight {
-    pub(super) done: Option<Done>,
+    done: Option<Done>,
     /// What was sent, kept for one resend (see `stray_cancel_until`).
     steps: Vec<Step>,
     resent: bool,
@@ -100,11 +100,22 @@ pub(crate) struct InFlight {
     cursor: usize,
     /// Whether a result arrived for the group at `cursor` (a NULL then ends it).
     seen: bool,
-    pub(super) outcomes: Vec<Option<Result<PgResult, PgError>>>,
+    outcomes: Vec<Option<Result<PgResult, PgError>>>,
     /// The error of a failed prepare, reported for the statement it was for.
     prepare_error: Option<PgError>,
     deadline: Option<Instant>,
     timed_out: bool,
+}
+
+impl InFlight {
+    /// Fails every statement of the query with `e`.
+    pub(super) fn fail(mut self, e: PgError) {
+        match self.done.take() {
+            Some(Done::One(cb)) => cb(Err(e)),
+            Some(Done::Many(cb)) => cb(self.outcomes.iter().map(|_| Err(e.clone())).collect()),
+            None => {}
+        }
+    }
 }
 
 impl Conn {
@@ -289,6 +300,26 @@ impl Conn {
                 unsafe { pq::PQclear(res) };
                 self.complete_front();
                 continue;
+            }
+            if matches!(
+                status,
+                pq::ExecStatusType::PGRES_COPY_OUT
+                    | pq::ExecStatusType::PGRES_COPY_IN
+                    | pq::ExecStatusType::PGRES_COPY_BOTH
+            ) {
+                // A COPY sent as a query: pipeline mode cannot run it, and libpq would report
+                // it forever. The query fails; the connection, stuck in COPY, is replaced.
+                // SAFETY: we own res.
+                unsafe { pq::PQclear(res) };
+                let front = self.inflight.borrow_mut().pop_front();
+                if let Some(f) = front {
+                    let e = PgError::new(
+                        Error::INVALID,
+                        "COPY cannot run as a query: use copy_in or copy_out",
+                    );
+                    InFlight::fail(f, e);
+                }
+                return self.fail("a COPY was sent as a query");
             }
             self.record(res, status);
         }

@@ -66,8 +66,9 @@ impl TxnOptions {
 /// Called once when a transaction ends.
 pub type EndCb = Box<dyn FnOnce(Result<(), PgError>)>;
 
-/// An interactive transaction. Clones share it; when the last one is dropped before `commit`
-/// or `rollback`, it rolls back. Loop thread only.
+/// An interactive transaction. Clones share it. When the last one is dropped before `commit`
+/// or `rollback` was asked, it rolls back (what was queued and not sent fails with
+/// `CANCELLED`); once either was asked, it finishes by itself. Loop thread only.
 #[derive(Clone)]
 pub struct Transaction {
     inner: Rc<TxnInner>,
@@ -117,6 +118,8 @@ struct TxnInner {
     ops: RefCell<VecDeque<Op>>,
     copy: RefCell<Option<Rc<CopyShared>>>,
     timer: RefCell<Option<Timer>>,
+    /// Set by `commit`/`rollback`: the transaction finishes even when every handle is gone.
+    keep: RefCell<Option<Rc<TxnInner>>>,
     me: Weak<TxnInner>,
 }
 
@@ -139,6 +142,7 @@ impl PgPool {
             ops: RefCell::new(VecDeque::new()),
             copy: RefCell::new(None),
             timer: RefCell::new(None),
+            keep: RefCell::new(None),
             me: me.clone(),
         });
         let limit = opts.timeout.or(self.inner.opts.query_timeout);
@@ -252,6 +256,7 @@ impl Transaction {
                 None => t.lp.defer(move || cb(Err(ended()))),
             };
         }
+        *t.keep.borrow_mut() = t.me.upgrade();
         t.push(Op::End {
             commit,
             cb: Some(cb),
@@ -529,6 +534,7 @@ impl TxnInner {
         // The lease goes back now: whatever the pool sends next runs after the end.
         self.finished.set(true);
         self.timer.borrow_mut().take();
+        self.let_go();
         let lease = self.lease.borrow_mut().take();
         if let Err(q) = conn.send(q) {
             let e = PgError::new(Error::PG_CONNECTION, "the connection broke");
@@ -566,6 +572,7 @@ impl TxnInner {
             return;
         }
         self.timer.borrow_mut().take();
+        self.let_go();
         if let Some(id) = self.lease_id.take() {
             drop(self.pool.withdraw_lease(id));
         }
@@ -575,6 +582,14 @@ impl TxnInner {
                 send_rollback(lease.conn());
             }
             drop(lease);
+        }
+    }
+
+    /// Drops the hold `commit`/`rollback` took, from the loop (never under our own feet).
+    fn let_go(&self) {
+        let keep = self.keep.borrow_mut().take();
+        if keep.is_some() {
+            self.lp.defer(move || drop(keep));
         }
     }
 

@@ -103,9 +103,11 @@ impl Cluster {
         if action == "start" {
             cmd.args(["-o", &opts]);
         }
+        let out = cmd.arg(action).output().unwrap();
         assert!(
-            cmd.arg(action).status().unwrap().success(),
-            "pg_ctl {action}"
+            out.status.success(),
+            "pg_ctl {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
