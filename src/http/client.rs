@@ -184,6 +184,15 @@ struct Conn {
     last_read: Cell<std::time::Instant>,
 }
 
+impl Conn {
+    /// Whether the connection's pending read keeps the loop running (not while pooled idle).
+    fn keep_loop_alive(&self, keeps: bool) {
+        if let Some(s) = self.stream.borrow().as_ref() {
+            s.set_keeps_loop_alive(keeps);
+        }
+    }
+}
+
 #[derive(Default)]
 struct OriginState {
     idle: Vec<Rc<Conn>>,
@@ -463,6 +472,7 @@ impl ClientInner {
             Some(c) => {
                 let t = c.idle_timer.borrow_mut().take();
                 drop(t);
+                c.keep_loop_alive(true);
                 c.reused.set(true);
                 self.send(&c, p);
             }
@@ -686,7 +696,10 @@ impl ClientInner {
             self.send(conn, p);
             return;
         }
+        // Pooled and idle, it must not keep the loop running: neither its read (which only
+        // notices the server closing it) nor its expiry.
         let t = Timer::new(&self.lp);
+        t.set_keeps_loop_alive(false);
         let (me, weak) = (self.me.clone(), Rc::downgrade(conn));
         t.start(self.opts.idle_timeout, None, move || {
             if let (Some(me), Some(c)) = (me.upgrade(), weak.upgrade()) {
@@ -694,6 +707,7 @@ impl ClientInner {
             }
         });
         *conn.idle_timer.borrow_mut() = Some(t);
+        conn.keep_loop_alive(false);
         self.origins
             .borrow_mut()
             .entry(conn.origin.clone())
