@@ -23,7 +23,7 @@ EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server $(BINDIR)/client
-C_TESTS    := test_loop test_tcp test_http test_http_client test_pg test_misuse
+C_TESTS    := test_loop test_tcp test_http test_http_client test_pg test_misuse test_cpp
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
@@ -120,6 +120,14 @@ $(TESTDIR)/%: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
 $(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
 	$(CC) -std=c11 $(CWARN) -Iinclude -Itests/c -O1 -g $(SAN) $< -o $@ $(EX_LDFLAGS)
+
+$(TESTDIR)/%: tests/c/%.cpp tests/c/check.h include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+	@mkdir -p $(TESTDIR)
+	$(CXX) -std=c++17 $(CWARN) -Iinclude -Itests/c -O1 -g $< -o $@ $(EX_LDFLAGS)
+
+$(TESTDIR)/%.asan: tests/c/%.cpp tests/c/check.h include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+	@mkdir -p $(TESTDIR)
+	$(CXX) -std=c++17 $(CWARN) -Iinclude -Itests/c -O1 -g $(SAN) $< -o $@ $(EX_LDFLAGS)
 
 # C programs against the shared library: plain, under ASan+UBSan, and one under valgrind.
 test-c: $(addprefix $(TESTDIR)/,$(C_TESTS)) $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))
