@@ -17,7 +17,7 @@ use pq_sys as pq;
 use super::copy::CopyState;
 use super::hosts::{hosts_to_resolve, Resolved};
 use super::notify::Notification;
-use super::pipeline::InFlight;
+use super::pipeline::{InFlight, STRAY_CANCEL_WINDOW};
 use super::result::PgError;
 use crate::error::Error;
 use crate::net::resolve::resolve_all_off_loop;
@@ -66,6 +66,10 @@ pub(crate) struct Conn {
     /// Until when a cancel sent for a query that then finished normally may still reach this
     /// connection's backend, and cancel the next query instead: that query is sent again.
     pub(super) stray_cancel_until: Cell<Option<Instant>>,
+    /// Cancel requests handed to the blocking-work pool whose `PQcancel` has not returned: the
+    /// pool may hold one back behind other work, so the stray-cancel window opens only when
+    /// the last of them was delivered.
+    pub(super) cancels_in_flight: Cell<usize>,
     /// False once corking failed (a Unix socket): not tried again.
     can_cork: Cell<bool>,
     /// Lent to one transaction or COPY (see `lease.rs`): the pool sends it nothing else.
@@ -110,6 +114,7 @@ impl Conn {
             connect_timer: RefCell::new(None),
             corked: Cell::new(None),
             stray_cancel_until: Cell::new(None),
+            cancels_in_flight: Cell::new(0),
             can_cork: Cell::new(true),
             leased: Cell::new(false),
             copy: RefCell::new(None),
@@ -348,7 +353,7 @@ impl Conn {
     }
 
     /// Sends a cancel request for whatever the backend runs now. `PQcancel` blocks, so it runs
-    /// on a short-lived thread, never on the loop.
+    /// on the blocking-work pool, never on the loop.
     pub(super) fn send_cancel(&self) {
         // SAFETY: live connection; PQgetCancel copies what the cancel request needs.
         let cancel = unsafe { pq::PQgetCancel(self.pg.get()) };
@@ -356,24 +361,49 @@ impl Conn {
             return;
         }
         struct SendCancel(*mut pq::PGcancel);
-        // SAFETY: the PGcancel object is owned by the thread from here on; libpq documents
+        // SAFETY: the PGcancel object is owned by the worker from here on; libpq documents
         // PQcancel as safe to call from another thread.
         unsafe impl Send for SendCancel {}
         let c = SendCancel(cancel);
-        std::thread::spawn(move || {
-            let c = c;
-            let mut buf = [0 as c_char; 256];
-            // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
-            unsafe {
-                pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
-                pq::PQfreeCancel(c.0);
-            }
-        });
+        self.cancels_in_flight.set(self.cancels_in_flight.get() + 1);
+        let me = self.me.clone();
+        crate::reactor::run_blocking(
+            &self.lp,
+            move || {
+                let c = c;
+                let mut buf = [0 as c_char; 256];
+                // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
+                unsafe {
+                    pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
+                    pq::PQfreeCancel(c.0);
+                }
+            },
+            move |()| {
+                if let Some(c) = me.upgrade() {
+                    c.cancel_delivered();
+                }
+            },
+        );
+    }
+
+    /// A `PQcancel` returned: the cancel reached the server (or failed to).
+    fn cancel_delivered(&self) {
+        let n = self.cancels_in_flight.get().saturating_sub(1);
+        self.cancels_in_flight.set(n);
+        if n == 0 && self.stray_cancel_until.get().is_some() {
+            self.stray_cancel_until
+                .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+        }
     }
 
     /// Breaks the connection: every query in flight fails with `PG_CONNECTION`, the socket
     /// watch ends and libpq's connection is freed. The owner hears `broken` once.
     pub(crate) fn fail(&self, why: &str) {
+        self.fail_with(Error::PG_CONNECTION, why);
+    }
+
+    /// As `fail`, with `code` for the work in flight (`CANCELLED` when the pool closes).
+    pub(crate) fn fail_with(&self, code: Error, why: &str) {
         if self.state.replace(State::Closed) == State::Closed {
             return;
         }
@@ -388,11 +418,11 @@ impl Conn {
         }
         let failed: Vec<InFlight> = self.inflight.borrow_mut().drain(..).collect();
         for f in failed {
-            f.fail(PgError::new(Error::PG_CONNECTION, why));
+            f.fail(PgError::new(code, why));
         }
         let copy = self.copy.borrow_mut().take();
         if let Some(c) = copy {
-            c.fail(PgError::new(Error::PG_CONNECTION, why));
+            c.fail(PgError::new(code, why));
         }
         let hook = self.idle_hook.borrow_mut().take();
         if let Some(h) = hook {

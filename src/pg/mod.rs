@@ -15,6 +15,7 @@ mod txn;
 mod value;
 
 pub use copy::{CopyDoneCb, CopyIn, CopyOut, Flow};
+pub use hosts::check_conninfo;
 pub use notify::{ListenerOptions, Notification, PgListener};
 pub use pipeline::Statement;
 pub use pool::{BatchStep, PgPool, PoolOptions, PoolStats, QueryOptions};

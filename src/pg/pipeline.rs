@@ -21,7 +21,10 @@ pub type QueryCb = Box<dyn FnOnce(Result<PgResult, PgError>)>;
 pub type BatchCb = Box<dyn FnOnce(Vec<Result<PgResult, PgError>>)>;
 
 /// How long after a cancelled query finished by itself its cancel may still arrive.
-const STRAY_CANCEL_WINDOW: Duration = Duration::from_secs(2);
+pub(super) const STRAY_CANCEL_WINDOW: Duration = Duration::from_secs(2);
+/// How long the window stays open while the cancel has not been delivered yet (it waits for a
+/// blocking-work worker); its delivery then starts `STRAY_CANCEL_WINDOW`.
+const UNDELIVERED_CANCEL_WINDOW: Duration = Duration::from_secs(3600);
 
 /// What to run.
 pub enum Statement {
@@ -358,7 +361,8 @@ impl Conn {
                 let mut e = PgError::from_result(res);
                 // SAFETY: we own res.
                 unsafe { pq::PQclear(res) };
-                if f.timed_out && e.sqlstate == "57014" {
+                let expired = f.deadline.is_some_and(|d| d <= self.lp.now());
+                if (f.timed_out || expired) && e.sqlstate == "57014" {
                     e = PgError::new(Error::TIMEOUT, "the query timed out and was cancelled");
                 }
                 Err(e)
@@ -416,9 +420,9 @@ impl Conn {
         let hit = f.outcomes.iter().any(cancelled);
         if f.timed_out {
             if !hit {
-                // Finished before its cancel took effect: the cancel may still land.
-                self.stray_cancel_until
-                    .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+                // Finished before its cancel took effect: the cancel may still land, within
+                // the window after it was delivered.
+                self.open_stray_window();
             } else {
                 self.stray_cancel_until.set(None);
             }
@@ -447,6 +451,19 @@ impl Conn {
         true
     }
 
+    /// Opens the window in which a query failing with `query_canceled` was hit by a cancel
+    /// meant for an earlier one: from now, or from the delivery of the cancels still queued.
+    fn open_stray_window(&self) {
+        // While a cancel still waits for a worker, the window stays open until it was
+        // delivered; `cancel_delivered` then starts the usual one.
+        let span = if self.cancels_in_flight.get() > 0 {
+            UNDELIVERED_CANCEL_WINDOW
+        } else {
+            STRAY_CANCEL_WINDOW
+        };
+        self.stray_cancel_until.set(Some(self.lp.now() + span));
+    }
+
     /// Simulates the race `resend_if_stray_cancelled` handles, for tests: as if a query had
     /// timed out and then finished just before its cancel arrived, sends a cancel now (it hits
     /// whatever the backend runs).
@@ -470,7 +487,7 @@ impl Conn {
     }
 
     /// Cancels the query the server runs now if it is the front one and its deadline passed:
-    /// `PQcancel` blocks, so it runs on a short-lived thread, never on the loop.
+    /// `PQcancel` blocks, so it runs on the blocking-work pool, never on the loop.
     pub(crate) fn cancel_if_expired(&self, now: Instant) {
         let mut q = self.inflight.borrow_mut();
         let Some(f) = q.front_mut() else { return };

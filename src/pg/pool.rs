@@ -323,8 +323,8 @@ impl PgPool {
         s
     }
 
-    /// Closes every connection; queued and in-flight work fails. Later work fails with
-    /// `PG_UNAVAILABLE`.
+    /// Closes every connection; queued and in-flight work completes with `CANCELLED`, from the
+    /// loop (never inside this call). Later work fails with `PG_UNAVAILABLE`.
     pub fn close(&self) {
         let inner = &self.inner;
         if inner.closed.replace(true) {
@@ -341,13 +341,15 @@ impl PgPool {
                 s.conn.take()
             })
             .collect();
-        for c in conns {
-            c.close();
-        }
         let queued: Vec<Waiter> = inner.queue.borrow_mut().drain(..).collect();
-        for w in queued {
-            w.fail(PgError::new(Error::PG_UNAVAILABLE, "the pool is closed"));
-        }
+        inner.lp.defer(move || {
+            for c in conns {
+                c.fail_with(Error::CANCELLED, "the pool was closed");
+            }
+            for w in queued {
+                w.fail(PgError::new(Error::CANCELLED, "the pool was closed"));
+            }
+        });
     }
 }
 
