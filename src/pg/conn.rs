@@ -432,11 +432,6 @@ impl Conn {
             o.broken(self.id, why);
         }
     }
-
-    /// Closes the connection; queries in flight fail with `PG_CONNECTION`.
-    pub(crate) fn close(&self) {
-        self.fail("connection closed");
-    }
 }
 
 impl Drop for Conn {

@@ -196,9 +196,8 @@ impl PgListener {
             .is_some_and(|c| c.state() == State::Ready)
     }
 
-    /// Closes the connection; no notification is delivered after this returns. `listen`
-    /// calls still waiting complete with `PG_UNAVAILABLE` (from the loop), those in flight
-    /// with `PG_CONNECTION`.
+    /// Closes the connection; no notification is delivered after this returns. `listen` and
+    /// `unlisten` calls not answered yet complete with `CANCELLED`.
     pub fn close(&self) {
         self.inner.close();
     }
@@ -244,15 +243,17 @@ impl ListenerInner {
         self.retry.borrow_mut().take();
         let c = self.conn.borrow_mut().take();
         if let Some(c) = c {
-            c.close();
+            // From the loop, like the pool: answers in flight never run inside this call.
+            self.lp
+                .defer(move || c.fail_with(Error::CANCELLED, "the listener was closed"));
         }
-        self.fail_waiting("the listener is closed");
+        self.fail_waiting(Error::CANCELLED, "the listener was closed");
     }
 
-    fn fail_waiting(&self, why: &str) {
+    fn fail_waiting(&self, code: Error, why: &str) {
         let waiting: Vec<(String, ListenCb)> = self.waiting.borrow_mut().drain(..).collect();
         for (_, cb) in waiting {
-            let e = PgError::new(Error::PG_UNAVAILABLE, why);
+            let e = PgError::new(code, why);
             self.lp.defer(move || cb(Err(e)));
         }
     }
@@ -309,7 +310,7 @@ impl ConnEvents for ListenerInner {
         if self.closed.get() {
             return;
         }
-        self.fail_waiting(why);
+        self.fail_waiting(Error::PG_UNAVAILABLE, why);
         let delay = self.backoff.borrow_mut().next_delay();
         let t = Timer::new(&self.lp);
         let weak = self.me.clone();
