@@ -592,7 +592,10 @@ impl Conn {
             }
             PGRES_COMMAND_OK => {
                 let rows = PgResult::from_raw(res).affected_rows();
-                (Stage::Finishing, Some(Ok(rows)))
+                // Cancelled, but done before the cancel landed: what came after the cancel
+                // was dropped, so it still ends as cancelled.
+                let r = if cancelling { Err(cancelled()) } else { Ok(rows) };
+                (Stage::Finishing, Some(r))
             }
             PGRES_TUPLES_OK | PGRES_EMPTY_QUERY => {
                 drop(PgResult::from_raw(res));
