@@ -594,7 +594,11 @@ impl Conn {
                 let rows = PgResult::from_raw(res).affected_rows();
                 // Cancelled, but done before the cancel landed: what came after the cancel
                 // was dropped, so it still ends as cancelled.
-                let r = if cancelling { Err(cancelled()) } else { Ok(rows) };
+                let r = if cancelling {
+                    Err(cancelled())
+                } else {
+                    Ok(rows)
+                };
                 (Stage::Finishing, Some(r))
             }
             PGRES_TUPLES_OK | PGRES_EMPTY_QUERY => {

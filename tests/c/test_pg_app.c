@@ -114,6 +114,10 @@ static void expect_ok(int status, const aloop_pg_result_t *r, void *ud) {
 
 static void increments(struct ctx *c) {
     const char *name[] = {c->backend == 1 ? "c-uring" : "c-epoll"};
+    /* The plain and the sanitized run share a cluster: start from nothing. */
+    CHECK_RC(aloop_pg_query(c->pool, "DELETE FROM counters WHERE name = $1", 1, name, expect_ok, c, NULL), 0);
+    c->pending = 1;
+    wait_all(c);
     for (int i = 0; i < 50; i++) {
         struct incr *in = calloc(1, sizeof *in);
         in->c = c;
@@ -322,8 +326,9 @@ static int copy_data(aloop_pg_copy_t *copy, const void *data, size_t len, void *
 static void copy_out_done(aloop_pg_copy_t *copy, int status, uint64_t rows, const char *sqlstate, const char *message,
                           void *ud) {
     struct ctx *c = ud;
-    (void)sqlstate;
-    (void)message;
+    if (status != 0 || c->lines != 50000)
+        fprintf(stderr, "copy out: status %d rows %llu lines %lld: %s (%s)\n", status, (unsigned long long)rows,
+                c->lines, message, sqlstate);
     CHECK_RC(status, 0);
     CHECK(rows == 50000);
     CHECK(c->lines == 50000);
@@ -335,9 +340,9 @@ static void copy_cancelled(aloop_pg_copy_t *copy, int status, uint64_t rows, con
                            const char *message, void *ud) {
     struct ctx *c = ud;
     (void)copy;
-    (void)rows;
-    (void)sqlstate;
-    (void)message;
+    if (status != ALOOP_E_CANCELLED)
+        fprintf(stderr, "cancelled copy: status %d rows %llu lines %lld: %s (%s)\n", status,
+                (unsigned long long)rows, c->lines, message, sqlstate);
     CHECK_RC(status, ALOOP_E_CANCELLED);
     done_one(c);
 }
@@ -345,6 +350,10 @@ static void copy_cancelled(aloop_pg_copy_t *copy, int status, uint64_t rows, con
 static void copies(struct ctx *c) {
     char table[64], sql[160];
     snprintf(table, sizeof table, "c_copy_%d", c->backend);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", table);
+    CHECK_RC(aloop_pg_query(c->pool, sql, 0, NULL, expect_ok, c, NULL), 0);
+    c->pending = 1;
+    wait_all(c);
     snprintf(sql, sizeof sql, "CREATE TABLE %s (id bigint, pad text)", table);
     CHECK_RC(aloop_pg_query(c->pool, sql, 0, NULL, expect_ok, c, NULL), 0);
     c->pending = 1;
@@ -398,11 +407,13 @@ static void on_listening(int status, const char *sqlstate, const char *message, 
 static int sender_pid;
 
 static void on_notified_sent(int status, const aloop_pg_result_t *r, void *ud) {
-    (void)ud;
+    if (status != 0)
+        fprintf(stderr, "notify query: %s (%s)\n", aloop_pg_result_error_message(r), aloop_pg_result_sqlstate(r));
     CHECK_RC(status, 0);
     int64_t pid = 0;
     CHECK_RC(aloop_pg_result_get_int64(r, 0, 0, &pid), 0);
     sender_pid = (int)pid;
+    done_one(ud);
 }
 
 static void notifications(struct ctx *c, const char *url) {
@@ -416,9 +427,9 @@ static void notifications(struct ctx *c, const char *url) {
     wait_all(c);
     CHECK_RC(aloop_pg_listener_connected(l), 1);
     CHECK_RC(aloop_pg_query(c->pool, "SELECT pg_backend_pid(), pg_notify('c_jobs', 'hello from C')", 0, NULL,
-                            on_notified_sent, NULL, NULL),
+                            on_notified_sent, c, NULL),
              0);
-    c->pending = 1;
+    c->pending = 2;
     c->dtors = 0;
     wait_all(c);
     CHECK(c->notified == 1 && strcmp(c->payload, "hello from C") == 0);
