@@ -23,7 +23,7 @@ EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server $(BINDIR)/client
-C_TESTS    := test_loop test_tcp test_http test_http_client test_pg
+C_TESTS    := test_version test_loop test_tcp test_http test_http_client test_pg
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
@@ -31,12 +31,15 @@ RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.to
 
 all: lib examples
 
+# Installs the Debian packages building needs (as root; otherwise prints the apt-get command).
+# `make test`, `make run`, `make bench`, `make fuzz` and `make docs` install their own tools;
+# plain `make` installs nothing: it checks, and prints what to run when something is missing.
 deps:
 	@scripts/deps.sh build
 
 # The library: one cargo build gives the cdylib, the staticlib and the header.
 $(RELEASE)/libasyncloop.so $(RELEASE)/libasyncloop.a include/asyncloop.h: $(RUST_SRC)
-	@scripts/deps.sh build
+	@scripts/deps.sh --check build
 	$(CARGO) build --release --lib
 	@touch include/asyncloop.h
 
