@@ -102,19 +102,39 @@ test-symbols: $(LIBFILES)
 	@readelf -d $(LIBDIR)/libasyncloop.so | grep -q "SONAME.*\[$(SONAME)\]" || { echo "SONAME is not $(SONAME)"; exit 1; }
 	@echo "symbols: $$(nm -D --defined-only $(LIBDIR)/libasyncloop.so | wc -l) exports, all aloop_; SONAME $(SONAME)"
 
-# make install into a scratch prefix, then build and run a C test against it with pkg-config,
-# linked statically and dynamically.
+# make install into a scratch prefix, then build the consumer project (tests/consumer/) against
+# it three ways and run each result: CMake's find_package (the shared and the static library),
+# pkg-config, and pkg-config --static (a fully static program). The palindrome example is linked
+# fully static too and answers a request. CMake must refuse a version the prefix does not have.
+INST      = $(CURDIR)/$(TESTDIR)/prefix
+INST_PC   = env PKG_CONFIG_PATH=$(INST)/lib/pkgconfig pkg-config
+CONSUMER  = $(TESTDIR)/consumer
 test-install: $(LIBFILES)
-	@rm -rf $(TESTDIR)/prefix && mkdir -p $(TESTDIR)
-	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(TESTDIR)/prefix >/dev/null
-	@pc="PKG_CONFIG_PATH=$(CURDIR)/$(TESTDIR)/prefix/lib/pkgconfig"; \
-	 $(CC) -std=c11 $(CWARN) -Itests/c tests/c/test_loop.c -o $(TESTDIR)/installed_shared \
-	   $$(env $$pc pkg-config --cflags --libs asyncloop) -Wl,-rpath,$(CURDIR)/$(TESTDIR)/prefix/lib -lpthread && \
-	 $(CC) -std=c11 $(CWARN) -Itests/c tests/c/test_loop.c -o $(TESTDIR)/installed_static \
-	   $$(env $$pc pkg-config --cflags asyncloop) $(TESTDIR)/prefix/lib/libasyncloop.a \
-	   $$(env $$pc pkg-config --libs-only-l --static asyncloop | sed 's/-lasyncloop//') -lpthread
-	@$(TESTDIR)/installed_shared >/dev/null && $(TESTDIR)/installed_static >/dev/null
-	@echo "install: pkg-config build against the installed library OK (shared and static)"
+	@rm -rf $(INST) $(CONSUMER) && mkdir -p $(CONSUMER)
+	@$(MAKE) --no-print-directory install PREFIX=$(INST) >/dev/null
+	@test -f $(INST)/lib/cmake/asyncloop/asyncloop-config.cmake && test -f $(INST)/lib/cmake/asyncloop/asyncloop-config-version.cmake
+	@cmake -S tests/consumer -B $(CONSUMER)/cmake -DCMAKE_PREFIX_PATH=$(INST) \
+	   -DASYNCLOOP_VERSION_WANTED=$(MAJOR).$(word 2,$(subst ., ,$(VERSION))) >$(CONSUMER)/cmake.log 2>&1 \
+	   && cmake --build $(CONSUMER)/cmake >>$(CONSUMER)/cmake.log 2>&1 || { cat $(CONSUMER)/cmake.log; exit 1; }
+	@$(CONSUMER)/cmake/consumer && $(CONSUMER)/cmake/consumer_static
+	@! ldd $(CONSUMER)/cmake/consumer_static | grep -q libasyncloop || { echo "consumer_static needs libasyncloop.so"; exit 1; }
+	@ldd $(CONSUMER)/cmake/consumer | grep -q "libasyncloop.so.$(MAJOR) => $(INST)/lib/" || { echo "consumer does not use the installed libasyncloop.so"; exit 1; }
+	@! cmake -S tests/consumer -B $(CONSUMER)/cmake-future -DCMAKE_PREFIX_PATH=$(INST) \
+	   -DASYNCLOOP_VERSION_WANTED=$$(($(MAJOR) + 1)).0 >$(CONSUMER)/cmake-future.log 2>&1 \
+	   || { echo "find_package(asyncloop $$(($(MAJOR) + 1)).0) was not refused"; exit 1; }
+	@$(CC) -std=c11 $(CWARN) tests/consumer/consumer.c -o $(CONSUMER)/pkgconfig \
+	   $$($(INST_PC) --cflags --libs asyncloop) -Wl,-rpath,$(INST)/lib
+	@$(CONSUMER)/pkgconfig
+	@$(CC) -std=c11 $(CWARN) -DCONSUMER_NO_PG -static tests/consumer/consumer.c -o $(CONSUMER)/pkgconfig_static \
+	   $$($(INST_PC) --static --cflags --libs asyncloop) -Wl,--gc-sections 2>$(CONSUMER)/static.log \
+	   || { cat $(CONSUMER)/static.log; exit 1; }
+	@file $(CONSUMER)/pkgconfig_static | grep -q "statically linked" || { echo "pkgconfig_static is not static"; exit 1; }
+	@$(CONSUMER)/pkgconfig_static
+	@$(CC) -std=c11 $(CWARN) -static examples-c/palindrome.c -o $(CONSUMER)/palindrome_static \
+	   $$($(INST_PC) --static --cflags --libs asyncloop) -Wl,--gc-sections 2>>$(CONSUMER)/static.log \
+	   || { cat $(CONSUMER)/static.log; exit 1; }
+	@python3 tests/consumer/palindrome_static.py $(CONSUMER)/palindrome_static
+	@echo "install: consumer built with CMake (shared, static), pkg-config and pkg-config --static (fully static); static palindrome answers"
 
 $(TESTDIR)/%: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
@@ -199,6 +219,10 @@ install: lib
 	@[ ! -f include/asyncloop.hpp ] || install -m 0644 include/asyncloop.hpp $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/asyncloop.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/asyncloop.pc
+	install -d $(DESTDIR)$(PREFIX)/lib/cmake/asyncloop
+	for f in asyncloop-config asyncloop-config-version; do \
+	  sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' -e 's|@MINOR@|$(word 2,$(subst ., ,$(VERSION)))|g' \
+	    scripts/$$f.cmake.in > $(DESTDIR)$(PREFIX)/lib/cmake/asyncloop/$$f.cmake || exit 1; done
 
 clean:
 	rm -rf $(BUILD)
