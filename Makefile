@@ -27,7 +27,7 @@ C_TESTS    := test_version test_loop test_tcp test_http test_http_client test_pg
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e test-sanitize lint fuzz soak bench run install clean deps
+.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e test-sanitize test-guides test-docs docs lint fuzz soak bench run install clean deps
 
 all: lib examples
 
@@ -68,12 +68,15 @@ $(BINDIR)/%: examples-c/%.cpp include/asyncloop.h include/asyncloop.hpp $(LIBFIL
 
 # ---- tests --------------------------------------------------------------------------------
 
-test: lib examples
+# Targets that install their tools do so first, then build: the library rule only checks.
+test:
 	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory lib examples
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-header test-symbols test-install
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-c
+	$(MAKE) --no-print-directory test-guides test-docs
 	$(MAKE) --no-print-directory test-e2e
 
 lint:
@@ -170,26 +173,57 @@ $(SANLIB)/$(SONAME): $(RUST_SRC)
 	  --target $(HOST) --target-dir $(BUILD)/san/target
 	cp $(BUILD)/san/target/$(HOST)/release/libasyncloop.so $@.tmp && mv -f $@.tmp $@
 
-test-sanitize: examples $(SANDIR)/palindrome $(SANDIR)/server $(SANDIR)/client $(SANLIB)/$(SONAME) \
-               $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))
+test-sanitize:
 	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory examples $(SANDIR)/palindrome $(SANDIR)/server $(SANDIR)/client \
+	  $(SANLIB)/$(SONAME) $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))
 	@scripts/sanitize-session.sh $(SANDIR) $(BINDIR) $(SANLIB) $(TESTDIR)
+
+# The guides' C and C++ programs (docs/*.md, README.md), extracted, compiled with warnings as
+# errors and run against real servers (tests/docs/test_guides.py).
+test-guides: $(LIBFILES)
+	python3 -W ignore::ResourceWarning -m unittest discover -s tests/docs -p 'test_guides.py'
+
+# The HTML docs rendered in headless Chromium, a page per header item, no broken link
+# (tests/docs/test_docs.py).
+test-docs: docs
+	python3 -W ignore::ResourceWarning -m unittest discover -s tests/docs -p 'test_docs.py'
+
+# ---- documentation ------------------------------------------------------------------------
+
+# The API reference (a page per function, type and macro of the header, from its doc comments)
+# and the pages of docs/, as HTML in build/docs/ (Doxygen, docs/Doxyfile). Any Doxygen warning,
+# an undocumented public item above all, fails it: document the item at its source in src/capi.
+DOCS    := $(BUILD)/docs
+DOC_SRC := docs/Doxyfile docs/api.dox $(wildcard docs/*.md) scripts/doxygen-filter.py include/asyncloop.h
+docs:
+	@scripts/deps.sh docs
+	@$(MAKE) --no-print-directory $(DOCS)/index.html
+
+$(DOCS)/index.html: $(DOC_SRC)
+	@rm -rf $(DOCS) && mkdir -p $(BUILD)
+	@ALOOP_VERSION=$(VERSION) doxygen docs/Doxyfile && [ ! -s $(BUILD)/docs-warnings.log ] || { \
+	  cat $(BUILD)/docs-warnings.log; rm -rf $(DOCS); \
+	  echo "make docs: Doxygen warnings fail the build (log: $(BUILD)/docs-warnings.log)"; exit 1; }
+	@echo "docs: $(DOCS)/index.html ($$(ls $(DOCS)/*.html | wc -l) pages)"
 
 # End to end: the example binaries over real sockets with real clients, both backends.
 test-e2e: examples
 	python3 -W ignore::ResourceWarning -m unittest discover -s tests/e2e -p 'test_*.py'
 
 # Side-by-side benchmark (see bench/README.md); BENCH_DURATION and BENCH_ROUNDS shorten it.
-bench: lib examples
+bench:
 	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory lib examples
 	python3 bench/bench.py
 
 # Soak run (scripts/soak.py): mixed load with random disconnects and PostgreSQL restarts for
 # SOAK_MINUTES; reports RSS and fd counts after warm-up and at the end (build/soak/report.md).
 SOAK_MINUTES ?= 10
 SOAK_BACKEND ?= uring
-soak: lib examples
+soak:
 	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory lib examples
 	python3 scripts/soak.py --minutes $(SOAK_MINUTES) --backend $(SOAK_BACKEND)
 
 # Fuzzing (libFuzzer through cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain build the
@@ -205,8 +239,9 @@ fuzz:
 
 # The most complete example: a throwaway PostgreSQL with sample data, then the HTTP server on
 # 127.0.0.1:8080 in the foreground; Ctrl-C stops both.
-run: lib examples
+run:
 	@scripts/deps.sh run
+	@$(MAKE) --no-print-directory lib examples
 	@scripts/run.sh
 
 install: lib
