@@ -418,8 +418,8 @@ typedef void (*aloop_http_chunk_cb)(const void *data, size_t len, void *user_dat
  */
 typedef struct aloop_pg_pool_options_t {
   /**
-   * libpq conninfo string or URI (borrowed during `aloop_pg_pool_new`). Give the server as
-   * a numeric address: a host name would be resolved by libpq with a blocking call.
+   * libpq conninfo string or URI (borrowed during `aloop_pg_pool_new`). Host names in it
+   * are resolved off the loop, and libpq gets their addresses to try in turn.
    */
   const char *conninfo;
   /**
@@ -635,7 +635,8 @@ const char *aloop_backend_name(int backend);
 uint64_t aloop_loop_now_ms(const struct aloop_loop_t *lp);
 
 /**
- * Fills `opts` with the defaults (those of CONTRACT.md).
+ * Fills `opts` with the defaults: the values given for each field of
+ * `aloop_http_server_options_t`.
  */
 int aloop_http_server_options_init(struct aloop_http_server_options_t *opts);
 

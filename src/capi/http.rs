@@ -124,7 +124,8 @@ fn data<'a>(req: *mut aloop_http_request_t) -> Option<&'a crate::http::RequestDa
     srv.slot_data(index, gen).map(|d| unsafe { &*d })
 }
 
-/// Fills `opts` with the defaults (those of CONTRACT.md).
+/// Fills `opts` with the defaults: the values given for each field of
+/// `aloop_http_server_options_t`.
 #[no_mangle]
 pub extern "C" fn aloop_http_server_options_init(opts: *mut aloop_http_server_options_t) -> c_int {
     guard(|| {

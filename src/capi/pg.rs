@@ -24,8 +24,8 @@ pub const ALOOP_E_PG_ABORTED: c_int = -10104;
 /// Options for `aloop_pg_pool_new`; fill with `aloop_pg_pool_options_init` first.
 #[repr(C)]
 pub struct aloop_pg_pool_options_t {
-    /// libpq conninfo string or URI (borrowed during `aloop_pg_pool_new`). Give the server as
-    /// a numeric address: a host name would be resolved by libpq with a blocking call.
+    /// libpq conninfo string or URI (borrowed during `aloop_pg_pool_new`). Host names in it
+    /// are resolved off the loop, and libpq gets their addresses to try in turn.
     pub conninfo: *const c_char,
     /// Connections (default 4).
     pub size: usize,
