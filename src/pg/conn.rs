@@ -10,6 +10,8 @@ use std::collections::{HashSet, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pq_sys as pq;
@@ -17,7 +19,7 @@ use pq_sys as pq;
 use super::copy::CopyState;
 use super::hosts::{hosts_to_resolve, Resolved};
 use super::notify::Notification;
-use super::pipeline::{InFlight, STRAY_CANCEL_WINDOW};
+use super::pipeline::InFlight;
 use super::result::PgError;
 use crate::error::Error;
 use crate::net::resolve::resolve_all_off_loop;
@@ -37,6 +39,16 @@ pub(crate) trait ConnEvents {
     fn broken(&self, id: usize, why: &str);
     /// A `NOTIFY` for a channel this connection listens on (only listeners do).
     fn notification(&self, _id: usize, _n: Notification) {}
+}
+
+/// The cancel requests of a connection, shared with the workers that send them (no closure
+/// goes back to the loop, so none is left behind when the loop is gone first).
+#[derive(Default)]
+pub(super) struct CancelsSent {
+    /// Handed to the pool, `PQcancel` not returned yet.
+    pub(super) pending: AtomicUsize,
+    /// When the last `PQcancel` returned.
+    pub(super) delivered_at: parking_lot::Mutex<Option<Instant>>,
 }
 
 /// How a connection runs statements.
@@ -66,10 +78,10 @@ pub(crate) struct Conn {
     /// Until when a cancel sent for a query that then finished normally may still reach this
     /// connection's backend, and cancel the next query instead: that query is sent again.
     pub(super) stray_cancel_until: Cell<Option<Instant>>,
-    /// Cancel requests handed to the blocking-work pool whose `PQcancel` has not returned: the
-    /// pool may hold one back behind other work, so the stray-cancel window opens only when
-    /// the last of them was delivered.
-    pub(super) cancels_in_flight: Cell<usize>,
+    /// Cancel requests on their way: the blocking-work pool may hold one back behind other
+    /// work, so the stray-cancel window lasts until the last of them was delivered, and
+    /// `STRAY_CANCEL_WINDOW` beyond.
+    pub(super) cancels: Arc<CancelsSent>,
     /// False once corking failed (a Unix socket): not tried again.
     can_cork: Cell<bool>,
     /// Lent to one transaction or COPY (see `lease.rs`): the pool sends it nothing else.
@@ -114,7 +126,7 @@ impl Conn {
             connect_timer: RefCell::new(None),
             corked: Cell::new(None),
             stray_cancel_until: Cell::new(None),
-            cancels_in_flight: Cell::new(0),
+            cancels: Arc::default(),
             can_cork: Cell::new(true),
             leased: Cell::new(false),
             copy: RefCell::new(None),
@@ -365,35 +377,19 @@ impl Conn {
         // PQcancel as safe to call from another thread.
         unsafe impl Send for SendCancel {}
         let c = SendCancel(cancel);
-        self.cancels_in_flight.set(self.cancels_in_flight.get() + 1);
-        let me = self.me.clone();
-        crate::reactor::run_blocking(
-            &self.lp,
-            move || {
-                let c = c;
-                let mut buf = [0 as c_char; 256];
-                // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
-                unsafe {
-                    pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
-                    pq::PQfreeCancel(c.0);
-                }
-            },
-            move |()| {
-                if let Some(c) = me.upgrade() {
-                    c.cancel_delivered();
-                }
-            },
-        );
-    }
-
-    /// A `PQcancel` returned: the cancel reached the server (or failed to).
-    fn cancel_delivered(&self) {
-        let n = self.cancels_in_flight.get().saturating_sub(1);
-        self.cancels_in_flight.set(n);
-        if n == 0 && self.stray_cancel_until.get().is_some() {
-            self.stray_cancel_until
-                .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
-        }
+        let sent = self.cancels.clone();
+        sent.pending.fetch_add(1, Ordering::AcqRel);
+        crate::reactor::spawn_blocking(move || {
+            let c = c;
+            let mut buf = [0 as c_char; 256];
+            // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
+            unsafe {
+                pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
+                pq::PQfreeCancel(c.0);
+            }
+            *sent.delivered_at.lock() = Some(Instant::now());
+            sent.pending.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     /// Breaks the connection: every query in flight fails with `PG_CONNECTION`, the socket

@@ -21,10 +21,7 @@ pub type QueryCb = Box<dyn FnOnce(Result<PgResult, PgError>)>;
 pub type BatchCb = Box<dyn FnOnce(Vec<Result<PgResult, PgError>>)>;
 
 /// How long after a cancelled query finished by itself its cancel may still arrive.
-pub(super) const STRAY_CANCEL_WINDOW: Duration = Duration::from_secs(2);
-/// How long the window stays open while the cancel has not been delivered yet (it waits for a
-/// blocking-work worker); its delivery then starts `STRAY_CANCEL_WINDOW`.
-const UNDELIVERED_CANCEL_WINDOW: Duration = Duration::from_secs(3600);
+const STRAY_CANCEL_WINDOW: Duration = Duration::from_secs(2);
 
 /// What to run.
 pub enum Statement {
@@ -428,10 +425,7 @@ impl Conn {
             }
             return false;
         }
-        let in_window = self
-            .stray_cancel_until
-            .get()
-            .is_some_and(|t| self.lp.now() < t);
+        let in_window = self.stray_window_open();
         if !hit || !in_window || f.resent {
             return false;
         }
@@ -454,14 +448,28 @@ impl Conn {
     /// Opens the window in which a query failing with `query_canceled` was hit by a cancel
     /// meant for an earlier one: from now, or from the delivery of the cancels still queued.
     fn open_stray_window(&self) {
-        // While a cancel still waits for a worker, the window stays open until it was
-        // delivered; `cancel_delivered` then starts the usual one.
-        let span = if self.cancels_in_flight.get() > 0 {
-            UNDELIVERED_CANCEL_WINDOW
-        } else {
-            STRAY_CANCEL_WINDOW
+        self.stray_cancel_until
+            .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+    }
+
+    /// Whether a query failing with `query_canceled` now may have been hit by a cancel meant
+    /// for an earlier one: the window is open, and stays open while a cancel is still on its
+    /// way and for `STRAY_CANCEL_WINDOW` after the last one was delivered.
+    fn stray_window_open(&self) -> bool {
+        let Some(until) = self.stray_cancel_until.get() else {
+            return false;
         };
-        self.stray_cancel_until.set(Some(self.lp.now() + span));
+        if self
+            .cancels
+            .pending
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+        {
+            return true;
+        }
+        let now = self.lp.now();
+        let delivered = *self.cancels.delivered_at.lock();
+        now < until || delivered.is_some_and(|d| now < d + STRAY_CANCEL_WINDOW)
     }
 
     /// Simulates the race `resend_if_stray_cancelled` handles, for tests: as if a query had
