@@ -168,6 +168,9 @@ class Responder {
 
     bool valid() const noexcept { return req_ != nullptr; }
     aloop_http_request_t *get() const noexcept { return req_; }
+    /// Gives up the request without answering it: the caller answers it through the C API
+    /// (aloop_http_respond_chunked, say), exactly once.
+    aloop_http_request_t *release() noexcept { return std::exchange(req_, nullptr); }
 
     std::string_view method() const { return sv(aloop_http_request_method(req_)); }
     std::string_view target() const { return sv(aloop_http_request_target(req_)); }
