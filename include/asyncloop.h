@@ -621,6 +621,9 @@ typedef struct aloop_pg_pool_options_t {
    * to them round robin, and to the primary while none is up. NULL/0: none (the default).
    */
   const char *const *replicas;
+  /**
+   * How many conninfos `replicas` holds.
+   */
   size_t nreplicas;
   /**
    * Connections per replica (0, the default: as many as `size`).

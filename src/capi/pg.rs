@@ -44,6 +44,7 @@ pub struct aloop_pg_pool_options_t {
     /// `aloop_pg_pool_new`: work flagged `ALOOP_PG_READ_ONLY` (and read-only transactions) goes
     /// to them round robin, and to the primary while none is up. NULL/0: none (the default).
     pub replicas: *const *const c_char,
+    /// How many conninfos `replicas` holds.
     pub nreplicas: usize,
     /// Connections per replica (0, the default: as many as `size`).
     pub replica_size: usize,
