@@ -6,7 +6,7 @@ import socket
 import time
 import unittest
 
-from harness import BACKENDS, BIN, IMF_FIXDATE, Proc, Reader, connect, exchange, server, unused_port
+from harness import BACKENDS, BIN, IMF_FIXDATE, Proc, Reader, connect, exchange, server, unused_port, wait_until
 
 
 def make_tests(backend):
@@ -279,6 +279,61 @@ def make_timeout_tests(backend):
                 t0 = time.time()
                 self.assertEqual(srv.stop(sig), 0)
                 self.assertLess(time.time() - t0, 6)
+
+        def test_curl_gets_its_response_while_the_server_stops(self):
+            """A request in flight when SIGTERM arrives is answered in full: curl asks /api/x,
+            the server relays it to an upstream that holds the answer until the server has
+            begun stopping (its listener refuses connections), then answers."""
+            import signal
+            import subprocess
+            import threading
+            with socket.socket() as up:
+                up.bind(("127.0.0.1", 0))
+                up.listen(1)
+                srv = server("--upstream", f"http://127.0.0.1:{up.getsockname()[1]}/",
+                             "--upstream-timeout", "8000", backend=backend)
+                curl = subprocess.Popen(
+                    ["curl", "-sS", "--max-time", "20", "-D", "-", f"http://127.0.0.1:{srv.port}/api/x"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                try:
+                    up.settimeout(10)
+                    relay, _ = up.accept()
+                    with relay:
+                        relay.settimeout(10)
+                        head = b""
+                        while b"\r\n\r\n" not in head:
+                            part = relay.recv(4096)
+                            self.assertTrue(part, head)
+                            head += part
+                        self.assertTrue(head.startswith(b"GET /x HTTP/1.1\r\n"), head)
+                        # The request is with its handler: now ask the server to stop.
+                        stopped = {}
+                        t = threading.Thread(target=lambda: stopped.setdefault("rc", srv.stop(signal.SIGTERM)))
+                        t.start()
+
+                        def refused():
+                            try:
+                                socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+                                return False
+                            except ConnectionRefusedError:
+                                return True
+                        self.assertTrue(wait_until(refused, timeout=5), "the listener did not close")
+                        body = b"answered while stopping"
+                        relay.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+                                      % (len(body), body))
+                        out, err = curl.communicate(timeout=20)
+                        t.join(20)
+                    self.assertEqual(curl.returncode, 0, err)
+                    head, got = out.split(b"\r\n\r\n", 1)
+                    self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
+                    self.assertIn(b"\r\nConnection: close", head)
+                    self.assertEqual(got, body)
+                    self.assertEqual(stopped.get("rc"), 0)
+                finally:
+                    if curl.poll() is None:
+                        curl.kill()
+                        curl.wait()
+                    srv.stop()
 
         def test_two_processes_share_a_port(self):
             a = server(backend=backend)

@@ -259,7 +259,7 @@ impl ServerInner {
         }
     }
 
-    fn nothing_pending(&self, conn: &ConnRef) -> bool {
+    pub(super) fn nothing_pending(&self, conn: &ConnRef) -> bool {
         conn.work
             .borrow()
             .as_ref()

@@ -246,9 +246,11 @@ impl HttpServer {
         self.inner.active_slots.get()
     }
 
-    /// Graceful stop: stop accepting, close idle connections, let in-flight requests finish
-    /// (their responses carry `Connection: close`) for up to `grace`, then close the rest.
-    /// `done` runs once every listener and connection is closed.
+    /// Graceful stop: stop accepting and reading new requests, close idle connections, let
+    /// in-flight requests finish for up to `grace` (every response already given is sent, in
+    /// whatever order it was given; the last one on a connection carries `Connection: close`
+    /// when it is made after the call), then close the rest. `done` runs once every listener
+    /// and connection is closed.
     pub fn shutdown(&self, grace: Duration, done: impl FnOnce() + 'static) {
         self.inner.clone().shutdown(grace, Box::new(done));
     }

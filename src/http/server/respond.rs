@@ -42,25 +42,29 @@ impl ServerInner {
         }
     }
 
-    /// Whether the response to `data` ends the connection (`Connection: close`, later
-    /// pipelined requests unanswered): the client asked for it, or the server is stopping. A
-    /// client's half-close does not: its requests are all answered, then the server closes.
-    fn ends_connection(data: &RequestData, stopping: bool) -> bool {
-        !data.keep_alive || stopping
+    /// Whether the response at `pos` in the pipeline ends the connection (`Connection: close`;
+    /// later pipelined requests go unanswered): the client asked for it, or the server is
+    /// stopping and this is the connection's last request (none is read once it stops, and the
+    /// responses before this one, given already or not, must all still go out). A client's
+    /// half-close does not: its requests are all answered, then the server closes.
+    fn ends_connection(&self, conn: &Conn, data: &RequestData, pos: usize) -> bool {
+        !data.keep_alive || (self.stopping.get() && pos + 1 == conn.pipeline_len())
     }
 
-    fn head_for(
+    /// Writes the head of the response to `data` into `buf` (`close`: `Connection: close`; an
+    /// HTTP/1.0 client kept alive is told so).
+    fn write_head(
         &self,
+        buf: &mut Vec<u8>,
         data: &RequestData,
         status: u16,
         headers: &[(&[u8], &[u8])],
         framing: Framing,
-    ) -> (Vec<u8>, bool) {
-        let close = Self::ends_connection(data, self.stopping.get());
-        let mut head = Vec::new();
+        close: bool,
+    ) {
         let date = http_date(self.lp.now());
         response::write_head(
-            &mut head,
+            buf,
             status,
             &date,
             headers.iter().copied(),
@@ -68,7 +72,6 @@ impl ServerInner {
             close,
             data.version_minor == 0 && !close,
         );
-        (head, close)
     }
 
     /// Answers a request with a complete response.
@@ -91,19 +94,10 @@ impl ServerInner {
         let is_head = data.method() == "HEAD";
         let no_body = matches!(status, 204 | 304);
         let framing = Framing::Length(if no_body { 0 } else { body.len() });
-        let close = Self::ends_connection(data, self.stopping.get());
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
+        let close = self.ends_connection(&conn, data, pos);
         self.with_buf(&conn, pos, |buf| {
-            let date = http_date(self.lp.now());
-            response::write_head(
-                buf,
-                status,
-                &date,
-                headers.iter().copied(),
-                framing,
-                close,
-                data.version_minor == 0 && !close,
-            );
+            self.write_head(buf, data, status, headers, framing, close);
             if !is_head && !no_body {
                 buf.extend_from_slice(body);
             }
@@ -134,9 +128,11 @@ impl ServerInner {
         let (conn, seq) = self.live(index, gen, SlotState::Waiting)?;
         // SAFETY: live slot.
         let data = unsafe { &*self.slot_data(index, gen).ok_or(Error::ALREADY)? };
-        let (head, close) = self.head_for(data, status, headers, Framing::Chunked);
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
-        self.with_buf(&conn, pos, |buf| buf.extend_from_slice(&head));
+        let close = self.ends_connection(&conn, data, pos);
+        self.with_buf(&conn, pos, |buf| {
+            self.write_head(buf, data, status, headers, Framing::Chunked, close)
+        });
         self.work(&conn).pipeline[pos].close = close;
         self.slots.borrow_mut()[index as usize].state = SlotState::Streaming;
         self.schedule_flush(&conn);

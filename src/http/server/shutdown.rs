@@ -23,9 +23,11 @@ impl ServerInner {
                 }
             });
         }
+        // A connection with nothing pending closes now; any other finishes what it has (the
+        // requests it was given and the responses already made, written or not) and closes.
         let conns: Vec<ConnRef> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         for conn in conns {
-            if conn.pipeline_is_empty() && !conn.in_request() {
+            if self.nothing_pending(&conn) && !conn.in_request() {
                 self.close_now(&conn);
             } else {
                 conn.close_after.set(true);
