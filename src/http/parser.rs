@@ -422,11 +422,14 @@ unsafe extern "C" fn on_chunk_extension<S: Sink>(
 
 unsafe extern "C" fn on_message_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     // SAFETY: p is the live parser.
-    let keep_alive = unsafe { ll::llhttp_should_keep_alive(p) } != 0;
+    let (keep_alive, upgrade) =
+        unsafe { (ll::llhttp_should_keep_alive(p) != 0, (*p).upgrade != 0) };
     // SAFETY: see `ctx`.
     let c = unsafe { ctx::<S>(p) };
     if let Some(mut req) = c.st.cur.take() {
-        req.keep_alive = keep_alive;
+        // Upgrades are not supported: the request is answered, then the connection closes
+        // (what follows it is another protocol's).
+        req.keep_alive = keep_alive && !upgrade;
         c.sink.request_complete(req);
     }
     0

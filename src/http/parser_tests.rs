@@ -240,4 +240,9 @@ fn upgrade_is_reported() {
         parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     assert_eq!(r, Ok(Outcome::Upgrade));
     assert_eq!(s.done.len(), 1);
+    // Answered, then closed: what follows the request is not HTTP.
+    assert!(!s.done[0].keep_alive);
+    let (r, s) = parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(r, Ok(Outcome::Continue));
+    assert!(s.done[0].keep_alive);
 }

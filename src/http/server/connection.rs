@@ -282,15 +282,9 @@ impl ServerInner {
         match r {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Upgrade) => {
-                // Upgrades are not supported: answer what was asked (with Connection: close),
-                // then close.
+                // Upgrades are not supported: the request is answered (the parser made it not
+                // keep-alive, so with Connection: close), then the connection closes.
                 conn.stop_parsing.set(true);
-                if let Some(&(index, gen)) = self.completed.borrow().last() {
-                    if let Some(d) = self.slot_data(index, gen) {
-                        // SAFETY: live slot; no other reference to its data exists right now.
-                        unsafe { (*(d as *mut RequestData)).keep_alive = false };
-                    }
-                }
                 self.pause_reading(conn);
             }
             Err(e) => {
