@@ -137,12 +137,41 @@ def make_tests(backend):
                 (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
                 (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
                 (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+                # No version (HTTP/0.9's form), bare LF or CRLF, empty CONNECT target (a fuzz find).
+                (b"CONNECT \nHost: exaqlc:1\r\n\r\n", 400),
+                (b"CONNECT \r\nHost: exaqlc:1\r\n\r\n", 400),
+                (b"GET /plaintext\r\nHost: a\r\n\r\n", 400),
+                # Request-target forms (RFC 9112 section 3.2).
+                (b"CONNECT /plaintext HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+                (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+                (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+                (b"GET /plaintext#x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+                (b"GET http://u@a/plaintext HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ]
             for raw, want in cases:
                 (st, h, _), r = exchange(self.srv.port, raw)
                 self.assertEqual(st, want, raw)
                 self.assertEqual(h.get("connection"), b"close", raw)
                 self.assertTrue(r.closed(), raw)
+
+        def test_http10_with_transfer_encoding_is_400_and_close(self):
+            """RFC 9112 section 6.1: the framing of an HTTP/1.0 request with Transfer-Encoding is
+            faulty (it used to be answered 200), with or without keep-alive."""
+            for raw in [
+                b"POST /palindrome HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\naba\r\n0\r\n\r\n",
+                b"GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ]:
+                s = connect(self.srv.port)
+                s.sendall(raw)
+                r = Reader(s)
+                st, h, body = r.response()
+                self.assertEqual((st, h.get("connection")), (400, b"close"), raw)
+                self.assertIn(b"Transfer-Encoding in an HTTP/1.0 request", body)
+                self.assertTrue(r.closed(), raw)
+                s.close()
+            # Without it, HTTP/1.0 is served as before.
+            (st, _, body), _ = exchange(self.srv.port, b"POST /palindrome HTTP/1.0\r\nContent-Length: 3\r\n\r\naba")
+            self.assertEqual((st, body), (200, b"The input is a palindrome."))
 
         def test_error_after_pipelined_requests_comes_in_order(self):
             s = connect(self.srv.port)
