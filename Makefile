@@ -111,11 +111,11 @@ test-install: $(LIBFILES)
 	@$(TESTDIR)/installed_shared >/dev/null && $(TESTDIR)/installed_static >/dev/null
 	@echo "install: pkg-config build against the installed library OK (shared and static)"
 
-$(TESTDIR)/%: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
+$(TESTDIR)/%: tests/c/%.c tests/c/check.h tests/c/dial.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
 	$(CC) -std=c11 $(CWARN) -Iinclude -Itests/c -O1 -g $< -o $@ $(EX_LDFLAGS)
 
-$(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
+$(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h tests/c/dial.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
 	$(CC) -std=c11 $(CWARN) -Iinclude -Itests/c -O1 -g $(SAN) $< -o $@ $(EX_LDFLAGS)
 

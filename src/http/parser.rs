@@ -172,11 +172,11 @@ fn end_piece(st: &mut State) -> std::ops::Range<usize> {
     range
 }
 
-/// Appends `bytes` to the arena as its own NUL-terminated piece.
-fn push_piece(st: &mut State, bytes: &[u8]) -> std::ops::Range<usize> {
+/// Appends a piece written by `fill` to the arena's end, NUL-terminated; returns its range.
+fn add_piece(st: &mut State, fill: impl FnOnce(&mut Vec<u8>)) -> std::ops::Range<usize> {
     let r = st.cur.as_mut().expect("request in progress");
     let start = r.arena.len();
-    r.arena.extend_from_slice(bytes);
+    fill(&mut r.arena);
     let range = start..r.arena.len();
     r.arena.push(0);
     st.piece_start = r.arena.len();
@@ -185,13 +185,7 @@ fn push_piece(st: &mut State, bytes: &[u8]) -> std::ops::Range<usize> {
 
 /// Copies `src` (a range in the arena) to the arena's end as its own NUL-terminated piece.
 fn copy_piece(st: &mut State, src: std::ops::Range<usize>) -> std::ops::Range<usize> {
-    let r = st.cur.as_mut().expect("request in progress");
-    let start = r.arena.len();
-    r.arena.extend_from_within(src);
-    let range = start..r.arena.len();
-    r.arena.push(0);
-    st.piece_start = r.arena.len();
-    range
+    add_piece(st, |arena| arena.extend_from_within(src))
 }
 
 unsafe extern "C" fn on_message_begin<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
@@ -250,7 +244,7 @@ unsafe extern "C" fn on_url_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     let base = target.start;
     let path = match parts.path {
         Some(p) => copy_piece(st, base + p.start..base + p.end),
-        None => push_piece(st, b"/"), // an absolute-form target's empty path
+        None => add_piece(st, |arena| arena.push(b'/')), // an absolute-form target's empty path
     };
     let query = copy_piece(st, base + parts.query.start..base + parts.query.end);
     let r = st.cur.as_mut().unwrap();

@@ -10,18 +10,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include <asyncloop.h>
 
-#include <arpa/inet.h>
 #include <ctype.h>
-#include <netinet/in.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "dial.h"
 
 static const aloop_http_header_t text_plain[] = {{"Content-Type", "text/plain"}};
 
@@ -167,47 +163,14 @@ static void answer_held(aloop_loop_t *lp, void *ud) {
 
 /* ---- client side: blocking sockets ------------------------------------------------------ */
 
-static int dial(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+/* A new connection to the scenario's server, `requests` sent on it in one write (so the server
+ * reads them together). */
+static int open_with(struct sc *sc, const char *requests) {
+    int fd = dial(sc->port);
+    CHECK(fd >= 0);
+    size_t n = strlen(requests);
+    CHECK(write(fd, requests, n) == (ssize_t)n);
     return fd;
-}
-
-/* Sends every request in one write: the server reads them together. */
-static void send_all(int fd, const char *s) {
-    size_t n = strlen(s);
-    CHECK(write(fd, s, n) == (ssize_t)n);
-}
-
-struct buf {
-    char data[16384];
-    size_t len;
-    int eof; /* the server closed (read returned 0) rather than a timeout or error */
-};
-
-/* Reads until the server closes the connection (or 5 s of silence). */
-static void read_to_eof(int fd, struct buf *b) {
-    b->len = 0;
-    b->eof = 0;
-    while (b->len < sizeof b->data - 1) {
-        ssize_t n = read(fd, b->data + b->len, sizeof b->data - 1 - b->len);
-        if (n == 0)
-            b->eof = 1;
-        if (n <= 0)
-            break;
-        b->len += (size_t)n;
-    }
-    b->data[b->len] = 0;
 }
 
 struct resp {
@@ -279,6 +242,32 @@ static size_t parse_response(const char *p, size_t len, struct resp *r) {
     }
 }
 
+struct buf {
+    char data[16384];
+    size_t len;
+    int eof; /* the server closed (read returned 0) rather than a timeout or error */
+};
+
+/* Reads until the server closes the connection (or 5 s of silence), or with `one` only until
+ * one whole response has arrived. */
+static void read_into(int fd, struct buf *b, int one) {
+    b->len = 0;
+    b->eof = 0;
+    struct resp r;
+    while (b->len < sizeof b->data - 1) {
+        ssize_t n = read(fd, b->data + b->len, sizeof b->data - 1 - b->len);
+        if (n == 0)
+            b->eof = 1;
+        if (n <= 0)
+            break;
+        b->len += (size_t)n;
+        b->data[b->len] = 0;
+        if (one && parse_response(b->data, b->len, &r) == b->len)
+            break;
+    }
+    b->data[b->len] = 0;
+}
+
 /* Checks that `b` holds exactly `n` complete 200 responses with these bodies, then EOF; the
  * last one says Connection: close if `last_close` is 1 (-1: either). */
 static void expect(const struct buf *b, const char *const *bodies, size_t n, int last_close) {
@@ -303,11 +292,9 @@ static void expect(const struct buf *b, const char *const *bodies, size_t n, int
 
 /* One connection, these requests in one write, these bodies back, then EOF. */
 static void exchange(struct sc *sc, const char *requests, const char *const *bodies, size_t n, int last_close) {
-    int fd = dial(sc->port);
-    CHECK(fd >= 0);
-    send_all(fd, requests);
+    int fd = open_with(sc, requests);
     struct buf *b = malloc(sizeof *b);
-    read_to_eof(fd, b);
+    read_into(fd, b, 0);
     expect(b, bodies, n, last_close);
     free(b);
     close(fd);
@@ -374,30 +361,17 @@ static void *pipelined_timer_shutdown(void *arg) {
  * with a grace of 10 s, an idle connection closed only when the grace ends fails the read). */
 static void *idle_connection_closed_at_once(void *arg) {
     struct sc *sc = arg;
-    int idle = dial(sc->port);
-    CHECK(idle >= 0);
-    send_all(idle, GET("/now?idle"));
+    int idle = open_with(sc, GET("/now?idle"));
     struct buf *b = malloc(sizeof *b);
-    size_t got = 0;
+    read_into(idle, b, 1);
     struct resp r;
-    while (got < sizeof b->data - 1) {
-        ssize_t n = read(idle, b->data + got, sizeof b->data - 1 - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-        b->data[got] = 0;
-        if (parse_response(b->data, got, &r) == got)
-            break;
-    }
-    CHECK(got > 0 && parse_response(b->data, got, &r) == got && r.status == 200 && !r.close);
-    int busy = dial(sc->port);
-    CHECK(busy >= 0);
-    send_all(busy, GET("/hold"));
+    CHECK(b->len > 0 && parse_response(b->data, b->len, &r) == b->len && r.status == 200 && !r.close);
+    int busy = open_with(sc, GET("/hold"));
     char c;
     CHECK(read(idle, &c, 1) == 0); /* closed by the shutdown, not by a timeout */
     close(idle);
     CHECK_RC(aloop_loop_post(sc->loop, answer_held, sc, NULL), 0);
-    read_to_eof(busy, b);
+    read_into(busy, b, 0);
     static const char *const want[] = {"/hold"};
     expect(b, want, 1, 1);
     free(b);
@@ -408,11 +382,9 @@ static void *idle_connection_closed_at_once(void *arg) {
 /* /hold is never answered: when the grace ends its connection is closed with nothing sent. */
 static void *grace_expires(void *arg) {
     struct sc *sc = arg;
-    int fd = dial(sc->port);
-    CHECK(fd >= 0);
-    send_all(fd, GET("/hold"));
+    int fd = open_with(sc, GET("/hold"));
     struct buf *b = malloc(sizeof *b);
-    read_to_eof(fd, b);
+    read_into(fd, b, 0);
     CHECK(b->len == 0 && b->eof);
     free(b);
     close(fd);

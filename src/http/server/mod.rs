@@ -38,7 +38,7 @@ use crate::reactor::{Loop, Slab, Timer};
 
 pub use slots::SlotHeader;
 
-/// Server settings; defaults as in CONTRACT.md.
+/// Server settings (`Default` gives the documented defaults).
 #[derive(Clone, Copy, Debug)]
 pub struct ServerOptions {
     pub limits: Limits,
