@@ -75,12 +75,12 @@ pub(crate) struct Conn {
     connect_timer: RefCell<Option<Timer>>,
     /// The socket corked (TCP_CORK) until the end of this loop turn, if any.
     corked: Cell<Option<RawFd>>,
-    /// Until when a cancel sent for a query that then finished normally may still reach this
-    /// connection's backend, and cancel the next query instead: that query is sent again.
-    pub(super) stray_cancel_until: Cell<Option<Instant>>,
-    /// Cancel requests on their way: the blocking-work pool may hold one back behind other
-    /// work, so the stray-cancel window lasts until the last of them was delivered, and
-    /// `STRAY_CANCEL_WINDOW` beyond.
+    /// A cancel was sent for a query that then finished by itself: until it is spent, it may
+    /// reach this connection's backend and cancel a later query instead, which is then sent
+    /// again (see `resend_if_stray_cancelled`).
+    pub(super) stray_cancel: Cell<bool>,
+    /// Cancel requests on their way and when the last one was delivered: the blocking-work
+    /// pool may hold one back behind other work.
     pub(super) cancels: Arc<CancelsSent>,
     /// False once corking failed (a Unix socket): not tried again.
     can_cork: Cell<bool>,
@@ -125,7 +125,7 @@ impl Conn {
             no_prepare: opts.no_prepare,
             connect_timer: RefCell::new(None),
             corked: Cell::new(None),
-            stray_cancel_until: Cell::new(None),
+            stray_cancel: Cell::new(false),
             cancels: Arc::default(),
             can_cork: Cell::new(true),
             leased: Cell::new(false),
@@ -379,7 +379,7 @@ impl Conn {
         let c = SendCancel(cancel);
         let sent = self.cancels.clone();
         sent.pending.fetch_add(1, Ordering::AcqRel);
-        crate::reactor::spawn_blocking(move || {
+        crate::reactor::spawn_blocking(crate::reactor::Blocking::Quick, move || {
             let c = c;
             let mut buf = [0 as c_char; 256];
             // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
