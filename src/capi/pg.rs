@@ -181,7 +181,8 @@ pub extern "C" fn aloop_pg_pool_new(
 }
 
 /// Closes every connection and frees the pool; allowed inside its own callbacks. Queries still
-/// queued or in flight complete with `ALOOP_E_CANCELLED` (their callbacks run from the loop,
+/// queued or in flight (transactions' statements and COPYs included; a transaction handle
+/// stays to be freed) complete with `ALOOP_E_CANCELLED` (their callbacks run from the loop,
 /// later, never inside this call; run the loop until they did). Returns 0, `ALOOP_E_STALE` for
 /// a pool already freed or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
 #[no_mangle]

@@ -593,7 +593,11 @@ impl Conn {
             PGRES_COMMAND_OK => {
                 let rows = PgResult::from_raw(res).affected_rows();
                 // Cancelled, but done before the cancel landed: what came after the cancel
-                // was dropped, so it still ends as cancelled.
+                // was dropped, so it still ends as cancelled. A COPY OUT's cancel (PQcancel)
+                // may still reach the backend and hit the next query, which is sent again.
+                if cancelling && shared.as_ref().is_some_and(|s| s.out) {
+                    self.stray_cancel.set(true);
+                }
                 let r = if cancelling {
                     Err(cancelled())
                 } else {
