@@ -59,6 +59,9 @@ pub(crate) enum Kind {
     HttpResponse,
     PgPool,
     PgResult,
+    PgTxn,
+    PgCopy,
+    PgListener,
 }
 
 /// A Rust value handed to C as `*mut Self::C` (an opaque type; often `Self`).
