@@ -155,6 +155,7 @@ fn append(st: &mut State, at: *const c_char, len: usize) {
     let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, len) };
     if let Some(r) = st.cur.as_mut() {
         r.arena.extend_from_slice(bytes);
+        r.head_ascii = false; // trailers come after the check: not known to be ASCII
     }
 }
 
@@ -226,30 +227,38 @@ unsafe extern "C" fn on_url_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     let st = &mut *unsafe { ctx::<S>(p) }.st;
     let target = end_piece(st);
     let t = &st.cur.as_ref().unwrap().arena[target.clone()];
-    // absolute-form ("http://host/p?q"): the path starts at the first '/' after the authority.
+    // origin-form ("/p?q") starts with '/'; absolute-form ("http://host/p?q") has its path at
+    // the first '/' after the authority; asterisk-form ("*") has none.
     let mut path_start = 0;
-    if let Some(i) = t.windows(3).position(|w| w == b"://") {
-        path_start = t[i + 3..]
-            .iter()
-            .position(|&b| b == b'/')
-            .map_or(t.len(), |j| i + 3 + j);
+    if t.first() != Some(&b'/') {
+        if let Some(i) = t.windows(3).position(|w| w == b"://") {
+            path_start = t[i + 3..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(t.len(), |j| i + 3 + j);
+        }
     }
-    let q = t[path_start..]
-        .iter()
-        .position(|&b| b == b'?')
-        .map(|i| path_start + i);
-    let (path_end, query) = match q {
-        Some(i) => (i, (i + 1, t.len())),
-        None => (t.len(), (t.len(), t.len())),
-    };
+    let q = memchr(b'?', &t[path_start..]).map(|i| path_start + i);
     let base = target.start;
-    let path = copy_piece(st, base + path_start..base + path_end);
-    let query = copy_piece(st, base + query.0..base + query.1);
+    // The query ends where the target does, so it shares the target's NUL; so does a path
+    // that ends there. Only a path followed by a query needs a NUL-terminated copy of its own.
+    let (path, query) = match q {
+        Some(i) => (
+            copy_piece(st, base + path_start..base + i),
+            base + i + 1..target.end,
+        ),
+        None => (base + path_start..target.end, target.end..target.end),
+    };
     let r = st.cur.as_mut().unwrap();
     r.target = target;
     r.path = path;
     r.query = query;
     0
+}
+
+/// Index of the first `b` in `s`.
+fn memchr(b: u8, s: &[u8]) -> Option<usize> {
+    s.iter().position(|&c| c == b)
 }
 
 unsafe extern "C" fn on_version_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
@@ -377,6 +386,7 @@ unsafe extern "C" fn on_headers_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
     if flags & (ll::F_CONTENT_LENGTH | ll::F_CHUNKED) == 0 {
         r.expect_continue = false; // no body to wait for
     }
+    r.check_ascii();
     match c.sink.head_complete(r) {
         Ok(()) => 0,
         Err(e) => fail(st, e),

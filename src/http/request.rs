@@ -17,6 +17,9 @@ pub struct RequestData {
     pub(crate) version_minor: u8,
     pub(crate) keep_alive: bool,
     pub(crate) expect_continue: bool,
+    /// The head (the whole arena) is ASCII, checked once when it is complete: the text
+    /// accessors then need no UTF-8 validation of their own.
+    pub(crate) head_ascii: bool,
 }
 
 fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
@@ -46,12 +49,25 @@ impl RequestData {
         self.version_minor = 1;
         self.keep_alive = true;
         self.expect_continue = false;
+        self.head_ascii = false;
+    }
+
+    /// Records whether the head is ASCII (call when it is complete).
+    pub(crate) fn check_ascii(&mut self) {
+        self.head_ascii = self.arena.is_ascii();
     }
 
     fn str_at(&self, r: &Range<usize>) -> &str {
+        let bytes = &self.arena[r.clone()];
+        if self.head_ascii {
+            // SAFETY: the whole arena was found to be ASCII (`check_ascii`) and has not changed
+            // since (it is only appended to while the head is parsed, and cleared for reuse,
+            // which resets the flag); ASCII is valid UTF-8.
+            return unsafe { std::str::from_utf8_unchecked(bytes) };
+        }
         // Head bytes are checked by llhttp to be visible ASCII or obs-text; obs-text (>= 0x80)
         // may not be UTF-8, in which case the accessor gives "".
-        std::str::from_utf8(&self.arena[r.clone()]).unwrap_or("")
+        std::str::from_utf8(bytes).unwrap_or("")
     }
 
     /// Pointer to a NUL-terminated copy of the piece at `r` (for the C API).
