@@ -3,6 +3,7 @@
 //! method only gives 405 and the `Allow` list.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use super::server::Request;
@@ -23,10 +24,33 @@ struct Entry {
     handler: Handler,
 }
 
+/// FNV-1a: routes are the application's own strings, so the table needs no defence against
+/// chosen collisions, and SipHash would cost more than the rest of the lookup (it runs for
+/// every request).
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The routing table of a server.
 #[derive(Default)]
 pub struct Router {
-    exact: HashMap<String, Vec<Entry>>,
+    exact: HashMap<String, Vec<Entry>, BuildHasherDefault<Fnv>>,
     prefixes: Vec<(String, Vec<Entry>)>,
     fallback: Option<Handler>,
 }
