@@ -82,6 +82,18 @@
 #define ALOOP_E_NOT_FOUND (-10012)
 
 /**
+ * The handle is not a live handle of the kind the function takes: it was freed or closed
+ * already, or it never was one. Never a crash: handles are generation-checked ids.
+ */
+#define ALOOP_E_STALE (-10013)
+
+/**
+ * Called from a thread other than the one running the handle's loop (only the functions
+ * documented as thread-safe may be).
+ */
+#define ALOOP_E_WRONG_THREAD (-10014)
+
+/**
  * Backend: io_uring when the kernel allows it, else epoll.
  */
 #define ALOOP_BACKEND_AUTO 0
@@ -183,19 +195,22 @@
 
 /**
  * An HTTP client (opaque) on one loop. Owned by the caller of `aloop_http_client_new` until
- * `aloop_http_client_free`.
+ * `aloop_http_client_free` (which may be called inside one of its own callbacks).
  */
 typedef struct aloop_http_client_t aloop_http_client_t;
 
 /**
  * A request (opaque). The handler receives it and owns it until it answers it, exactly once,
- * with `aloop_http_respond` or the chunked calls, right away or later (from any callback or
- * any thread). Pointers it returns stay valid until then.
+ * with `aloop_http_respond` or the chunked calls, right away or later (from any callback, or
+ * `aloop_http_respond` from any thread). Pointers it returns stay valid until then. A handle
+ * already answered gives `ALOOP_E_ALREADY` (pointer accessors: NULL); from a thread other than
+ * the one running its loop, the accessors give NULL or `ALOOP_E_WRONG_THREAD`.
  */
 typedef struct aloop_http_request_t aloop_http_request_t;
 
 /**
- * A response (opaque), borrowed during the response callback only.
+ * A response (opaque), borrowed during the response callback only: afterwards its handle is
+ * stale (accessors give 0, NULL or `ALOOP_E_STALE`).
  */
 typedef struct aloop_http_response_t aloop_http_response_t;
 
@@ -207,7 +222,10 @@ typedef struct aloop_http_server_t aloop_http_server_t;
 
 /**
  * An event loop (opaque). Owned by the caller of `aloop_loop_new` until `aloop_loop_free`.
- * Used from one thread, the one that runs it, except the calls marked thread-safe.
+ * While `aloop_loop_run` runs, the loop and every handle bound to it belong to the running
+ * thread: calls from other threads get `ALOOP_E_WRONG_THREAD`, except the ones marked
+ * thread-safe. Between runs it may be used from any one thread at a time (created on one
+ * thread, run on another, freed on a third, as long as the application orders those calls).
  */
 typedef struct aloop_loop_t aloop_loop_t;
 
@@ -218,7 +236,8 @@ typedef struct aloop_loop_t aloop_loop_t;
 typedef struct aloop_pg_pool_t aloop_pg_pool_t;
 
 /**
- * A query's outcome (opaque), borrowed during the query callback only.
+ * A query's outcome (opaque), borrowed during the query callback only: afterwards its handle
+ * is stale (accessors give 0, NULL or "").
  */
 typedef struct aloop_pg_result_t aloop_pg_result_t;
 
@@ -230,18 +249,20 @@ typedef struct aloop_poll_t aloop_poll_t;
 
 /**
  * A listening socket (opaque). Owned by the caller of `aloop_tcp_listen`; ends with
- * `aloop_tcp_listener_close`, freed after its close callback.
+ * `aloop_tcp_listener_close`, freed after its close callback (then the handle is stale).
  */
 typedef struct aloop_tcp_listener_t aloop_tcp_listener_t;
 
 /**
  * A TCP connection (opaque). Owned by the application from `aloop_tcp_connect` or the accept
- * callback; ends with `aloop_tcp_close`, freed after its close callback.
+ * callback; ends with `aloop_tcp_close`, freed after its close callback (then the handle is
+ * stale: every call returns `ALOOP_E_STALE`).
  */
 typedef struct aloop_tcp_t aloop_tcp_t;
 
 /**
- * A timer (opaque). Owned by the caller of `aloop_timer_new` until `aloop_timer_free`.
+ * A timer (opaque). Owned by the caller of `aloop_timer_new` until `aloop_timer_free`; bound
+ * to its loop's thread while the loop runs.
  */
 typedef struct aloop_timer_t aloop_timer_t;
 
@@ -270,6 +291,67 @@ typedef void (*aloop_post_cb)(struct aloop_loop_t *lp, void *user_data);
  * the registration ends (see each function). Never called when the registering call fails.
  */
 typedef void (*aloop_free_fn)(void *user_data);
+
+/**
+ * Options for `aloop_http_client_new`; fill with `aloop_http_client_options_init` first.
+ */
+typedef struct aloop_http_client_options_t {
+  /**
+   * Time to connect, ms (default 5000; `ALOOP_E_CONNECT_TIMEOUT` past it). A host name's
+   * addresses are tried in turn (IPv4 first), each with an equal share of the time left.
+   */
+  uint64_t connect_timeout_ms;
+  /**
+   * Time for the whole request, ms (default 30000; `ALOOP_E_TIMEOUT` past it).
+   */
+  uint64_t request_timeout_ms;
+  /**
+   * Largest response body, bytes (default 8 MiB; `ALOOP_E_HTTP_TOO_LARGE` beyond).
+   */
+  size_t max_body;
+  /**
+   * Keep-alive connections per origin (default 8); more requests wait for one.
+   */
+  size_t max_per_origin;
+  /**
+   * How long an idle pooled connection is kept, ms (default 30000).
+   */
+  uint64_t idle_timeout_ms;
+  /**
+   * Longest silence while waiting for a response, ms (default 15000;
+   * `ALOOP_E_READ_TIMEOUT` past it).
+   */
+  uint64_t read_timeout_ms;
+} aloop_http_client_options_t;
+
+/**
+ * A response header: NUL-terminated name and value, borrowed during the call.
+ */
+typedef struct aloop_http_header_t {
+  const char *name;
+  const char *value;
+} aloop_http_header_t;
+
+/**
+ * Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
+ * HTTP status), or an error code with `resp` NULL: `ALOOP_E_DNS`, a negative errno from
+ * connect, `ALOOP_E_CONNECT_TIMEOUT`, `ALOOP_E_TIMEOUT`, `ALOOP_E_HTTP_PROTOCOL`,
+ * `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
+ */
+typedef void (*aloop_http_response_cb)(int status,
+                                       const struct aloop_http_response_t *resp,
+                                       void *user_data);
+
+/**
+ * Receives a piece of a streamed response body (see `aloop_http_client_stream`).
+ */
+typedef void (*aloop_http_chunk_cb)(const void *data, size_t len, void *user_data);
+
+/**
+ * Called once when the client of an unanswered request goes away. `req` is still valid and
+ * must still be answered (the answer returns `ALOOP_E_CANCELLED` and frees it).
+ */
+typedef void (*aloop_http_abort_cb)(struct aloop_http_request_t *req, void *user_data);
 
 /**
  * Options for `aloop_http_server_new`; fill with `aloop_http_server_options_init` first.
@@ -337,73 +419,12 @@ typedef void (*aloop_http_handler_cb)(struct aloop_http_request_t *req, void *us
 typedef void (*aloop_http_stopped_cb)(struct aloop_http_server_t *server, void *user_data);
 
 /**
- * Called once when the client of an unanswered request goes away. `req` is still valid and
- * must still be answered (the answer returns `ALOOP_E_CANCELLED` and frees it).
- */
-typedef void (*aloop_http_abort_cb)(struct aloop_http_request_t *req, void *user_data);
-
-/**
- * A response header: NUL-terminated name and value, borrowed during the call.
- */
-typedef struct aloop_http_header_t {
-  const char *name;
-  const char *value;
-} aloop_http_header_t;
-
-/**
- * Options for `aloop_http_client_new`; fill with `aloop_http_client_options_init` first.
- */
-typedef struct aloop_http_client_options_t {
-  /**
-   * Time to connect, ms (default 5000; `ALOOP_E_CONNECT_TIMEOUT` past it). A host name's
-   * addresses are tried in turn (IPv4 first), each with an equal share of the time left.
-   */
-  uint64_t connect_timeout_ms;
-  /**
-   * Time for the whole request, ms (default 30000; `ALOOP_E_TIMEOUT` past it).
-   */
-  uint64_t request_timeout_ms;
-  /**
-   * Largest response body, bytes (default 8 MiB; `ALOOP_E_HTTP_TOO_LARGE` beyond).
-   */
-  size_t max_body;
-  /**
-   * Keep-alive connections per origin (default 8); more requests wait for one.
-   */
-  size_t max_per_origin;
-  /**
-   * How long an idle pooled connection is kept, ms (default 30000).
-   */
-  uint64_t idle_timeout_ms;
-  /**
-   * Longest silence while waiting for a response, ms (default 15000;
-   * `ALOOP_E_READ_TIMEOUT` past it).
-   */
-  uint64_t read_timeout_ms;
-} aloop_http_client_options_t;
-
-/**
- * Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
- * HTTP status), or an error code with `resp` NULL: `ALOOP_E_DNS`, a negative errno from
- * connect, `ALOOP_E_CONNECT_TIMEOUT`, `ALOOP_E_TIMEOUT`, `ALOOP_E_HTTP_PROTOCOL`,
- * `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
- */
-typedef void (*aloop_http_response_cb)(int status,
-                                       const struct aloop_http_response_t *resp,
-                                       void *user_data);
-
-/**
- * Receives a piece of a streamed response body (see `aloop_http_client_stream`).
- */
-typedef void (*aloop_http_chunk_cb)(const void *data, size_t len, void *user_data);
-
-/**
  * Options for `aloop_pg_pool_new`; fill with `aloop_pg_pool_options_init` first.
  */
 typedef struct aloop_pg_pool_options_t {
   /**
-   * libpq conninfo string or URI (borrowed during `aloop_pg_pool_new`). Give the server as
-   * a numeric address: a host name would be resolved by libpq with a blocking call.
+   * libpq conninfo string or URI (borrowed during `aloop_pg_pool_new`). Host names (several
+   * hosts too) are resolved off the loop, on the blocking-work pool; the loop never blocks.
    */
   const char *conninfo;
   /**
@@ -533,6 +554,14 @@ extern "C" {
 #endif // __cplusplus
 
 /**
+ * The detail message of the most recent failure on this thread that had more to say than
+ * its code: the functions that record one say so (`aloop_pg_pool_new` for a conninfo libpq
+ * cannot parse, for example). "" when there is none. The text stays valid until the next such
+ * failure on this thread; read it right after the failed call. Thread-safe (per thread).
+ */
+const char *aloop_last_error_message(void);
+
+/**
  * A static, human-readable message for any code this library returns (0 included). Never
  * NULL; unknown codes get "unknown error". Thread-safe; the string is never freed.
  */
@@ -557,29 +586,35 @@ int aloop_loop_options_init(struct aloop_loop_options_t *opts);
 
 /**
  * Creates a loop. `opts` may be NULL for the defaults; it is only read during the call. On
- * success `*out` owns the new loop (free it with `aloop_loop_free`). Errors: `ALOOP_E_NULL`,
- * `ALOOP_E_INVALID` (unknown backend), `ALOOP_E_BACKEND` (io_uring asked for and unavailable),
- * or a system error.
+ * success `*out` owns the new loop (free it with `aloop_loop_free`); on failure `*out` is not
+ * written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (unknown backend), `ALOOP_E_BACKEND`
+ * (io_uring asked for and unavailable), or a system error.
  */
 int aloop_loop_new(const struct aloop_loop_options_t *opts, struct aloop_loop_t **out);
 
 /**
- * Frees a loop. Fails with `ALOOP_E_BUSY`, and frees nothing, while handles are open (close
- * them and run the loop until their close callbacks ran). Timers and polls must be freed,
- * TCP handles closed. Jobs still posted and not run are dropped (their destructors run). Not
- * thread-safe: no other thread may post to the loop during or after this call.
+ * Frees a loop. Fails with `ALOOP_E_BUSY`, and frees nothing, while `aloop_loop_run` is
+ * running (from one of the loop's callbacks: free it after `run` returned) or while handles
+ * are open (close them and run the loop until their close callbacks ran; timers and polls
+ * must be freed, TCP handles, listeners, servers, clients and pools closed or freed). Jobs
+ * posted and not run are dropped (their destructors run). `ALOOP_E_WRONG_THREAD` from a thread
+ * other than the one running it; `ALOOP_E_STALE` for a loop already freed. Posting from other
+ * threads after the free returns `ALOOP_E_STALE`.
  */
 int aloop_loop_free(struct aloop_loop_t *lp);
 
 /**
- * Runs the loop in `mode` (`ALOOP_RUN_*`). Returns 1 if handles or operations are still
- * active, 0 if not, or a negative error (`ALOOP_E_ALREADY` when called from one of the loop's
- * own callbacks). Callbacks run on the calling thread, which must always be the same one.
+ * Runs the loop in `mode` (`ALOOP_RUN_*`) on the calling thread, where its callbacks run.
+ * Returns 1 if handles or operations are still active, 0 if not, or a negative error:
+ * `ALOOP_E_ALREADY` when called from one of the loop's own callbacks, `ALOOP_E_WRONG_THREAD`
+ * while another thread runs it. Idle keep-alive connections of an HTTP client do not keep it
+ * running.
  */
 int aloop_loop_run(struct aloop_loop_t *lp, int mode);
 
 /**
- * Makes `aloop_loop_run` return after the current turn. Thread-safe.
+ * Makes `aloop_loop_run` return after the current turn. Thread-safe. `ALOOP_E_STALE` for a
+ * freed loop.
  */
 int aloop_loop_stop(struct aloop_loop_t *lp);
 
@@ -587,12 +622,14 @@ int aloop_loop_stop(struct aloop_loop_t *lp);
  * Runs `cb(lp, user_data)` on the loop's thread at its next turn. Thread-safe; wake-ups are
  * coalesced. `dtor` (may be NULL) runs on the loop's thread right after `cb`, or when the loop
  * is freed with the job still queued. `user_data` must be usable from the loop's thread.
- * Errors: `ALOOP_E_NULL` (lp or cb), `ALOOP_E_CLOSED` (loop being freed).
+ * Errors (the callback and destructor then never run): `ALOOP_E_NULL` (lp or cb),
+ * `ALOOP_E_STALE` (freed loop), `ALOOP_E_CLOSED` (loop being freed).
  */
 int aloop_loop_post(struct aloop_loop_t *lp, aloop_post_cb cb, void *user_data, aloop_free_fn dtor);
 
 /**
- * The backend the loop runs on: `ALOOP_BACKEND_URING` or `ALOOP_BACKEND_EPOLL`.
+ * The backend the loop runs on: `ALOOP_BACKEND_URING` or `ALOOP_BACKEND_EPOLL`, or a
+ * negative error (`ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`).
  */
 int aloop_loop_backend(const struct aloop_loop_t *lp);
 
@@ -602,203 +639,10 @@ int aloop_loop_backend(const struct aloop_loop_t *lp);
 const char *aloop_backend_name(int backend);
 
 /**
- * Milliseconds on a monotonic clock, as cached at the start of the current loop turn.
+ * Milliseconds on a monotonic clock, as cached at the start of the current loop turn (0 for
+ * a NULL, stale or wrong-thread handle).
  */
 uint64_t aloop_loop_now_ms(const struct aloop_loop_t *lp);
-
-/**
- * Fills `opts` with the defaults (those of CONTRACT.md).
- */
-int aloop_http_server_options_init(struct aloop_http_server_options_t *opts);
-
-/**
- * Creates a server on `lp` (no listener yet). `opts` may be NULL for the defaults; it is read
- * during the call only. `ALOOP_E_INVALID` for a zero timeout or limit.
- */
-int aloop_http_server_new(struct aloop_loop_t *lp,
-                          const struct aloop_http_server_options_t *opts,
-                          struct aloop_http_server_t **out);
-
-/**
- * Routes requests with `method` (NULL: any method; HEAD also reaches a GET route) and exactly
- * `path` (starting with '/', compared without the query) to `cb`. A route added again for the
- * same method and path replaces the old one. `dtor(user_data)` runs when the server is freed.
- */
-int aloop_http_server_route(struct aloop_http_server_t *srv,
-                            const char *method,
-                            const char *path,
-                            aloop_http_handler_cb cb,
-                            void *user_data,
-                            aloop_free_fn dtor);
-
-/**
- * Routes every path starting with `prefix` (longest prefix first, after exact routes).
- */
-int aloop_http_server_route_prefix(struct aloop_http_server_t *srv,
-                                   const char *method,
-                                   const char *prefix,
-                                   aloop_http_handler_cb cb,
-                                   void *user_data,
-                                   aloop_free_fn dtor);
-
-/**
- * Handles every request no route takes (instead of the default 404 and 405 answers).
- */
-int aloop_http_server_fallback(struct aloop_http_server_t *srv,
-                               aloop_http_handler_cb cb,
-                               void *user_data,
-                               aloop_free_fn dtor);
-
-/**
- * Listens on `ip:port` (numeric address; port 0 picks one) and starts serving. Returns the
- * bound port (> 0) or an error (`-EADDRINUSE`, `ALOOP_E_ADDRESS`, ...). May be called again
- * for more addresses.
- */
-int aloop_http_server_listen(struct aloop_http_server_t *srv, const char *ip, uint16_t port);
-
-/**
- * Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
- * descriptor, one end of a `socketpair`. `fd` must be a connected stream socket; it is made
- * non-blocking. On success (0) the server owns `fd` and closes it; on an error
- * (`ALOOP_E_INVALID` for anything but a connected stream socket: -1, a pipe, a listening
- * socket; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`) it stays the caller's. Call it on
- * the loop's thread, like the server's other functions.
- */
-int aloop_http_server_serve_fd(struct aloop_http_server_t *srv, int fd);
-
-/**
- * Open connections of the server.
- */
-size_t aloop_http_server_connections(const struct aloop_http_server_t *srv);
-
-/**
- * Graceful stop: stops accepting, closes idle connections, lets in-flight requests finish
- * (answered with `Connection: close`) for up to `grace_ms`, then closes what is left. `cb`
- * (may be NULL) runs once when every listener and connection is closed.
- */
-int aloop_http_server_shutdown(struct aloop_http_server_t *srv,
-                               uint64_t grace_ms,
-                               aloop_http_stopped_cb cb,
-                               void *user_data);
-
-/**
- * Frees the server (route destructors run). `ALOOP_E_BUSY` while it has listeners or
- * connections (shut it down first) or unanswered requests (answer them first).
- */
-int aloop_http_server_free(struct aloop_http_server_t *srv);
-
-/**
- * The loop the server runs on.
- */
-struct aloop_loop_t *aloop_http_server_loop(const struct aloop_http_server_t *srv);
-
-/**
- * The method ("GET"), NUL-terminated; valid until the request is answered. NULL for an
- * answered request or when called from another thread (as for every accessor below).
- */
-const char *aloop_http_request_method(struct aloop_http_request_t *req);
-
-/**
- * The request target as sent ("/path?query").
- */
-const char *aloop_http_request_target(struct aloop_http_request_t *req);
-
-/**
- * The path part of the target, not percent-decoded ("/path").
- */
-const char *aloop_http_request_path(struct aloop_http_request_t *req);
-
-/**
- * The raw query after '?' ("" when there is none).
- */
-const char *aloop_http_request_query(struct aloop_http_request_t *req);
-
-/**
- * The minor version of HTTP/1.x (0 or 1), or a negative error.
- */
-int aloop_http_request_version(struct aloop_http_request_t *req);
-
-/**
- * The first header called `name` (case-insensitive), NUL-terminated, or NULL when absent.
- */
-const char *aloop_http_request_header(struct aloop_http_request_t *req, const char *name);
-
-/**
- * Number of header fields.
- */
-size_t aloop_http_request_header_count(struct aloop_http_request_t *req);
-
-/**
- * Header `index` (in the order received): sets `*name` and `*value` (NUL-terminated, valid
- * until the request is answered). `ALOOP_E_NOT_FOUND` past the end.
- */
-int aloop_http_request_header_at(struct aloop_http_request_t *req,
-                                 size_t index,
-                                 const char **name,
-                                 const char **value);
-
-/**
- * The body: its bytes (valid until the request is answered; not NUL-terminated) and length in
- * `*len` (may be NULL). A request without a body gives length 0.
- */
-const void *aloop_http_request_body(struct aloop_http_request_t *req, size_t *len);
-
-/**
- * Copies the first query parameter `name`, percent-decoded, into `buf` (`buf_len` bytes,
- * NUL-terminated, truncated to fit) and returns its full decoded length, like snprintf.
- * `ALOOP_E_NOT_FOUND` when absent. `buf` may be NULL with `buf_len` 0 to ask the length.
- */
-ptrdiff_t aloop_http_request_query_param(struct aloop_http_request_t *req,
-                                         const char *name,
-                                         char *buf,
-                                         size_t buf_len);
-
-/**
- * Registers `cb(req, user_data)` to run once if the client goes away before `req` is
- * answered; `dtor(user_data)` runs when the request ends either way. `ALOOP_E_CANCELLED` if
- * the client is already gone.
- */
-int aloop_http_request_on_abort(struct aloop_http_request_t *req,
-                                aloop_http_abort_cb cb,
-                                void *user_data,
-                                aloop_free_fn dtor);
-
-/**
- * Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
- * and `Connection` are written by the library; give `Server` or `Date` to replace them) and
- * `len` bytes of `body` (copied). On success the request is consumed. Errors:
- * `ALOOP_E_INVALID` (bad status, or CR/LF/NUL in a header: the request stays unanswered),
- * `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`
- * (already answered). Thread-safe: from another thread the response is copied and handed to
- * the request's loop, and 0 means "queued".
- */
-int aloop_http_respond(struct aloop_http_request_t *req,
-                       int status,
-                       const struct aloop_http_header_t *headers,
-                       size_t nheaders,
-                       const void *body,
-                       size_t len);
-
-/**
- * Starts a chunked response (`Transfer-Encoding: chunked`) for bodies of unknown length;
- * then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Errors as for
- * `aloop_http_respond`. Loop thread only.
- */
-int aloop_http_respond_chunked(struct aloop_http_request_t *req,
-                               int status,
-                               const struct aloop_http_header_t *headers,
-                               size_t nheaders);
-
-/**
- * Sends `len` bytes (copied) as one chunk of a chunked response. `ALOOP_E_CANCELLED` if the
- * client has gone (the request is then consumed: stop writing).
- */
-int aloop_http_chunk(struct aloop_http_request_t *req, const void *data, size_t len);
-
-/**
- * Ends a chunked response; the request is consumed.
- */
-int aloop_http_chunk_end(struct aloop_http_request_t *req);
 
 /**
  * Fills `opts` with the defaults.
@@ -806,24 +650,29 @@ int aloop_http_chunk_end(struct aloop_http_request_t *req);
 int aloop_http_client_options_init(struct aloop_http_client_options_t *opts);
 
 /**
- * Creates a client on `lp`. `opts` may be NULL for the defaults.
+ * Creates a client on `lp`. `opts` may be NULL for the defaults. On success `*out` owns the
+ * client; on failure `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero
+ * timeout or pool size), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_client_new(struct aloop_loop_t *lp,
                           const struct aloop_http_client_options_t *opts,
                           struct aloop_http_client_t **out);
 
 /**
- * Cancels every request still pending (their callbacks run now, with `ALOOP_E_CANCELLED`),
- * closes the connections and frees the client. NULL is ignored.
+ * Cancels every request still pending (their callbacks run now, inside this call, with
+ * `ALOOP_E_CANCELLED`; the handle is already stale for them), closes the connections and frees
+ * the client. Allowed inside the client's own callbacks. Returns 0, `ALOOP_E_STALE` for a
+ * client already freed or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
  */
-void aloop_http_client_free(struct aloop_http_client_t *client);
+int aloop_http_client_free(struct aloop_http_client_t *client);
 
 /**
  * Sends `method` (upper case) to `url` (`http://host[:port]/path?query`; the host may be a
  * name, resolved off the loop) with `nheaders` headers and `len` bytes of `body` (all copied
  * before the call returns). `cb` runs once from the loop; `dtor(user_data)` right after it.
- * `*id` (may be NULL) gets an id for `aloop_http_client_cancel`. Errors: `ALOOP_E_URL`,
- * `ALOOP_E_INVALID` (method, or CR/LF in a header), `ALOOP_E_NULL`.
+ * `*id` (may be NULL) gets an id for `aloop_http_client_cancel` (not written on failure).
+ * Errors (`cb` and `dtor` then never run): `ALOOP_E_URL`, `ALOOP_E_INVALID` (a method not in
+ * upper case, or CR/LF in a header), `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_client_request(struct aloop_http_client_t *client,
                               const char *method,
@@ -856,13 +705,14 @@ int aloop_http_client_stream(struct aloop_http_client_t *client,
                              uint64_t *id);
 
 /**
- * Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED` (unless it
- * already ran; then `ALOOP_E_ALREADY`).
+ * Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED`, inside this
+ * call (unless it already ran: then `ALOOP_E_ALREADY`). `ALOOP_E_STALE` for a freed client.
  */
 int aloop_http_client_cancel(struct aloop_http_client_t *client, uint64_t id);
 
 /**
- * The HTTP status of the response.
+ * The HTTP status of the response, or a negative error (`ALOOP_E_NULL`, `ALOOP_E_STALE`
+ * after its callback returned).
  */
 int aloop_http_response_status(const struct aloop_http_response_t *resp);
 
@@ -882,7 +732,8 @@ const char *aloop_http_response_header(const struct aloop_http_response_t *resp,
 size_t aloop_http_response_header_count(const struct aloop_http_response_t *resp);
 
 /**
- * Header `index`: sets `*name` and `*value`. `ALOOP_E_NOT_FOUND` past the end.
+ * Header `index`: sets `*name` and `*value` (valid during the callback). `ALOOP_E_NOT_FOUND`
+ * past the end; on any error neither out pointer is written.
  */
 int aloop_http_response_header_at(const struct aloop_http_response_t *resp,
                                   size_t index,
@@ -895,28 +746,244 @@ int aloop_http_response_header_at(const struct aloop_http_response_t *resp,
 const void *aloop_http_response_body(const struct aloop_http_response_t *resp, size_t *len);
 
 /**
+ * The method ("GET"), NUL-terminated; valid until the request is answered. NULL for an
+ * answered request or when called from another thread (as for every accessor below).
+ */
+const char *aloop_http_request_method(struct aloop_http_request_t *req);
+
+/**
+ * The request target as sent ("/path?query").
+ */
+const char *aloop_http_request_target(struct aloop_http_request_t *req);
+
+/**
+ * The path part of the target, not percent-decoded ("/path").
+ */
+const char *aloop_http_request_path(struct aloop_http_request_t *req);
+
+/**
+ * The raw query after '?' ("" when there is none).
+ */
+const char *aloop_http_request_query(struct aloop_http_request_t *req);
+
+/**
+ * The minor version of HTTP/1.x (0 or 1), or a negative error (`ALOOP_E_NULL`,
+ * `ALOOP_E_ALREADY`, `ALOOP_E_WRONG_THREAD`).
+ */
+int aloop_http_request_version(struct aloop_http_request_t *req);
+
+/**
+ * The first header called `name` (case-insensitive), NUL-terminated, or NULL when absent.
+ */
+const char *aloop_http_request_header(struct aloop_http_request_t *req, const char *name);
+
+/**
+ * Number of header fields.
+ */
+size_t aloop_http_request_header_count(struct aloop_http_request_t *req);
+
+/**
+ * Header `index` (in the order received): sets `*name` and `*value` (NUL-terminated, valid
+ * until the request is answered). `ALOOP_E_NOT_FOUND` past the end; on any error neither out
+ * pointer is written.
+ */
+int aloop_http_request_header_at(struct aloop_http_request_t *req,
+                                 size_t index,
+                                 const char **name,
+                                 const char **value);
+
+/**
+ * The body: its bytes (valid until the request is answered; not NUL-terminated) and length in
+ * `*len` (may be NULL). A request without a body gives length 0.
+ */
+const void *aloop_http_request_body(struct aloop_http_request_t *req, size_t *len);
+
+/**
+ * Copies the first query parameter `name`, percent-decoded, into `buf` (`buf_len` bytes,
+ * NUL-terminated, truncated to fit) and returns its full decoded length, like snprintf.
+ * `ALOOP_E_NOT_FOUND` when absent (`buf` untouched). `buf` may be NULL with `buf_len` 0 to ask
+ * the length. Errors: `ALOOP_E_NULL` (req, name, or buf with a length), `ALOOP_E_ALREADY`
+ * (answered), `ALOOP_E_WRONG_THREAD`, `ALOOP_E_INVALID` (name not UTF-8).
+ */
+ptrdiff_t aloop_http_request_query_param(struct aloop_http_request_t *req,
+                                         const char *name,
+                                         char *buf,
+                                         size_t buf_len);
+
+/**
+ * Registers `cb(req, user_data)` to run once if the client goes away before `req` is
+ * answered; `dtor(user_data)` runs when the request ends either way. `ALOOP_E_CANCELLED` if
+ * the client is already gone (nothing registered; answer the request still).
+ */
+int aloop_http_request_on_abort(struct aloop_http_request_t *req,
+                                aloop_http_abort_cb cb,
+                                void *user_data,
+                                aloop_free_fn dtor);
+
+/**
+ * Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
+ * and `Connection` are written by the library; give `Server` or `Date` to replace them) and
+ * `len` bytes of `body` (copied). On success the request is consumed. Errors:
+ * `ALOOP_E_INVALID` (bad status, or CR/LF/NUL in a header: the request stays unanswered),
+ * `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`
+ * (already answered), `ALOOP_E_NULL`. Thread-safe: from a thread other than the one running
+ * the request's loop, the response is copied and handed to that loop, and 0 means "queued".
+ */
+int aloop_http_respond(struct aloop_http_request_t *req,
+                       int status,
+                       const struct aloop_http_header_t *headers,
+                       size_t nheaders,
+                       const void *body,
+                       size_t len);
+
+/**
+ * Starts a chunked response (`Transfer-Encoding: chunked`) for bodies of unknown length;
+ * then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Errors as for
+ * `aloop_http_respond`. Loop thread only (`ALOOP_E_WRONG_THREAD` from another).
+ */
+int aloop_http_respond_chunked(struct aloop_http_request_t *req,
+                               int status,
+                               const struct aloop_http_header_t *headers,
+                               size_t nheaders);
+
+/**
+ * Sends `len` bytes (copied) as one chunk of a chunked response. `ALOOP_E_CANCELLED` if the
+ * client has gone (the request is then consumed: stop writing).
+ */
+int aloop_http_chunk(struct aloop_http_request_t *req, const void *data, size_t len);
+
+/**
+ * Ends a chunked response; the request is consumed.
+ */
+int aloop_http_chunk_end(struct aloop_http_request_t *req);
+
+/**
+ * Fills `opts` with the defaults given on each field.
+ */
+int aloop_http_server_options_init(struct aloop_http_server_options_t *opts);
+
+/**
+ * Creates a server on `lp` (no listener yet). `opts` may be NULL for the defaults; it is read
+ * during the call only. On success `*out` owns the server; on failure `*out` is not written.
+ * Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_server_new(struct aloop_loop_t *lp,
+                          const struct aloop_http_server_options_t *opts,
+                          struct aloop_http_server_t **out);
+
+/**
+ * Routes requests with `method` (NULL: any method; HEAD also reaches a GET route) and exactly
+ * `path` (starting with '/', compared without the query) to `cb`. Methods are case-sensitive
+ * and given in upper case ("GET", "POST", an extension method like "PURGE"); anything else
+ * is `ALOOP_E_INVALID`. A route added again for the same method and path replaces the old
+ * one. `dtor(user_data)` runs when the server is freed (or the route replaced). On an error
+ * (`ALOOP_E_NULL`, `ALOOP_E_INVALID`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`) nothing is
+ * registered and `dtor` never runs.
+ */
+int aloop_http_server_route(struct aloop_http_server_t *srv,
+                            const char *method,
+                            const char *path,
+                            aloop_http_handler_cb cb,
+                            void *user_data,
+                            aloop_free_fn dtor);
+
+/**
+ * Routes every path starting with `prefix` (longest prefix first, after exact routes);
+ * otherwise as `aloop_http_server_route`.
+ */
+int aloop_http_server_route_prefix(struct aloop_http_server_t *srv,
+                                   const char *method,
+                                   const char *prefix,
+                                   aloop_http_handler_cb cb,
+                                   void *user_data,
+                                   aloop_free_fn dtor);
+
+/**
+ * Handles every request no route takes (instead of the default 404 and 405 answers);
+ * otherwise as `aloop_http_server_route`.
+ */
+int aloop_http_server_fallback(struct aloop_http_server_t *srv,
+                               aloop_http_handler_cb cb,
+                               void *user_data,
+                               aloop_free_fn dtor);
+
+/**
+ * Listens on `ip:port` (numeric address; port 0 picks one) and starts serving. Returns the
+ * bound port (> 0) or an error (`-EADDRINUSE`, `ALOOP_E_ADDRESS`, `ALOOP_E_CLOSED` after
+ * shutdown, ...). May be called again for more addresses.
+ */
+int aloop_http_server_listen(struct aloop_http_server_t *srv, const char *ip, uint16_t port);
+
+/**
+ * Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
+ * descriptor, one end of a `socketpair`. `fd` must be a connected stream socket; it is made
+ * non-blocking. On success (0) the server owns `fd` and closes it; on an error
+ * (`ALOOP_E_INVALID` for anything but a connected stream socket: -1, a pipe, a listening
+ * socket; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`) it stays the caller's.
+ */
+int aloop_http_server_serve_fd(struct aloop_http_server_t *srv, int fd);
+
+/**
+ * Open connections of the server (0 for a NULL, stale or wrong-thread handle).
+ */
+size_t aloop_http_server_connections(const struct aloop_http_server_t *srv);
+
+/**
+ * Graceful stop: stops accepting, closes idle connections, lets in-flight requests finish
+ * (answered with `Connection: close`; responses already given are sent whole, in every order
+ * of calls) for up to `grace_ms`, then closes what is left. `cb` (may be NULL) runs once when
+ * every listener and connection is closed, never inside this call. Errors: `ALOOP_E_NULL`,
+ * `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD` (then `cb` never runs).
+ */
+int aloop_http_server_shutdown(struct aloop_http_server_t *srv,
+                               uint64_t grace_ms,
+                               aloop_http_stopped_cb cb,
+                               void *user_data);
+
+/**
+ * Frees the server (route destructors run). `ALOOP_E_BUSY` while it has listeners or
+ * connections (shut it down first) or unanswered requests (answer them first);
+ * `ALOOP_E_STALE` once freed. Allowed inside its shutdown callback.
+ */
+int aloop_http_server_free(struct aloop_http_server_t *srv);
+
+/**
+ * The loop the server runs on (NULL for a NULL, stale or wrong-thread handle).
+ */
+struct aloop_loop_t *aloop_http_server_loop(const struct aloop_http_server_t *srv);
+
+/**
  * Fills `opts` with the defaults (conninfo NULL: libpq's PG* environment defaults).
  */
 int aloop_pg_pool_options_init(struct aloop_pg_pool_options_t *opts);
 
 /**
  * Creates a pool on `lp` and starts connecting (never blocks). `opts` may be NULL for the
- * defaults. Queries may be sent at once: they wait while the first connections come up.
+ * defaults. Queries may be sent at once: they wait while the first connections come up. On
+ * success `*out` owns the pool; on failure `*out` is not written. Errors: `ALOOP_E_NULL`,
+ * `ALOOP_E_INVALID` (a zero size, or a conninfo libpq cannot parse: the reason is in
+ * `aloop_last_error_message()`), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_pg_pool_new(struct aloop_loop_t *lp,
                       const struct aloop_pg_pool_options_t *opts,
                       struct aloop_pg_pool_t **out);
 
 /**
- * Closes every connection and frees the pool. Queries still queued or in flight complete
- * with an error (their callbacks run from the loop, later). NULL is ignored.
+ * Closes every connection and frees the pool; allowed inside its own callbacks. Queries still
+ * queued or in flight complete with `ALOOP_E_CANCELLED` (their callbacks run from the loop,
+ * later, never inside this call; run the loop until they did). Returns 0, `ALOOP_E_STALE` for
+ * a pool already freed or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
  */
-void aloop_pg_pool_free(struct aloop_pg_pool_t *pool);
+int aloop_pg_pool_free(struct aloop_pg_pool_t *pool);
 
 /**
  * Registers the named statement `sql` (with `$n` parameters) for `aloop_pg_execute`. It is
  * prepared on each connection the first time it runs there, reconnected ones included.
  * Registering a name again replaces it for connections that have not prepared it yet.
+ * Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (empty name, not UTF-8), `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_pg_prepare(struct aloop_pg_pool_t *pool, const char *name, const char *sql);
 
@@ -924,6 +991,8 @@ int aloop_pg_prepare(struct aloop_pg_pool_t *pool, const char *name, const char 
  * Runs `sql` with `nparams` text parameters (`values[i]` NUL-terminated, or NULL for SQL
  * NULL; copied before the call returns). `cb(status, result, user_data)` runs once from the
  * loop; `dtor(user_data)` right after it. Parameters are the only way values should reach SQL.
+ * Errors (`cb` and `dtor` then never run): `ALOOP_E_NULL`, `ALOOP_E_INVALID`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_pg_query(struct aloop_pg_pool_t *pool,
                    const char *sql,
@@ -959,7 +1028,8 @@ int aloop_pg_batch(struct aloop_pg_pool_t *pool,
                    aloop_free_fn dtor);
 
 /**
- * Connections up, queries in flight and queries waiting; any pointer may be NULL.
+ * Connections up, queries in flight and queries waiting; any out pointer may be NULL, and
+ * none is written on an error (`ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`).
  */
 int aloop_pg_pool_stats(const struct aloop_pg_pool_t *pool,
                         size_t *connected,
@@ -1014,7 +1084,9 @@ const char *aloop_pg_result_sqlstate(const struct aloop_pg_result_t *r);
 
 /**
  * Creates a watch on `fd` (borrowed; must stay open until the watch is freed or its interest
- * is 0) with no interest yet. `dtor(user_data)` runs at `aloop_poll_free`.
+ * is 0) with no interest yet. `dtor(user_data)` runs at `aloop_poll_free`. On success `*out`
+ * owns the watch; on failure `*out` is not written and neither `cb` nor `dtor` ever runs.
+ * Errors: `ALOOP_E_NULL`, `-EBADF`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_poll_new(struct aloop_loop_t *lp,
                    int fd,
@@ -1025,14 +1097,16 @@ int aloop_poll_new(struct aloop_loop_t *lp,
 
 /**
  * Sets the interest: a bitwise OR of `ALOOP_READABLE` and `ALOOP_WRITABLE`, or 0 to stop.
+ * Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_poll_set(struct aloop_poll_t *p, int events);
 
 /**
- * Stops and frees the watch (the destructor runs). Allowed inside its own callback. NULL is
- * ignored.
+ * Stops and frees the watch; allowed inside its own callback (the destructor then runs when
+ * the callback returns, otherwise at once). Returns 0, `ALOOP_E_STALE` for a watch already
+ * freed, or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
  */
-void aloop_poll_free(struct aloop_poll_t *p);
+int aloop_poll_free(struct aloop_poll_t *p);
 
 /**
  * Fills `opts` with the defaults: backlog 1024, no SO_REUSEPORT, dual-stack IPv6, TCP_NODELAY.
@@ -1044,7 +1118,9 @@ int aloop_listen_options_init(struct aloop_listen_options_t *opts);
  * `aloop_tcp_listener_port`), listens and starts accepting: `cb(listener, status, conn,
  * user_data)` runs for each connection. `opts` may be NULL for the defaults and is only read
  * during the call; `ip` is borrowed during the call. `dtor(user_data)` runs after the close
- * callback. Errors: `ALOOP_E_NULL`, `ALOOP_E_ADDRESS`, or a system error such as `-EADDRINUSE`.
+ * callback. On success `*out` owns the listener; on failure `*out` is not written and neither
+ * `cb` nor `dtor` ever runs. Errors: `ALOOP_E_NULL`, `ALOOP_E_ADDRESS`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`, or a system error such as `-EADDRINUSE`.
  */
 int aloop_tcp_listen(struct aloop_loop_t *lp,
                      const char *ip,
@@ -1063,7 +1139,8 @@ int aloop_tcp_listener_port(const struct aloop_tcp_listener_t *l);
 /**
  * Stops accepting and closes the listener. `cb(listener, user_data)` (may be NULL) runs once on
  * the loop's thread when it is closed; then the listener's memory and registration end (the
- * accept destructor runs). `ALOOP_E_ALREADY` if already closing.
+ * accept destructor runs) and the handle is stale. `ALOOP_E_ALREADY` if already closing,
+ * `ALOOP_E_STALE` once closed. May be called inside its own accept callback.
  */
 int aloop_tcp_listener_close(struct aloop_tcp_listener_t *l,
                              aloop_listener_close_cb cb,
@@ -1075,12 +1152,12 @@ int aloop_tcp_listener_close(struct aloop_tcp_listener_t *l,
 int aloop_tcp_listener_set_data(struct aloop_tcp_listener_t *l, void *data);
 
 /**
- * The listener's data slot (NULL for a NULL listener).
+ * The listener's data slot (NULL for a NULL, stale or wrong-thread handle).
  */
 void *aloop_tcp_listener_get_data(const struct aloop_tcp_listener_t *l);
 
 /**
- * The loop of a listener (NULL for a NULL listener).
+ * The loop of a listener (NULL for a NULL, stale or wrong-thread handle).
  */
 struct aloop_loop_t *aloop_tcp_listener_loop(const struct aloop_tcp_listener_t *l);
 
@@ -1088,8 +1165,10 @@ struct aloop_loop_t *aloop_tcp_listener_loop(const struct aloop_tcp_listener_t *
  * Starts connecting to `ip:port` (numeric IPv4 or IPv6; `ip` borrowed during the call).
  * `cb(tcp, status, user_data)` runs once: 0, a negative errno (`-ECONNREFUSED`, ...),
  * `ALOOP_E_TIMEOUT` when `timeout_ms` (0: none) passes first, or `ALOOP_E_CANCELLED` when the
- * handle is closed first. `*out` gets the handle at once; the caller owns it and must close it
- * whatever the result. `dtor(user_data)` runs right after `cb`.
+ * handle is closed first. On success `*out` gets the handle at once; the caller owns it and
+ * must close it whatever the result. `dtor(user_data)` runs right after `cb`. On failure
+ * `*out` is not written and neither `cb` nor `dtor` ever runs. Errors: `ALOOP_E_NULL`,
+ * `ALOOP_E_ADDRESS`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`, or a system error.
  */
 int aloop_tcp_connect(struct aloop_loop_t *lp,
                       const char *ip,
@@ -1103,7 +1182,8 @@ int aloop_tcp_connect(struct aloop_loop_t *lp,
 /**
  * Starts reading: `cb(tcp, nread, data, user_data)` per received chunk, then once with
  * `ALOOP_E_EOF` or an error. `dtor(user_data)` runs when reading ends (stop, EOF, error,
- * close). `ALOOP_E_ALREADY` if reading, `ALOOP_E_CLOSED` if closing.
+ * close). `ALOOP_E_ALREADY` if reading, `ALOOP_E_CLOSED` if closing; on any error neither `cb`
+ * nor `dtor` ever runs.
  */
 int aloop_tcp_read_start(struct aloop_tcp_t *tcp,
                          aloop_read_cb cb,
@@ -1120,7 +1200,8 @@ int aloop_tcp_read_stop(struct aloop_tcp_t *tcp);
  * Queues `len` bytes from `data` for sending. The bytes are copied before the call returns
  * (`data` stays the caller's). `cb(tcp, status, user_data)` (may be NULL) runs once when all
  * were handed to the kernel, or with the error (`ALOOP_E_CANCELLED` on close). Never raises
- * SIGPIPE. Errors: `ALOOP_E_CLOSED`, `-EPIPE` after shutdown, `-ENOTCONN` while connecting.
+ * SIGPIPE. Errors (`cb` then never runs): `ALOOP_E_CLOSED`, `-EPIPE` after shutdown,
+ * `-ENOTCONN` while connecting, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_tcp_write(struct aloop_tcp_t *tcp,
                     const void *data,
@@ -1129,7 +1210,8 @@ int aloop_tcp_write(struct aloop_tcp_t *tcp,
                     void *user_data);
 
 /**
- * Bytes queued by `aloop_tcp_write` and not yet handed to the kernel (0 for NULL).
+ * Bytes queued by `aloop_tcp_write` and not yet handed to the kernel (0 for a NULL, stale or
+ * wrong-thread handle).
  */
 size_t aloop_tcp_write_queue_size(const struct aloop_tcp_t *tcp);
 
@@ -1142,8 +1224,10 @@ int aloop_tcp_shutdown(struct aloop_tcp_t *tcp, aloop_write_cb cb, void *user_da
 /**
  * Closes the connection. Pending writes, shutdown and connect complete with
  * `ALOOP_E_CANCELLED` (unless they already finished), reading ends, then `cb(tcp, user_data)`
- * (may be NULL) runs last, and the handle is freed when it returns. `ALOOP_E_ALREADY` if
- * already closing. Never call it from a thread other than the loop's.
+ * (may be NULL) runs last, and the handle is freed when it returns (from then on it is stale).
+ * `ALOOP_E_ALREADY` if already closing, `ALOOP_E_STALE` once closed, `ALOOP_E_WRONG_THREAD`
+ * from another thread while the loop runs. May be called inside any of the handle's own
+ * callbacks.
  */
 int aloop_tcp_close(struct aloop_tcp_t *tcp, aloop_tcp_close_cb cb, void *user_data);
 
@@ -1174,17 +1258,19 @@ int aloop_tcp_local_address(const struct aloop_tcp_t *tcp, char *ip, size_t ip_l
 int aloop_tcp_set_data(struct aloop_tcp_t *tcp, void *data);
 
 /**
- * The connection's data slot (NULL for a NULL handle).
+ * The connection's data slot (NULL for a NULL, stale or wrong-thread handle).
  */
 void *aloop_tcp_get_data(const struct aloop_tcp_t *tcp);
 
 /**
- * The loop of a connection (NULL for a NULL handle).
+ * The loop of a connection (NULL for a NULL, stale or wrong-thread handle).
  */
 struct aloop_loop_t *aloop_tcp_loop(const struct aloop_tcp_t *tcp);
 
 /**
- * Creates a stopped timer on `lp`; `*out` owns it until `aloop_timer_free`.
+ * Creates a stopped timer on `lp`; on success `*out` owns it until `aloop_timer_free` (on
+ * failure `*out` is not written). Errors: `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`. The timer counts as an open handle of the loop until freed.
  */
 int aloop_timer_new(struct aloop_loop_t *lp, struct aloop_timer_t **out);
 
@@ -1192,7 +1278,9 @@ int aloop_timer_new(struct aloop_loop_t *lp, struct aloop_timer_t **out);
  * Starts the timer: `cb(timer, user_data)` runs after `timeout_ms`, then every `repeat_ms` if
  * that is not 0. Restarting a running timer replaces its callback. `dtor(user_data)` (may be
  * NULL) runs once when this registration ends: after a one-shot fires, or on stop, restart or
- * free. The callback may stop, restart or free its own timer.
+ * free (inside the callback too: then after the callback returns). The callback may stop,
+ * restart or free its own timer. Errors (`cb` and `dtor` then never run): `ALOOP_E_NULL`,
+ * `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_timer_start(struct aloop_timer_t *t,
                       uint64_t timeout_ms,
@@ -1202,24 +1290,29 @@ int aloop_timer_start(struct aloop_timer_t *t,
                       aloop_free_fn dtor);
 
 /**
- * Stops the timer (its destructor runs). Stopping a stopped timer is not an error.
+ * Stops the timer (its destructor runs). Stopping a stopped timer is not an error. Errors:
+ * `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_timer_stop(struct aloop_timer_t *t);
 
 /**
- * 1 if armed, 0 if not, `ALOOP_E_NULL` for NULL.
+ * 1 if armed, 0 if not, or a negative error (`ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`).
  */
 int aloop_timer_is_active(const struct aloop_timer_t *t);
 
 /**
- * The loop the timer belongs to.
+ * The loop the timer belongs to (NULL for a NULL, stale or wrong-thread handle).
  */
 struct aloop_loop_t *aloop_timer_loop(const struct aloop_timer_t *t);
 
 /**
- * Stops and frees the timer at once (also allowed inside its own callback). NULL is ignored.
+ * Stops and frees the timer at once; allowed inside its own callback (the destructor of its
+ * user data then runs when the callback returns). Returns 0, or `ALOOP_E_STALE` for a timer
+ * already freed, `ALOOP_E_WRONG_THREAD` from another thread while its loop runs; NULL is
+ * ignored (0).
  */
-void aloop_timer_free(struct aloop_timer_t *t);
+int aloop_timer_free(struct aloop_timer_t *t);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -657,7 +657,7 @@ impl Conn {
     }
 
     /// Cancels the query the server runs now if it is the front one and its deadline passed:
-    /// `PQcancel` blocks, so it runs on a short-lived thread, never on the loop.
+    /// `PQcancel` blocks, so it runs on the blocking-work pool, never on the loop.
     pub(crate) fn cancel_if_expired(&self, now: Instant) {
         let mut q = self.inflight.borrow_mut();
         let Some(f) = q.front_mut() else { return };
@@ -670,7 +670,7 @@ impl Conn {
     }
 
     /// Sends a cancel request for whatever the backend runs now. `PQcancel` blocks, so it runs
-    /// on a short-lived thread, never on the loop.
+    /// on the blocking-work pool, never on the loop.
     fn send_cancel(&self) {
         // SAFETY: live connection; PQgetCancel copies what the cancel request needs.
         let cancel = unsafe { pq::PQgetCancel(self.pg.get()) };
@@ -678,11 +678,11 @@ impl Conn {
             return;
         }
         struct SendCancel(*mut pq::PGcancel);
-        // SAFETY: the PGcancel object is owned by the thread from here on; libpq documents
+        // SAFETY: the PGcancel object is owned by the worker from here on; libpq documents
         // PQcancel as safe to call from another thread.
         unsafe impl Send for SendCancel {}
         let c = SendCancel(cancel);
-        std::thread::spawn(move || {
+        crate::reactor::spawn_blocking(move || {
             let c = c;
             let mut buf = [0 as c_char; 256];
             // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
@@ -696,6 +696,11 @@ impl Conn {
     /// Breaks the connection: every query in flight fails with `PG_CONNECTION`, the socket
     /// watch ends and libpq's connection is freed. The owner hears `broken` once.
     pub(crate) fn fail(&self, why: &str) {
+        self.fail_with(Error::PG_CONNECTION, why);
+    }
+
+    /// As `fail`, with `code` for the queries in flight (`CANCELLED` when the pool closes).
+    pub(crate) fn fail_with(&self, code: Error, why: &str) {
         if self.state.replace(State::Closed) == State::Closed {
             return;
         }
@@ -710,7 +715,7 @@ impl Conn {
         }
         let failed: Vec<InFlight> = self.inflight.borrow_mut().drain(..).collect();
         for mut f in failed {
-            let e = PgError::new(Error::PG_CONNECTION, why);
+            let e = PgError::new(code, why);
             match f.done.take() {
                 Some(Done::One(cb)) => cb(Err(e)),
                 Some(Done::Many(cb)) => cb(f.outcomes.iter().map(|_| Err(e.clone())).collect()),
@@ -720,11 +725,6 @@ impl Conn {
         if let Some(o) = self.owner.upgrade() {
             o.broken(self.id, why);
         }
-    }
-
-    /// Closes the connection; queries in flight fail with `PG_CONNECTION`.
-    pub(crate) fn close(&self) {
-        self.fail("connection closed");
     }
 }
 
