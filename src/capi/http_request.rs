@@ -310,12 +310,28 @@ struct OwnedResponse {
     body: Vec<u8>,
 }
 
-fn collect_headers(
-    headers: *const aloop_http_header_t,
-    n: usize,
-) -> Result<Vec<(&'static [u8], &'static [u8])>> {
+/// Headers most answers fit in without an allocation.
+const FEW_HEADERS: usize = 8;
+
+/// A call's headers, borrowed for the call: on the stack up to `FEW_HEADERS`, else in a Vec.
+enum Headers {
+    Few([(&'static [u8], &'static [u8]); FEW_HEADERS], usize),
+    Many(Vec<(&'static [u8], &'static [u8])>),
+}
+
+impl std::ops::Deref for Headers {
+    type Target = [(&'static [u8], &'static [u8])];
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Headers::Few(a, n) => &a[..*n],
+            Headers::Many(v) => v,
+        }
+    }
+}
+
+fn collect_headers(headers: *const aloop_http_header_t, n: usize) -> Result<Headers> {
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(Headers::Few([(&[], &[]); FEW_HEADERS], 0));
     }
     if headers.is_null() {
         return Err(Error::NULL_ARG);
@@ -323,20 +339,26 @@ fn collect_headers(
     // SAFETY: the caller passes `n` headers, each with two C strings, borrowed for the call;
     // the 'static lifetime never escapes the call.
     let hs = unsafe { std::slice::from_raw_parts(headers, n) };
-    hs.iter()
-        .map(|h| {
-            if h.name.is_null() || h.value.is_null() {
-                return Err(Error::NULL_ARG);
-            }
-            // SAFETY: as above.
-            Ok(unsafe {
-                (
-                    CStr::from_ptr(h.name).to_bytes(),
-                    CStr::from_ptr(h.value).to_bytes(),
-                )
-            })
+    let one = |h: &aloop_http_header_t| {
+        if h.name.is_null() || h.value.is_null() {
+            return Err(Error::NULL_ARG);
+        }
+        // SAFETY: as above.
+        Ok(unsafe {
+            (
+                CStr::from_ptr(h.name).to_bytes(),
+                CStr::from_ptr(h.value).to_bytes(),
+            )
         })
-        .collect()
+    };
+    if n <= FEW_HEADERS {
+        let mut few = [(&[][..], &[][..]); FEW_HEADERS];
+        for (slot, h) in few.iter_mut().zip(hs) {
+            *slot = one(h)?;
+        }
+        return Ok(Headers::Few(few, n));
+    }
+    hs.iter().map(one).collect::<Result<_>>().map(Headers::Many)
 }
 
 /// Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
@@ -372,12 +394,22 @@ pub extern "C" fn aloop_http_respond(
             // SAFETY: `len` readable bytes at body during the call.
             unsafe { std::slice::from_raw_parts(body.cast(), len) }
         };
-        let (remote, here) = match handle::remote_of(req as u64, Kind::HttpRequest) {
-            Ok(x) => x,
+        // On the loop's thread (the common case) the handle's payload comes with the check;
+        // from another, the answer is copied and posted to the loop.
+        let local = match handle::inline_words_here(req as u64, Kind::HttpRequest) {
+            Ok(w) => w,
             Err(Error::STALE) => return Error::ALREADY.code(),
             Err(e) => return e.code(),
         };
-        if !here {
+        let (remote, here) = match local {
+            Some(_) => (None, true),
+            None => match handle::remote_of(req as u64, Kind::HttpRequest) {
+                Ok((r, here)) => (Some(r), here),
+                Err(Error::STALE) => return Error::ALREADY.code(),
+                Err(e) => return e.code(),
+            },
+        };
+        if let (Some(remote), false) = (remote, here) {
             if hs.iter().any(|(n, v)| {
                 !crate::http::response::valid_name(n) || !crate::http::response::valid_value(v)
             }) {
@@ -406,7 +438,7 @@ pub extern "C" fn aloop_http_respond(
                 Err((e, _job)) => e.code(),
             };
         }
-        let slot = match resolve(req) {
+        let slot = match local.map_or_else(|| resolve(req), slot_of) {
             Ok(x) => x,
             Err(e) => return e.code(),
         };
