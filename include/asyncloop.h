@@ -189,11 +189,6 @@
 #define ALOOP_WRITABLE 2
 
 /**
- * Length of an IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
- */
-#define DATE_LEN 29
-
-/**
  * An HTTP client (opaque) on one loop. Owned by the caller of `aloop_http_client_new` until
  * `aloop_http_client_free` (which may be called inside one of its own callbacks).
  */
