@@ -81,7 +81,23 @@ pub fn valid_name(n: &[u8]) -> bool {
 
 /// A header value must not contain CR, LF, NUL or other controls (HTAB allowed).
 pub fn valid_value(v: &[u8]) -> bool {
-    v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    fn byte_ok(b: &u8) -> bool {
+        *b == b'\t' || (*b >= 0x20 && *b != 0x7f)
+    }
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        // Eight bytes at a time: is any below 0x20, or equal to 0x7f? (Exact tests for the
+        // presence of such a byte; a chunk that has one, an HTAB maybe, is checked bytewise.)
+        let x = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
+        let y = x ^ (0x7f * ONES);
+        let suspect = (x.wrapping_sub(0x20 * ONES) & !x | y.wrapping_sub(ONES) & !y) & HIGH;
+        if suspect != 0 && !c.iter().all(byte_ok) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(byte_ok)
 }
 
 /// Headers the library writes itself; the application's copies are ignored.
@@ -287,5 +303,15 @@ mod tests {
         assert!(!valid_value(b"a\r\nInjected: 1"));
         assert!(!valid_value(b"a\nb"));
         assert!(!valid_value(b"a\0b"));
+        // Every byte in every position of a long value, against the bytewise rule.
+        for b in 0..=255u8 {
+            let ok = b == b'\t' || (b >= 0x20 && b != 0x7f);
+            for pos in 0..20 {
+                let mut v = vec![b'a'; 20];
+                v[pos] = b;
+                assert_eq!(valid_value(&v), ok, "byte {b:#x} at {pos}");
+            }
+        }
+        assert!(valid_value("caf\u{e9}, \t\u{80}\u{ff}ok".as_bytes()));
     }
 }
