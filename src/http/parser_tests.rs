@@ -292,3 +292,31 @@ fn text_accessors_refuse_bytes_that_are_not_utf8() {
     assert_eq!(q.path(), "/t");
     assert_eq!(q.header("x-t"), Some(""));
 }
+
+#[test]
+fn methods_come_from_llhttp_whole_or_split() {
+    for m in [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "PROPFIND",
+    ] {
+        let req = format!("{m} /x HTTP/1.1\r\nHost: h\r\n\r\n{m} /y HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut p = RequestParser::new(Limits::default());
+        let mut sink = Collect::default();
+        // The first request whole, the second byte by byte.
+        let split = req.len() / 2;
+        assert_eq!(
+            p.execute(&req.as_bytes()[..split], &mut sink),
+            Ok(Outcome::Continue)
+        );
+        for b in req.as_bytes()[split..].iter() {
+            assert_eq!(
+                p.execute(std::slice::from_ref(b), &mut sink),
+                Ok(Outcome::Continue)
+            );
+        }
+        assert_eq!(sink.done.len(), 2, "{m}");
+        for (q, path) in sink.done.iter().zip(["/x", "/y"]) {
+            assert_eq!((q.method(), q.path()), (m, path));
+            assert_eq!(c_piece(q, &q.ranges()[0]), m.as_bytes());
+        }
+    }
+}
