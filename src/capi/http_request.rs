@@ -313,25 +313,31 @@ struct OwnedResponse {
 /// Headers most answers fit in without an allocation.
 const FEW_HEADERS: usize = 8;
 
-/// A call's headers, borrowed for the call: on the stack up to `FEW_HEADERS`, else in a Vec.
-enum Headers {
-    Few([(&'static [u8], &'static [u8]); FEW_HEADERS], usize),
-    Many(Vec<(&'static [u8], &'static [u8])>),
+type HeaderPair = (&'static [u8], &'static [u8]);
+
+/// Storage for a call's headers, borrowed for the call: on the caller's stack up to
+/// `FEW_HEADERS`, else in a Vec.
+struct HeaderBuf {
+    few: [HeaderPair; FEW_HEADERS],
+    many: Vec<HeaderPair>,
 }
 
-impl std::ops::Deref for Headers {
-    type Target = [(&'static [u8], &'static [u8])];
-    fn deref(&self) -> &Self::Target {
-        match self {
-            Headers::Few(a, n) => &a[..*n],
-            Headers::Many(v) => v,
+impl HeaderBuf {
+    fn new() -> HeaderBuf {
+        HeaderBuf {
+            few: [(&[], &[]); FEW_HEADERS],
+            many: Vec::new(),
         }
     }
 }
 
-fn collect_headers(headers: *const aloop_http_header_t, n: usize) -> Result<Headers> {
+fn collect_headers(
+    headers: *const aloop_http_header_t,
+    n: usize,
+    buf: &mut HeaderBuf,
+) -> Result<&[HeaderPair]> {
     if n == 0 {
-        return Ok(Headers::Few([(&[], &[]); FEW_HEADERS], 0));
+        return Ok(&[]);
     }
     if headers.is_null() {
         return Err(Error::NULL_ARG);
@@ -352,13 +358,13 @@ fn collect_headers(headers: *const aloop_http_header_t, n: usize) -> Result<Head
         })
     };
     if n <= FEW_HEADERS {
-        let mut few = [(&[][..], &[][..]); FEW_HEADERS];
-        for (slot, h) in few.iter_mut().zip(hs) {
+        for (slot, h) in buf.few.iter_mut().zip(hs) {
             *slot = one(h)?;
         }
-        return Ok(Headers::Few(few, n));
+        return Ok(&buf.few[..n]);
     }
-    hs.iter().map(one).collect::<Result<_>>().map(Headers::Many)
+    buf.many = hs.iter().map(one).collect::<Result<_>>()?;
+    Ok(&buf.many)
 }
 
 /// Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
@@ -384,7 +390,8 @@ pub extern "C" fn aloop_http_respond(
         if !(200..=999).contains(&status) {
             return Error::INVALID.code();
         }
-        let hs = match collect_headers(headers, nheaders) {
+        let mut buf = HeaderBuf::new();
+        let hs = match collect_headers(headers, nheaders, &mut buf) {
             Ok(h) => h,
             Err(e) => return e.code(),
         };
@@ -444,7 +451,7 @@ pub extern "C" fn aloop_http_respond(
         };
         let r = slot
             .srv
-            .respond(slot.index, slot.gen, status as u16, &hs, body);
+            .respond(slot.index, slot.gen, status as u16, hs, body);
         settle(req, &slot);
         rc(r)
     })
@@ -464,7 +471,8 @@ pub extern "C" fn aloop_http_respond_chunked(
         if !(200..=999).contains(&status) {
             return Error::INVALID.code();
         }
-        let hs = match collect_headers(headers, nheaders) {
+        let mut buf = HeaderBuf::new();
+        let hs = match collect_headers(headers, nheaders, &mut buf) {
             Ok(h) => h,
             Err(e) => return e.code(),
         };
@@ -474,7 +482,7 @@ pub extern "C" fn aloop_http_respond_chunked(
         };
         let r = slot
             .srv
-            .respond_chunked(slot.index, slot.gen, status as u16, &hs);
+            .respond_chunked(slot.index, slot.gen, status as u16, hs);
         settle(req, &slot);
         rc(r)
     })
