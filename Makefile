@@ -165,7 +165,7 @@ test-e2e: examples
 	python3 -W ignore::ResourceWarning -m unittest discover -s tests/e2e -p 'test_*.py'
 
 # Side-by-side benchmark (see bench/README.md); BENCH_DURATION and BENCH_ROUNDS shorten it.
-bench: lib examples
+bench: lib examples $(BUILD)/bench/nothing
 	@scripts/deps.sh bench
 	python3 bench/bench.py
 
