@@ -11,11 +11,14 @@ pub use parser::{HttpError, Limits};
 pub use request::{valid_method, RequestData};
 pub mod client;
 pub mod date;
+/// Fuzz harnesses, compiled only with the `fuzzing` feature (fuzz targets, corpus replay).
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_support;
 pub mod response;
 pub mod response_parser;
 pub mod router;
 pub mod server;
+mod target;
 
 pub use server::{ChunkedWriter, HttpServer, Request, ServerOptions};

@@ -9,6 +9,8 @@ use std::collections::{HashSet, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pq_sys as pq;
@@ -102,6 +104,16 @@ pub(crate) trait ConnEvents {
     fn broken(&self, id: usize, why: &str);
 }
 
+/// The cancel requests of a connection, shared with the workers that send them (no closure
+/// goes back to the loop, so none is left behind when the loop is gone first).
+#[derive(Default)]
+struct CancelsSent {
+    /// Handed to the pool, `PQcancel` not returned yet.
+    pending: AtomicUsize,
+    /// When the last `PQcancel` returned.
+    delivered_at: parking_lot::Mutex<Option<Instant>>,
+}
+
 pub(crate) struct Conn {
     id: usize,
     lp: Loop,
@@ -119,6 +131,10 @@ pub(crate) struct Conn {
     /// Until when a cancel sent for a query that then finished normally may still reach this
     /// connection's backend, and cancel the next query instead: that query is sent again.
     stray_cancel_until: Cell<Option<Instant>>,
+    /// Cancel requests on their way: the blocking-work pool may hold one back behind other
+    /// work, so the stray-cancel window lasts until the last of them was delivered, and
+    /// `STRAY_CANCEL_WINDOW` beyond.
+    cancels: Arc<CancelsSent>,
     /// False once corking failed (a Unix socket): not tried again.
     can_cork: Cell<bool>,
     me: Weak<Conn>,
@@ -156,6 +172,7 @@ impl Conn {
             connect_timer: RefCell::new(None),
             corked: Cell::new(None),
             stray_cancel_until: Cell::new(None),
+            cancels: Arc::default(),
             can_cork: Cell::new(true),
             me: me.clone(),
         });
@@ -559,7 +576,8 @@ impl Conn {
                 let mut e = PgError::from_result(res);
                 // SAFETY: we own res.
                 unsafe { pq::PQclear(res) };
-                if f.timed_out && e.sqlstate == "57014" {
+                let expired = f.deadline.is_some_and(|d| d <= self.lp.now());
+                if (f.timed_out || expired) && e.sqlstate == "57014" {
                     e = PgError::new(Error::TIMEOUT, "the query timed out and was cancelled");
                 }
                 Err(e)
@@ -616,18 +634,15 @@ impl Conn {
         let hit = f.outcomes.iter().any(cancelled);
         if f.timed_out {
             if !hit {
-                // Finished before its cancel took effect: the cancel may still land.
-                self.stray_cancel_until
-                    .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+                // Finished before its cancel took effect: the cancel may still land, within
+                // the window after it was delivered.
+                self.open_stray_window();
             } else {
                 self.stray_cancel_until.set(None);
             }
             return false;
         }
-        let in_window = self
-            .stray_cancel_until
-            .get()
-            .is_some_and(|t| self.lp.now() < t);
+        let in_window = self.stray_window_open();
         if !hit || !in_window || f.resent {
             return false;
         }
@@ -644,6 +659,28 @@ impl Conn {
             q.fail(PgError::new(Error::PG_CONNECTION, "the connection broke"));
         }
         true
+    }
+
+    /// Opens the window in which a query failing with `query_canceled` was hit by a cancel
+    /// meant for an earlier one: from now, or from the delivery of the cancels still queued.
+    fn open_stray_window(&self) {
+        self.stray_cancel_until
+            .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+    }
+
+    /// Whether a query failing with `query_canceled` now may have been hit by a cancel meant
+    /// for an earlier one: the window is open, and stays open while a cancel is still on its
+    /// way and for `STRAY_CANCEL_WINDOW` after the last one was delivered.
+    fn stray_window_open(&self) -> bool {
+        let Some(until) = self.stray_cancel_until.get() else {
+            return false;
+        };
+        if self.cancels.pending.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        let now = self.lp.now();
+        let delivered = *self.cancels.delivered_at.lock();
+        now < until || delivered.is_some_and(|d| now < d + STRAY_CANCEL_WINDOW)
     }
 
     /// Simulates the race `resend_if_stray_cancelled` handles, for tests: as if a query had
@@ -682,6 +719,8 @@ impl Conn {
         // PQcancel as safe to call from another thread.
         unsafe impl Send for SendCancel {}
         let c = SendCancel(cancel);
+        let sent = self.cancels.clone();
+        sent.pending.fetch_add(1, Ordering::AcqRel);
         crate::reactor::spawn_blocking(move || {
             let c = c;
             let mut buf = [0 as c_char; 256];
@@ -690,6 +729,8 @@ impl Conn {
                 pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
                 pq::PQfreeCancel(c.0);
             }
+            *sent.delivered_at.lock() = Some(Instant::now());
+            sent.pending.fetch_sub(1, Ordering::AcqRel);
         });
     }
 
