@@ -37,21 +37,12 @@ fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl RequestData {
-    /// Empties it for reuse, keeping capacity (bounded so one huge request does not pin memory).
+    /// Empties it for the next request, keeping capacity (the parser does this at the start of
+    /// every request).
     pub(crate) fn clear(&mut self) {
-        const KEEP: usize = 64 * 1024;
         self.arena.clear();
         self.headers.clear();
         self.body.clear();
-        if self.arena.capacity() > KEEP {
-            self.arena.shrink_to(KEEP);
-        }
-        if self.body.capacity() > KEEP {
-            self.body.shrink_to(KEEP);
-        }
-        if self.headers.capacity() > 128 {
-            self.headers.shrink_to(128);
-        }
         self.method = 0..0;
         self.target = 0..0;
         self.path = 0..0;
@@ -60,6 +51,29 @@ impl RequestData {
         self.keep_alive = true;
         self.expect_continue = false;
         self.head_ascii = false;
+    }
+
+    /// Bounds the memory it keeps while pooled, so one huge request does not pin its buffers
+    /// (what is above the bound is emptied first: `shrink_to` keeps the length).
+    pub(crate) fn trim(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.arena.capacity() > KEEP {
+            self.arena.clear();
+            self.arena.shrink_to(KEEP);
+        }
+        if self.body.capacity() > KEEP {
+            self.body.clear();
+            self.body.shrink_to(KEEP);
+        }
+        if self.headers.capacity() > 128 {
+            self.headers.clear();
+            self.headers.shrink_to(128);
+        }
+    }
+
+    /// Whether the method is HEAD (no text conversion).
+    pub(crate) fn is_head(&self) -> bool {
+        &self.arena[self.method.clone()] == b"HEAD"
     }
 
     /// Records whether the head is ASCII (call when it is complete).
