@@ -343,7 +343,7 @@ impl Loop {
         }
     }
 
-    /// Runs the timers due at the loop's time (read once per turn, after the wait).
+    /// Runs the timers due at the loop's time (read before and after each wait).
     fn run_timers(&self) {
         timer::run_expired(self, self.now());
     }
@@ -417,6 +417,10 @@ impl Loop {
             let timeout = if mode == RunMode::NoWait || !self.inner.deferred.borrow().is_empty() {
                 Some(Duration::ZERO)
             } else {
+                // The clock is read here, before blocking, and after the wait: the wait ends
+                // on time however long this turn's callbacks took, and a timer started between
+                // two runs of the loop counts from when it was started.
+                self.update_time();
                 let next = self.inner.timers.borrow_mut().next_deadline();
                 next.map(|d| d.saturating_duration_since(self.now()))
             };
