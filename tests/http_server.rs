@@ -254,7 +254,11 @@ fn repeated_heads_keep_their_bytes(b: Backend) {
         // (dropped unanswered: 500)
     });
     srv.route(Some("GET"), "/other", |r| {
-        let _ = r.respond(201, &[(b"Content-Type", b"text/plain"), (b"X-B", b"2")], b"o");
+        let _ = r.respond(
+            201,
+            &[(b"Content-Type", b"text/plain"), (b"X-B", b"2")],
+            b"o",
+        );
     });
     let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let resp = run_with_client(&lp, &srv, move || {
@@ -281,7 +285,10 @@ fn repeated_heads_keep_their_bytes(b: Backend) {
     while let Some(i) = rest.find("\r\nDate: ") {
         blanked.push_str(&rest[..i + 8]);
         let date = &rest[i + 8..i + 8 + 29];
-        assert!(date.ends_with(" GMT") && date.as_bytes()[3] == b',', "{date:?}");
+        assert!(
+            date.ends_with(" GMT") && date.as_bytes()[3] == b',',
+            "{date:?}"
+        );
         blanked.push_str("DATE");
         rest = &rest[i + 8 + 29..];
     }
