@@ -223,6 +223,12 @@ fn method_name(m: u8) -> &'static [u8] {
     }
 }
 
+/// llhttp's code for the method `name` (None for a method llhttp does not parse).
+pub(crate) fn method_code(name: &str) -> Option<u8> {
+    // llhttp's methods are the codes 0 to 46 (HTTP_ALL_METHOD_MAP).
+    (0..=46u8).find(|&m| method_name(m) == name.as_bytes())
+}
+
 unsafe extern "C" fn on_url<S: Sink>(p: *mut ll::llhttp_t, at: *const c_char, len: usize) -> c_int {
     // SAFETY: see `ctx`.
     let st = &mut *unsafe { ctx::<S>(p) }.st;
@@ -231,9 +237,10 @@ unsafe extern "C" fn on_url<S: Sink>(p: *mut ll::llhttp_t, at: *const c_char, le
         // first piece.
         st.have_method = true;
         // SAFETY: p is the live parser.
-        let name = method_name(unsafe { (*p).method });
+        let code = unsafe { (*p).method };
         if let Some(r) = st.cur.as_mut() {
-            r.arena.extend_from_slice(name);
+            r.arena.extend_from_slice(method_name(code));
+            r.method_code = Some(code);
         }
         let r = end_piece(st);
         st.cur.as_mut().unwrap().method = r;
