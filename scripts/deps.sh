@@ -22,6 +22,11 @@ case "$what" in
   test|run)
     want_cmd valgrind valgrind
     want_cmd curl curl
+    # TLS tests: the openssl command line makes the test certificates and is a peer
+    # (s_client, s_server); nginx-light serves TLS to the client; the system's CA store.
+    want_cmd openssl openssl
+    want_cmd nginx nginx-light
+    [ -f /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
     # A throwaway PostgreSQL cluster needs the server binaries and runuser (util-linux).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
     ;;
@@ -29,6 +34,9 @@ case "$what" in
     want_cmd wrk wrk
     want_cmd nginx nginx
     want_cmd h2o h2o
+    # New TLS handshakes per second (h2load --h1).
+    want_cmd h2load nghttp2-client
+    want_cmd openssl openssl
     ;;
 esac
 # AddressSanitizer/UBSan runtimes for gcc (libasan/libubsan come with gcc on Debian; check).
