@@ -61,9 +61,14 @@ impl ServerCertVerifier for Verifier {
             now,
         );
         match r {
-            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
-                if intermediates.is_empty() && is_self_issued(end_entity) =>
-            {
+            // Not trusted, whatever webpki tripped over first (with many roots, sometimes a
+            // root whose key type does not fit): a lone self-issued certificate is self-signed.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+                | CertificateError::BadSignature
+                | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+                | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
+            )) if intermediates.is_empty() && is_self_issued(end_entity) => {
                 Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                     rustls::OtherError(Arc::new(SelfSigned)),
                 )))
