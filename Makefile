@@ -23,7 +23,7 @@ EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server $(BINDIR)/client
-C_TESTS    := test_loop test_tcp test_http test_http_client test_pg
+C_TESTS    := test_loop test_tcp test_http test_http_client test_pg test_misuse test_cpp test_blocking_pool
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
@@ -88,7 +88,9 @@ test-header: include/asyncloop.h
 	$(CC) -std=c11 $(CWARN) -Iinclude -fsyntax-only $(TESTDIR)/header_c.c
 	printf '#include "asyncloop.h"\nint main(){return aloop_version()==nullptr;}\n' > $(TESTDIR)/header_cpp.cpp
 	$(CXX) -std=c++17 $(CWARN) -Iinclude -fsyntax-only $(TESTDIR)/header_cpp.cpp
-	@echo "header: strict C11 and C++17 OK"
+	@bad=$$(grep -E '^#define ' include/asyncloop.h | awk '{print $$2}' | grep -v -E '^(ALOOP_|ASYNCLOOP_H$$)' || true); \
+	 if [ -n "$$bad" ]; then echo "header: macros without the ALOOP_ prefix: $$bad"; exit 1; fi
+	@echo "header: strict C11 and C++17 OK; every macro has the ALOOP_ prefix"
 
 # The shared library exports aloop_* functions only, and has the right SONAME.
 test-symbols: $(LIBFILES)
@@ -118,6 +120,14 @@ $(TESTDIR)/%: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
 $(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
 	$(CC) -std=c11 $(CWARN) -Iinclude -Itests/c -O1 -g $(SAN) $< -o $@ $(EX_LDFLAGS)
+
+$(TESTDIR)/%: tests/c/%.cpp tests/c/check.h include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+	@mkdir -p $(TESTDIR)
+	$(CXX) -std=c++17 $(CWARN) -Iinclude -Itests/c -O1 -g $< -o $@ $(EX_LDFLAGS)
+
+$(TESTDIR)/%.asan: tests/c/%.cpp tests/c/check.h include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+	@mkdir -p $(TESTDIR)
+	$(CXX) -std=c++17 $(CWARN) -Iinclude -Itests/c -O1 -g $(SAN) $< -o $@ $(EX_LDFLAGS)
 
 # C programs against the shared library: plain, under ASan+UBSan, and one under valgrind.
 test-c: $(addprefix $(TESTDIR)/,$(C_TESTS)) $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))

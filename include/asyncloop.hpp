@@ -270,19 +270,22 @@ class HttpServer {
 
     aloop_http_server_t *get() const noexcept { return srv_; }
 
-    /// `method` nullptr: any method.
+    /// `method` nullptr: any method. Throws `Error` (and keeps nothing of `h`) if the route is
+    /// refused, e.g. a method that is not upper case or a path without a leading '/'.
     void route(const char *method, const char *path, Handler h) {
-        check(aloop_http_server_route(srv_, method, path, trampoline, new Handler(std::move(h)), detail::delete_fn<Handler>),
-              "aloop_http_server_route");
+        auto *heap = new Handler(std::move(h));
+        registered(aloop_http_server_route(srv_, method, path, trampoline, heap, detail::delete_fn<Handler>), heap,
+                   "aloop_http_server_route");
     }
     void route_prefix(const char *method, const char *prefix, Handler h) {
-        check(aloop_http_server_route_prefix(srv_, method, prefix, trampoline, new Handler(std::move(h)),
-                                             detail::delete_fn<Handler>),
-              "aloop_http_server_route_prefix");
+        auto *heap = new Handler(std::move(h));
+        registered(aloop_http_server_route_prefix(srv_, method, prefix, trampoline, heap, detail::delete_fn<Handler>),
+                   heap, "aloop_http_server_route_prefix");
     }
     void fallback(Handler h) {
-        check(aloop_http_server_fallback(srv_, trampoline, new Handler(std::move(h)), detail::delete_fn<Handler>),
-              "aloop_http_server_fallback");
+        auto *heap = new Handler(std::move(h));
+        registered(aloop_http_server_fallback(srv_, trampoline, heap, detail::delete_fn<Handler>), heap,
+                   "aloop_http_server_fallback");
     }
     /// Returns the bound port.
     int listen(const char *ip, uint16_t port) { return check(aloop_http_server_listen(srv_, ip, port), "listen"); }
@@ -291,22 +294,32 @@ class HttpServer {
     void shutdown(uint64_t grace_ms, std::function<void()> done) {
         using F = std::function<void()>;
         auto *heap = new F(std::move(done));
-        check(aloop_http_server_shutdown(
-                  srv_, grace_ms,
-                  [](aloop_http_server_t *, void *ud) {
-                      auto *f = static_cast<F *>(ud);
-                      try {
-                          (*f)();
-                      } catch (...) {
-                          detail::report("shutdown");
-                      }
-                      delete f;
-                  },
-                  heap),
-              "aloop_http_server_shutdown");
+        int rc = aloop_http_server_shutdown(
+            srv_, grace_ms,
+            [](aloop_http_server_t *, void *ud) {
+                auto *f = static_cast<F *>(ud);
+                try {
+                    (*f)();
+                } catch (...) {
+                    detail::report("shutdown");
+                }
+                delete f;
+            },
+            heap);
+        if (rc != 0) {
+            delete heap;
+            throw Error(rc, "aloop_http_server_shutdown");
+        }
     }
 
   private:
+    /// A failed registration never runs the destructor: the handler is ours to delete.
+    static void registered(int rc, Handler *heap, const char *what) {
+        if (rc != 0) {
+            delete heap;
+            throw Error(rc, what);
+        }
+    }
     static void trampoline(aloop_http_request_t *req, void *ud) {
         try {
             (*static_cast<Handler *>(ud))(Responder(req));

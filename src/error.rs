@@ -41,8 +41,8 @@ library_codes! {
     PANIC = -10006, c"ALOOP_E_PANIC", c"internal error (panic caught at the API boundary)";
     /// The operation is already active (for example reading twice) or was already done.
     ALREADY = -10007, c"ALOOP_E_ALREADY", c"operation already in progress or already done";
-    /// The loop still has open handles; close them first.
-    BUSY = -10008, c"ALOOP_E_BUSY", c"the loop still has open handles";
+    /// The loop is busy: it still has open handles, or it is running.
+    BUSY = -10008, c"ALOOP_E_BUSY", c"the loop still has open handles or is running";
     /// An argument is out of range or an enum value is unknown.
     INVALID = -10009, c"ALOOP_E_INVALID", c"invalid argument";
     /// The end of the stream: the peer closed its sending side.
@@ -51,6 +51,11 @@ library_codes! {
     TIMEOUT = -10011, c"ALOOP_E_TIMEOUT", c"operation timed out";
     /// The thing asked for does not exist (a query parameter, a header).
     NOT_FOUND = -10012, c"ALOOP_E_NOT_FOUND", c"not found";
+    /// The handle is not a live handle of the kind the function takes: it was freed or closed
+    /// already (its memory may have been reused), or it never was one.
+    STALE = -10013, c"ALOOP_E_STALE", c"stale handle (already freed or closed, or not a handle of this kind)";
+    /// The call was made from a thread other than the one running the handle's loop.
+    WRONG_THREAD = -10014, c"ALOOP_E_WRONG_THREAD", c"called from a thread other than the one running the loop";
     /// No database connection is up (the pool is reconnecting); the query was not sent.
     PG_UNAVAILABLE = -10100, c"ALOOP_E_PG_UNAVAILABLE", c"database unavailable";
     /// The database reported an error for the query (see its SQLSTATE and message).

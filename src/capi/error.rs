@@ -1,6 +1,7 @@
-//! Error codes and their texts, version.
+//! Error codes and their texts, the detail message of the last failure, version.
 
-use std::ffi::{c_char, c_int};
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CString};
 
 use super::guard;
 use crate::error as core_error;
@@ -29,6 +30,35 @@ pub const ALOOP_E_EOF: c_int = -10010;
 pub const ALOOP_E_TIMEOUT: c_int = -10011;
 /// The thing asked for does not exist (a query parameter, a header).
 pub const ALOOP_E_NOT_FOUND: c_int = -10012;
+/// The handle is not a live handle of the kind the function takes: it was freed or closed
+/// already, or it never was one. Never a crash: handles are generation-checked ids.
+pub const ALOOP_E_STALE: c_int = -10013;
+/// Called from a thread other than the one running the handle's loop (only the functions
+/// documented as thread-safe may be).
+pub const ALOOP_E_WRONG_THREAD: c_int = -10014;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Records the detail message of a failure for `aloop_last_error_message` (this thread).
+pub(crate) fn set_last_error(text: &str) {
+    let c = CString::new(text.replace('\0', " ")).unwrap_or_default();
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = c);
+}
+
+/// The detail message of the most recent failure on this thread that had more to say than
+/// its code: the functions that record one say so (`aloop_pg_pool_new` for a conninfo libpq
+/// cannot parse, for example). "" when there is none. The text stays valid until the next such
+/// failure on this thread; read it right after the failed call. Thread-safe (per thread).
+#[no_mangle]
+pub extern "C" fn aloop_last_error_message() -> *const c_char {
+    guard(|| {
+        LAST_ERROR
+            .try_with(|e| e.borrow().as_ptr())
+            .unwrap_or(c"".as_ptr())
+    })
+}
 
 /// A static, human-readable message for any code this library returns (0 included). Never
 /// NULL; unknown codes get "unknown error". Thread-safe; the string is never freed.
@@ -71,6 +101,8 @@ mod tests {
             (ALOOP_E_EOF, Error::EOF),
             (ALOOP_E_TIMEOUT, Error::TIMEOUT),
             (ALOOP_E_NOT_FOUND, Error::NOT_FOUND),
+            (ALOOP_E_STALE, Error::STALE),
+            (ALOOP_E_WRONG_THREAD, Error::WRONG_THREAD),
             (super::super::ALOOP_E_PG_UNAVAILABLE, Error::PG_UNAVAILABLE),
             (super::super::ALOOP_E_PG_QUERY, Error::PG_QUERY),
             (super::super::ALOOP_E_PG_CONNECTION, Error::PG_CONNECTION),

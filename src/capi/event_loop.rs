@@ -1,11 +1,11 @@
 //! `aloop_loop_*`: create, run, stop, post, free.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::Arc;
 
+use super::handle::{self, Handle, Kind, LoopId};
 use super::{aloop_free_fn, guard, not_null, rc, SendBox, UserData};
-use crate::error::Error;
-use crate::reactor::{Backend, Loop, LoopOptions, Remote, RunMode};
+use crate::error::{Error, Result};
+use crate::reactor::{Backend, Loop, LoopOptions, RunMode};
 
 /// Backend: io_uring when the kernel allows it, else epoll.
 pub const ALOOP_BACKEND_AUTO: c_int = 0;
@@ -32,10 +32,23 @@ pub struct aloop_loop_options_t {
 }
 
 /// An event loop (opaque). Owned by the caller of `aloop_loop_new` until `aloop_loop_free`.
-/// Used from one thread, the one that runs it, except the calls marked thread-safe.
+/// While `aloop_loop_run` runs, the loop and every handle bound to it belong to the running
+/// thread: calls from other threads get `ALOOP_E_WRONG_THREAD`, except the ones marked
+/// thread-safe. Between runs it may be used from any one thread at a time (created on one
+/// thread, run on another, freed on a third, as long as the application orders those calls).
 pub struct aloop_loop_t {
     pub(crate) lp: Loop,
-    pub(crate) remote: Arc<Remote>,
+}
+
+impl Handle for aloop_loop_t {
+    type C = aloop_loop_t;
+    const KIND: Kind = Kind::Loop;
+}
+
+/// The core loop behind a C loop handle, for the functions that create handles on it, and
+/// the id those handles record. Thread-checked.
+pub(crate) fn loop_of(lp: *mut aloop_loop_t) -> Result<(Loop, LoopId)> {
+    handle::with(lp, |l: &aloop_loop_t| l.lp.clone()).map(|l| (l, handle::loop_id(lp)))
 }
 
 /// Called on the loop's thread for `aloop_loop_post`.
@@ -69,9 +82,9 @@ pub extern "C" fn aloop_loop_options_init(opts: *mut aloop_loop_options_t) -> c_
 }
 
 /// Creates a loop. `opts` may be NULL for the defaults; it is only read during the call. On
-/// success `*out` owns the new loop (free it with `aloop_loop_free`). Errors: `ALOOP_E_NULL`,
-/// `ALOOP_E_INVALID` (unknown backend), `ALOOP_E_BACKEND` (io_uring asked for and unavailable),
-/// or a system error.
+/// success `*out` owns the new loop (free it with `aloop_loop_free`); on failure `*out` is not
+/// written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (unknown backend), `ALOOP_E_BACKEND`
+/// (io_uring asked for and unavailable), or a system error.
 #[no_mangle]
 pub extern "C" fn aloop_loop_new(
     opts: *const aloop_loop_options_t,
@@ -92,8 +105,9 @@ pub extern "C" fn aloop_loop_new(
         match Loop::new(o) {
             Ok(lp) => {
                 let remote = lp.remote();
+                let h = handle::register_loop(Box::new(aloop_loop_t { lp }), remote);
                 // SAFETY: out is non-NULL and writable.
-                unsafe { out.write(Box::into_raw(Box::new(aloop_loop_t { lp, remote }))) };
+                unsafe { out.write(h) };
                 0
             }
             Err(e) => e.code(),
@@ -101,27 +115,34 @@ pub extern "C" fn aloop_loop_new(
     })
 }
 
-/// Frees a loop. Fails with `ALOOP_E_BUSY`, and frees nothing, while handles are open (close
-/// them and run the loop until their close callbacks ran). Timers and polls must be freed,
-/// TCP handles closed. Jobs still posted and not run are dropped (their destructors run). Not
-/// thread-safe: no other thread may post to the loop during or after this call.
+/// Frees a loop. Fails with `ALOOP_E_BUSY`, and frees nothing, while `aloop_loop_run` is
+/// running (from one of the loop's callbacks: free it after `run` returned) or while handles
+/// are open (close them and run the loop until their close callbacks ran; timers and polls
+/// must be freed, TCP handles, listeners, servers, clients and pools closed or freed). Jobs
+/// posted and not run are dropped (their destructors run). `ALOOP_E_WRONG_THREAD` from a thread
+/// other than the one running it; `ALOOP_E_STALE` for a loop already freed. Posting from other
+/// threads after the free returns `ALOOP_E_STALE`.
 #[no_mangle]
 pub extern "C" fn aloop_loop_free(lp: *mut aloop_loop_t) -> c_int {
     guard(|| {
         not_null!(lp);
-        // SAFETY: lp came from aloop_loop_new and is not used after a successful free.
-        let r = unsafe { &*lp }.lp.close();
-        if r.is_ok() {
-            // SAFETY: as above; ownership returns to Rust and the loop is dropped.
-            drop(unsafe { Box::from_raw(lp) });
+        match handle::runs_here(lp) {
+            Ok(true) => return Error::BUSY.code(),
+            Ok(false) => {}
+            Err(e) => return e.code(),
         }
-        rc(r)
+        if let Err(e) = handle::with(lp, |l: &aloop_loop_t| l.lp.close()).and_then(|r| r) {
+            return e.code();
+        }
+        rc(handle::take_loop::<aloop_loop_t>(lp).map(drop))
     })
 }
 
-/// Runs the loop in `mode` (`ALOOP_RUN_*`). Returns 1 if handles or operations are still
-/// active, 0 if not, or a negative error (`ALOOP_E_ALREADY` when called from one of the loop's
-/// own callbacks). Callbacks run on the calling thread, which must always be the same one.
+/// Runs the loop in `mode` (`ALOOP_RUN_*`) on the calling thread, where its callbacks run.
+/// Returns 1 if handles or operations are still active, 0 if not, or a negative error:
+/// `ALOOP_E_ALREADY` when called from one of the loop's own callbacks, `ALOOP_E_WRONG_THREAD`
+/// while another thread runs it. Idle keep-alive connections of an HTTP client do not keep it
+/// running.
 #[no_mangle]
 pub extern "C" fn aloop_loop_run(lp: *mut aloop_loop_t, mode: c_int) -> c_int {
     guard(|| {
@@ -132,31 +153,38 @@ pub extern "C" fn aloop_loop_run(lp: *mut aloop_loop_t, mode: c_int) -> c_int {
             ALOOP_RUN_NOWAIT => RunMode::NoWait,
             _ => return Error::INVALID.code(),
         };
-        // SAFETY: lp is a live loop used from its own thread.
-        match unsafe { &*lp }.lp.run(mode) {
+        let _running = match handle::enter_run(lp) {
+            Ok(g) => g,
+            Err(e) => return e.code(),
+        };
+        match handle::with(lp, |l: &aloop_loop_t| l.lp.run(mode)).and_then(|r| r) {
             Ok(alive) => alive as c_int,
             Err(e) => e.code(),
         }
     })
 }
 
-/// Makes `aloop_loop_run` return after the current turn. Thread-safe.
+/// Makes `aloop_loop_run` return after the current turn. Thread-safe. `ALOOP_E_STALE` for a
+/// freed loop.
 #[no_mangle]
 pub extern "C" fn aloop_loop_stop(lp: *mut aloop_loop_t) -> c_int {
     guard(|| {
         not_null!(lp);
-        // SAFETY: only the thread-safe `remote` field is touched, through a raw place
-        // projection, so no reference to the loop's single-threaded part is created.
-        let remote: &Arc<Remote> = unsafe { &*std::ptr::addr_of!((*lp).remote) };
-        remote.stop();
-        0
+        match handle::remote_of(lp as u64, Kind::Loop) {
+            Ok((remote, _)) => {
+                remote.stop();
+                0
+            }
+            Err(e) => e.code(),
+        }
     })
 }
 
 /// Runs `cb(lp, user_data)` on the loop's thread at its next turn. Thread-safe; wake-ups are
 /// coalesced. `dtor` (may be NULL) runs on the loop's thread right after `cb`, or when the loop
 /// is freed with the job still queued. `user_data` must be usable from the loop's thread.
-/// Errors: `ALOOP_E_NULL` (lp or cb), `ALOOP_E_CLOSED` (loop being freed).
+/// Errors (the callback and destructor then never run): `ALOOP_E_NULL` (lp or cb),
+/// `ALOOP_E_STALE` (freed loop), `ALOOP_E_CLOSED` (loop being freed).
 #[no_mangle]
 pub extern "C" fn aloop_loop_post(
     lp: *mut aloop_loop_t,
@@ -169,8 +197,10 @@ pub extern "C" fn aloop_loop_post(
         let Some(cb) = cb else {
             return Error::NULL_ARG.code();
         };
-        // SAFETY: as in aloop_loop_stop: only the thread-safe field is read.
-        let remote: &Arc<Remote> = unsafe { &*std::ptr::addr_of!((*lp).remote) };
+        let remote = match handle::remote_of(lp as u64, Kind::Loop) {
+            Ok((remote, _)) => remote,
+            Err(e) => return e.code(),
+        };
         let (ud, armer) = UserData::new(user_data, dtor);
         armer.arm(); // on failure the job is forgotten, not dropped
         let job = SendBox((lp, ud));
@@ -194,16 +224,17 @@ pub extern "C" fn aloop_loop_post(
     })
 }
 
-/// The backend the loop runs on: `ALOOP_BACKEND_URING` or `ALOOP_BACKEND_EPOLL`.
+/// The backend the loop runs on: `ALOOP_BACKEND_URING` or `ALOOP_BACKEND_EPOLL`, or a
+/// negative error (`ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`).
 #[no_mangle]
 pub extern "C" fn aloop_loop_backend(lp: *const aloop_loop_t) -> c_int {
     guard(|| {
-        not_null!(lp);
-        // SAFETY: live loop, its own thread.
-        match unsafe { &*lp }.lp.backend() {
-            Backend::Uring => ALOOP_BACKEND_URING,
-            Backend::Epoll => ALOOP_BACKEND_EPOLL,
-            Backend::Auto => ALOOP_BACKEND_AUTO,
+        let backend = handle::with(lp, |l: &aloop_loop_t| l.lp.backend());
+        match backend {
+            Ok(Backend::Uring) => ALOOP_BACKEND_URING,
+            Ok(Backend::Epoll) => ALOOP_BACKEND_EPOLL,
+            Ok(Backend::Auto) => ALOOP_BACKEND_AUTO,
+            Err(e) => e.code(),
         }
     })
 }
@@ -219,15 +250,13 @@ pub extern "C" fn aloop_backend_name(backend: c_int) -> *const c_char {
     })
 }
 
-/// Milliseconds on a monotonic clock, as cached at the start of the current loop turn.
+/// Milliseconds on a monotonic clock, as cached at the start of the current loop turn (0 for
+/// a NULL, stale or wrong-thread handle).
 #[no_mangle]
 pub extern "C" fn aloop_loop_now_ms(lp: *const aloop_loop_t) -> u64 {
     guard(|| {
-        if lp.is_null() {
-            return 0;
-        }
-        // SAFETY: live loop, its own thread.
-        let now = unsafe { &*lp }.lp.now();
-        crate::reactor::monotonic_ms(now)
+        handle::read(lp, 0, |l: &aloop_loop_t| {
+            crate::reactor::monotonic_ms(l.lp.now())
+        })
     })
 }

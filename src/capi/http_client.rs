@@ -1,12 +1,15 @@
 //! `aloop_http_client_*`: the HTTP client of a loop.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::rc::Rc;
 use std::time::Duration;
 
-use super::event_loop::aloop_loop_t;
-use super::http::aloop_http_header_t;
-use super::{aloop_free_fn, c_str, guard, not_null, read_handle, UserData};
-use crate::error::Error;
+use super::event_loop::{aloop_loop_t, loop_of};
+use super::handle::{self, Handle, Kind, LoopId};
+use super::http_request::aloop_http_header_t;
+use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
+use crate::error::{Error, Result};
 use crate::http::client::{ClientOptions, ClientRequest, HttpClient, RequestHandle};
 use crate::http::response_parser::Response;
 use crate::reactor::Slab;
@@ -44,17 +47,57 @@ pub struct aloop_http_client_options_t {
 }
 
 /// An HTTP client (opaque) on one loop. Owned by the caller of `aloop_http_client_new` until
-/// `aloop_http_client_free`.
+/// `aloop_http_client_free` (which may be called inside one of its own callbacks).
 pub struct aloop_http_client_t {
     client: HttpClient,
-    handles: std::cell::RefCell<Slab<RequestHandle>>,
+    lp: LoopId,
+    /// Requests not yet answered, by id; shared with their callbacks.
+    requests: Rc<RefCell<Slab<RequestHandle>>>,
 }
 
-/// A response (opaque), borrowed during the response callback only.
+impl Handle for aloop_http_client_t {
+    type C = aloop_http_client_t;
+    const KIND: Kind = Kind::HttpClient;
+}
+
+/// A response (opaque), borrowed during the response callback only: afterwards its handle is
+/// stale (accessors give 0, NULL or `ALOOP_E_STALE`).
 pub struct aloop_http_response_t {
     resp: Response,
     reason: CString,
     headers: Vec<(CString, CString)>,
+}
+
+impl Handle for aloop_http_response_t {
+    type C = aloop_http_response_t;
+    const KIND: Kind = Kind::HttpResponse;
+}
+
+impl aloop_http_response_t {
+    fn new(resp: Response) -> Box<aloop_http_response_t> {
+        Box::new(aloop_http_response_t {
+            reason: CString::new(resp.reason.replace('\0', " ")).unwrap_or_default(),
+            headers: resp
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        CString::new(n.as_str()).unwrap_or_default(),
+                        CString::new(v.replace('\0', " ")).unwrap_or_default(),
+                    )
+                })
+                .collect(),
+            resp,
+        })
+    }
+}
+
+/// Runs `f` on a response handle's data.
+fn with_response<R>(
+    resp: *const aloop_http_response_t,
+    f: impl FnOnce(&aloop_http_response_t) -> R,
+) -> Result<R> {
+    handle::with(resp, f)
 }
 
 /// Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
@@ -90,7 +133,9 @@ pub extern "C" fn aloop_http_client_options_init(opts: *mut aloop_http_client_op
     })
 }
 
-/// Creates a client on `lp`. `opts` may be NULL for the defaults.
+/// Creates a client on `lp`. `opts` may be NULL for the defaults. On success `*out` owns the
+/// client; on failure `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero
+/// timeout or pool size), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_http_client_new(
     lp: *mut aloop_loop_t,
@@ -119,27 +164,39 @@ pub extern "C" fn aloop_http_client_new(
                 read_timeout: Duration::from_millis(c.read_timeout_ms),
             };
         }
-        // SAFETY: live loop on its own thread.
-        let client = HttpClient::new(&unsafe { &*lp }.lp, o);
+        let (core, id) = match loop_of(lp) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let client = HttpClient::new(&core, o);
         let c = Box::new(aloop_http_client_t {
             client,
-            handles: Default::default(),
+            lp: id,
+            requests: Default::default(),
         });
+        let h = handle::register(id, c);
         // SAFETY: out is non-NULL and writable.
-        unsafe { out.write(Box::into_raw(c)) };
+        unsafe { out.write(h) };
         0
     })
 }
 
-/// Cancels every request still pending (their callbacks run now, with `ALOOP_E_CANCELLED`),
-/// closes the connections and frees the client. NULL is ignored.
+/// Cancels every request still pending (their callbacks run now, inside this call, with
+/// `ALOOP_E_CANCELLED`; the handle is already stale for them), closes the connections and frees
+/// the client. Allowed inside the client's own callbacks. Returns 0, `ALOOP_E_STALE` for a
+/// client already freed or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
 #[no_mangle]
-pub extern "C" fn aloop_http_client_free(client: *mut aloop_http_client_t) {
+pub extern "C" fn aloop_http_client_free(client: *mut aloop_http_client_t) -> c_int {
     guard(|| {
-        if !client.is_null() {
-            // SAFETY: created by aloop_http_client_new; not used after this.
-            let c = unsafe { Box::from_raw(client) };
-            c.client.close();
+        if client.is_null() {
+            return 0;
+        }
+        match handle::take::<aloop_http_client_t>(client) {
+            Ok(c) => {
+                c.client.shut_down();
+                0
+            }
+            Err(e) => e.code(),
         }
     })
 }
@@ -147,8 +204,9 @@ pub extern "C" fn aloop_http_client_free(client: *mut aloop_http_client_t) {
 /// Sends `method` (upper case) to `url` (`http://host[:port]/path?query`; the host may be a
 /// name, resolved off the loop) with `nheaders` headers and `len` bytes of `body` (all copied
 /// before the call returns). `cb` runs once from the loop; `dtor(user_data)` right after it.
-/// `*id` (may be NULL) gets an id for `aloop_http_client_cancel`. Errors: `ALOOP_E_URL`,
-/// `ALOOP_E_INVALID` (method, or CR/LF in a header), `ALOOP_E_NULL`.
+/// `*id` (may be NULL) gets an id for `aloop_http_client_cancel` (not written on failure).
+/// Errors (`cb` and `dtor` then never run): `ALOOP_E_URL`, `ALOOP_E_INVALID` (a method not in
+/// upper case, or CR/LF in a header), `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_http_client_request(
     client: *mut aloop_http_client_t,
@@ -255,44 +313,36 @@ fn start_request(
             // SAFETY: `len` readable bytes during the call.
             req.body = unsafe { std::slice::from_raw_parts(body.cast::<u8>(), len) }.to_vec();
         }
-        // SAFETY: live client.
-        let c = unsafe { &*client };
+        let (core, lp, requests) = match handle::with(client, |c: &aloop_http_client_t| {
+            (c.client.clone(), c.lp, c.requests.clone())
+        }) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
         let (ud, armer) = UserData::new(user_data, dtor);
         armer.arm();
-        let slot = std::rc::Rc::new(std::cell::Cell::new(None));
+        let slot = Rc::new(std::cell::Cell::new(None));
         let slot2 = slot.clone();
-        let handles: *const std::cell::RefCell<Slab<RequestHandle>> = &c.handles;
-        let done = move |r: crate::error::Result<Response>| {
-            if let Some(t) = slot2.get() {
-                // SAFETY: the client outlives its callbacks (freeing it runs them first).
-                unsafe { &*handles }.borrow_mut().remove(t);
+        let weak_requests = Rc::downgrade(&requests);
+        let done = move |r: Result<Response>| {
+            if let (Some(t), Some(reqs)) = (slot2.get(), weak_requests.upgrade()) {
+                reqs.borrow_mut().remove(t);
             }
             match r {
                 Ok(resp) => {
-                    let v = aloop_http_response_t {
-                        reason: CString::new(resp.reason.replace('\0', " ")).unwrap_or_default(),
-                        headers: resp
-                            .headers
-                            .iter()
-                            .map(|(n, v)| {
-                                (
-                                    CString::new(n.as_str()).unwrap_or_default(),
-                                    CString::new(v.replace('\0', " ")).unwrap_or_default(),
-                                )
-                            })
-                            .collect(),
-                        resp,
-                    };
-                    // SAFETY: the response is borrowed for the callback's duration.
-                    unsafe { cb(0, &v, ud.ptr()) };
+                    let h = handle::register(lp, aloop_http_response_t::new(resp));
+                    // SAFETY: the application's callback; the response handle is live for
+                    // the duration of the call and retired right after it.
+                    unsafe { cb(0, h, ud.ptr()) };
+                    drop(handle::take::<aloop_http_response_t>(h));
                 }
                 // SAFETY: as above, with no response.
                 Err(e) => unsafe { cb(e.code(), std::ptr::null(), ud.ptr()) },
             }
         };
         let h = match on_chunk {
-            None => c.client.request(req, done),
-            Some(chunk_cb) => c.client.request_streaming(
+            None => core.request(req, done),
+            Some(chunk_cb) => core.request_streaming(
                 req,
                 move |data: &[u8]| {
                     // SAFETY: the bytes are borrowed for the callback's duration; user_data is the
@@ -302,7 +352,7 @@ fn start_request(
                 done,
             ),
         };
-        let t = c.handles.borrow_mut().insert(h);
+        let t = requests.borrow_mut().insert(h);
         slot.set(Some(t));
         if !id.is_null() {
             // SAFETY: non-NULL out-parameter.
@@ -312,38 +362,43 @@ fn start_request(
     }
 }
 
-/// Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED` (unless it
-/// already ran; then `ALOOP_E_ALREADY`).
+/// Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED`, inside this
+/// call (unless it already ran: then `ALOOP_E_ALREADY`). `ALOOP_E_STALE` for a freed client.
 #[no_mangle]
 pub extern "C" fn aloop_http_client_cancel(client: *mut aloop_http_client_t, id: u64) -> c_int {
     guard(|| {
-        not_null!(client);
-        // SAFETY: live client.
-        let c = unsafe { &*client };
-        let h = crate::reactor::Token::from_raw(id).and_then(|t| c.handles.borrow_mut().remove(t));
+        let h = handle::with(client, |c: &aloop_http_client_t| {
+            crate::reactor::Token::from_raw(id).and_then(|t| c.requests.borrow_mut().remove(t))
+        });
         match h {
-            Some(h) => {
+            Ok(Some(h)) => {
                 h.cancel();
                 0
             }
-            None => Error::ALREADY.code(),
+            Ok(None) => Error::ALREADY.code(),
+            Err(e) => e.code(),
         }
     })
 }
 
-/// The HTTP status of the response.
+/// The HTTP status of the response, or a negative error (`ALOOP_E_NULL`, `ALOOP_E_STALE`
+/// after its callback returned).
 #[no_mangle]
 pub extern "C" fn aloop_http_response_status(resp: *const aloop_http_response_t) -> c_int {
-    guard(|| {
-        not_null!(resp);
-        read_handle(resp, 0, |r| r.resp.status as c_int)
+    guard(|| match with_response(resp, |r| r.resp.status) {
+        Ok(status) => status as c_int,
+        Err(e) => e.code(),
     })
 }
 
 /// The reason phrase as sent ("OK"), NUL-terminated.
 #[no_mangle]
 pub extern "C" fn aloop_http_response_reason(resp: *const aloop_http_response_t) -> *const c_char {
-    guard(|| read_handle(resp, std::ptr::null(), |r| r.reason.as_ptr()))
+    guard(|| {
+        handle::read(resp, std::ptr::null(), |r: &aloop_http_response_t| {
+            r.reason.as_ptr()
+        })
+    })
 }
 
 /// The first header called `name` (case-insensitive), or NULL.
@@ -358,7 +413,7 @@ pub extern "C" fn aloop_http_response_header(
         }
         // SAFETY: C string per the contract.
         let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-        read_handle(resp, std::ptr::null(), |r| {
+        handle::read(resp, std::ptr::null(), |r: &aloop_http_response_t| {
             r.headers
                 .iter()
                 .find(|(n, _)| n.to_bytes().eq_ignore_ascii_case(name))
@@ -370,10 +425,11 @@ pub extern "C" fn aloop_http_response_header(
 /// Number of response headers.
 #[no_mangle]
 pub extern "C" fn aloop_http_response_header_count(resp: *const aloop_http_response_t) -> usize {
-    guard(|| read_handle(resp, 0, |r| r.headers.len()))
+    guard(|| handle::read(resp, 0, |r: &aloop_http_response_t| r.headers.len()))
 }
 
-/// Header `index`: sets `*name` and `*value`. `ALOOP_E_NOT_FOUND` past the end.
+/// Header `index`: sets `*name` and `*value` (valid during the callback). `ALOOP_E_NOT_FOUND`
+/// past the end; on any error neither out pointer is written.
 #[no_mangle]
 pub extern "C" fn aloop_http_response_header_at(
     resp: *const aloop_http_response_t,
@@ -383,19 +439,18 @@ pub extern "C" fn aloop_http_response_header_at(
 ) -> c_int {
     guard(|| {
         not_null!(resp, name, value);
-        read_handle(resp, Error::NULL_ARG.code(), |r| {
-            match r.headers.get(index) {
-                Some((n, v)) => {
-                    // SAFETY: non-NULL out-parameters.
-                    unsafe {
-                        name.write(n.as_ptr());
-                        value.write(v.as_ptr());
-                    }
-                    0
+        let r = with_response(resp, |r| match r.headers.get(index) {
+            Some((n, v)) => {
+                // SAFETY: non-NULL out-parameters.
+                unsafe {
+                    name.write(n.as_ptr());
+                    value.write(v.as_ptr());
                 }
-                None => Error::NOT_FOUND.code(),
+                Ok(())
             }
-        })
+            None => Err(Error::NOT_FOUND),
+        });
+        rc(r.and_then(|r| r))
     })
 }
 
@@ -406,7 +461,7 @@ pub extern "C" fn aloop_http_response_body(
     len: *mut usize,
 ) -> *const c_void {
     guard(|| {
-        let (p, n) = read_handle(resp, (std::ptr::null(), 0), |r| {
+        let (p, n) = handle::read(resp, (std::ptr::null(), 0), |r: &aloop_http_response_t| {
             (r.resp.body.as_ptr().cast(), r.resp.body.len())
         });
         if !len.is_null() {

@@ -1,6 +1,7 @@
 //! The C ABI: every `extern "C"` function, grouped like the core. Conversions only: each
 //! function checks its pointers, converts arguments, calls the safe core, and converts back,
-//! inside `guard`, the one panic boundary.
+//! inside `guard`, the one panic boundary. Handles become references only in `handle`, which
+//! checks their generation and the calling thread.
 
 #![allow(non_camel_case_types)]
 // These functions are called from C with the pointer contracts stated in their doc comments;
@@ -9,8 +10,10 @@
 
 mod error;
 mod event_loop;
-mod http;
+mod handle;
 mod http_client;
+mod http_request;
+mod http_server;
 mod pg;
 mod poll;
 mod tcp;
@@ -23,10 +26,12 @@ use std::rc::Rc;
 
 use crate::error::Error;
 
+pub(crate) use error::set_last_error;
 pub use error::*;
 pub use event_loop::*;
-pub use http::*;
 pub use http_client::*;
+pub use http_request::*;
+pub use http_server::*;
 pub use pg::*;
 pub use poll::*;
 pub use tcp::*;
@@ -77,17 +82,6 @@ impl OnPanic for u64 {
 /// The panic boundary: runs `f`, turning a panic into the return type's error value.
 pub(crate) fn guard<R: OnPanic>(f: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| R::on_panic())
-}
-
-/// Reads from a live handle, or returns `null` for a NULL one (for accessors without an error
-/// return).
-pub(crate) fn read_handle<T, R>(p: *const T, null: R, f: impl FnOnce(&T) -> R) -> R {
-    if p.is_null() {
-        null
-    } else {
-        // SAFETY: non-NULL handles passed to accessors are live (the C caller's contract).
-        f(unsafe { &*p })
-    }
 }
 
 /// `Ok(())` -> 0, `Err(e)` -> its negative code.

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::rc::Rc;
 
-use super::event_loop::aloop_loop_t;
-use super::{aloop_free_fn, c_str, guard, not_null, read_handle, UserData};
+use super::event_loop::{aloop_loop_t, loop_of};
+use super::handle::{self, Handle, Kind, LoopId};
+use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
 use crate::error::{Error, Result};
 use crate::pg::{BatchStep, PgError, PgPool, PgResult, PoolOptions, Statement};
 
@@ -24,8 +25,8 @@ pub const ALOOP_E_PG_ABORTED: c_int = -10104;
 /// Options for `aloop_pg_pool_new`; fill with `aloop_pg_pool_options_init` first.
 #[repr(C)]
 pub struct aloop_pg_pool_options_t {
-    /// libpq conninfo string or URI (borrowed during `aloop_pg_pool_new`). Give the server as
-    /// a numeric address: a host name would be resolved by libpq with a blocking call.
+    /// libpq conninfo string or URI (borrowed during `aloop_pg_pool_new`). Host names (several
+    /// hosts too) are resolved off the loop, on the blocking-work pool; the loop never blocks.
     pub conninfo: *const c_char,
     /// Connections (default 4).
     pub size: usize,
@@ -45,14 +46,31 @@ pub struct aloop_pg_pool_options_t {
 /// `aloop_pg_pool_free`.
 pub struct aloop_pg_pool_t {
     pool: PgPool,
+    lp: LoopId,
     prepared: RefCell<HashMap<String, Rc<Statement>>>,
 }
 
-/// A query's outcome (opaque), borrowed during the query callback only.
+impl Handle for aloop_pg_pool_t {
+    type C = aloop_pg_pool_t;
+    const KIND: Kind = Kind::PgPool;
+}
+
+/// A query's outcome (opaque), borrowed during the query callback only: afterwards its handle
+/// is stale (accessors give 0, NULL or "").
 pub struct aloop_pg_result_t {
     outcome: std::result::Result<PgResult, PgError>,
     message: CString,
     sqlstate: CString,
+}
+
+impl Handle for aloop_pg_result_t {
+    type C = aloop_pg_result_t;
+    const KIND: Kind = Kind::PgResult;
+}
+
+/// Runs `f` on the pool behind a handle.
+fn with_pool<R>(pool: *const aloop_pg_pool_t, f: impl FnOnce(&aloop_pg_pool_t) -> R) -> Result<R> {
+    handle::with(pool, f)
 }
 
 /// Called once per query, on the loop's thread: `status` 0 with rows in `result`, or an error
@@ -83,7 +101,10 @@ pub extern "C" fn aloop_pg_pool_options_init(opts: *mut aloop_pg_pool_options_t)
 }
 
 /// Creates a pool on `lp` and starts connecting (never blocks). `opts` may be NULL for the
-/// defaults. Queries may be sent at once: they wait while the first connections come up.
+/// defaults. Queries may be sent at once: they wait while the first connections come up. On
+/// success `*out` owns the pool; on failure `*out` is not written. Errors: `ALOOP_E_NULL`,
+/// `ALOOP_E_INVALID` (a zero size, or a conninfo libpq cannot parse: the reason is in
+/// `aloop_last_error_message()`), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_pg_pool_new(
     lp: *mut aloop_loop_t,
@@ -102,6 +123,10 @@ pub extern "C" fn aloop_pg_pool_new(
                     Ok(s) => o.conninfo = s.to_string(),
                     Err(e) => return e.code(),
                 }
+                if let Err(why) = crate::pg::check_conninfo(&o.conninfo) {
+                    super::set_last_error(&why);
+                    return Error::INVALID.code();
+                }
             }
             if c.size == 0 || c.max_pipeline == 0 || c.connect_timeout_ms == 0 {
                 return Error::INVALID.code();
@@ -113,27 +138,39 @@ pub extern "C" fn aloop_pg_pool_new(
             o.query_timeout = (c.query_timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(c.query_timeout_ms));
         }
-        // SAFETY: live loop on its own thread.
-        let pool = PgPool::new(&unsafe { &*lp }.lp, o);
+        let (core, id) = match loop_of(lp) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let pool = PgPool::new(&core, o);
         let p = Box::new(aloop_pg_pool_t {
             pool,
+            lp: id,
             prepared: RefCell::new(HashMap::new()),
         });
+        let h = handle::register(id, p);
         // SAFETY: out is non-NULL and writable.
-        unsafe { out.write(Box::into_raw(p)) };
+        unsafe { out.write(h) };
         0
     })
 }
 
-/// Closes every connection and frees the pool. Queries still queued or in flight complete
-/// with an error (their callbacks run from the loop, later). NULL is ignored.
+/// Closes every connection and frees the pool; allowed inside its own callbacks. Queries still
+/// queued or in flight complete with `ALOOP_E_CANCELLED` (their callbacks run from the loop,
+/// later, never inside this call; run the loop until they did). Returns 0, `ALOOP_E_STALE` for
+/// a pool already freed or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
 #[no_mangle]
-pub extern "C" fn aloop_pg_pool_free(pool: *mut aloop_pg_pool_t) {
+pub extern "C" fn aloop_pg_pool_free(pool: *mut aloop_pg_pool_t) -> c_int {
     guard(|| {
-        if !pool.is_null() {
-            // SAFETY: created by aloop_pg_pool_new; not used after this.
-            let p = unsafe { Box::from_raw(pool) };
-            p.pool.close();
+        if pool.is_null() {
+            return 0;
+        }
+        match handle::take::<aloop_pg_pool_t>(pool) {
+            Ok(p) => {
+                p.pool.close();
+                0
+            }
+            Err(e) => e.code(),
         }
     })
 }
@@ -141,6 +178,8 @@ pub extern "C" fn aloop_pg_pool_free(pool: *mut aloop_pg_pool_t) {
 /// Registers the named statement `sql` (with `$n` parameters) for `aloop_pg_execute`. It is
 /// prepared on each connection the first time it runs there, reconnected ones included.
 /// Registering a name again replaces it for connections that have not prepared it yet.
+/// Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (empty name, not UTF-8), `ALOOP_E_STALE`,
+/// `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_pg_prepare(
     pool: *mut aloop_pg_pool_t,
@@ -154,12 +193,11 @@ pub extern "C" fn aloop_pg_prepare(
             (Ok(n), Ok(s)) if !n.is_empty() => (n.to_string(), s.to_string()),
             _ => return Error::INVALID.code(),
         };
-        // SAFETY: live pool.
-        let p = unsafe { &*pool };
-        p.prepared
-            .borrow_mut()
-            .insert(name.clone(), Rc::new(Statement::Prepared { name, sql }));
-        0
+        rc(with_pool(pool, |p| {
+            p.prepared
+                .borrow_mut()
+                .insert(name.clone(), Rc::new(Statement::Prepared { name, sql }));
+        }))
     })
 }
 
@@ -202,23 +240,16 @@ fn to_c_result(outcome: std::result::Result<PgResult, PgError>) -> aloop_pg_resu
 fn c_callback(
     cb: unsafe extern "C" fn(c_int, *const aloop_pg_result_t, *mut c_void),
     ud: UserData,
+    lp: LoopId,
 ) -> impl FnOnce(std::result::Result<PgResult, PgError>) {
     move |outcome| {
-        let (status, message, sqlstate) = match &outcome {
-            Ok(_) => (0, CString::default(), CString::default()),
-            Err(e) => (
-                e.code.code(),
-                CString::new(e.message.replace('\0', " ")).unwrap_or_default(),
-                CString::new(e.sqlstate.clone()).unwrap_or_default(),
-            ),
-        };
-        let r = aloop_pg_result_t {
-            outcome,
-            message,
-            sqlstate,
-        };
-        // SAFETY: the result is borrowed for the duration of the callback.
-        unsafe { cb(status, &r, ud.ptr()) };
+        let r = to_c_result(outcome);
+        let status = r.outcome.as_ref().err().map_or(0, |e| e.code.code());
+        let h = handle::register(lp, Box::new(r));
+        // SAFETY: the application's callback; the result handle is live during the call and
+        // retired right after it.
+        unsafe { cb(status, h, ud.ptr()) };
+        drop(handle::take::<aloop_pg_result_t>(h));
     }
 }
 
@@ -241,13 +272,15 @@ fn run_statement(
     };
     let (ud, armer) = UserData::new(user_data, dtor);
     armer.arm();
-    p.pool.execute(&stmt, &params, c_callback(cb, ud));
+    p.pool.execute(&stmt, &params, c_callback(cb, ud, p.lp));
     0
 }
 
 /// Runs `sql` with `nparams` text parameters (`values[i]` NUL-terminated, or NULL for SQL
 /// NULL; copied before the call returns). `cb(status, result, user_data)` runs once from the
 /// loop; `dtor(user_data)` right after it. Parameters are the only way values should reach SQL.
+/// Errors (`cb` and `dtor` then never run): `ALOOP_E_NULL`, `ALOOP_E_INVALID`, `ALOOP_E_STALE`,
+/// `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_pg_query(
     pool: *mut aloop_pg_pool_t,
@@ -265,16 +298,10 @@ pub extern "C" fn aloop_pg_query(
             return Error::INVALID.code();
         };
         let stmt = Rc::new(Statement::Sql(sql.to_string()));
-        // SAFETY: live pool.
-        run_statement(
-            unsafe { &*pool },
-            stmt,
-            nparams,
-            values,
-            cb,
-            user_data,
-            dtor,
-        )
+        with_pool(pool, |p| {
+            run_statement(p, stmt, nparams, values, cb, user_data, dtor)
+        })
+        .unwrap_or_else(|e| e.code())
     })
 }
 
@@ -292,14 +319,17 @@ pub extern "C" fn aloop_pg_execute(
 ) -> c_int {
     guard(|| {
         not_null!(pool, name);
-        // SAFETY: C string per the contract; live pool.
-        let (Ok(name), p) = (unsafe { c_str(name) }, unsafe { &*pool }) else {
+        // SAFETY: C string per the contract.
+        let Ok(name) = (unsafe { c_str(name) }) else {
             return Error::INVALID.code();
         };
-        let Some(stmt) = p.prepared.borrow().get(name).cloned() else {
-            return Error::NOT_FOUND.code();
-        };
-        run_statement(p, stmt, nparams, values, cb, user_data, dtor)
+        with_pool(pool, |p| {
+            let Some(stmt) = p.prepared.borrow().get(name).cloned() else {
+                return Error::NOT_FOUND.code();
+            };
+            run_statement(p, stmt, nparams, values, cb, user_data, dtor)
+        })
+        .unwrap_or_else(|e| e.code())
     })
 }
 
@@ -345,8 +375,21 @@ pub extern "C" fn aloop_pg_batch(
         if n == 0 {
             return Error::INVALID.code();
         }
-        // SAFETY: live pool; `n` statements borrowed during the call.
-        let (p, list) = unsafe { (&*pool, std::slice::from_raw_parts(stmts, n)) };
+        // SAFETY: `n` statements borrowed during the call.
+        let list = unsafe { std::slice::from_raw_parts(stmts, n) };
+        with_pool(pool, |p| run_batch(p, list, cb, user_data, dtor)).unwrap_or_else(|e| e.code())
+    })
+}
+
+fn run_batch(
+    p: &aloop_pg_pool_t,
+    list: &[aloop_pg_statement_t],
+    cb: unsafe extern "C" fn(usize, *const c_int, *const *const aloop_pg_result_t, *mut c_void),
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    {
+        let n = list.len();
         let mut steps = Vec::with_capacity(n);
         for s in list {
             let stmt = match (s.sql.is_null(), s.prepared.is_null()) {
@@ -373,24 +416,30 @@ pub extern "C" fn aloop_pg_batch(
         let borrowed: Vec<BatchStep<'_>> = steps.iter().map(|(s, v)| (s.clone(), &v[..])).collect();
         let (ud, armer) = UserData::new(user_data, dtor);
         armer.arm();
+        let lp = p.lp;
         p.pool.batch(&borrowed, move |outcomes| {
             let results: Vec<aloop_pg_result_t> = outcomes.into_iter().map(to_c_result).collect();
             let status: Vec<c_int> = results
                 .iter()
                 .map(|r| r.outcome.as_ref().err().map_or(0, |e| e.code.code()))
                 .collect();
-            let ptrs: Vec<*const aloop_pg_result_t> = results
-                .iter()
-                .map(|r| r as *const aloop_pg_result_t)
+            let handles: Vec<*const aloop_pg_result_t> = results
+                .into_iter()
+                .map(|r| handle::register(lp, Box::new(r)).cast_const())
                 .collect();
-            // SAFETY: the arrays and results live for the duration of the callback.
-            unsafe { cb(results.len(), status.as_ptr(), ptrs.as_ptr(), ud.ptr()) };
+            // SAFETY: the application's callback; the arrays live and the result handles are
+            // live during the call, and the handles are retired right after it.
+            unsafe { cb(handles.len(), status.as_ptr(), handles.as_ptr(), ud.ptr()) };
+            for h in handles {
+                drop(handle::take::<aloop_pg_result_t>(h));
+            }
         });
         0
-    })
+    }
 }
 
-/// Connections up, queries in flight and queries waiting; any pointer may be NULL.
+/// Connections up, queries in flight and queries waiting; any out pointer may be NULL, and
+/// none is written on an error (`ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`).
 #[no_mangle]
 pub extern "C" fn aloop_pg_pool_stats(
     pool: *const aloop_pg_pool_t,
@@ -399,9 +448,10 @@ pub extern "C" fn aloop_pg_pool_stats(
     queued: *mut usize,
 ) -> c_int {
     guard(|| {
-        not_null!(pool);
-        // SAFETY: live pool; non-NULL out-parameters are writable.
-        let s = unsafe { &*pool }.pool.stats();
+        let s = match with_pool(pool, |p| p.pool.stats()) {
+            Ok(s) => s,
+            Err(e) => return e.code(),
+        };
         for (p, v) in [(connected, s.connected), (busy, s.busy), (queued, s.queued)] {
             if !p.is_null() {
                 // SAFETY: as above.
@@ -412,27 +462,24 @@ pub extern "C" fn aloop_pg_pool_stats(
     })
 }
 
-fn ok_result(r: *const aloop_pg_result_t) -> Option<&'static PgResult> {
-    // SAFETY: results are borrowed during their callback; the 'static never escapes the
-    // accessor that uses it.
-    read_handle(r, None, |r| {
-        r.outcome
-            .as_ref()
-            .ok()
-            .map(|x| unsafe { &*(x as *const PgResult) })
+/// Runs `f` on a successful result, or gives `fallback` (an error result, a stale handle).
+fn ok_result<R>(r: *const aloop_pg_result_t, fallback: R, f: impl FnOnce(&PgResult) -> R) -> R {
+    handle::read(r, None, |r: &aloop_pg_result_t| {
+        r.outcome.as_ref().ok().map(f)
     })
+    .unwrap_or(fallback)
 }
 
 /// Rows of a successful result (0 otherwise).
 #[no_mangle]
 pub extern "C" fn aloop_pg_result_rows(r: *const aloop_pg_result_t) -> usize {
-    guard(|| ok_result(r).map_or(0, |x| x.rows()))
+    guard(|| ok_result(r, 0, |x| x.rows()))
 }
 
 /// Columns of a successful result (0 otherwise).
 #[no_mangle]
 pub extern "C" fn aloop_pg_result_columns(r: *const aloop_pg_result_t) -> usize {
-    guard(|| ok_result(r).map_or(0, |x| x.columns()))
+    guard(|| ok_result(r, 0, |x| x.columns()))
 }
 
 /// Name of column `col`, or NULL.
@@ -442,12 +489,11 @@ pub extern "C" fn aloop_pg_result_column_name(
     col: usize,
 ) -> *const c_char {
     guard(|| {
-        ok_result(r)
-            .filter(|x| col < x.columns())
-            .map_or(std::ptr::null(), |x| {
-                x.column_name(col)
-                    .map_or(std::ptr::null(), |n| n.as_ptr().cast())
-            })
+        ok_result(r, std::ptr::null(), |x| {
+            x.column_name(col)
+                .filter(|_| col < x.columns())
+                .map_or(std::ptr::null(), |n| n.as_ptr().cast())
+        })
     })
 }
 
@@ -459,7 +505,7 @@ pub extern "C" fn aloop_pg_result_value(
     row: usize,
     col: usize,
 ) -> *const c_char {
-    guard(|| ok_result(r).map_or(std::ptr::null(), |x| x.c_value(row, col)))
+    guard(|| ok_result(r, std::ptr::null(), |x| x.c_value(row, col)))
 }
 
 /// Length in bytes of the value at (`row`, `col`) (0 for NULL or out of range).
@@ -469,11 +515,7 @@ pub extern "C" fn aloop_pg_result_length(
     row: usize,
     col: usize,
 ) -> usize {
-    guard(|| {
-        ok_result(r)
-            .and_then(|x| x.value(row, col))
-            .map_or(0, |v| v.len())
-    })
+    guard(|| ok_result(r, 0, |x| x.value(row, col).map_or(0, |v| v.len())))
 }
 
 /// 1 if the value at (`row`, `col`) is SQL NULL (or out of range), else 0.
@@ -483,23 +525,23 @@ pub extern "C" fn aloop_pg_result_is_null(
     row: usize,
     col: usize,
 ) -> c_int {
-    guard(|| ok_result(r).and_then(|x| x.value(row, col)).is_none() as c_int)
+    guard(|| ok_result(r, 1, |x| x.value(row, col).is_none() as c_int))
 }
 
 /// Rows affected by an INSERT, UPDATE or DELETE.
 #[no_mangle]
 pub extern "C" fn aloop_pg_result_affected_rows(r: *const aloop_pg_result_t) -> u64 {
-    guard(|| ok_result(r).map_or(0, |x| x.affected_rows()))
+    guard(|| ok_result(r, 0, |x| x.affected_rows()))
 }
 
 /// The error message ("" on success); valid during the callback.
 #[no_mangle]
 pub extern "C" fn aloop_pg_result_error_message(r: *const aloop_pg_result_t) -> *const c_char {
-    guard(|| read_handle(r, c"".as_ptr(), |r| r.message.as_ptr()))
+    guard(|| handle::read(r, c"".as_ptr(), |r: &aloop_pg_result_t| r.message.as_ptr()))
 }
 
 /// The server's SQLSTATE ("23505", ...), or "" when the server reported none.
 #[no_mangle]
 pub extern "C" fn aloop_pg_result_sqlstate(r: *const aloop_pg_result_t) -> *const c_char {
-    guard(|| read_handle(r, c"".as_ptr(), |r| r.sqlstate.as_ptr()))
+    guard(|| handle::read(r, c"".as_ptr(), |r: &aloop_pg_result_t| r.sqlstate.as_ptr()))
 }

@@ -1,11 +1,13 @@
 //! `aloop_tcp_*`: listeners and connections.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::event_loop::aloop_loop_t;
-use super::{aloop_free_fn, c_str, guard, not_null, rc, read_handle, UserData};
+use super::event_loop::{aloop_loop_t, loop_of};
+use super::handle::{self, Handle, Kind, LoopId};
+use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
 use crate::error::{Error, Result};
 use crate::net::{parse_ip_port, ListenOptions, ReadEvent, TcpListener, TcpStream};
 
@@ -23,19 +25,45 @@ pub struct aloop_listen_options_t {
 }
 
 /// A listening socket (opaque). Owned by the caller of `aloop_tcp_listen`; ends with
-/// `aloop_tcp_listener_close`, freed after its close callback.
+/// `aloop_tcp_listener_close`, freed after its close callback (then the handle is stale).
 pub struct aloop_tcp_listener_t {
     listener: TcpListener,
-    lp: *mut aloop_loop_t,
-    data: *mut c_void,
+    lp: LoopId,
+    data: Cell<*mut c_void>,
+}
+
+impl Handle for aloop_tcp_listener_t {
+    type C = aloop_tcp_listener_t;
+    const KIND: Kind = Kind::TcpListener;
 }
 
 /// A TCP connection (opaque). Owned by the application from `aloop_tcp_connect` or the accept
-/// callback; ends with `aloop_tcp_close`, freed after its close callback.
+/// callback; ends with `aloop_tcp_close`, freed after its close callback (then the handle is
+/// stale: every call returns `ALOOP_E_STALE`).
 pub struct aloop_tcp_t {
     stream: TcpStream,
-    lp: *mut aloop_loop_t,
-    data: *mut c_void,
+    lp: LoopId,
+    data: Cell<*mut c_void>,
+}
+
+impl Handle for aloop_tcp_t {
+    type C = aloop_tcp_t;
+    const KIND: Kind = Kind::Tcp;
+}
+
+impl aloop_tcp_t {
+    fn new(stream: TcpStream, lp: LoopId) -> Box<aloop_tcp_t> {
+        Box::new(aloop_tcp_t {
+            stream,
+            lp,
+            data: Cell::new(std::ptr::null_mut()),
+        })
+    }
+}
+
+/// Runs `f` on the stream of a live connection handle.
+fn with_stream<R>(tcp: *const aloop_tcp_t, f: impl FnOnce(&TcpStream) -> R) -> Result<R> {
+    handle::with(tcp, |t: &aloop_tcp_t| f(&t.stream))
 }
 
 /// A new connection (`status` 0, `conn` owned by the callee, who must close it) or a transient
@@ -105,7 +133,9 @@ unsafe fn address(ip: *const c_char, port: u16) -> Result<SocketAddr> {
 /// `aloop_tcp_listener_port`), listens and starts accepting: `cb(listener, status, conn,
 /// user_data)` runs for each connection. `opts` may be NULL for the defaults and is only read
 /// during the call; `ip` is borrowed during the call. `dtor(user_data)` runs after the close
-/// callback. Errors: `ALOOP_E_NULL`, `ALOOP_E_ADDRESS`, or a system error such as `-EADDRINUSE`.
+/// callback. On success `*out` owns the listener; on failure `*out` is not written and neither
+/// `cb` nor `dtor` ever runs. Errors: `ALOOP_E_NULL`, `ALOOP_E_ADDRESS`, `ALOOP_E_STALE`,
+/// `ALOOP_E_WRONG_THREAD`, or a system error such as `-EADDRINUSE`.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_listen(
     lp: *mut aloop_loop_t,
@@ -138,44 +168,40 @@ pub extern "C" fn aloop_tcp_listen(
                 nodelay: c.nodelay != 0,
             };
         }
-        // SAFETY: live loop on its own thread.
-        let listener = match TcpListener::bind(&unsafe { &*lp }.lp, addr, o) {
+        let (core, id) = match loop_of(lp) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let listener = match TcpListener::bind(&core, addr, o) {
             Ok(l) => l,
             Err(e) => return e.code(),
         };
-        let this = Box::into_raw(Box::new(aloop_tcp_listener_t {
-            listener: listener.clone(),
-            lp,
-            data: std::ptr::null_mut(),
-        }));
+        let reserved = handle::reserve::<aloop_tcp_listener_t>(id);
+        let this = reserved.handle() as usize;
         let (ud, armer) = UserData::new(user_data, dtor);
         let started = listener.start(move |r| {
             let (status, conn) = match r {
-                Ok(stream) => (
-                    0,
-                    Box::into_raw(Box::new(aloop_tcp_t {
-                        stream,
-                        lp,
-                        data: std::ptr::null_mut(),
-                    })),
-                ),
+                Ok(stream) => (0, handle::register(id, aloop_tcp_t::new(stream, id))),
                 Err(e) => (e.code(), std::ptr::null_mut()),
             };
-            // SAFETY: the listener struct lives until its close callback, and the core drops
-            // this closure when close starts.
-            unsafe { cb(this, status, conn, ud.ptr()) };
+            // SAFETY: the application's callback with its listener handle (checked again by
+            // any call it makes), a new connection handle it now owns, and its user data.
+            unsafe { cb(this as *mut aloop_tcp_listener_t, status, conn, ud.ptr()) };
         });
         match started {
             Ok(()) => {
                 armer.arm();
+                let h = reserved.fill(Box::new(aloop_tcp_listener_t {
+                    listener,
+                    lp: id,
+                    data: Cell::new(std::ptr::null_mut()),
+                }));
                 // SAFETY: out is non-NULL and writable.
-                unsafe { out.write(this) };
+                unsafe { out.write(h) };
                 0
             }
             Err(e) => {
                 listener.close(|| {});
-                // SAFETY: `this` was never handed out.
-                drop(unsafe { Box::from_raw(this) });
                 e.code()
             }
         }
@@ -185,16 +211,18 @@ pub extern "C" fn aloop_tcp_listen(
 /// The port the listener is bound to (useful after binding port 0), or a negative error.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_listener_port(l: *const aloop_tcp_listener_t) -> c_int {
-    guard(|| {
-        not_null!(l);
-        // SAFETY: live listener.
-        unsafe { &*l }.listener.local_addr().port() as c_int
-    })
+    guard(
+        || match handle::with(l, |h: &aloop_tcp_listener_t| h.listener.local_addr().port()) {
+            Ok(port) => port as c_int,
+            Err(e) => e.code(),
+        },
+    )
 }
 
 /// Stops accepting and closes the listener. `cb(listener, user_data)` (may be NULL) runs once on
 /// the loop's thread when it is closed; then the listener's memory and registration end (the
-/// accept destructor runs). `ALOOP_E_ALREADY` if already closing.
+/// accept destructor runs) and the handle is stale. `ALOOP_E_ALREADY` if already closing,
+/// `ALOOP_E_STALE` once closed. May be called inside its own accept callback.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_listener_close(
     l: *mut aloop_tcp_listener_t,
@@ -203,18 +231,20 @@ pub extern "C" fn aloop_tcp_listener_close(
 ) -> c_int {
     guard(|| {
         not_null!(l);
-        // SAFETY: live listener; freed below only after the close callback.
-        let listener = unsafe { &*l }.listener.clone();
+        let listener = match handle::with(l, |h: &aloop_tcp_listener_t| h.listener.clone()) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
         if listener.fd() < 0 {
             return Error::ALREADY.code();
         }
+        let raw = l as usize;
         listener.close(move || {
             if let Some(cb) = cb {
-                // SAFETY: the listener is still allocated during its close callback.
-                unsafe { cb(l, user_data) };
+                // SAFETY: the application's close callback; the handle is still live during it.
+                unsafe { cb(raw as *mut aloop_tcp_listener_t, user_data) };
             }
-            // SAFETY: allocated by aloop_tcp_listen; nothing uses it after the close callback.
-            drop(unsafe { Box::from_raw(l) });
+            drop(handle::take::<aloop_tcp_listener_t>(raw as *const _));
         });
         0
     })
@@ -226,31 +256,36 @@ pub extern "C" fn aloop_tcp_listener_set_data(
     l: *mut aloop_tcp_listener_t,
     data: *mut c_void,
 ) -> c_int {
+    guard(|| rc(handle::with(l, |h: &aloop_tcp_listener_t| h.data.set(data))))
+}
+
+/// The listener's data slot (NULL for a NULL, stale or wrong-thread handle).
+#[no_mangle]
+pub extern "C" fn aloop_tcp_listener_get_data(l: *const aloop_tcp_listener_t) -> *mut c_void {
     guard(|| {
-        not_null!(l);
-        // SAFETY: live listener.
-        unsafe { (*l).data = data };
-        0
+        handle::read(l, std::ptr::null_mut(), |h: &aloop_tcp_listener_t| {
+            h.data.get()
+        })
     })
 }
 
-/// The listener's data slot (NULL for a NULL listener).
-#[no_mangle]
-pub extern "C" fn aloop_tcp_listener_get_data(l: *const aloop_tcp_listener_t) -> *mut c_void {
-    guard(|| read_handle(l, std::ptr::null_mut(), |h| h.data))
-}
-
-/// The loop of a listener (NULL for a NULL listener).
+/// The loop of a listener (NULL for a NULL, stale or wrong-thread handle).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_listener_loop(l: *const aloop_tcp_listener_t) -> *mut aloop_loop_t {
-    guard(|| read_handle(l, std::ptr::null_mut(), |h| h.lp))
+    guard(|| {
+        handle::read(l, std::ptr::null_mut(), |h: &aloop_tcp_listener_t| {
+            h.lp.as_ptr()
+        })
+    })
 }
 
 /// Starts connecting to `ip:port` (numeric IPv4 or IPv6; `ip` borrowed during the call).
 /// `cb(tcp, status, user_data)` runs once: 0, a negative errno (`-ECONNREFUSED`, ...),
 /// `ALOOP_E_TIMEOUT` when `timeout_ms` (0: none) passes first, or `ALOOP_E_CANCELLED` when the
-/// handle is closed first. `*out` gets the handle at once; the caller owns it and must close it
-/// whatever the result. `dtor(user_data)` runs right after `cb`.
+/// handle is closed first. On success `*out` gets the handle at once; the caller owns it and
+/// must close it whatever the result. `dtor(user_data)` runs right after `cb`. On failure
+/// `*out` is not written and neither `cb` nor `dtor` ever runs. Errors: `ALOOP_E_NULL`,
+/// `ALOOP_E_ADDRESS`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`, or a system error.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_connect(
     lp: *mut aloop_loop_t,
@@ -272,44 +307,38 @@ pub extern "C" fn aloop_tcp_connect(
             Ok(a) => a,
             Err(e) => return e.code(),
         };
+        let (core, id) = match loop_of(lp) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
         let (ud, armer) = UserData::new(user_data, dtor);
-        // The handle's address must be known to the callback before the stream exists.
-        let this = Box::into_raw(Box::new(std::mem::MaybeUninit::<aloop_tcp_t>::uninit()))
-            as *mut aloop_tcp_t;
+        // The callback needs the handle before the stream exists.
+        let reserved = handle::reserve::<aloop_tcp_t>(id);
+        let this = reserved.handle() as usize;
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        // SAFETY: live loop on its own thread.
-        let r = TcpStream::connect(&unsafe { &*lp }.lp, addr, timeout, move |r| {
+        let r = TcpStream::connect(&core, addr, timeout, move |r| {
             let ud = ud;
-            // SAFETY: the handle is initialised below before the loop runs again, and it lives
-            // until its close callback, which comes after this one.
-            unsafe { cb(this, rc(r), ud.ptr()) };
+            // SAFETY: the application's callback with its connection handle (published before
+            // the loop runs again) and its user data.
+            unsafe { cb(this as *mut aloop_tcp_t, rc(r), ud.ptr()) };
         });
         match r {
             Ok(stream) => {
                 armer.arm();
-                // SAFETY: `this` is our fresh allocation; out is non-NULL and writable.
-                unsafe {
-                    this.write(aloop_tcp_t {
-                        stream,
-                        lp,
-                        data: std::ptr::null_mut(),
-                    });
-                    out.write(this);
-                }
+                let h = reserved.fill(aloop_tcp_t::new(stream, id));
+                // SAFETY: out is non-NULL and writable.
+                unsafe { out.write(h) };
                 0
             }
-            Err(e) => {
-                // SAFETY: never initialised, never handed out; freed as the MaybeUninit it is.
-                drop(unsafe { Box::from_raw(this as *mut std::mem::MaybeUninit<aloop_tcp_t>) });
-                e.code()
-            }
+            Err(e) => e.code(),
         }
     })
 }
 
 /// Starts reading: `cb(tcp, nread, data, user_data)` per received chunk, then once with
 /// `ALOOP_E_EOF` or an error. `dtor(user_data)` runs when reading ends (stop, EOF, error,
-/// close). `ALOOP_E_ALREADY` if reading, `ALOOP_E_CLOSED` if closing.
+/// close). `ALOOP_E_ALREADY` if reading, `ALOOP_E_CLOSED` if closing; on any error neither `cb`
+/// nor `dtor` ever runs.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_read_start(
     tcp: *mut aloop_tcp_t,
@@ -324,19 +353,25 @@ pub extern "C" fn aloop_tcp_read_start(
         };
         let (ud, armer) = UserData::new(user_data, dtor);
         let udp = ud.ptr();
-        // SAFETY: live handle; the closure is dropped when reading ends or at close, before
-        // the handle is freed.
-        let r = unsafe { &*tcp }.stream.read_start(move |ev| {
-            let _own = &ud;
-            // SAFETY: see above; data is valid for the duration of the call.
-            unsafe {
-                match ev {
-                    ReadEvent::Data(d) => cb(tcp, d.len() as isize, d.as_ptr().cast(), udp),
-                    ReadEvent::Eof => cb(tcp, Error::EOF.code() as isize, std::ptr::null(), udp),
-                    ReadEvent::Error(e) => cb(tcp, e.code() as isize, std::ptr::null(), udp),
+        let this = tcp as usize;
+        let r = with_stream(tcp, |s| {
+            s.read_start(move |ev| {
+                let _own = &ud;
+                let tcp = this as *mut aloop_tcp_t;
+                // SAFETY: the application's callback with its handle and user data; `data` is
+                // valid for the duration of the call.
+                unsafe {
+                    match ev {
+                        ReadEvent::Data(d) => cb(tcp, d.len() as isize, d.as_ptr().cast(), udp),
+                        ReadEvent::Eof => {
+                            cb(tcp, Error::EOF.code() as isize, std::ptr::null(), udp)
+                        }
+                        ReadEvent::Error(e) => cb(tcp, e.code() as isize, std::ptr::null(), udp),
+                    }
                 }
-            }
-        });
+            })
+        })
+        .and_then(|r| r);
         if r.is_ok() {
             armer.arm();
         }
@@ -348,18 +383,14 @@ pub extern "C" fn aloop_tcp_read_start(
 /// the next `aloop_tcp_read_start`.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_read_stop(tcp: *mut aloop_tcp_t) -> c_int {
-    guard(|| {
-        not_null!(tcp);
-        // SAFETY: live handle.
-        unsafe { &*tcp }.stream.read_stop();
-        0
-    })
+    guard(|| rc(with_stream(tcp, |s| s.read_stop())))
 }
 
 /// Queues `len` bytes from `data` for sending. The bytes are copied before the call returns
 /// (`data` stays the caller's). `cb(tcp, status, user_data)` (may be NULL) runs once when all
 /// were handed to the kernel, or with the error (`ALOOP_E_CANCELLED` on close). Never raises
-/// SIGPIPE. Errors: `ALOOP_E_CLOSED`, `-EPIPE` after shutdown, `-ENOTCONN` while connecting.
+/// SIGPIPE. Errors (`cb` then never runs): `ALOOP_E_CLOSED`, `-EPIPE` after shutdown,
+/// `-ENOTCONN` while connecting, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_write(
     tcp: *mut aloop_tcp_t,
@@ -379,21 +410,22 @@ pub extern "C" fn aloop_tcp_write(
             // SAFETY: the caller guarantees `len` readable bytes at `data` during the call.
             unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }.to_vec()
         };
+        let this = tcp as usize;
         let done: Option<Box<dyn FnOnce(Result<()>)>> = cb.map(|cb| {
             Box::new(move |r: Result<()>| {
-                // SAFETY: write callbacks run before the close callback frees the handle.
-                unsafe { cb(tcp, rc(r), user_data) }
+                // SAFETY: the application's callback with its handle and user data.
+                unsafe { cb(this as *mut aloop_tcp_t, rc(r), user_data) }
             }) as Box<dyn FnOnce(Result<()>)>
         });
-        // SAFETY: live handle.
-        rc(unsafe { &*tcp }.stream.write(bytes, done))
+        rc(with_stream(tcp, |s| s.write(bytes, done)).and_then(|r| r))
     })
 }
 
-/// Bytes queued by `aloop_tcp_write` and not yet handed to the kernel (0 for NULL).
+/// Bytes queued by `aloop_tcp_write` and not yet handed to the kernel (0 for a NULL, stale or
+/// wrong-thread handle).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_write_queue_size(tcp: *const aloop_tcp_t) -> usize {
-    guard(|| read_handle(tcp, 0, |h| h.stream.write_queue_size()))
+    guard(|| with_stream(tcp, |s| s.write_queue_size()).unwrap_or(0))
 }
 
 /// Shuts down the sending side after the queued writes; `cb` (may be NULL) gets the result.
@@ -405,21 +437,25 @@ pub extern "C" fn aloop_tcp_shutdown(
     user_data: *mut c_void,
 ) -> c_int {
     guard(|| {
-        not_null!(tcp);
-        // SAFETY: live handle; the callback runs before the close callback.
-        rc(unsafe { &*tcp }.stream.shutdown(move |r| {
-            if let Some(cb) = cb {
-                // SAFETY: as above.
-                unsafe { cb(tcp, rc(r), user_data) };
-            }
-        }))
+        let this = tcp as usize;
+        let r = with_stream(tcp, |s| {
+            s.shutdown(move |r| {
+                if let Some(cb) = cb {
+                    // SAFETY: the application's callback with its handle and user data.
+                    unsafe { cb(this as *mut aloop_tcp_t, rc(r), user_data) };
+                }
+            })
+        });
+        rc(r.and_then(|r| r))
     })
 }
 
 /// Closes the connection. Pending writes, shutdown and connect complete with
 /// `ALOOP_E_CANCELLED` (unless they already finished), reading ends, then `cb(tcp, user_data)`
-/// (may be NULL) runs last, and the handle is freed when it returns. `ALOOP_E_ALREADY` if
-/// already closing. Never call it from a thread other than the loop's.
+/// (may be NULL) runs last, and the handle is freed when it returns (from then on it is stale).
+/// `ALOOP_E_ALREADY` if already closing, `ALOOP_E_STALE` once closed, `ALOOP_E_WRONG_THREAD`
+/// from another thread while the loop runs. May be called inside any of the handle's own
+/// callbacks.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_close(
     tcp: *mut aloop_tcp_t,
@@ -427,19 +463,20 @@ pub extern "C" fn aloop_tcp_close(
     user_data: *mut c_void,
 ) -> c_int {
     guard(|| {
-        not_null!(tcp);
-        // SAFETY: live handle; freed below only after every other callback of it.
-        let stream = unsafe { &*tcp }.stream.clone();
+        let stream = match with_stream(tcp, |s| s.clone()) {
+            Ok(s) => s,
+            Err(e) => return e.code(),
+        };
         if stream.is_closing() {
             return Error::ALREADY.code();
         }
+        let this = tcp as usize;
         stream.close(move || {
             if let Some(cb) = cb {
-                // SAFETY: still allocated during its close callback.
-                unsafe { cb(tcp, user_data) };
+                // SAFETY: the application's close callback; the handle is live during it.
+                unsafe { cb(this as *mut aloop_tcp_t, user_data) };
             }
-            // SAFETY: allocated by connect/accept; nothing uses it after the close callback.
-            drop(unsafe { Box::from_raw(tcp) });
+            drop(handle::take::<aloop_tcp_t>(this as *const _));
         });
         0
     })
@@ -448,25 +485,16 @@ pub extern "C" fn aloop_tcp_close(
 /// TCP_NODELAY on (non-zero) or off.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_nodelay(tcp: *mut aloop_tcp_t, on: c_int) -> c_int {
-    guard(|| {
-        not_null!(tcp);
-        // SAFETY: live handle.
-        rc(unsafe { &*tcp }.stream.set_nodelay(on != 0))
-    })
+    guard(|| rc(with_stream(tcp, |s| s.set_nodelay(on != 0)).and_then(|r| r)))
 }
 
 /// The socket's fd, borrowed (do not close it), or a negative error.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_fd(tcp: *const aloop_tcp_t) -> c_int {
-    guard(|| {
-        not_null!(tcp);
-        // SAFETY: live handle.
-        let fd = unsafe { &*tcp }.stream.fd();
-        if fd < 0 {
-            Error::CLOSED.code()
-        } else {
-            fd
-        }
+    guard(|| match with_stream(tcp, |s| s.fd()) {
+        Ok(fd) if fd < 0 => Error::CLOSED.code(),
+        Ok(fd) => fd,
+        Err(e) => e.code(),
     })
 }
 
@@ -502,10 +530,9 @@ pub extern "C" fn aloop_tcp_peer_address(
     ip_len: usize,
     port: *mut u16,
 ) -> c_int {
-    guard(|| {
-        not_null!(tcp);
-        // SAFETY: live handle.
-        write_address(unsafe { &*tcp }.stream.peer_addr(), ip, ip_len, port)
+    guard(|| match with_stream(tcp, |s| s.peer_addr()) {
+        Ok(a) => write_address(a, ip, ip_len, port),
+        Err(e) => e.code(),
     })
 }
 
@@ -517,32 +544,26 @@ pub extern "C" fn aloop_tcp_local_address(
     ip_len: usize,
     port: *mut u16,
 ) -> c_int {
-    guard(|| {
-        not_null!(tcp);
-        // SAFETY: live handle.
-        write_address(unsafe { &*tcp }.stream.local_addr(), ip, ip_len, port)
+    guard(|| match with_stream(tcp, |s| s.local_addr()) {
+        Ok(a) => write_address(a, ip, ip_len, port),
+        Err(e) => e.code(),
     })
 }
 
 /// Application data slot of the connection (initially NULL); never touched by the library.
 #[no_mangle]
 pub extern "C" fn aloop_tcp_set_data(tcp: *mut aloop_tcp_t, data: *mut c_void) -> c_int {
-    guard(|| {
-        not_null!(tcp);
-        // SAFETY: live handle.
-        unsafe { (*tcp).data = data };
-        0
-    })
+    guard(|| rc(handle::with(tcp, |t: &aloop_tcp_t| t.data.set(data))))
 }
 
-/// The connection's data slot (NULL for a NULL handle).
+/// The connection's data slot (NULL for a NULL, stale or wrong-thread handle).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_get_data(tcp: *const aloop_tcp_t) -> *mut c_void {
-    guard(|| read_handle(tcp, std::ptr::null_mut(), |h| h.data))
+    guard(|| handle::read(tcp, std::ptr::null_mut(), |t: &aloop_tcp_t| t.data.get()))
 }
 
-/// The loop of a connection (NULL for a NULL handle).
+/// The loop of a connection (NULL for a NULL, stale or wrong-thread handle).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_loop(tcp: *const aloop_tcp_t) -> *mut aloop_loop_t {
-    guard(|| read_handle(tcp, std::ptr::null_mut(), |h| h.lp))
+    guard(|| handle::read(tcp, std::ptr::null_mut(), |t: &aloop_tcp_t| t.lp.as_ptr()))
 }

@@ -144,7 +144,7 @@ pub struct ClientRequest {
 impl ClientRequest {
     /// A request with no headers and no body.
     pub fn new(method: &str, url: &str) -> Result<ClientRequest> {
-        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        if !super::request::valid_method(method) {
             return Err(Error::INVALID);
         }
         Ok(ClientRequest {
@@ -215,6 +215,15 @@ struct Conn {
     last_read: Cell<std::time::Instant>,
 }
 
+impl Conn {
+    /// Whether the connection's pending read keeps the loop running (not while pooled idle).
+    fn keep_loop_alive(&self, keeps: bool) {
+        if let Some(s) = self.stream.borrow().as_ref() {
+            s.set_keeps_loop_alive(keeps);
+        }
+    }
+}
+
 #[derive(Default)]
 struct OriginState {
     idle: Vec<Rc<Conn>>,
@@ -237,6 +246,9 @@ struct ClientInner {
     sweeper: RefCell<Option<Timer>>,
     /// For https origins; the system's roots when unset.
     tls: RefCell<Option<TlsClientConfig>>,
+    /// `shut_down` was called: connections close instead of returning to the pool, and new
+    /// requests are cancelled.
+    shut: Cell<bool>,
     me: Weak<ClientInner>,
 }
 
@@ -272,6 +284,7 @@ impl HttpClient {
                 live: RefCell::new(Slab::default()),
                 sweeper: RefCell::new(None),
                 tls: RefCell::new(None),
+                shut: Cell::new(false),
                 me: me.clone(),
             }),
         }
@@ -362,6 +375,14 @@ impl HttpClient {
             self.inner.finish(&p, Err(Error::CANCELLED));
         }
         self.close_idle();
+    }
+
+    /// Ends the client for good: like `close`, and a connection finishing its response (say,
+    /// in the callback that called this) is closed instead of pooled; later requests get
+    /// `CANCELLED`. Nothing of the client is left on the loop.
+    pub fn shut_down(&self) {
+        self.inner.shut.set(true);
+        self.close();
     }
 
     /// Requests not yet answered.
@@ -491,6 +512,10 @@ impl ClientInner {
         if p.cb.borrow().is_none() {
             return; // cancelled or timed out already
         }
+        if self.shut.get() {
+            self.finish(&p, Err(Error::CANCELLED));
+            return;
+        }
         let key = p.req.url.origin();
         let idle = {
             let mut origins = self.origins.borrow_mut();
@@ -509,6 +534,7 @@ impl ClientInner {
             Some(c) => {
                 let t = c.idle_timer.borrow_mut().take();
                 drop(t);
+                c.keep_loop_alive(true);
                 c.reused.set(true);
                 self.send(&c, p);
             }
@@ -814,6 +840,10 @@ impl ClientInner {
         if conn.closed.get() {
             return;
         }
+        if self.shut.get() {
+            self.close_conn(conn);
+            return;
+        }
         let next = {
             let mut origins = self.origins.borrow_mut();
             let o = origins.entry(conn.origin.clone()).or_default();
@@ -824,7 +854,10 @@ impl ClientInner {
             self.send(conn, p);
             return;
         }
+        // Pooled and idle, it must not keep the loop running: neither its read (which only
+        // notices the server closing it) nor its expiry.
         let t = Timer::new(&self.lp);
+        t.set_keeps_loop_alive(false);
         let (me, weak) = (self.me.clone(), Rc::downgrade(conn));
         t.start(self.opts.idle_timeout, None, move || {
             if let (Some(me), Some(c)) = (me.upgrade(), weak.upgrade()) {
@@ -832,6 +865,7 @@ impl ClientInner {
             }
         });
         *conn.idle_timer.borrow_mut() = Some(t);
+        conn.keep_loop_alive(false);
         self.origins
             .borrow_mut()
             .entry(conn.origin.clone())
@@ -870,6 +904,20 @@ impl ClientInner {
         if let Some(p) = next {
             let me = self.me();
             self.lp.defer(move || me.dispatch(p));
+        }
+    }
+}
+
+impl Drop for ClientInner {
+    /// A client dropped with connections open closes them: no socket or pending read of it
+    /// outlives it on the loop.
+    fn drop(&mut self) {
+        for o in self.origins.get_mut().values_mut() {
+            for c in o.idle.drain(..) {
+                if let Some(s) = c.stream.borrow_mut().take() {
+                    s.close(|| {});
+                }
+            }
         }
     }
 }

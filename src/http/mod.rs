@@ -8,7 +8,7 @@ pub mod request;
 mod parser_tests;
 
 pub use parser::{HttpError, Limits};
-pub use request::RequestData;
+pub use request::{valid_method, RequestData};
 pub mod client;
 pub mod date;
 #[doc(hidden)]

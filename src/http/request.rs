@@ -19,6 +19,16 @@ pub struct RequestData {
     pub(crate) expect_continue: bool,
 }
 
+/// Whether `m` is a method name the server can route and the client can send: methods are
+/// case-sensitive (RFC 9110 section 9.1) and every registered one is upper case, so this is a
+/// non-empty token of upper-case letters, `-` and `_` ("GET", "M-SEARCH"). "get" is refused
+/// rather than registered as a route no client request could reach.
+pub fn valid_method(m: &str) -> bool {
+    !m.is_empty()
+        && m.bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+}
+
 fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
 }

@@ -79,6 +79,7 @@ pub struct SlotHeader {
     pub remote: Arc<Remote>,
     pub loop_thread: ThreadId,
     /// Owning server (loop thread only).
+    #[allow(dead_code)] // no longer read by the C API; goes when slots move to reactor::token
     pub(crate) server: Weak<ServerInner>,
 }
 
@@ -867,6 +868,7 @@ impl ServerInner {
     }
 
     /// The stable header of slot `index` (for C handles).
+    #[allow(dead_code)] // no longer used by the C API; goes when slots move to reactor::token
     pub(crate) fn slot_header(&self, index: u32) -> *const SlotHeader {
         &*self.slots.borrow()[index as usize].header
     }

@@ -1,11 +1,11 @@
-//! Host names resolved off the loop: `getaddrinfo` blocks, so it runs on a helper thread and
-//! the answer comes back as a job on the loop's thread.
+//! Host names resolved off the loop: `getaddrinfo` blocks, so it runs on the blocking-work
+//! pool and the answer comes back as a job on the loop's thread.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use crate::reactor::Loop;
+use crate::reactor::{run_blocking, Loop};
 
-/// Resolves `host` on a helper thread, then runs `then` on the loop's thread with its addresses
+/// Resolves `host` on the blocking-work pool, then runs `then` on the loop's thread with its addresses
 /// for `port`, in the order to try them (see `connect_order`); empty when the name does not
 /// resolve. If the loop is gone by then, `then` is leaked, never run or dropped off its thread.
 pub(crate) fn resolve_off_loop(
@@ -19,41 +19,31 @@ pub(crate) fn resolve_off_loop(
     });
 }
 
-/// As `resolve_off_loop`, for several names at once (one after the other on one helper
-/// thread): `then` gets each name's addresses, in the order of `hosts`.
+/// As `resolve_off_loop`, for several names at once (one after the other on one worker):
+/// `then` gets each name's addresses, in the order of `hosts`.
 pub(crate) fn resolve_all_off_loop(
     lp: &Loop,
     hosts: Vec<String>,
     port: u16,
     then: impl FnOnce(Vec<Vec<SocketAddr>>) + 'static,
 ) {
-    struct OnLoop<F>(F);
-    // SAFETY: the value is moved to the helper thread untouched and moved back inside a job
-    // that runs on the loop's thread; if the loop is gone the job is leaked, never dropped on
-    // the helper thread.
-    unsafe impl<F> Send for OnLoop<F> {}
-    let back = OnLoop(then);
-    let remote = lp.remote();
-    std::thread::spawn(move || {
-        let all: Vec<Vec<SocketAddr>> = hosts
-            .iter()
-            .map(|host| {
-                connect_order(
-                    (host.as_str(), port)
-                        .to_socket_addrs()
-                        .map(|a| a.collect())
-                        .unwrap_or_default(),
-                )
-            })
-            .collect();
-        let job = Box::new(move || {
-            let back = back; // captures the Send wrapper whole, not its field
-            (back.0)(all)
-        });
-        if let Err((_, job)) = remote.post(job) {
-            std::mem::forget(job);
-        }
-    });
+    run_blocking(
+        lp,
+        move || -> Vec<Vec<SocketAddr>> {
+            hosts
+                .iter()
+                .map(|host| {
+                    connect_order(
+                        (host.as_str(), port)
+                            .to_socket_addrs()
+                            .map(|a| a.collect())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        },
+        then,
+    );
 }
 
 /// The resolver's answer without repeats, IPv4 addresses first (each family in the resolver's

@@ -80,8 +80,10 @@ const CLOSING: u8 = 2;
 const SHUTDOWN_DONE: u8 = 4;
 /// `on_closed` was scheduled.
 const CLOSE_REPORTED: u8 = 8;
+/// The pending receive does not keep the loop running (`set_keeps_loop_alive(false)`).
+const UNREF: u8 = 16;
 /// The stream carries TLS: nothing is ever written unsealed (`tls` holds the session).
-pub(in crate::net) const TLS: u8 = 16;
+pub(in crate::net) const TLS: u8 = 32;
 
 /// A stream's state. Everything an idle connection does not need lives in boxes that exist
 /// only while needed (`writer`) or only for streams that ever need them (`extra`).
@@ -422,7 +424,9 @@ impl<H: StreamEvents> Stream<H> {
                 len: state.addr.len as u16, // a sockaddr_storage is 128 bytes
             }
         };
-        match inner.lp.submit(op, inner.clone()) {
+        // SAFETY: the address lives in the extra box, which stays put until the stream is
+        // freed, and the loop keeps the stream (`inner`) alive until the final completion.
+        match unsafe { inner.lp.submit_borrowing(op, inner.clone()) } {
             Ok(t) => self.extra().connect = Some(t),
             Err(e) => {
                 self.extra().connecting.take();
@@ -684,8 +688,37 @@ impl<H: StreamEvents> Stream<H> {
         let t = inner
             .lp
             .submit(Op::Recv { fd: inner.fd.get() }, inner.clone())?;
-        inner.recv.set(Some(t));
+        self.set_recv(Some(t));
         Ok(())
+    }
+
+    /// Records the receive in flight, counting it out of the loop's liveness when `UNREF`.
+    fn set_recv(&self, t: Option<Token>) {
+        let was = self.inner.recv.replace(t).is_some();
+        if self.flag(UNREF) && was != t.is_some() {
+            if t.is_some() {
+                self.inner.lp.unref_op();
+            } else {
+                self.inner.lp.ref_op();
+            }
+        }
+    }
+
+    /// Whether the pending receive keeps `Loop::run` going (the default). An idle pooled client
+    /// connection reads only to notice the server closing it, and should not hold a program
+    /// whose work is done (libuv's `uv_unref`).
+    pub fn set_keeps_loop_alive(&self, keeps: bool) {
+        if self.flag(UNREF) != keeps {
+            return;
+        }
+        if self.inner.recv.get().is_some() {
+            if keeps {
+                self.inner.lp.ref_op();
+            } else {
+                self.inner.lp.unref_op();
+            }
+        }
+        self.set_flag(UNREF, !keeps);
     }
 
     pub(in crate::net) fn end_reading(&self, end: ReadEnd) {
@@ -732,7 +765,7 @@ impl<H: StreamEvents> Stream<H> {
     fn on_recv(&self, c: &Completion, data: &[u8]) {
         let inner = &self.inner;
         if !c.more && inner.recv.get() == Some(c.token) {
-            inner.recv.set(None);
+            self.set_recv(None);
         }
         if self.is_closing() {
             return;
@@ -840,7 +873,11 @@ impl<H: StreamEvents> Stream<H> {
                 }
             }
         };
-        let t = inner.lp.submit(op, inner.clone())?;
+        // SAFETY: the msghdr and iovecs live in the boxed writer, which stays with the stream
+        // (`inner`, kept alive by the loop until the final completion) and is not returned to
+        // its pool while `send` is set; the buffers they name are neither freed nor modified
+        // until `on_send` (writes meanwhile only append to the queue).
+        let t = unsafe { inner.lp.submit_borrowing(op, inner.clone()) }?;
         inner.send.set(Some(t));
         Ok(())
     }

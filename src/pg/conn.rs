@@ -26,6 +26,9 @@ pub type BatchCb = Box<dyn FnOnce(Vec<Result<PgResult, PgError>>)>;
 
 /// How long after a cancelled query finished by itself its cancel may still arrive.
 const STRAY_CANCEL_WINDOW: Duration = Duration::from_secs(2);
+/// How long the window stays open while the cancel has not been delivered yet (it waits for a
+/// blocking-work worker); its delivery then starts `STRAY_CANCEL_WINDOW`.
+const UNDELIVERED_CANCEL_WINDOW: Duration = Duration::from_secs(3600);
 
 /// What to run.
 pub enum Statement {
@@ -119,6 +122,10 @@ pub(crate) struct Conn {
     /// Until when a cancel sent for a query that then finished normally may still reach this
     /// connection's backend, and cancel the next query instead: that query is sent again.
     stray_cancel_until: Cell<Option<Instant>>,
+    /// Cancel requests handed to the blocking-work pool whose `PQcancel` has not returned: the
+    /// pool may hold one back behind other work, so the stray-cancel window opens only when
+    /// the last of them was delivered.
+    cancels_in_flight: Cell<usize>,
     /// False once corking failed (a Unix socket): not tried again.
     can_cork: Cell<bool>,
     me: Weak<Conn>,
@@ -156,6 +163,7 @@ impl Conn {
             connect_timer: RefCell::new(None),
             corked: Cell::new(None),
             stray_cancel_until: Cell::new(None),
+            cancels_in_flight: Cell::new(0),
             can_cork: Cell::new(true),
             me: me.clone(),
         });
@@ -559,7 +567,8 @@ impl Conn {
                 let mut e = PgError::from_result(res);
                 // SAFETY: we own res.
                 unsafe { pq::PQclear(res) };
-                if f.timed_out && e.sqlstate == "57014" {
+                let expired = f.deadline.is_some_and(|d| d <= self.lp.now());
+                if (f.timed_out || expired) && e.sqlstate == "57014" {
                     e = PgError::new(Error::TIMEOUT, "the query timed out and was cancelled");
                 }
                 Err(e)
@@ -616,9 +625,9 @@ impl Conn {
         let hit = f.outcomes.iter().any(cancelled);
         if f.timed_out {
             if !hit {
-                // Finished before its cancel took effect: the cancel may still land.
-                self.stray_cancel_until
-                    .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+                // Finished before its cancel took effect: the cancel may still land, within
+                // the window after it was delivered.
+                self.open_stray_window();
             } else {
                 self.stray_cancel_until.set(None);
             }
@@ -646,6 +655,29 @@ impl Conn {
         true
     }
 
+    /// Opens the window in which a query failing with `query_canceled` was hit by a cancel
+    /// meant for an earlier one: from now, or from the delivery of the cancels still queued.
+    fn open_stray_window(&self) {
+        // While a cancel still waits for a worker, the window stays open until it was
+        // delivered; `cancel_delivered` then starts the usual one.
+        let span = if self.cancels_in_flight.get() > 0 {
+            UNDELIVERED_CANCEL_WINDOW
+        } else {
+            STRAY_CANCEL_WINDOW
+        };
+        self.stray_cancel_until.set(Some(self.lp.now() + span));
+    }
+
+    /// A `PQcancel` returned: the cancel reached the server (or failed to).
+    fn cancel_delivered(&self) {
+        let n = self.cancels_in_flight.get().saturating_sub(1);
+        self.cancels_in_flight.set(n);
+        if n == 0 && self.stray_cancel_until.get().is_some() {
+            self.stray_cancel_until
+                .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+        }
+    }
+
     /// Simulates the race `resend_if_stray_cancelled` handles, for tests: as if a query had
     /// timed out and then finished just before its cancel arrived, sends a cancel now (it hits
     /// whatever the backend runs).
@@ -657,7 +689,7 @@ impl Conn {
     }
 
     /// Cancels the query the server runs now if it is the front one and its deadline passed:
-    /// `PQcancel` blocks, so it runs on a short-lived thread, never on the loop.
+    /// `PQcancel` blocks, so it runs on the blocking-work pool, never on the loop.
     pub(crate) fn cancel_if_expired(&self, now: Instant) {
         let mut q = self.inflight.borrow_mut();
         let Some(f) = q.front_mut() else { return };
@@ -670,7 +702,7 @@ impl Conn {
     }
 
     /// Sends a cancel request for whatever the backend runs now. `PQcancel` blocks, so it runs
-    /// on a short-lived thread, never on the loop.
+    /// on the blocking-work pool, never on the loop.
     fn send_cancel(&self) {
         // SAFETY: live connection; PQgetCancel copies what the cancel request needs.
         let cancel = unsafe { pq::PQgetCancel(self.pg.get()) };
@@ -678,24 +710,39 @@ impl Conn {
             return;
         }
         struct SendCancel(*mut pq::PGcancel);
-        // SAFETY: the PGcancel object is owned by the thread from here on; libpq documents
+        // SAFETY: the PGcancel object is owned by the worker from here on; libpq documents
         // PQcancel as safe to call from another thread.
         unsafe impl Send for SendCancel {}
         let c = SendCancel(cancel);
-        std::thread::spawn(move || {
-            let c = c;
-            let mut buf = [0 as c_char; 256];
-            // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
-            unsafe {
-                pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
-                pq::PQfreeCancel(c.0);
-            }
-        });
+        self.cancels_in_flight.set(self.cancels_in_flight.get() + 1);
+        let me = self.me.clone();
+        crate::reactor::run_blocking(
+            &self.lp,
+            move || {
+                let c = c;
+                let mut buf = [0 as c_char; 256];
+                // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
+                unsafe {
+                    pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
+                    pq::PQfreeCancel(c.0);
+                }
+            },
+            move |()| {
+                if let Some(c) = me.upgrade() {
+                    c.cancel_delivered();
+                }
+            },
+        );
     }
 
     /// Breaks the connection: every query in flight fails with `PG_CONNECTION`, the socket
     /// watch ends and libpq's connection is freed. The owner hears `broken` once.
     pub(crate) fn fail(&self, why: &str) {
+        self.fail_with(Error::PG_CONNECTION, why);
+    }
+
+    /// As `fail`, with `code` for the queries in flight (`CANCELLED` when the pool closes).
+    pub(crate) fn fail_with(&self, code: Error, why: &str) {
         if self.state.replace(State::Closed) == State::Closed {
             return;
         }
@@ -710,7 +757,7 @@ impl Conn {
         }
         let failed: Vec<InFlight> = self.inflight.borrow_mut().drain(..).collect();
         for mut f in failed {
-            let e = PgError::new(Error::PG_CONNECTION, why);
+            let e = PgError::new(code, why);
             match f.done.take() {
                 Some(Done::One(cb)) => cb(Err(e)),
                 Some(Done::Many(cb)) => cb(f.outcomes.iter().map(|_| Err(e.clone())).collect()),
@@ -720,11 +767,6 @@ impl Conn {
         if let Some(o) = self.owner.upgrade() {
             o.broken(self.id, why);
         }
-    }
-
-    /// Closes the connection; queries in flight fail with `PG_CONNECTION`.
-    pub(crate) fn close(&self) {
-        self.fail("connection closed");
     }
 }
 

@@ -26,6 +26,33 @@ pub(crate) struct Resolved {
     pub port: Option<String>,
 }
 
+/// Checks that libpq can parse `conninfo` (a keyword/value string or a URI); `Err` holds
+/// libpq's reason ("missing \"=\" after \"x\" in connection info string").
+pub fn check_conninfo(conninfo: &str) -> Result<(), String> {
+    let c = CString::new(conninfo).map_err(|_| "the conninfo contains a NUL byte".to_string())?;
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: c is a valid C string; err receives a malloc'd message on failure.
+    let opts = unsafe { pq::PQconninfoParse(c.as_ptr(), &mut err) };
+    if !opts.is_null() {
+        // SAFETY: returned by PQconninfoParse, freed once.
+        unsafe { pq::PQconninfoFree(opts) };
+        return Ok(());
+    }
+    let why = if err.is_null() {
+        "libpq could not parse the conninfo (out of memory?)".to_string()
+    } else {
+        // SAFETY: libpq's NUL-terminated message, freed right after copying it.
+        let text = unsafe { CStr::from_ptr(err) }
+            .to_string_lossy()
+            .trim()
+            .to_string();
+        // SAFETY: libpq allocated it; PQfreemem frees it.
+        unsafe { pq::PQfreemem(err.cast()) };
+        text
+    };
+    Err(why)
+}
+
 fn needs_dns(host: &str) -> bool {
     !(host.is_empty()
         || host.starts_with('/')
@@ -138,6 +165,21 @@ impl HostList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_conninfo_is_refused_with_libpq_reason() {
+        assert_eq!(check_conninfo("host=127.0.0.1 port=5432"), Ok(()));
+        assert_eq!(
+            check_conninfo("postgresql://u@h:5/db?sslmode=disable"),
+            Ok(())
+        );
+        let why = check_conninfo("host=x nonsense").unwrap_err();
+        assert!(why.contains("nonsense"), "{why}");
+        assert!(check_conninfo("bogus_keyword=1")
+            .unwrap_err()
+            .contains("bogus_keyword"));
+        assert!(check_conninfo("a\0b").is_err());
+    }
 
     fn list(hosts: &[&str], ports: &[&str]) -> HostList {
         HostList {

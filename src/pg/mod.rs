@@ -7,5 +7,6 @@ mod pool;
 mod result;
 
 pub use conn::Statement;
+pub use hosts::check_conninfo;
 pub use pool::{BatchStep, PgPool, PoolOptions, PoolStats};
 pub use result::{PgError, PgResult};

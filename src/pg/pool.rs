@@ -229,8 +229,8 @@ impl PgPool {
         }
     }
 
-    /// Closes every connection; queued and in-flight queries fail. Later queries fail with
-    /// `PG_UNAVAILABLE`.
+    /// Closes every connection; queued and in-flight queries complete with `CANCELLED`, from
+    /// the loop (never inside this call). Later queries fail with `PG_UNAVAILABLE`.
     pub fn close(&self) {
         let inner = &self.inner;
         if inner.closed.replace(true) {
@@ -247,10 +247,15 @@ impl PgPool {
                 s.conn.take()
             })
             .collect();
-        for c in conns {
-            c.close();
-        }
-        inner.fail_queue(Error::PG_UNAVAILABLE, "the pool is closed");
+        let queued: Vec<Query> = inner.queue.borrow_mut().drain(..).collect();
+        inner.lp.defer(move || {
+            for c in conns {
+                c.fail_with(Error::CANCELLED, "the pool was closed");
+            }
+            for q in queued {
+                q.fail(PgError::new(Error::CANCELLED, "the pool was closed"));
+            }
+        });
     }
 }
 

@@ -1,8 +1,10 @@
 //! The event loop: one per thread, owning every handle registered on it. Operations are
 //! submitted to a driver (io_uring or epoll) under a generational token and their completions
 //! are dispatched to the owner the token names; timers, loop-local deferred calls and jobs
-//! posted from other threads run between waits.
+//! posted from other threads run between waits. Blocking calls run on the process's bounded
+//! blocking-work pool (`blocking`).
 
+mod blocking;
 mod buffers;
 mod driver;
 mod epoll;
@@ -19,6 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use blocking::{blocking_pool_stats, run_blocking, spawn_blocking};
 pub use driver::Backend;
 pub use op::{Completion, Op};
 pub use remote::{Job, Remote};
@@ -85,6 +88,8 @@ pub(crate) struct LoopInner {
     completions: RefCell<Vec<Completion>>,
     remote: Arc<Remote>,
     wake_token: Cell<Option<Token>>,
+    /// Pending operations that do not keep `run` going (see `unref_op`).
+    unref_ops: Cell<usize>,
     open_handles: Cell<usize>,
     now: Cell<Instant>,
     running: Cell<bool>,
@@ -154,6 +159,7 @@ impl Loop {
                 completions: RefCell::new(Vec::with_capacity(256)),
                 remote: Arc::new(Remote::new()?),
                 wake_token: Cell::new(None),
+                unref_ops: Cell::new(0),
                 open_handles: Cell::new(0),
                 now: Cell::new(Instant::now()),
                 running: Cell::new(false),
@@ -189,8 +195,27 @@ impl Loop {
         self.inner.now.get()
     }
 
-    /// Submits `op`; `owner` receives its completions. Never completes from inside this call.
+    /// Submits `op`, which must carry no pointers (`INVALID` otherwise: use
+    /// `submit_borrowing`); `owner` receives its completions. Never completes from inside this
+    /// call.
     pub fn submit(&self, op: Op, owner: Rc<dyn OpOwner>) -> Result<Token> {
+        if op.carries_pointers() {
+            debug_assert!(false, "{op:?} carries pointers: use submit_borrowing");
+            return Err(Error::INVALID);
+        }
+        // SAFETY: the operation carries no pointer.
+        unsafe { self.submit_borrowing(op, owner) }
+    }
+
+    /// Submits `op`, pointers included; `owner` receives its completions. Never completes from
+    /// inside this call.
+    ///
+    /// # Safety
+    /// Whatever `op` points to (a `Send`'s msghdr and the iovecs and bytes it names, a
+    /// `SendOne`'s iovec and bytes, a `Connect`'s address) must stay valid, unmoved and
+    /// unchanged until the operation's final completion has been delivered to `owner`: keep it
+    /// in memory `owner` owns, which the loop keeps alive until then.
+    pub unsafe fn submit_borrowing(&self, op: Op, owner: Rc<dyn OpOwner>) -> Result<Token> {
         let token = self.inner.ops.borrow_mut().insert(OpSlot { op, owner });
         if let Err(e) = self.inner.driver.borrow_mut().submit(token, &op) {
             self.inner.ops.borrow_mut().remove(token);
@@ -280,11 +305,25 @@ impl Loop {
         self.inner.ops.borrow().len() - usize::from(self.inner.wake_token.get().is_some())
     }
 
-    /// Whether anything keeps the loop running: operations, armed timers, deferred calls or
-    /// posted jobs.
+    /// Marks one pending operation as not keeping `run` going (libuv's unref): an idle pooled
+    /// client connection's receive, which only watches for the server closing it. Its owner
+    /// calls `ref_op` when the operation ends or matters again.
+    pub fn unref_op(&self) {
+        self.inner.unref_ops.set(self.inner.unref_ops.get() + 1);
+    }
+
+    /// The counterpart of `unref_op`.
+    pub fn ref_op(&self) {
+        let n = self.inner.unref_ops.get();
+        debug_assert!(n > 0, "ref_op without unref_op");
+        self.inner.unref_ops.set(n.saturating_sub(1));
+    }
+
+    /// Whether anything keeps the loop running: operations (but those marked with `unref_op`),
+    /// armed timers (but those that do not keep it alive), deferred calls or posted jobs.
     pub fn is_alive(&self) -> bool {
-        self.pending_ops() > 0
-            || self.inner.timers.borrow().armed() > 0
+        self.pending_ops() > self.inner.unref_ops.get()
+            || self.inner.timers.borrow().armed_keeping_alive() > 0
             || !self.inner.deferred.borrow().is_empty()
             || self.inner.remote.has_jobs()
     }
@@ -390,10 +429,11 @@ impl Loop {
         Ok(self.is_alive())
     }
 
-    /// Prepares the loop for freeing: fails with `BUSY` while handles are open; otherwise
-    /// refuses further posts and drops the jobs still queued.
+    /// Prepares the loop for freeing: fails with `BUSY` while it is running (from one of its
+    /// callbacks) or while handles are open; otherwise refuses further posts and drops the jobs
+    /// still queued.
     pub fn close(&self) -> Result<()> {
-        if self.open_handles() > 0 {
+        if self.inner.running.get() || self.open_handles() > 0 {
             return Err(Error::BUSY);
         }
         drop(self.inner.remote.close());

@@ -50,6 +50,15 @@ impl Op {
         }
     }
 
+    /// True for operations that carry pointers the kernel reads (`Send`, `SendOne`, `Connect`):
+    /// they go through `Loop::submit_borrowing`, whose contract covers them.
+    pub fn carries_pointers(&self) -> bool {
+        matches!(
+            self,
+            Op::Send { .. } | Op::SendOne { .. } | Op::Connect { .. }
+        )
+    }
+
     /// True for operations that wait for input (epoll: `EPOLLIN` interest).
     pub fn is_read_side(&self) -> bool {
         matches!(

@@ -14,6 +14,8 @@ type TimerCb = Box<dyn FnMut()>;
 struct TimerSlot {
     /// Sequence number of the live heap entry; 0 when not armed.
     armed_seq: u64,
+    /// Whether, while armed, it keeps `Loop::run` going (the default).
+    keeps_alive: bool,
     deadline: Instant,
     repeat: Option<Duration>,
     cb: Option<TimerCb>,
@@ -26,6 +28,8 @@ pub struct TimerQueue {
     slots: Slab<TimerSlot>,
     seq: u64,
     armed: usize,
+    /// Armed timers that do not keep the loop alive.
+    armed_unref: usize,
 }
 
 impl TimerQueue {
@@ -35,6 +39,7 @@ impl TimerQueue {
         let s = self.slots.get_mut(t).expect("live timer");
         if s.armed_seq == 0 {
             self.armed += 1;
+            self.armed_unref += usize::from(!s.keeps_alive);
         }
         s.armed_seq = seq;
         s.deadline = deadline;
@@ -49,6 +54,7 @@ impl TimerQueue {
             if s.armed_seq != 0 {
                 s.armed_seq = 0;
                 self.armed -= 1;
+                self.armed_unref -= usize::from(!s.keeps_alive);
             }
         }
     }
@@ -74,9 +80,9 @@ impl TimerQueue {
         None
     }
 
-    /// Number of armed timers.
-    pub fn armed(&self) -> usize {
-        self.armed
+    /// Number of armed timers that keep the loop alive.
+    pub fn armed_keeping_alive(&self) -> usize {
+        self.armed - self.armed_unref
     }
 
     /// Pops one expired timer: re-arms a repeating one (never in the past, so a slow callback
@@ -143,6 +149,7 @@ impl Timer {
     pub fn new(lp: &Loop) -> Timer {
         let token = lp.inner.timers.borrow_mut().slots.insert(TimerSlot {
             armed_seq: 0,
+            keeps_alive: true,
             deadline: Instant::now(),
             repeat: None,
             cb: None,
@@ -177,6 +184,26 @@ impl Timer {
             tq.slots.get_mut(self.token).and_then(|s| s.cb.take())
         };
         drop(old);
+    }
+
+    /// Whether the timer, while armed, keeps `Loop::run` going (the default) or not (libuv's
+    /// `uv_unref`: an idle connection's expiry, say, should not hold a finished program).
+    pub fn set_keeps_loop_alive(&self, keeps: bool) {
+        let mut tq = self.lp.inner.timers.borrow_mut();
+        let Some(s) = tq.slots.get_mut(self.token) else {
+            return;
+        };
+        if s.keeps_alive == keeps {
+            return;
+        }
+        s.keeps_alive = keeps;
+        if s.armed_seq != 0 {
+            if keeps {
+                tq.armed_unref -= 1;
+            } else {
+                tq.armed_unref += 1;
+            }
+        }
     }
 
     /// Whether the timer is armed.

@@ -1,0 +1,491 @@
+//! `aloop_http_request_*` and `aloop_http_respond*`: a request's data and its answer.
+//!
+//! A request handle is an inline handle (no allocation per request): its two words are the
+//! server (a `Weak<ServerInner>` turned into a raw pointer, owned by the handle) and the
+//! server's slot (index and generation). The handle lives until the request is consumed by its
+//! answer; a handle used after that is refused with `ALOOP_E_ALREADY`.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::rc::{Rc, Weak};
+
+use super::handle::{self, Kind, LoopId};
+use super::{aloop_free_fn, c_str, guard, not_null, rc, SendBox, UserData};
+use crate::error::{Error, Result};
+use crate::http::server::ServerInner;
+use crate::http::{Request, RequestData};
+
+/// A request (opaque). The handler receives it and owns it until it answers it, exactly once,
+/// with `aloop_http_respond` or the chunked calls, right away or later (from any callback, or
+/// `aloop_http_respond` from any thread). Pointers it returns stay valid until then. A handle
+/// already answered gives `ALOOP_E_ALREADY` (pointer accessors: NULL); from a thread other than
+/// the one running its loop, the accessors give NULL or `ALOOP_E_WRONG_THREAD`.
+pub struct aloop_http_request_t {
+    _opaque: [u8; 0],
+}
+
+/// A response header: NUL-terminated name and value, borrowed during the call.
+#[repr(C)]
+pub struct aloop_http_header_t {
+    pub name: *const c_char,
+    pub value: *const c_char,
+}
+
+/// Called once when the client of an unanswered request goes away. `req` is still valid and
+/// must still be answered (the answer returns `ALOOP_E_CANCELLED` and frees it).
+pub type aloop_http_abort_cb =
+    Option<unsafe extern "C" fn(req: *mut aloop_http_request_t, user_data: *mut c_void)>;
+
+/// A server slot named by a request handle.
+struct Slot {
+    srv: Rc<ServerInner>,
+    index: u32,
+    gen: u32,
+}
+
+/// Hands a request to C: the returned handle owns it until it is answered.
+pub(crate) fn register_request(req: Request, lp: LoopId) -> *mut aloop_http_request_t {
+    let (srv, index, gen) = req.into_raw();
+    let weak = Rc::downgrade(&srv).into_raw() as u64;
+    let raw = handle::register_inline(
+        Kind::HttpRequest,
+        lp,
+        [weak, index as u64 | (gen as u64) << 32],
+    );
+    raw as *mut aloop_http_request_t
+}
+
+fn slot_of(words: [u64; 2]) -> Result<Slot> {
+    let weak = words[0] as *const ServerInner;
+    // SAFETY: the handle owns one weak count of this allocation (made by `Weak::into_raw` in
+    // `register_request`, released only in `consumed`); ManuallyDrop keeps that count.
+    let weak = std::mem::ManuallyDrop::new(unsafe { Weak::from_raw(weak) });
+    let srv = weak.upgrade().ok_or(Error::CLOSED)?;
+    Ok(Slot {
+        srv,
+        index: words[1] as u32,
+        gen: (words[1] >> 32) as u32,
+    })
+}
+
+/// The live request behind a handle, on its loop's thread. Stale handles give `ALREADY`: the
+/// request was answered.
+fn resolve(req: *mut aloop_http_request_t) -> Result<Slot> {
+    match handle::inline_words(req as u64, Kind::HttpRequest) {
+        Ok(w) => slot_of(w),
+        Err(Error::STALE) => Err(Error::ALREADY),
+        Err(e) => Err(e),
+    }
+}
+
+/// Retires the handle once the server no longer has its slot (the answer consumed it).
+fn settle(req: *mut aloop_http_request_t, slot: &Slot) {
+    if slot.srv.slot_data(slot.index, slot.gen).is_none() {
+        if let Ok(words) = handle::retire_inline(req as u64, Kind::HttpRequest) {
+            // SAFETY: the weak count the handle owned (see `slot_of`), released once, here.
+            drop(unsafe { Weak::from_raw(words[0] as *const ServerInner) });
+        }
+    }
+}
+
+fn data<'a>(req: *mut aloop_http_request_t) -> Option<&'a RequestData> {
+    let slot = resolve(req).ok()?;
+    // SAFETY: the data of a live slot stays until the request is answered, and the accessors'
+    // results are documented as valid until then.
+    slot.srv
+        .slot_data(slot.index, slot.gen)
+        .map(|d| unsafe { &*d })
+}
+
+fn request_piece(req: *mut aloop_http_request_t, which: usize) -> *const c_char {
+    match data(req) {
+        Some(d) => d.c_ptr(&d.ranges()[which]).cast(),
+        None => std::ptr::null(),
+    }
+}
+
+/// The method ("GET"), NUL-terminated; valid until the request is answered. NULL for an
+/// answered request or when called from another thread (as for every accessor below).
+#[no_mangle]
+pub extern "C" fn aloop_http_request_method(req: *mut aloop_http_request_t) -> *const c_char {
+    guard(|| request_piece(req, 0))
+}
+
+/// The request target as sent ("/path?query").
+#[no_mangle]
+pub extern "C" fn aloop_http_request_target(req: *mut aloop_http_request_t) -> *const c_char {
+    guard(|| request_piece(req, 1))
+}
+
+/// The path part of the target, not percent-decoded ("/path").
+#[no_mangle]
+pub extern "C" fn aloop_http_request_path(req: *mut aloop_http_request_t) -> *const c_char {
+    guard(|| request_piece(req, 2))
+}
+
+/// The raw query after '?' ("" when there is none).
+#[no_mangle]
+pub extern "C" fn aloop_http_request_query(req: *mut aloop_http_request_t) -> *const c_char {
+    guard(|| request_piece(req, 3))
+}
+
+/// The minor version of HTTP/1.x (0 or 1), or a negative error (`ALOOP_E_NULL`,
+/// `ALOOP_E_ALREADY`, `ALOOP_E_WRONG_THREAD`).
+#[no_mangle]
+pub extern "C" fn aloop_http_request_version(req: *mut aloop_http_request_t) -> c_int {
+    guard(|| {
+        not_null!(req);
+        match resolve(req).map(|_| data(req)) {
+            Ok(Some(d)) => d.version_minor() as c_int,
+            Ok(None) => Error::ALREADY.code(),
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// The first header called `name` (case-insensitive), NUL-terminated, or NULL when absent.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_header(
+    req: *mut aloop_http_request_t,
+    name: *const c_char,
+) -> *const c_char {
+    guard(|| {
+        if name.is_null() {
+            return std::ptr::null();
+        }
+        let Some(d) = data(req) else {
+            return std::ptr::null();
+        };
+        // SAFETY: name is a C string per the contract.
+        let Ok(name) = (unsafe { CStr::from_ptr(name) }).to_str() else {
+            return std::ptr::null();
+        };
+        match d.header_index(name).and_then(|i| d.header_ranges(i)) {
+            Some((_, v)) => d.c_ptr(&v).cast(),
+            None => std::ptr::null(),
+        }
+    })
+}
+
+/// Number of header fields.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_header_count(req: *mut aloop_http_request_t) -> usize {
+    guard(|| data(req).map_or(0, |d| d.header_count()))
+}
+
+/// Header `index` (in the order received): sets `*name` and `*value` (NUL-terminated, valid
+/// until the request is answered). `ALOOP_E_NOT_FOUND` past the end; on any error neither out
+/// pointer is written.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_header_at(
+    req: *mut aloop_http_request_t,
+    index: usize,
+    name: *mut *const c_char,
+    value: *mut *const c_char,
+) -> c_int {
+    guard(|| {
+        not_null!(req, name, value);
+        if let Err(e) = resolve(req) {
+            return e.code();
+        }
+        let Some(d) = data(req) else {
+            return Error::ALREADY.code();
+        };
+        match d.header_ranges(index) {
+            Some((n, v)) => {
+                // SAFETY: non-NULL out-parameters.
+                unsafe {
+                    name.write(d.c_ptr(&n).cast());
+                    value.write(d.c_ptr(&v).cast());
+                }
+                0
+            }
+            None => Error::NOT_FOUND.code(),
+        }
+    })
+}
+
+/// The body: its bytes (valid until the request is answered; not NUL-terminated) and length in
+/// `*len` (may be NULL). A request without a body gives length 0.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_body(
+    req: *mut aloop_http_request_t,
+    len: *mut usize,
+) -> *const c_void {
+    guard(|| {
+        let (p, n) = match data(req) {
+            Some(d) => (d.body().as_ptr().cast(), d.body().len()),
+            None => (std::ptr::null(), 0),
+        };
+        if !len.is_null() {
+            // SAFETY: non-NULL out-parameter.
+            unsafe { len.write(n) };
+        }
+        p
+    })
+}
+
+/// Copies the first query parameter `name`, percent-decoded, into `buf` (`buf_len` bytes,
+/// NUL-terminated, truncated to fit) and returns its full decoded length, like snprintf.
+/// `ALOOP_E_NOT_FOUND` when absent (`buf` untouched). `buf` may be NULL with `buf_len` 0 to ask
+/// the length. Errors: `ALOOP_E_NULL` (req, name, or buf with a length), `ALOOP_E_ALREADY`
+/// (answered), `ALOOP_E_WRONG_THREAD`, `ALOOP_E_INVALID` (name not UTF-8).
+#[no_mangle]
+pub extern "C" fn aloop_http_request_query_param(
+    req: *mut aloop_http_request_t,
+    name: *const c_char,
+    buf: *mut c_char,
+    buf_len: usize,
+) -> isize {
+    guard(|| {
+        if req.is_null() || name.is_null() || (buf.is_null() && buf_len > 0) {
+            return Error::NULL_ARG.code() as isize;
+        }
+        if let Err(e) = resolve(req) {
+            return e.code() as isize;
+        }
+        let Some(d) = data(req) else {
+            return Error::ALREADY.code() as isize;
+        };
+        // SAFETY: C string per the contract.
+        let Ok(name) = (unsafe { c_str(name) }) else {
+            return Error::INVALID.code() as isize;
+        };
+        match d.query_param(name) {
+            Some(v) => {
+                if buf_len > 0 {
+                    let n = v.len().min(buf_len - 1);
+                    // SAFETY: buf has buf_len writable bytes; n + 1 <= buf_len.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(v.as_ptr(), buf.cast::<u8>(), n);
+                        *buf.add(n) = 0;
+                    }
+                }
+                v.len() as isize
+            }
+            None => Error::NOT_FOUND.code() as isize,
+        }
+    })
+}
+
+/// Registers `cb(req, user_data)` to run once if the client goes away before `req` is
+/// answered; `dtor(user_data)` runs when the request ends either way. `ALOOP_E_CANCELLED` if
+/// the client is already gone (nothing registered; answer the request still).
+#[no_mangle]
+pub extern "C" fn aloop_http_request_on_abort(
+    req: *mut aloop_http_request_t,
+    cb: aloop_http_abort_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    guard(|| {
+        let Some(cb) = cb else {
+            return Error::NULL_ARG.code();
+        };
+        let slot = match resolve(req) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let (ud, armer) = UserData::new(user_data, dtor);
+        let raw = req as usize;
+        let r = slot.srv.on_abort(
+            slot.index,
+            slot.gen,
+            Box::new(move || {
+                // SAFETY: the application's callback with its (still unanswered) request and
+                // user data.
+                unsafe { cb(raw as *mut aloop_http_request_t, ud.ptr()) };
+            }),
+        );
+        if r.is_ok() {
+            armer.arm();
+        }
+        rc(r)
+    })
+}
+
+/// Owned copy of a response, for answering from another thread.
+struct OwnedResponse {
+    status: u16,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+fn collect_headers(
+    headers: *const aloop_http_header_t,
+    n: usize,
+) -> Result<Vec<(&'static [u8], &'static [u8])>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if headers.is_null() {
+        return Err(Error::NULL_ARG);
+    }
+    // SAFETY: the caller passes `n` headers, each with two C strings, borrowed for the call;
+    // the 'static lifetime never escapes the call.
+    let hs = unsafe { std::slice::from_raw_parts(headers, n) };
+    hs.iter()
+        .map(|h| {
+            if h.name.is_null() || h.value.is_null() {
+                return Err(Error::NULL_ARG);
+            }
+            // SAFETY: as above.
+            Ok(unsafe {
+                (
+                    CStr::from_ptr(h.name).to_bytes(),
+                    CStr::from_ptr(h.value).to_bytes(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
+/// and `Connection` are written by the library; give `Server` or `Date` to replace them) and
+/// `len` bytes of `body` (copied). On success the request is consumed. Errors:
+/// `ALOOP_E_INVALID` (bad status, or CR/LF/NUL in a header: the request stays unanswered),
+/// `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`
+/// (already answered), `ALOOP_E_NULL`. Thread-safe: from a thread other than the one running
+/// the request's loop, the response is copied and handed to that loop, and 0 means "queued".
+#[no_mangle]
+pub extern "C" fn aloop_http_respond(
+    req: *mut aloop_http_request_t,
+    status: c_int,
+    headers: *const aloop_http_header_t,
+    nheaders: usize,
+    body: *const c_void,
+    len: usize,
+) -> c_int {
+    guard(|| {
+        if body.is_null() && len > 0 {
+            return Error::NULL_ARG.code();
+        }
+        if !(200..=999).contains(&status) {
+            return Error::INVALID.code();
+        }
+        let hs = match collect_headers(headers, nheaders) {
+            Ok(h) => h,
+            Err(e) => return e.code(),
+        };
+        let body: &[u8] = if len == 0 {
+            &[]
+        } else {
+            // SAFETY: `len` readable bytes at body during the call.
+            unsafe { std::slice::from_raw_parts(body.cast(), len) }
+        };
+        let (remote, here) = match handle::remote_of(req as u64, Kind::HttpRequest) {
+            Ok(x) => x,
+            Err(Error::STALE) => return Error::ALREADY.code(),
+            Err(e) => return e.code(),
+        };
+        if !here {
+            if hs.iter().any(|(n, v)| {
+                !crate::http::response::valid_name(n) || !crate::http::response::valid_value(v)
+            }) {
+                return Error::INVALID.code();
+            }
+            let owned = OwnedResponse {
+                status: status as u16,
+                headers: hs.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
+                body: body.to_vec(),
+            };
+            let job = SendBox((req as usize, owned));
+            return match remote.post(Box::new(move || {
+                let job = job;
+                let (req, r) = job.0;
+                let req = req as *mut aloop_http_request_t;
+                if let Ok(slot) = resolve(req) {
+                    let hs: Vec<(&[u8], &[u8])> =
+                        r.headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+                    let _ = slot
+                        .srv
+                        .respond(slot.index, slot.gen, r.status, &hs, &r.body);
+                    settle(req, &slot);
+                }
+            })) {
+                Ok(()) => 0,
+                Err((e, _job)) => e.code(),
+            };
+        }
+        let slot = match resolve(req) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let r = slot
+            .srv
+            .respond(slot.index, slot.gen, status as u16, &hs, body);
+        settle(req, &slot);
+        rc(r)
+    })
+}
+
+/// Starts a chunked response (`Transfer-Encoding: chunked`) for bodies of unknown length;
+/// then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Errors as for
+/// `aloop_http_respond`. Loop thread only (`ALOOP_E_WRONG_THREAD` from another).
+#[no_mangle]
+pub extern "C" fn aloop_http_respond_chunked(
+    req: *mut aloop_http_request_t,
+    status: c_int,
+    headers: *const aloop_http_header_t,
+    nheaders: usize,
+) -> c_int {
+    guard(|| {
+        if !(200..=999).contains(&status) {
+            return Error::INVALID.code();
+        }
+        let hs = match collect_headers(headers, nheaders) {
+            Ok(h) => h,
+            Err(e) => return e.code(),
+        };
+        let slot = match resolve(req) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let r = slot
+            .srv
+            .respond_chunked(slot.index, slot.gen, status as u16, &hs);
+        settle(req, &slot);
+        rc(r)
+    })
+}
+
+/// Sends `len` bytes (copied) as one chunk of a chunked response. `ALOOP_E_CANCELLED` if the
+/// client has gone (the request is then consumed: stop writing).
+#[no_mangle]
+pub extern "C" fn aloop_http_chunk(
+    req: *mut aloop_http_request_t,
+    data: *const c_void,
+    len: usize,
+) -> c_int {
+    guard(|| {
+        if data.is_null() && len > 0 {
+            return Error::NULL_ARG.code();
+        }
+        let slot = match resolve(req) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let bytes: &[u8] = if len == 0 {
+            &[]
+        } else {
+            // SAFETY: len readable bytes during the call.
+            unsafe { std::slice::from_raw_parts(data.cast(), len) }
+        };
+        let r = slot.srv.chunk(slot.index, slot.gen, bytes, false);
+        settle(req, &slot);
+        rc(r)
+    })
+}
+
+/// Ends a chunked response; the request is consumed.
+#[no_mangle]
+pub extern "C" fn aloop_http_chunk_end(req: *mut aloop_http_request_t) -> c_int {
+    guard(|| {
+        let slot = match resolve(req) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let r = slot.srv.chunk(slot.index, slot.gen, &[], true);
+        settle(req, &slot);
+        rc(r)
+    })
+}

@@ -1,0 +1,385 @@
+//! `aloop_http_server_*`: the HTTP/1.1 server of a loop: options, routes, listeners, graceful
+//! shutdown. Requests and responses are in `http_request`.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::time::Duration;
+
+use super::event_loop::{aloop_loop_t, loop_of};
+use super::handle::{self, Handle, Kind, LoopId};
+use super::http_request::{aloop_http_request_t, register_request};
+use super::{aloop_free_fn, c_str, guard, not_null, rc, SendBox, UserData};
+use crate::error::{Error, Result};
+use crate::http::{HttpServer, Request, ServerOptions};
+use crate::net::parse_ip_port;
+
+/// An HTTP server (opaque) on one loop. Owned by the caller of `aloop_http_server_new`; free it
+/// with `aloop_http_server_free` after `aloop_http_server_shutdown` completed.
+pub struct aloop_http_server_t {
+    server: HttpServer,
+    lp: LoopId,
+}
+
+impl Handle for aloop_http_server_t {
+    type C = aloop_http_server_t;
+    const KIND: Kind = Kind::HttpServer;
+}
+
+/// Options for `aloop_http_server_new`; fill with `aloop_http_server_options_init` first.
+#[repr(C)]
+pub struct aloop_http_server_options_t {
+    /// Time to receive a request head, ms (default 10000).
+    pub header_timeout_ms: u64,
+    /// Time to receive a request body after its head, ms (default 30000).
+    pub body_timeout_ms: u64,
+    /// Keep-alive idle time before the server closes, ms (default 60000).
+    pub idle_timeout_ms: u64,
+    /// Time queued response bytes may wait without the client reading any of them before the
+    /// connection is dropped, ms (default 30000); every byte of progress restarts it.
+    pub write_timeout_ms: u64,
+    /// Longest request target, bytes (default 8192; 414 beyond).
+    pub max_request_line: usize,
+    /// Largest header block, bytes (default 16384; 431 beyond).
+    pub max_header_bytes: usize,
+    /// Most header fields (default 100; 431 beyond).
+    pub max_headers: usize,
+    /// Largest request body, bytes (default 1048576; 413 beyond).
+    pub max_body: usize,
+    /// Unanswered pipelined requests per connection before reading pauses (default 128).
+    pub max_pipeline: usize,
+    /// Unsent response bytes per connection before reading pauses (default 1 MiB).
+    pub max_output: usize,
+    /// Non-zero: SO_REUSEPORT on the listeners (several loops or processes on one port).
+    pub reuse_port: c_int,
+    /// listen(2) backlog (default 1024).
+    pub backlog: c_int,
+}
+
+/// A request handler: answer `req` exactly once, now or later.
+pub type aloop_http_handler_cb =
+    Option<unsafe extern "C" fn(req: *mut aloop_http_request_t, user_data: *mut c_void)>;
+/// Called once when a shutdown has closed every listener and connection.
+pub type aloop_http_stopped_cb =
+    Option<unsafe extern "C" fn(server: *mut aloop_http_server_t, user_data: *mut c_void)>;
+
+/// Runs `f` on the server behind a handle.
+fn with_server<R>(srv: *const aloop_http_server_t, f: impl FnOnce(&HttpServer) -> R) -> Result<R> {
+    handle::with(srv, |s: &aloop_http_server_t| f(&s.server))
+}
+
+/// Fills `opts` with the defaults given on each field.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_options_init(opts: *mut aloop_http_server_options_t) -> c_int {
+    guard(|| {
+        not_null!(opts);
+        let d = ServerOptions::default();
+        // SAFETY: non-NULL caller-owned memory.
+        unsafe {
+            opts.write(aloop_http_server_options_t {
+                header_timeout_ms: d.header_timeout.as_millis() as u64,
+                body_timeout_ms: d.body_timeout.as_millis() as u64,
+                idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+                write_timeout_ms: d.write_timeout.as_millis() as u64,
+                max_request_line: d.limits.max_request_line,
+                max_header_bytes: d.limits.max_header_bytes,
+                max_headers: d.limits.max_headers,
+                max_body: d.limits.max_body,
+                max_pipeline: d.max_pipeline,
+                max_output: d.max_output,
+                reuse_port: d.listen.reuse_port as c_int,
+                backlog: d.listen.backlog,
+            })
+        };
+        0
+    })
+}
+
+fn server_options(c: &aloop_http_server_options_t) -> Result<ServerOptions> {
+    let timeouts = [
+        c.header_timeout_ms,
+        c.body_timeout_ms,
+        c.idle_timeout_ms,
+        c.write_timeout_ms,
+    ];
+    let limits = [
+        c.max_request_line,
+        c.max_header_bytes,
+        c.max_headers,
+        c.max_pipeline,
+        c.max_output,
+    ];
+    if timeouts.contains(&0) || limits.contains(&0) || c.backlog <= 0 {
+        return Err(Error::INVALID);
+    }
+    let ms = Duration::from_millis;
+    let mut o = ServerOptions {
+        header_timeout: ms(c.header_timeout_ms),
+        body_timeout: ms(c.body_timeout_ms),
+        idle_timeout: ms(c.idle_timeout_ms),
+        write_timeout: ms(c.write_timeout_ms),
+        ..Default::default()
+    };
+    o.limits.max_request_line = c.max_request_line;
+    o.limits.max_header_bytes = c.max_header_bytes;
+    o.limits.max_headers = c.max_headers;
+    o.limits.max_body = c.max_body;
+    o.max_pipeline = c.max_pipeline;
+    o.max_output = c.max_output;
+    o.listen.reuse_port = c.reuse_port != 0;
+    o.listen.backlog = c.backlog;
+    Ok(o)
+}
+
+/// Creates a server on `lp` (no listener yet). `opts` may be NULL for the defaults; it is read
+/// during the call only. On success `*out` owns the server; on failure `*out` is not written.
+/// Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE`,
+/// `ALOOP_E_WRONG_THREAD`.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_new(
+    lp: *mut aloop_loop_t,
+    opts: *const aloop_http_server_options_t,
+    out: *mut *mut aloop_http_server_t,
+) -> c_int {
+    guard(|| {
+        not_null!(lp, out);
+        let o = if opts.is_null() {
+            ServerOptions::default()
+        } else {
+            // SAFETY: non-NULL options, read only here.
+            match server_options(unsafe { &*opts }) {
+                Ok(o) => o,
+                Err(e) => return e.code(),
+            }
+        };
+        let (core, id) = match loop_of(lp) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let server = HttpServer::new(&core, o);
+        let h = handle::register(id, Box::new(aloop_http_server_t { server, lp: id }));
+        // SAFETY: out is non-NULL and writable.
+        unsafe { out.write(h) };
+        0
+    })
+}
+
+/// # Safety
+/// `p` NULL or a C string.
+unsafe fn opt_str<'a>(p: *const c_char) -> Result<Option<&'a str>> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: per the contract.
+        unsafe { c_str(p) }.map(Some)
+    }
+}
+
+fn c_handler(
+    cb: unsafe extern "C" fn(*mut aloop_http_request_t, *mut c_void),
+    ud: UserData,
+    lp: LoopId,
+) -> impl Fn(Request) {
+    move |req: Request| {
+        let h = register_request(req, lp);
+        // SAFETY: the application's handler; it owns the request from here on.
+        unsafe { cb(h, ud.ptr()) };
+    }
+}
+
+enum RouteKind {
+    Exact,
+    Prefix,
+    Fallback,
+}
+
+fn add_route(
+    srv: *mut aloop_http_server_t,
+    method: *const c_char,
+    path: *const c_char,
+    cb: aloop_http_handler_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    kind: RouteKind,
+) -> c_int {
+    not_null!(srv);
+    let Some(cb) = cb else {
+        return Error::NULL_ARG.code();
+    };
+    // SAFETY: method and path are NULL or C strings per the contract.
+    let (method, path) = match unsafe { (opt_str(method), opt_str(path)) } {
+        (Ok(m), Ok(p)) => (m, p),
+        _ => return Error::INVALID.code(),
+    };
+    if !matches!(kind, RouteKind::Fallback) && path.is_none_or(|p| !p.starts_with('/')) {
+        return Error::INVALID.code();
+    }
+    if method.is_some_and(|m| !crate::http::valid_method(m)) {
+        return Error::INVALID.code();
+    }
+    let (ud, armer) = UserData::new(user_data, dtor);
+    let r = handle::with(srv, |s: &aloop_http_server_t| {
+        let h = c_handler(cb, ud, s.lp);
+        match kind {
+            RouteKind::Exact => s.server.route(method, path.unwrap(), h),
+            RouteKind::Prefix => s.server.route_prefix(method, path.unwrap(), h),
+            RouteKind::Fallback => s.server.fallback(h),
+        }
+    });
+    if r.is_ok() {
+        armer.arm();
+    }
+    rc(r)
+}
+
+/// Routes requests with `method` (NULL: any method; HEAD also reaches a GET route) and exactly
+/// `path` (starting with '/', compared without the query) to `cb`. Methods are case-sensitive
+/// and given in upper case ("GET", "POST", an extension method like "PURGE"); anything else
+/// is `ALOOP_E_INVALID`. A route added again for the same method and path replaces the old
+/// one. `dtor(user_data)` runs when the server is freed (or the route replaced). On an error
+/// (`ALOOP_E_NULL`, `ALOOP_E_INVALID`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`) nothing is
+/// registered and `dtor` never runs.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_route(
+    srv: *mut aloop_http_server_t,
+    method: *const c_char,
+    path: *const c_char,
+    cb: aloop_http_handler_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    guard(|| add_route(srv, method, path, cb, user_data, dtor, RouteKind::Exact))
+}
+
+/// Routes every path starting with `prefix` (longest prefix first, after exact routes);
+/// otherwise as `aloop_http_server_route`.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_route_prefix(
+    srv: *mut aloop_http_server_t,
+    method: *const c_char,
+    prefix: *const c_char,
+    cb: aloop_http_handler_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    guard(|| add_route(srv, method, prefix, cb, user_data, dtor, RouteKind::Prefix))
+}
+
+/// Handles every request no route takes (instead of the default 404 and 405 answers);
+/// otherwise as `aloop_http_server_route`.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_fallback(
+    srv: *mut aloop_http_server_t,
+    cb: aloop_http_handler_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    guard(|| {
+        add_route(
+            srv,
+            std::ptr::null(),
+            std::ptr::null(),
+            cb,
+            user_data,
+            dtor,
+            RouteKind::Fallback,
+        )
+    })
+}
+
+/// Listens on `ip:port` (numeric address; port 0 picks one) and starts serving. Returns the
+/// bound port (> 0) or an error (`-EADDRINUSE`, `ALOOP_E_ADDRESS`, `ALOOP_E_CLOSED` after
+/// shutdown, ...). May be called again for more addresses.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_listen(
+    srv: *mut aloop_http_server_t,
+    ip: *const c_char,
+    port: u16,
+) -> c_int {
+    guard(|| {
+        not_null!(srv, ip);
+        // SAFETY: ip is a C string per the contract.
+        let addr = match unsafe { c_str(ip) }.and_then(|h| parse_ip_port(h, port)) {
+            Ok(a) => a,
+            Err(e) => return e.code(),
+        };
+        match with_server(srv, |s| s.listen(addr)).and_then(|r| r) {
+            Ok(bound) => bound.port() as c_int,
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
+/// descriptor, one end of a `socketpair`. `fd` must be a connected stream socket; it is made
+/// non-blocking. On success (0) the server owns `fd` and closes it; on an error
+/// (`ALOOP_E_INVALID` for anything but a connected stream socket: -1, a pipe, a listening
+/// socket; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+/// `ALOOP_E_WRONG_THREAD`) it stays the caller's.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_serve_fd(srv: *mut aloop_http_server_t, fd: c_int) -> c_int {
+    guard(|| {
+        not_null!(srv);
+        if fd < 0 {
+            return Error::INVALID.code();
+        }
+        rc(with_server(srv, |s| s.serve_raw_fd(fd)).and_then(|r| r))
+    })
+}
+
+/// Open connections of the server (0 for a NULL, stale or wrong-thread handle).
+#[no_mangle]
+pub extern "C" fn aloop_http_server_connections(srv: *const aloop_http_server_t) -> usize {
+    guard(|| with_server(srv, |s| s.connections()).unwrap_or(0))
+}
+
+/// Graceful stop: stops accepting, closes idle connections, lets in-flight requests finish
+/// (answered with `Connection: close`; responses already given are sent whole, in every order
+/// of calls) for up to `grace_ms`, then closes what is left. `cb` (may be NULL) runs once when
+/// every listener and connection is closed, never inside this call. Errors: `ALOOP_E_NULL`,
+/// `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD` (then `cb` never runs).
+#[no_mangle]
+pub extern "C" fn aloop_http_server_shutdown(
+    srv: *mut aloop_http_server_t,
+    grace_ms: u64,
+    cb: aloop_http_stopped_cb,
+    user_data: *mut c_void,
+) -> c_int {
+    guard(|| {
+        let ud = SendBox(user_data);
+        let raw = srv as usize;
+        rc(with_server(srv, |s| {
+            s.shutdown(Duration::from_millis(grace_ms), move || {
+                let ud = ud;
+                if let Some(cb) = cb {
+                    // SAFETY: the application's callback with its server handle (which cannot
+                    // be freed before the shutdown completed) and user data.
+                    unsafe { cb(raw as *mut aloop_http_server_t, ud.0) };
+                }
+            })
+        }))
+    })
+}
+
+/// Frees the server (route destructors run). `ALOOP_E_BUSY` while it has listeners or
+/// connections (shut it down first) or unanswered requests (answer them first);
+/// `ALOOP_E_STALE` once freed. Allowed inside its shutdown callback.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_free(srv: *mut aloop_http_server_t) -> c_int {
+    guard(|| {
+        match with_server(srv, |s| s.inner().can_free()) {
+            Ok(true) => {}
+            Ok(false) => return Error::BUSY.code(),
+            Err(e) => return e.code(),
+        }
+        rc(handle::take::<aloop_http_server_t>(srv).map(drop))
+    })
+}
+
+/// The loop the server runs on (NULL for a NULL, stale or wrong-thread handle).
+#[no_mangle]
+pub extern "C" fn aloop_http_server_loop(srv: *const aloop_http_server_t) -> *mut aloop_loop_t {
+    guard(|| {
+        handle::read(srv, std::ptr::null_mut(), |s: &aloop_http_server_t| {
+            s.lp.as_ptr()
+        })
+    })
+}
