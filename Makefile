@@ -180,7 +180,7 @@ soak: lib examples
 # Fuzzing (libFuzzer through cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain build the
 # sanitizer-instrumented targets). `make test` replays the corpora (tests/fuzz_corpus.rs).
 FUZZ_TIME    ?= 60
-FUZZ_TARGETS ?= http_parser http_server http_response http_connection
+FUZZ_TARGETS ?= http_parser http_server http_response http_connection tls_server
 fuzz:
 	@scripts/deps.sh fuzz
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

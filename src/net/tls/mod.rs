@@ -12,6 +12,8 @@
 //! Every failure has a code (`Error::TLS_*`) and a reason text (`TlsError`).
 
 mod config;
+#[doc(hidden)]
+pub mod fuzz_support;
 mod session;
 mod stream;
 mod verify;

@@ -41,6 +41,8 @@ trait Unbuffered {
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
     fn handshaking(&self) -> bool;
+    /// Records (an alert, after a failure) are queued inside rustls.
+    fn queued_records(&self) -> bool;
 }
 
 impl Unbuffered for UnbufferedServerConnection {
@@ -54,6 +56,9 @@ impl Unbuffered for UnbufferedServerConnection {
     fn handshaking(&self) -> bool {
         self.is_handshaking()
     }
+    fn queued_records(&self) -> bool {
+        self.wants_write()
+    }
 }
 
 impl Unbuffered for UnbufferedClientConnection {
@@ -66,6 +71,9 @@ impl Unbuffered for UnbufferedClientConnection {
     }
     fn handshaking(&self) -> bool {
         self.is_handshaking()
+    }
+    fn queued_records(&self) -> bool {
+        self.wants_write()
     }
 }
 
@@ -473,17 +481,14 @@ fn drive<C: Unbuffered>(
 }
 
 /// After a failure, moves the alert rustls queued into `out`. The connection keeps offsets
-/// into `incoming` between calls, so it is always given the same buffer.
+/// into `incoming` between calls, so it is always given the same buffer; and it is called only
+/// while records are queued, since a call with none would parse more input (and fail again).
 fn drain_alert<C: Unbuffered>(conn: &mut C, incoming: &mut Vec<u8>, out: &mut Vec<u8>) {
-    for _ in 0..4 {
+    while conn.queued_records() {
         let UnbufferedStatus { discard, state } = conn.process(&mut incoming[..]);
         let go_on = match state {
             Ok(ConnectionState::EncodeTlsData(mut e)) => {
                 append_with(out, 64, |buf| e.encode(buf).map_err(encode_err)).is_ok()
-            }
-            Ok(ConnectionState::TransmitTlsData(t)) => {
-                t.done();
-                true
             }
             _ => false,
         };
