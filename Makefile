@@ -23,20 +23,23 @@ EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server $(BINDIR)/client
-C_TESTS    := test_loop test_tcp test_http test_http_client test_pg test_misuse test_cpp test_blocking_pool
+C_TESTS    := test_version test_loop test_tcp test_http test_http_client test_pg test_misuse test_cpp test_blocking_pool
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e test-sanitize lint fuzz soak bench run install clean deps
+.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e test-sanitize test-guides test-docs docs lint fuzz soak bench run install clean deps
 
 all: lib examples
 
+# Installs the Debian packages building needs (as root; otherwise prints the apt-get command).
+# `make test`, `make run`, `make bench`, `make fuzz` and `make docs` install their own tools;
+# plain `make` installs nothing: it checks, and prints what to run when something is missing.
 deps:
 	@scripts/deps.sh build
 
 # The library: one cargo build gives the cdylib, the staticlib and the header.
 $(RELEASE)/libasyncloop.so $(RELEASE)/libasyncloop.a include/asyncloop.h: $(RUST_SRC)
-	@scripts/deps.sh build
+	@scripts/deps.sh --check build
 	$(CARGO) build --release --lib
 	@touch include/asyncloop.h
 
@@ -65,21 +68,26 @@ $(BINDIR)/%: examples-c/%.cpp include/asyncloop.h include/asyncloop.hpp $(LIBFIL
 
 # ---- tests --------------------------------------------------------------------------------
 
-test: lib examples
+# Targets that install their tools do so first, then build: the library rule only checks.
+test:
 	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory lib examples
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-header test-symbols test-install
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-c
+	$(MAKE) --no-print-directory test-guides test-docs
 	$(MAKE) --no-print-directory test-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features fuzzing -- -D warnings
 	@git diff --exit-code -- include/asyncloop.h || { echo "include/asyncloop.h changed by the build: commit it"; exit 1; }
 
+# `fuzzing` compiles the fuzz harnesses for the corpus replay (tests/fuzz_corpus.rs); the
+# shipped library is built without it.
 test-rust:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --features fuzzing
 
 # The header compiles as strict C11 and C++17.
 test-header: include/asyncloop.h
@@ -99,19 +107,39 @@ test-symbols: $(LIBFILES)
 	@readelf -d $(LIBDIR)/libasyncloop.so | grep -q "SONAME.*\[$(SONAME)\]" || { echo "SONAME is not $(SONAME)"; exit 1; }
 	@echo "symbols: $$(nm -D --defined-only $(LIBDIR)/libasyncloop.so | wc -l) exports, all aloop_; SONAME $(SONAME)"
 
-# make install into a scratch prefix, then build and run a C test against it with pkg-config,
-# linked statically and dynamically.
+# make install into a scratch prefix, then build the consumer project (tests/consumer/) against
+# it three ways and run each result: CMake's find_package (the shared and the static library),
+# pkg-config, and pkg-config --static (a fully static program). The palindrome example is linked
+# fully static too and answers a request. CMake must refuse a version the prefix does not have.
+INST      = $(CURDIR)/$(TESTDIR)/prefix
+INST_PC   = env PKG_CONFIG_PATH=$(INST)/lib/pkgconfig pkg-config
+CONSUMER  = $(TESTDIR)/consumer
 test-install: $(LIBFILES)
-	@rm -rf $(TESTDIR)/prefix && mkdir -p $(TESTDIR)
-	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(TESTDIR)/prefix >/dev/null
-	@pc="PKG_CONFIG_PATH=$(CURDIR)/$(TESTDIR)/prefix/lib/pkgconfig"; \
-	 $(CC) -std=c11 $(CWARN) -Itests/c tests/c/test_loop.c -o $(TESTDIR)/installed_shared \
-	   $$(env $$pc pkg-config --cflags --libs asyncloop) -Wl,-rpath,$(CURDIR)/$(TESTDIR)/prefix/lib -lpthread && \
-	 $(CC) -std=c11 $(CWARN) -Itests/c tests/c/test_loop.c -o $(TESTDIR)/installed_static \
-	   $$(env $$pc pkg-config --cflags asyncloop) $(TESTDIR)/prefix/lib/libasyncloop.a \
-	   $$(env $$pc pkg-config --libs-only-l --static asyncloop | sed 's/-lasyncloop//') -lpthread
-	@$(TESTDIR)/installed_shared >/dev/null && $(TESTDIR)/installed_static >/dev/null
-	@echo "install: pkg-config build against the installed library OK (shared and static)"
+	@rm -rf $(INST) $(CONSUMER) && mkdir -p $(CONSUMER)
+	@$(MAKE) --no-print-directory install PREFIX=$(INST) >/dev/null
+	@test -f $(INST)/lib/cmake/asyncloop/asyncloop-config.cmake && test -f $(INST)/lib/cmake/asyncloop/asyncloop-config-version.cmake
+	@cmake -S tests/consumer -B $(CONSUMER)/cmake -DCMAKE_PREFIX_PATH=$(INST) \
+	   -DASYNCLOOP_VERSION_WANTED=$(MAJOR).$(word 2,$(subst ., ,$(VERSION))) >$(CONSUMER)/cmake.log 2>&1 \
+	   && cmake --build $(CONSUMER)/cmake >>$(CONSUMER)/cmake.log 2>&1 || { cat $(CONSUMER)/cmake.log; exit 1; }
+	@$(CONSUMER)/cmake/consumer && $(CONSUMER)/cmake/consumer_static
+	@! ldd $(CONSUMER)/cmake/consumer_static | grep -q libasyncloop || { echo "consumer_static needs libasyncloop.so"; exit 1; }
+	@ldd $(CONSUMER)/cmake/consumer | grep -q "libasyncloop.so.$(MAJOR) => $(INST)/lib/" || { echo "consumer does not use the installed libasyncloop.so"; exit 1; }
+	@! cmake -S tests/consumer -B $(CONSUMER)/cmake-future -DCMAKE_PREFIX_PATH=$(INST) \
+	   -DASYNCLOOP_VERSION_WANTED=$$(($(MAJOR) + 1)).0 >$(CONSUMER)/cmake-future.log 2>&1 \
+	   || { echo "find_package(asyncloop $$(($(MAJOR) + 1)).0) was not refused"; exit 1; }
+	@$(CC) -std=c11 $(CWARN) tests/consumer/consumer.c -o $(CONSUMER)/pkgconfig \
+	   $$($(INST_PC) --cflags --libs asyncloop) -Wl,-rpath,$(INST)/lib
+	@$(CONSUMER)/pkgconfig
+	@$(CC) -std=c11 $(CWARN) -DCONSUMER_NO_PG -static tests/consumer/consumer.c -o $(CONSUMER)/pkgconfig_static \
+	   $$($(INST_PC) --static --cflags --libs asyncloop) -Wl,--gc-sections 2>$(CONSUMER)/static.log \
+	   || { cat $(CONSUMER)/static.log; exit 1; }
+	@file $(CONSUMER)/pkgconfig_static | grep -q "statically linked" || { echo "pkgconfig_static is not static"; exit 1; }
+	@$(CONSUMER)/pkgconfig_static
+	@$(CC) -std=c11 $(CWARN) -static examples-c/palindrome.c -o $(CONSUMER)/palindrome_static \
+	   $$($(INST_PC) --static --cflags --libs asyncloop) -Wl,--gc-sections 2>>$(CONSUMER)/static.log \
+	   || { cat $(CONSUMER)/static.log; exit 1; }
+	@python3 tests/consumer/palindrome_static.py $(CONSUMER)/palindrome_static
+	@echo "install: consumer built with CMake (shared, static), pkg-config and pkg-config --static (fully static); static palindrome answers"
 
 $(TESTDIR)/%: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
@@ -155,26 +183,57 @@ $(SANLIB)/$(SONAME): $(RUST_SRC)
 	  --target $(HOST) --target-dir $(BUILD)/san/target
 	cp $(BUILD)/san/target/$(HOST)/release/libasyncloop.so $@.tmp && mv -f $@.tmp $@
 
-test-sanitize: examples $(SANDIR)/palindrome $(SANDIR)/server $(SANDIR)/client $(SANLIB)/$(SONAME) \
-               $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))
+test-sanitize:
 	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory examples $(SANDIR)/palindrome $(SANDIR)/server $(SANDIR)/client \
+	  $(SANLIB)/$(SONAME) $(addprefix $(TESTDIR)/,$(addsuffix .asan,$(C_TESTS)))
 	@scripts/sanitize-session.sh $(SANDIR) $(BINDIR) $(SANLIB) $(TESTDIR)
+
+# The guides' C and C++ programs (docs/*.md, README.md), extracted, compiled with warnings as
+# errors and run against real servers (tests/docs/test_guides.py).
+test-guides: $(LIBFILES)
+	python3 -W ignore::ResourceWarning -m unittest discover -s tests/docs -p 'test_guides.py'
+
+# The HTML docs rendered in headless Chromium, a page per header item, no broken link
+# (tests/docs/test_docs.py).
+test-docs: docs
+	python3 -W ignore::ResourceWarning -m unittest discover -s tests/docs -p 'test_docs.py'
+
+# ---- documentation ------------------------------------------------------------------------
+
+# The API reference (a page per function, type and macro of the header, from its doc comments)
+# and the pages of docs/, as HTML in build/docs/ (Doxygen, docs/Doxyfile). Any Doxygen warning,
+# an undocumented public item above all, fails it: document the item at its source in src/capi.
+DOCS    := $(BUILD)/docs
+DOC_SRC := docs/Doxyfile docs/api.dox $(wildcard docs/*.md) scripts/doxygen-filter.py include/asyncloop.h
+docs:
+	@scripts/deps.sh docs
+	@$(MAKE) --no-print-directory $(DOCS)/index.html
+
+$(DOCS)/index.html: $(DOC_SRC)
+	@rm -rf $(DOCS) && mkdir -p $(BUILD)
+	@ALOOP_VERSION=$(VERSION) doxygen docs/Doxyfile && [ ! -s $(BUILD)/docs-warnings.log ] || { \
+	  cat $(BUILD)/docs-warnings.log; rm -rf $(DOCS); \
+	  echo "make docs: Doxygen warnings fail the build (log: $(BUILD)/docs-warnings.log)"; exit 1; }
+	@echo "docs: $(DOCS)/index.html ($$(ls $(DOCS)/*.html | wc -l) pages)"
 
 # End to end: the example binaries over real sockets with real clients, both backends.
 test-e2e: examples
 	python3 -W ignore::ResourceWarning -m unittest discover -s tests/e2e -p 'test_*.py'
 
 # Side-by-side benchmark (see bench/README.md); BENCH_DURATION and BENCH_ROUNDS shorten it.
-bench: lib examples
+bench:
 	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory lib examples
 	python3 bench/bench.py
 
 # Soak run (scripts/soak.py): mixed load with random disconnects and PostgreSQL restarts for
 # SOAK_MINUTES; reports RSS and fd counts after warm-up and at the end (build/soak/report.md).
 SOAK_MINUTES ?= 10
 SOAK_BACKEND ?= uring
-soak: lib examples
+soak:
 	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory lib examples
 	python3 scripts/soak.py --minutes $(SOAK_MINUTES) --backend $(SOAK_BACKEND)
 
 # Fuzzing (libFuzzer through cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain build the
@@ -190,8 +249,9 @@ fuzz:
 
 # The most complete example: a throwaway PostgreSQL with sample data, then the HTTP server on
 # 127.0.0.1:8080 in the foreground; Ctrl-C stops both.
-run: lib examples
+run:
 	@scripts/deps.sh run
+	@$(MAKE) --no-print-directory lib examples
 	@scripts/run.sh
 
 install: lib
@@ -204,6 +264,10 @@ install: lib
 	@[ ! -f include/asyncloop.hpp ] || install -m 0644 include/asyncloop.hpp $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/asyncloop.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/asyncloop.pc
+	install -d $(DESTDIR)$(PREFIX)/lib/cmake/asyncloop
+	for f in asyncloop-config asyncloop-config-version; do \
+	  sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' -e 's|@MINOR@|$(word 2,$(subst ., ,$(VERSION)))|g' \
+	    scripts/$$f.cmake.in > $(DESTDIR)$(PREFIX)/lib/cmake/asyncloop/$$f.cmake || exit 1; done
 
 clean:
 	rm -rf $(BUILD)

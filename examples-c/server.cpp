@@ -1,10 +1,10 @@
 // server: the asyncloop example HTTP server (C++17, on asyncloop.hpp).
 //
-//   server [options] <listen_address> <listen_port>     (see ../shared CONTRACT.md and --help)
+//   server [options] <listen_address> <listen_port>     (see docs/examples.md and --help)
 //
 // Routes: /plaintext, /json, /db, /queries, /updates, /fortunes (TechEmpower rules), POST
 // /palindrome, GET and POST /books, and the upstream routes /api/<rest>, /chain/api-db/<rest>,
-// /chain/db-api?id=N (see CONTRACT.md). One loop per thread, each with its own SO_REUSEPORT
+// /chain/db-api?id=N (see docs/examples.md). One loop per thread, each with its own SO_REUSEPORT
 // listener, PostgreSQL pool and HTTP client. SIGINT/SIGTERM: graceful stop, exit 0.
 #include <asyncloop.hpp>
 #include <nlohmann/json.hpp>

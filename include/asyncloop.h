@@ -34,9 +34,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/** Major version of this header; `aloop_version()` gives the library's at run time. */
 #define ALOOP_VERSION_MAJOR 0
+/** Minor version of this header. */
 #define ALOOP_VERSION_MINOR 1
+/** Patch version of this header. */
 #define ALOOP_VERSION_PATCH 0
+/**
+ * This header's version as one number, 0xMMmmpp: major, minor and patch one byte each (1.2.3
+ * is 0x010203), so that versions compare with `<` and `>`.
+ */
+#define ALOOP_VERSION_HEX 0x000100
+/**
+ * Non-zero when this header is version `major.minor.patch` or later, in `#if` too:
+ * `#if ALOOP_VERSION_AT_LEAST(0, 2, 0)`.
+ */
+#define ALOOP_VERSION_AT_LEAST(major, minor, patch) \
+  (ALOOP_VERSION_HEX >= (((major) << 16) | ((minor) << 8) | (patch)))
 
 
 /**
@@ -407,10 +421,17 @@ typedef struct aloop_http_client_options_t {
 } aloop_http_client_options_t;
 
 /**
- * A response header: NUL-terminated name and value, borrowed during the call.
+ * A header (of a response, or of a client's request): NUL-terminated name and value,
+ * borrowed during the call that takes it (the library copies what it keeps).
  */
 typedef struct aloop_http_header_t {
+  /**
+   * The field name ("Content-Type"); no CR, LF or NUL.
+   */
   const char *name;
+  /**
+   * The field value ("text/plain"); no CR, LF or NUL.
+   */
   const char *value;
 } aloop_http_header_t;
 
@@ -549,9 +570,21 @@ typedef void (*aloop_pg_cb)(int status, const struct aloop_pg_result_t *result, 
  * with `aloop_pg_prepare` (exactly one of them non-NULL), and its text parameters.
  */
 typedef struct aloop_pg_statement_t {
+  /**
+   * SQL text with `$n` parameters, or NULL when `prepared` is set.
+   */
   const char *sql;
+  /**
+   * Name given to `aloop_pg_prepare`, or NULL when `sql` is set.
+   */
   const char *prepared;
+  /**
+   * Number of entries in `values`.
+   */
   size_t nparams;
+  /**
+   * `nparams` NUL-terminated text values (NULL entries are SQL NULL), copied by the call.
+   */
   const char *const *values;
 } aloop_pg_statement_t;
 

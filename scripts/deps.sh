@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
 # Installs what building and testing asyncloop needs and the machine lacks: Debian packages
 # (as root, through apt-get; otherwise prints the exact command) and llhttp's C sources.
-# Usage: scripts/deps.sh [build|test|run|bench|fuzz]   (default: test)
+# Usage: scripts/deps.sh [--check] [build|test|run|bench|fuzz|docs]   (default: test)
+#   build  compilers, pkg-config, libpq and nlohmann-json headers
+#   test   build's, plus valgrind, curl, PostgreSQL, ASan runtimes, Doxygen, Chromium, CMake
+#   run    build's, plus curl and PostgreSQL          bench  build's, plus wrk, nginx, h2o
+#   fuzz   build's, plus cargo-fuzz                   docs   build's, plus Doxygen
+# --check installs nothing: it lists what is missing with the command that installs it, and
+# fails. Plain `make` uses it; `make deps`, `make test`, `make run`, `make bench`, `make fuzz`
+# and `make docs` install.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+check_only=0
+if [ "${1:-}" = --check ]; then
+  check_only=1
+  shift
+fi
 what=${1:-test}
+case "$what" in
+  build|test|run|bench|fuzz|docs) ;;
+  *) echo "usage: $0 [--check] [build|test|run|bench|fuzz|docs]" >&2; exit 2 ;;
+esac
 
 need_pkgs=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -20,7 +36,6 @@ want_cmd pkg-config pkg-config
 [ -f /usr/include/nlohmann/json.hpp ] || need_pkgs+=(nlohmann-json3-dev)
 case "$what" in
   test|run)
-    want_cmd valgrind valgrind
     want_cmd curl curl
     # TLS tests: the openssl command line makes the test certificates and is a peer
     # (s_client, s_server); nginx-light serves TLS to the client; the system's CA store.
@@ -29,6 +44,19 @@ case "$what" in
     [ -f /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
     # A throwaway PostgreSQL cluster needs the server binaries and runuser (util-linux).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+    ;;
+esac
+case "$what" in
+  test)
+    want_cmd valgrind valgrind
+    # make test-docs: the API reference (Doxygen) rendered in headless Chromium;
+    # make test-install: a consumer project built with CMake.
+    want_cmd doxygen doxygen
+    want_cmd chromium chromium
+    want_cmd cmake cmake
+    ;;
+  docs)
+    want_cmd doxygen doxygen
     ;;
   bench)
     want_cmd wrk wrk
@@ -50,6 +78,15 @@ if [ "$what" = test ] && have cc; then
 fi
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$check_only" = 1 ]; then
+    echo "deps: missing Debian packages: ${need_pkgs[*]}" >&2
+    if [ "$(id -u)" = 0 ]; then
+      echo "deps: run  make deps  (or: apt-get install -y ${need_pkgs[*]})" >&2
+    else
+      echo "deps: run  sudo apt-get install -y ${need_pkgs[*]}" >&2
+    fi
+    exit 1
+  fi
   if [ "$(id -u)" = 0 ]; then
     echo "deps: installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -62,6 +99,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 if [ "$what" = fuzz ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  if [ "$check_only" = 1 ]; then
+    echo "deps: cargo-fuzz is missing; run  cargo install cargo-fuzz --locked" >&2
+    exit 1
+  fi
   echo "deps: installing cargo-fuzz (crates.io)"
   cargo install cargo-fuzz --locked
 fi

@@ -1,4 +1,4 @@
--- Schema and sample data of the example server (CONTRACT.md), loaded by scripts/pg.sh.
+-- Schema and sample data of the example server (docs/examples.md), loaded by scripts/pg.sh.
 CREATE TABLE world (id integer PRIMARY KEY, randomnumber integer NOT NULL DEFAULT 0);
 INSERT INTO world (id, randomnumber)
   SELECT i, 1 + floor(random() * 10000)::integer FROM generate_series(1, 10000) AS i;

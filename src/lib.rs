@@ -1,4 +1,5 @@
-//! asyncloop: asynchronous I/O for C and C++ programs. The module map; see DESIGN.md.
+//! asyncloop: asynchronous I/O for C and C++ programs. The module map; docs/architecture.md
+//! describes the layers (`capi -> http, pg -> net -> reactor`) and the rules they follow.
 
 pub mod capi;
 pub mod error;

@@ -23,10 +23,13 @@ pub struct aloop_http_request_t {
     _opaque: [u8; 0],
 }
 
-/// A response header: NUL-terminated name and value, borrowed during the call.
+/// A header (of a response, or of a client's request): NUL-terminated name and value,
+/// borrowed during the call that takes it (the library copies what it keeps).
 #[repr(C)]
 pub struct aloop_http_header_t {
+    /// The field name ("Content-Type"); no CR, LF or NUL.
     pub name: *const c_char,
+    /// The field value ("text/plain"); no CR, LF or NUL.
     pub value: *const c_char,
 }
 

@@ -337,9 +337,13 @@ pub extern "C" fn aloop_pg_execute(
 /// with `aloop_pg_prepare` (exactly one of them non-NULL), and its text parameters.
 #[repr(C)]
 pub struct aloop_pg_statement_t {
+    /// SQL text with `$n` parameters, or NULL when `prepared` is set.
     pub sql: *const c_char,
+    /// Name given to `aloop_pg_prepare`, or NULL when `sql` is set.
     pub prepared: *const c_char,
+    /// Number of entries in `values`.
     pub nparams: usize,
+    /// `nparams` NUL-terminated text values (NULL entries are SQL NULL), copied by the call.
     pub values: *const *const c_char,
 }
 

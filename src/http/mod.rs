@@ -11,6 +11,8 @@ pub use parser::{HttpError, Limits};
 pub use request::{valid_method, RequestData};
 pub mod client;
 pub mod date;
+/// Fuzz harnesses, compiled only with the `fuzzing` feature (fuzz targets, corpus replay).
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_support;
 pub mod response;

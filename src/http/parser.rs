@@ -11,7 +11,7 @@ use llhttp_sys as ll;
 
 use super::request::RequestData;
 
-/// Size limits, defaults as in CONTRACT.md.
+/// Size limits; the defaults are listed in docs/http-server.md.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Longest request target (414 beyond).

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::net::{socket, ListenOptions, ReadEvent, Stream, StreamEvents, TcpListener, WeakStream};
 use crate::reactor::{Loop, Remote, Slab, Timer, Token};
 
-/// Server settings; defaults as in CONTRACT.md.
+/// Server settings; the defaults are listed in docs/http-server.md.
 #[derive(Clone, Copy, Debug)]
 pub struct ServerOptions {
     pub limits: Limits,

@@ -9,6 +9,8 @@ use std::collections::{HashSet, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pq_sys as pq;
@@ -26,9 +28,6 @@ pub type BatchCb = Box<dyn FnOnce(Vec<Result<PgResult, PgError>>)>;
 
 /// How long after a cancelled query finished by itself its cancel may still arrive.
 const STRAY_CANCEL_WINDOW: Duration = Duration::from_secs(2);
-/// How long the window stays open while the cancel has not been delivered yet (it waits for a
-/// blocking-work worker); its delivery then starts `STRAY_CANCEL_WINDOW`.
-const UNDELIVERED_CANCEL_WINDOW: Duration = Duration::from_secs(3600);
 
 /// What to run.
 pub enum Statement {
@@ -105,6 +104,16 @@ pub(crate) trait ConnEvents {
     fn broken(&self, id: usize, why: &str);
 }
 
+/// The cancel requests of a connection, shared with the workers that send them (no closure
+/// goes back to the loop, so none is left behind when the loop is gone first).
+#[derive(Default)]
+struct CancelsSent {
+    /// Handed to the pool, `PQcancel` not returned yet.
+    pending: AtomicUsize,
+    /// When the last `PQcancel` returned.
+    delivered_at: parking_lot::Mutex<Option<Instant>>,
+}
+
 pub(crate) struct Conn {
     id: usize,
     lp: Loop,
@@ -122,10 +131,10 @@ pub(crate) struct Conn {
     /// Until when a cancel sent for a query that then finished normally may still reach this
     /// connection's backend, and cancel the next query instead: that query is sent again.
     stray_cancel_until: Cell<Option<Instant>>,
-    /// Cancel requests handed to the blocking-work pool whose `PQcancel` has not returned: the
-    /// pool may hold one back behind other work, so the stray-cancel window opens only when
-    /// the last of them was delivered.
-    cancels_in_flight: Cell<usize>,
+    /// Cancel requests on their way: the blocking-work pool may hold one back behind other
+    /// work, so the stray-cancel window lasts until the last of them was delivered, and
+    /// `STRAY_CANCEL_WINDOW` beyond.
+    cancels: Arc<CancelsSent>,
     /// False once corking failed (a Unix socket): not tried again.
     can_cork: Cell<bool>,
     me: Weak<Conn>,
@@ -163,7 +172,7 @@ impl Conn {
             connect_timer: RefCell::new(None),
             corked: Cell::new(None),
             stray_cancel_until: Cell::new(None),
-            cancels_in_flight: Cell::new(0),
+            cancels: Arc::default(),
             can_cork: Cell::new(true),
             me: me.clone(),
         });
@@ -633,10 +642,7 @@ impl Conn {
             }
             return false;
         }
-        let in_window = self
-            .stray_cancel_until
-            .get()
-            .is_some_and(|t| self.lp.now() < t);
+        let in_window = self.stray_window_open();
         if !hit || !in_window || f.resent {
             return false;
         }
@@ -658,24 +664,23 @@ impl Conn {
     /// Opens the window in which a query failing with `query_canceled` was hit by a cancel
     /// meant for an earlier one: from now, or from the delivery of the cancels still queued.
     fn open_stray_window(&self) {
-        // While a cancel still waits for a worker, the window stays open until it was
-        // delivered; `cancel_delivered` then starts the usual one.
-        let span = if self.cancels_in_flight.get() > 0 {
-            UNDELIVERED_CANCEL_WINDOW
-        } else {
-            STRAY_CANCEL_WINDOW
-        };
-        self.stray_cancel_until.set(Some(self.lp.now() + span));
+        self.stray_cancel_until
+            .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
     }
 
-    /// A `PQcancel` returned: the cancel reached the server (or failed to).
-    fn cancel_delivered(&self) {
-        let n = self.cancels_in_flight.get().saturating_sub(1);
-        self.cancels_in_flight.set(n);
-        if n == 0 && self.stray_cancel_until.get().is_some() {
-            self.stray_cancel_until
-                .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+    /// Whether a query failing with `query_canceled` now may have been hit by a cancel meant
+    /// for an earlier one: the window is open, and stays open while a cancel is still on its
+    /// way and for `STRAY_CANCEL_WINDOW` after the last one was delivered.
+    fn stray_window_open(&self) -> bool {
+        let Some(until) = self.stray_cancel_until.get() else {
+            return false;
+        };
+        if self.cancels.pending.load(Ordering::Acquire) > 0 {
+            return true;
         }
+        let now = self.lp.now();
+        let delivered = *self.cancels.delivered_at.lock();
+        now < until || delivered.is_some_and(|d| now < d + STRAY_CANCEL_WINDOW)
     }
 
     /// Simulates the race `resend_if_stray_cancelled` handles, for tests: as if a query had
@@ -714,25 +719,19 @@ impl Conn {
         // PQcancel as safe to call from another thread.
         unsafe impl Send for SendCancel {}
         let c = SendCancel(cancel);
-        self.cancels_in_flight.set(self.cancels_in_flight.get() + 1);
-        let me = self.me.clone();
-        crate::reactor::run_blocking(
-            &self.lp,
-            move || {
-                let c = c;
-                let mut buf = [0 as c_char; 256];
-                // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
-                unsafe {
-                    pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
-                    pq::PQfreeCancel(c.0);
-                }
-            },
-            move |()| {
-                if let Some(c) = me.upgrade() {
-                    c.cancel_delivered();
-                }
-            },
-        );
+        let sent = self.cancels.clone();
+        sent.pending.fetch_add(1, Ordering::AcqRel);
+        crate::reactor::spawn_blocking(move || {
+            let c = c;
+            let mut buf = [0 as c_char; 256];
+            // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.
+            unsafe {
+                pq::PQcancel(c.0, buf.as_mut_ptr(), buf.len() as i32);
+                pq::PQfreeCancel(c.0);
+            }
+            *sent.delivered_at.lock() = Some(Instant::now());
+            sent.pending.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     /// Breaks the connection: every query in flight fails with `PG_CONNECTION`, the socket

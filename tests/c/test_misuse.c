@@ -311,21 +311,26 @@ static void free_from_post(aloop_loop_t *lp, void *ud) {
 
 static void free_from_timer(aloop_timer_t *t, void *ud) {
     struct self_free *s = ud;
-    s->rc_timer = aloop_loop_free(s->lp);
     CHECK_RC(aloop_timer_free(t), 0); /* a timer may free itself inside its callback */
+    s->rc_timer = aloop_loop_free(s->lp);
 }
 
 static void loop_free_inside_run(void) {
+    /* Nothing else open: the old library freed the loop under its own run. */
     struct self_free s = {new_loop(), 1, 1, 1};
     CHECK_RC(aloop_loop_post(s.lp, free_from_post, &s, NULL), 0);
+    CHECK_RC(aloop_loop_run(s.lp, ALOOP_RUN_DEFAULT), 0);
+    CHECK_RC(s.rc_post, ALOOP_E_BUSY);
+    CHECK_RC(s.rc_nested, ALOOP_E_ALREADY);
+    CHECK_RC(aloop_loop_free(s.lp), 0); /* after run returned, the same free succeeds */
+
+    /* From a timer callback, with the timer freeing itself first. */
+    s.lp = new_loop();
     aloop_timer_t *t;
     CHECK_RC(aloop_timer_new(s.lp, &t), 0);
     CHECK_RC(aloop_timer_start(t, 5, 0, free_from_timer, &s, NULL), 0);
     CHECK_RC(aloop_loop_run(s.lp, ALOOP_RUN_DEFAULT), 0);
-    CHECK_RC(s.rc_post, ALOOP_E_BUSY);
-    CHECK_RC(s.rc_nested, ALOOP_E_ALREADY);
     CHECK_RC(s.rc_timer, ALOOP_E_BUSY);
-    /* After run returned, the same free succeeds. */
     CHECK_RC(aloop_loop_free(s.lp), 0);
 }
 
@@ -393,8 +398,6 @@ static void free_client_in_callback(int status, const aloop_http_response_t *res
     c->http_status = resp ? aloop_http_response_status(resp) : 0;
     c->kept = resp;
     c->free_rc = aloop_http_client_free(c->client);
-    /* The client is gone; its handle is stale at once. */
-    CHECK_RC(aloop_http_client_free(c->client), ALOOP_E_STALE);
 }
 
 static void keep_client(int status, const aloop_http_response_t *resp, void *ud) {
@@ -423,6 +426,7 @@ static void http_client_lifecycle(void) {
     CHECK(c.http_status == 200);
     CHECK_RC(c.free_rc, 0);
     CHECK(c.dtors == 1);
+    CHECK_RC(aloop_http_client_free(c.client), ALOOP_E_STALE); /* gone since the callback */
     /* The response handle died with its callback. */
     CHECK_RC(aloop_http_response_status(c.kept), ALOOP_E_STALE);
     CHECK(aloop_http_response_header(c.kept, "Content-Type") == NULL);
@@ -579,10 +583,7 @@ static void pool_freed_with_queries(const char *url) {
     CHECK_RC(aloop_pg_query(pool, "SELECT 1", 0, NULL, on_first_row, &p, NULL), 0);
     while (p.kept == NULL && aloop_loop_run(lp, ALOOP_RUN_ONCE) >= 0) {
     }
-    /* A result handle kept past its callback is stale: no rows, no values, no crash. */
-    CHECK(aloop_pg_result_rows(p.kept) == 0);
-    CHECK(aloop_pg_result_value(p.kept, 0, 0) == NULL);
-    CHECK(strcmp(aloop_pg_result_error_message(p.kept), "") == 0);
+    const aloop_pg_result_t *first = p.kept;
     p.kept = NULL;
     for (int i = 0; i < 20; i++)
         CHECK_RC(aloop_pg_query(pool, "SELECT pg_sleep(0.2)", 0, NULL, on_query_in_freed_pool, &p, count_dtor), 0);
@@ -595,6 +596,11 @@ static void pool_freed_with_queries(const char *url) {
     CHECK(p.cancelled == 20);
     CHECK(p.other == 0);
     CHECK(p.dtors == 20);
+    /* A result handle kept past its callback is stale: no rows, no values, no crash. */
+    CHECK(aloop_pg_result_rows(first) == 0);
+    CHECK(aloop_pg_result_value(first, 0, 0) == NULL);
+    CHECK(aloop_pg_result_is_null(first, 0, 0) == 1);
+    CHECK(strcmp(aloop_pg_result_error_message(first), "") == 0);
     CHECK_RC(aloop_loop_free(lp), 0);
 }
 
