@@ -12,6 +12,8 @@
 //! Every failure has a code (`Error::TLS_*`) and a reason text (`TlsError`).
 
 mod config;
+/// Fuzz harness, compiled only with the `fuzzing` feature (fuzz target, corpus replay).
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_support;
 mod session;
