@@ -23,7 +23,7 @@ EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server $(BINDIR)/client
-C_TESTS    := test_version test_loop test_tcp test_http test_http_client test_pg test_misuse test_cpp test_blocking_pool
+C_TESTS    := test_version test_loop test_tcp test_http test_http_client test_shutdown test_pg test_misuse test_cpp test_blocking_pool
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
@@ -141,11 +141,11 @@ test-install: $(LIBFILES)
 	@python3 tests/consumer/palindrome_static.py $(CONSUMER)/palindrome_static
 	@echo "install: consumer built with CMake (shared, static), pkg-config and pkg-config --static (fully static); static palindrome answers"
 
-$(TESTDIR)/%: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
+$(TESTDIR)/%: tests/c/%.c tests/c/check.h tests/c/dial.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
 	$(CC) -std=c11 $(CWARN) -Iinclude -Itests/c -O1 -g $< -o $@ $(EX_LDFLAGS)
 
-$(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h include/asyncloop.h $(LIBFILES)
+$(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h tests/c/dial.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
 	$(CC) -std=c11 $(CWARN) -Iinclude -Itests/c -O1 -g $(SAN) $< -o $@ $(EX_LDFLAGS)
 

@@ -1,6 +1,6 @@
 //! The HTTP server core on both backends, for what the example binaries cannot set from their
 //! command line: the body timeout, the write timeout with a client that never reads, and
-//! backpressure (bounded output while a client does not read).
+//! backpressure (bounded output while a client does not read), and an unsupported upgrade.
 
 #[path = "common_backends.rs"]
 mod common;
@@ -47,6 +47,9 @@ fn server(b: Backend, opts: ServerOptions) -> (Loop, HttpServer, SocketAddr) {
     srv.route(Some("POST"), "/echo", |r| {
         let body = r.data().body().to_vec();
         let _ = r.respond(200, &[], &body);
+    });
+    srv.route(Some("GET"), "/hello", |r| {
+        let _ = r.respond(200, &[], b"hello");
     });
     srv.route(Some("GET"), "/big", |r| {
         let _ = r.respond(200, &[], &vec![b'x'; 256 * 1024]);
@@ -124,8 +127,12 @@ fn write_timeout_drops_a_client_that_never_reads(b: Backend) {
 /// The write timeout measures a stall, not the length of a download: a client that keeps
 /// reading, slowly, gets a response that takes ten write timeouts to send.
 fn write_timeout_spares_a_slow_reader_that_keeps_reading(b: Backend) {
+    // The transfer takes three seconds or more, three times the write timeout: the timeout is
+    // a stall limit, not a limit on the whole response. The reader reads every 100 ms, ten
+    // times more often than the timeout needs, so a loaded machine's scheduling delays do not
+    // look like a stall.
     let opts = ServerOptions {
-        write_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_millis(1000),
         ..Default::default()
     };
     let (lp, srv, addr) = server(b, opts);
@@ -206,7 +213,27 @@ fn backpressure_pauses_reading(b: Backend) {
     assert_eq!(got, 200 * 256 * 1024);
 }
 
+/// An upgrade (not supported) is answered with `Connection: close`, then the connection
+/// closes: the bytes after it are another protocol's, never a request.
+fn upgrade_is_answered_then_closed(b: Backend) {
+    let (lp, srv, addr) = server(b, ServerOptions::default());
+    let resp = run_with_client(&lp, &srv, move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    });
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    assert!(resp.contains("\r\nConnection: close\r\n"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\nhello"), "{resp}");
+    assert_eq!(resp.matches("HTTP/1.1").count(), 1, "{resp}");
+}
+
 both_backends!(
+    upgrade_is_answered_then_closed,
     body_timeout_sends_408,
     write_timeout_drops_a_client_that_never_reads,
     write_timeout_spares_a_slow_reader_that_keeps_reading,

@@ -2,7 +2,7 @@
 //!
 //! A request handle is an inline handle (no allocation per request): its two words are the
 //! server (a `Weak<ServerInner>` turned into a raw pointer, owned by the handle) and the
-//! server's slot (index and generation). The handle lives until the request is consumed by its
+//! server's slot token (index and full 32-bit generation). The handle lives until the request is consumed by its
 //! answer; a handle used after that is refused with `ALOOP_E_ALREADY`.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -13,6 +13,7 @@ use super::{aloop_free_fn, c_str, guard, not_null, rc, SendBox, UserData};
 use crate::error::{Error, Result};
 use crate::http::server::ServerInner;
 use crate::http::{Request, RequestData};
+use crate::reactor::Token;
 
 /// A request (opaque). The handler receives it and owns it until it answers it, exactly once,
 /// with `aloop_http_respond` or the chunked calls, right away or later (from any callback, or
@@ -41,19 +42,14 @@ pub type aloop_http_abort_cb =
 /// A server slot named by a request handle.
 struct Slot {
     srv: Rc<ServerInner>,
-    index: u32,
-    gen: u32,
+    token: Token,
 }
 
 /// Hands a request to C: the returned handle owns it until it is answered.
 pub(crate) fn register_request(req: Request, lp: LoopId) -> *mut aloop_http_request_t {
-    let (srv, index, gen) = req.into_raw();
+    let (srv, token) = req.into_raw();
     let weak = Rc::downgrade(&srv).into_raw() as u64;
-    let raw = handle::register_inline(
-        Kind::HttpRequest,
-        lp,
-        [weak, index as u64 | (gen as u64) << 32],
-    );
+    let raw = handle::register_inline(Kind::HttpRequest, lp, [weak, token.get()]);
     raw as *mut aloop_http_request_t
 }
 
@@ -63,11 +59,8 @@ fn slot_of(words: [u64; 2]) -> Result<Slot> {
     // `register_request`, released only in `consumed`); ManuallyDrop keeps that count.
     let weak = std::mem::ManuallyDrop::new(unsafe { Weak::from_raw(weak) });
     let srv = weak.upgrade().ok_or(Error::CLOSED)?;
-    Ok(Slot {
-        srv,
-        index: words[1] as u32,
-        gen: (words[1] >> 32) as u32,
-    })
+    let token = Token::from_raw(words[1]).ok_or(Error::ALREADY)?;
+    Ok(Slot { srv, token })
 }
 
 /// The live request behind a handle, on its loop's thread. Stale handles give `ALREADY`: the
@@ -82,7 +75,7 @@ fn resolve(req: *mut aloop_http_request_t) -> Result<Slot> {
 
 /// Retires the handle once the server no longer has its slot (the answer consumed it).
 fn settle(req: *mut aloop_http_request_t, slot: &Slot) {
-    if slot.srv.slot_data(slot.index, slot.gen).is_none() {
+    if slot.srv.slot_data(slot.token).is_none() {
         if let Ok(words) = handle::retire_inline(req as u64, Kind::HttpRequest) {
             // SAFETY: the weak count the handle owned (see `slot_of`), released once, here.
             drop(unsafe { Weak::from_raw(words[0] as *const ServerInner) });
@@ -94,9 +87,7 @@ fn data<'a>(req: *mut aloop_http_request_t) -> Option<&'a RequestData> {
     let slot = resolve(req).ok()?;
     // SAFETY: the data of a live slot stays until the request is answered, and the accessors'
     // results are documented as valid until then.
-    slot.srv
-        .slot_data(slot.index, slot.gen)
-        .map(|d| unsafe { &*d })
+    slot.srv.slot_data(slot.token).map(|d| unsafe { &*d })
 }
 
 fn request_piece(req: *mut aloop_http_request_t, which: usize) -> *const c_char {
@@ -291,8 +282,7 @@ pub extern "C" fn aloop_http_request_on_abort(
         let (ud, armer) = UserData::new(user_data, dtor);
         let raw = req as usize;
         let r = slot.srv.on_abort(
-            slot.index,
-            slot.gen,
+            slot.token,
             Box::new(move || {
                 // SAFETY: the application's callback with its (still unanswered) request and
                 // user data.
@@ -399,9 +389,7 @@ pub extern "C" fn aloop_http_respond(
                 if let Ok(slot) = resolve(req) {
                     let hs: Vec<(&[u8], &[u8])> =
                         r.headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-                    let _ = slot
-                        .srv
-                        .respond(slot.index, slot.gen, r.status, &hs, &r.body);
+                    let _ = slot.srv.respond(slot.token, r.status, &hs, &r.body);
                     settle(req, &slot);
                 }
             })) {
@@ -413,9 +401,7 @@ pub extern "C" fn aloop_http_respond(
             Ok(x) => x,
             Err(e) => return e.code(),
         };
-        let r = slot
-            .srv
-            .respond(slot.index, slot.gen, status as u16, &hs, body);
+        let r = slot.srv.respond(slot.token, status as u16, &hs, body);
         settle(req, &slot);
         rc(r)
     })
@@ -443,9 +429,7 @@ pub extern "C" fn aloop_http_respond_chunked(
             Ok(x) => x,
             Err(e) => return e.code(),
         };
-        let r = slot
-            .srv
-            .respond_chunked(slot.index, slot.gen, status as u16, &hs);
+        let r = slot.srv.respond_chunked(slot.token, status as u16, &hs);
         settle(req, &slot);
         rc(r)
     })
@@ -473,7 +457,7 @@ pub extern "C" fn aloop_http_chunk(
             // SAFETY: len readable bytes during the call.
             unsafe { std::slice::from_raw_parts(data.cast(), len) }
         };
-        let r = slot.srv.chunk(slot.index, slot.gen, bytes, false);
+        let r = slot.srv.chunk(slot.token, bytes, false);
         settle(req, &slot);
         rc(r)
     })
@@ -487,7 +471,7 @@ pub extern "C" fn aloop_http_chunk_end(req: *mut aloop_http_request_t) -> c_int 
             Ok(x) => x,
             Err(e) => return e.code(),
         };
-        let r = slot.srv.chunk(slot.index, slot.gen, &[], true);
+        let r = slot.srv.chunk(slot.token, &[], true);
         settle(req, &slot);
         rc(r)
     })

@@ -19,5 +19,6 @@ pub mod response;
 pub mod response_parser;
 pub mod router;
 pub mod server;
+mod target;
 
 pub use server::{ChunkedWriter, HttpServer, Request, ServerOptions};

@@ -1,8 +1,10 @@
 //! The request parser: llhttp 9.3.0 with every lenient flag off, plus what llhttp leaves to its
 //! user: limits on the request line (414), the header block and field count (431) and the body
 //! (413, also mid-way through a chunked body), chunk-extension length (400), the Host rules of
-//! HTTP/1.1 (400), transfer codings (chunked last, else 400; any other coding 501), HTTP/1.x
-//! only (505), `Expect` (100-continue, else 417). Any error ends parsing for the connection.
+//! HTTP/1.1 (400), transfer codings (chunked last, else 400; any other coding 501; none in an
+//! HTTP/1.0 request, 400), HTTP/1.x only (505; a request line without a version is 400), the
+//! request-target forms each method allows (400, see `target`), `Expect` (100-continue, else
+//! 417). Any error ends parsing for the connection.
 
 use std::ffi::{c_char, c_int};
 use std::marker::PhantomData;
@@ -10,6 +12,7 @@ use std::marker::PhantomData;
 use llhttp_sys as ll;
 
 use super::request::RequestData;
+use super::target;
 
 /// Size limits; the defaults are listed in docs/http-server.md.
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +49,7 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    const fn new(status: u16, reason: &'static str) -> HttpError {
+    pub(crate) const fn new(status: u16, reason: &'static str) -> HttpError {
         HttpError { status, reason }
     }
 }
@@ -81,6 +84,8 @@ struct State {
     host_count: u32,
     body_len: usize,
     chunk_ext: usize,
+    /// The request-target was seen and passed `target::check`.
+    target_ok: bool,
     error: Option<HttpError>,
 }
 
@@ -167,15 +172,20 @@ fn end_piece(st: &mut State) -> std::ops::Range<usize> {
     range
 }
 
-/// Copies `src` (a range in the arena) to the arena's end as its own NUL-terminated piece.
-fn copy_piece(st: &mut State, src: std::ops::Range<usize>) -> std::ops::Range<usize> {
+/// Appends a piece written by `fill` to the arena's end, NUL-terminated; returns its range.
+fn add_piece(st: &mut State, fill: impl FnOnce(&mut Vec<u8>)) -> std::ops::Range<usize> {
     let r = st.cur.as_mut().expect("request in progress");
     let start = r.arena.len();
-    r.arena.extend_from_within(src);
+    fill(&mut r.arena);
     let range = start..r.arena.len();
     r.arena.push(0);
     st.piece_start = r.arena.len();
     range
+}
+
+/// Copies `src` (a range in the arena) to the arena's end as its own NUL-terminated piece.
+fn copy_piece(st: &mut State, src: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    add_piece(st, |arena| arena.extend_from_within(src))
 }
 
 unsafe extern "C" fn on_message_begin<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
@@ -189,6 +199,7 @@ unsafe extern "C" fn on_message_begin<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     c.st.header_bytes = 0;
     c.st.host_count = 0;
     c.st.body_len = 0;
+    c.st.target_ok = false;
     0
 }
 
@@ -225,30 +236,22 @@ unsafe extern "C" fn on_url_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     // SAFETY: see `ctx`.
     let st = &mut *unsafe { ctx::<S>(p) }.st;
     let target = end_piece(st);
-    let t = &st.cur.as_ref().unwrap().arena[target.clone()];
-    // absolute-form ("http://host/p?q"): the path starts at the first '/' after the authority.
-    let mut path_start = 0;
-    if let Some(i) = t.windows(3).position(|w| w == b"://") {
-        path_start = t[i + 3..]
-            .iter()
-            .position(|&b| b == b'/')
-            .map_or(t.len(), |j| i + 3 + j);
-    }
-    let q = t[path_start..]
-        .iter()
-        .position(|&b| b == b'?')
-        .map(|i| path_start + i);
-    let (path_end, query) = match q {
-        Some(i) => (i, (i + 1, t.len())),
-        None => (t.len(), (t.len(), t.len())),
+    let r = st.cur.as_ref().unwrap();
+    let parts = match target::check(&r.arena[r.method.clone()], &r.arena[target.clone()]) {
+        Ok(parts) => parts,
+        Err(e) => return fail(st, e),
     };
     let base = target.start;
-    let path = copy_piece(st, base + path_start..base + path_end);
-    let query = copy_piece(st, base + query.0..base + query.1);
+    let path = match parts.path {
+        Some(p) => copy_piece(st, base + p.start..base + p.end),
+        None => add_piece(st, |arena| arena.push(b'/')), // an absolute-form target's empty path
+    };
+    let query = copy_piece(st, base + parts.query.start..base + parts.query.end);
     let r = st.cur.as_mut().unwrap();
     r.target = target;
     r.path = path;
     r.query = query;
+    st.target_ok = true;
     0
 }
 
@@ -344,6 +347,13 @@ unsafe extern "C" fn on_header_value_complete<S: Sink>(p: *mut ll::llhttp_t) -> 
     if eq_ic(n, "host") {
         st.host_count += 1;
     } else if eq_ic(n, "transfer-encoding") {
+        // RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+        if r.version_minor == 0 {
+            return fail(
+                st,
+                HttpError::new(400, "Transfer-Encoding in an HTTP/1.0 request"),
+            );
+        }
         if let Err(e) = check_transfer_encoding(v) {
             return fail(st, e);
         }
@@ -359,10 +369,22 @@ unsafe extern "C" fn on_header_value_complete<S: Sink>(p: *mut ll::llhttp_t) -> 
 
 unsafe extern "C" fn on_headers_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     // SAFETY: p is the live parser.
-    let (flags, content_length) = unsafe { ((*p).flags, (*p).content_length) };
+    let (flags, content_length, major) =
+        unsafe { ((*p).flags, (*p).content_length, (*p).http_major) };
     // SAFETY: see `ctx`.
     let c = unsafe { ctx::<S>(p) };
     let st = &mut *c.st;
+    // llhttp takes a request line without a version (HTTP/0.9's form, also ended by a bare LF)
+    // and goes on to headers: not a request line of RFC 9112.
+    if major == 0 {
+        return fail(
+            st,
+            HttpError::new(400, "request line without an HTTP version"),
+        );
+    }
+    if !st.target_ok {
+        return fail(st, HttpError::new(400, "missing request target"));
+    }
     let minor = st.cur.as_ref().unwrap().version_minor;
     if st.host_count > 1 || (minor >= 1 && st.host_count == 0) {
         return fail(
@@ -422,11 +444,14 @@ unsafe extern "C" fn on_chunk_extension<S: Sink>(
 
 unsafe extern "C" fn on_message_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     // SAFETY: p is the live parser.
-    let keep_alive = unsafe { ll::llhttp_should_keep_alive(p) } != 0;
+    let (keep_alive, upgrade) =
+        unsafe { (ll::llhttp_should_keep_alive(p) != 0, (*p).upgrade != 0) };
     // SAFETY: see `ctx`.
     let c = unsafe { ctx::<S>(p) };
     if let Some(mut req) = c.st.cur.take() {
-        req.keep_alive = keep_alive;
+        // Upgrades are not supported: the request is answered, then the connection closes
+        // (what follows it is another protocol's).
+        req.keep_alive = keep_alive && !upgrade;
         c.sink.request_complete(req);
     }
     0

@@ -240,4 +240,89 @@ fn upgrade_is_reported() {
         parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     assert_eq!(r, Ok(Outcome::Upgrade));
     assert_eq!(s.done.len(), 1);
+    // Answered, then closed: what follows the request is not HTTP.
+    assert!(!s.done[0].keep_alive);
+    let (r, s) = parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(r, Ok(Outcome::Continue));
+    assert!(s.done[0].keep_alive);
+}
+
+/// Each input is refused with a 400 and hands over no request.
+fn refused_400(inputs: &[&[u8]]) {
+    for req in inputs {
+        let (r, s) = parse(req);
+        let what = String::from_utf8_lossy(req);
+        assert_eq!(r.map_err(|e| e.status), Err(400), "{what:?}");
+        assert!(s.done.is_empty(), "{what:?}");
+    }
+}
+
+/// The fuzz finding: a CONNECT line without a version, ended by a bare LF (or CRLF), with an
+/// empty target, was taken as a request with an empty target (then answered 404).
+#[test]
+fn request_line_without_version_is_400() {
+    refused_400(&[
+        b"CONNECT \nHost: exaqlc:1\r\n\r\n",
+        b"CONNECT \r\nHost: exaqlc:1\r\n\r\n",
+        b"CONNECT h:1\r\nHost: h:1\r\n\r\n",
+        b"GET /\r\nHost: h\r\n\r\n",
+        b"GET /\nHost: h\r\n\r\n",
+        b"GET /\r\n\r\n",
+    ]);
+}
+
+/// RFC 9112 section 3.2: each method's request-target forms (see `target` for the details).
+#[test]
+fn request_target_forms() {
+    let line = |m: &str, t: &str| status(format!("{m} {t} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    for (m, t, want) in [
+        ("CONNECT", "h:443", 200),
+        ("CONNECT", "[::1]:443", 200),
+        ("CONNECT", "h", 400),
+        ("CONNECT", "h:", 400),
+        ("CONNECT", ":443", 400),
+        ("CONNECT", "h:70000", 400),
+        ("CONNECT", "/", 400),
+        ("CONNECT", "*", 400),
+        ("CONNECT", "http://h:1/", 400),
+        ("CONNECT", "u@h:1", 400),
+        ("GET", "h:443", 400),
+        ("GET", "*", 400),
+        ("OPTIONS", "*", 200),
+        ("OPTIONS", "*x", 400),
+        ("GET", "/a?b#c", 400),
+        ("GET", "http://h/x", 200),
+        ("GET", "http://", 400),
+        ("GET", "http://u@h/x", 400),
+    ] {
+        assert_eq!(line(m, t), want, "{m} {t}");
+    }
+    // An absolute-form target with an empty path stands for "/".
+    let (_, s) = parse(b"GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((s.done[0].path(), s.done[0].query()), ("/", "q=1"));
+    let (_, s) = parse(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((s.done[0].path(), s.done[0].target()), ("*", "*"));
+}
+
+/// RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing: 400
+/// (llhttp refuses it beside a Content-Length by itself).
+#[test]
+fn transfer_encoding_in_http10_is_400() {
+    refused_400(&[
+        b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST / HTTP/1.0\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+    ]);
+    assert_eq!(
+        parse(b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").0,
+        Err(HttpError {
+            status: 400,
+            reason: "Transfer-Encoding in an HTTP/1.0 request"
+        })
+    );
+    assert_eq!(
+        status(b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc"),
+        200
+    );
 }

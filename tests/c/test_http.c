@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "dial.h"
 
 static const aloop_http_header_t text_plain[] = {{"Content-Type", "text/plain"}};
 
@@ -129,22 +130,6 @@ static void on_chunked(aloop_http_request_t *req, void *ud) {
 }
 
 /* ---- client thread ----------------------------------------------------------------------- */
-
-static int dial(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return fd;
-}
 
 /* Sends `req` and reads until `want` appears (or the connection ends); returns 1 if found. */
 static int roundtrip(int fd, const char *req, const char *want) {

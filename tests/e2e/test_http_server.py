@@ -6,7 +6,7 @@ import socket
 import time
 import unittest
 
-from harness import BACKENDS, BIN, IMF_FIXDATE, Proc, Reader, connect, exchange, server, unused_port
+from harness import BACKENDS, BIN, IMF_FIXDATE, Proc, Reader, connect, exchange, server, unused_port, wait_until
 
 
 def make_tests(backend):
@@ -137,12 +137,41 @@ def make_tests(backend):
                 (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
                 (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
                 (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+                # No version (HTTP/0.9's form), bare LF or CRLF, empty CONNECT target (a fuzz find).
+                (b"CONNECT \nHost: exaqlc:1\r\n\r\n", 400),
+                (b"CONNECT \r\nHost: exaqlc:1\r\n\r\n", 400),
+                (b"GET /plaintext\r\nHost: a\r\n\r\n", 400),
+                # Request-target forms (RFC 9112 section 3.2).
+                (b"CONNECT /plaintext HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+                (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+                (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+                (b"GET /plaintext#x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+                (b"GET http://u@a/plaintext HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ]
             for raw, want in cases:
                 (st, h, _), r = exchange(self.srv.port, raw)
                 self.assertEqual(st, want, raw)
                 self.assertEqual(h.get("connection"), b"close", raw)
                 self.assertTrue(r.closed(), raw)
+
+        def test_http10_with_transfer_encoding_is_400_and_close(self):
+            """RFC 9112 section 6.1: the framing of an HTTP/1.0 request with Transfer-Encoding is
+            faulty (it used to be answered 200), with or without keep-alive."""
+            for raw in [
+                b"POST /palindrome HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\naba\r\n0\r\n\r\n",
+                b"GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ]:
+                s = connect(self.srv.port)
+                s.sendall(raw)
+                r = Reader(s)
+                st, h, body = r.response()
+                self.assertEqual((st, h.get("connection")), (400, b"close"), raw)
+                self.assertIn(b"Transfer-Encoding in an HTTP/1.0 request", body)
+                self.assertTrue(r.closed(), raw)
+                s.close()
+            # Without it, HTTP/1.0 is served as before.
+            (st, _, body), _ = exchange(self.srv.port, b"POST /palindrome HTTP/1.0\r\nContent-Length: 3\r\n\r\naba")
+            self.assertEqual((st, body), (200, b"The input is a palindrome."))
 
         def test_error_after_pipelined_requests_comes_in_order(self):
             s = connect(self.srv.port)
@@ -279,6 +308,61 @@ def make_timeout_tests(backend):
                 t0 = time.time()
                 self.assertEqual(srv.stop(sig), 0)
                 self.assertLess(time.time() - t0, 6)
+
+        def test_curl_gets_its_response_while_the_server_stops(self):
+            """A request in flight when SIGTERM arrives is answered in full: curl asks /api/x,
+            the server relays it to an upstream that holds the answer until the server has
+            begun stopping (its listener refuses connections), then answers."""
+            import signal
+            import subprocess
+            import threading
+            with socket.socket() as up:
+                up.bind(("127.0.0.1", 0))
+                up.listen(1)
+                srv = server("--upstream", f"http://127.0.0.1:{up.getsockname()[1]}/",
+                             "--upstream-timeout", "8000", backend=backend)
+                curl = subprocess.Popen(
+                    ["curl", "-sS", "--max-time", "20", "-D", "-", f"http://127.0.0.1:{srv.port}/api/x"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                try:
+                    up.settimeout(10)
+                    relay, _ = up.accept()
+                    with relay:
+                        relay.settimeout(10)
+                        head = b""
+                        while b"\r\n\r\n" not in head:
+                            part = relay.recv(4096)
+                            self.assertTrue(part, head)
+                            head += part
+                        self.assertTrue(head.startswith(b"GET /x HTTP/1.1\r\n"), head)
+                        # The request is with its handler: now ask the server to stop.
+                        stopped = {}
+                        t = threading.Thread(target=lambda: stopped.setdefault("rc", srv.stop(signal.SIGTERM)))
+                        t.start()
+
+                        def refused():
+                            try:
+                                socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+                                return False
+                            except ConnectionRefusedError:
+                                return True
+                        self.assertTrue(wait_until(refused, timeout=5), "the listener did not close")
+                        body = b"answered while stopping"
+                        relay.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+                                      % (len(body), body))
+                        out, err = curl.communicate(timeout=20)
+                        t.join(20)
+                    self.assertEqual(curl.returncode, 0, err)
+                    head, got = out.split(b"\r\n\r\n", 1)
+                    self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
+                    self.assertIn(b"\r\nConnection: close", head)
+                    self.assertEqual(got, body)
+                    self.assertEqual(stopped.get("rc"), 0)
+                finally:
+                    if curl.poll() is None:
+                        curl.kill()
+                        curl.wait()
+                    srv.stop()
 
         def test_two_processes_share_a_port(self):
             a = server(backend=backend)

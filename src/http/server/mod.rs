@@ -1,0 +1,366 @@
+//! The HTTP/1.1 server of one loop: listeners, connections, request slots and timeouts.
+//!
+//! Each connection parses as much as it has read (many pipelined requests per read), hands each
+//! complete request to its handler, and keeps a pipeline of unanswered requests so responses go
+//! out strictly in request order, however late each handler answers. Responses that are ready
+//! at the front are gathered into one buffer and written with one send. A request lives in a
+//! slot until it is answered, even after its client has gone: answering then reports
+//! `CANCELLED` and frees the slot. Slots are addressed by a generational `Token`, so answering
+//! twice is an error code, never a use-after-free.
+//!
+//! The files: `slots` (the request-slot table), `connection` (a connection's state machine:
+//! reading, parsing, dispatch, pausing, closing), `work` (a connection's working state and the
+//! pools it comes from), `respond` (response heads and bodies, chunked bodies, the pipeline's
+//! advance, flushing), `timeouts` (the sweeper) and `shutdown`. The public types live here.
+
+mod connection;
+mod respond;
+mod shutdown;
+mod slots;
+mod timeouts;
+mod work;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use self::connection::ConnRef;
+use self::slots::SlotEntry;
+use self::work::ConnWork;
+use super::parser::Limits;
+use super::request::RequestData;
+use super::router::{Handler, Router};
+use crate::error::{Error, Result};
+use crate::net::{socket, ListenOptions, TcpListener};
+use crate::reactor::{Loop, Slab, Timer, Token};
+
+/// Server settings (`Default` gives the documented defaults).
+#[derive(Clone, Copy, Debug)]
+pub struct ServerOptions {
+    pub limits: Limits,
+    /// Time to receive a request head, from its first byte (or from accept).
+    pub header_timeout: Duration,
+    /// Time to receive a request body, from the end of its head.
+    pub body_timeout: Duration,
+    /// Keep-alive idle time before the server closes.
+    pub idle_timeout: Duration,
+    /// Time queued response bytes may wait without the client taking any of them before the
+    /// connection is dropped (reset by every byte of progress, like nginx's send_timeout).
+    pub write_timeout: Duration,
+    /// Unanswered requests per connection before reading pauses.
+    pub max_pipeline: usize,
+    /// Unsent response bytes per connection before reading pauses.
+    pub max_output: usize,
+    /// Listener options (SO_REUSEPORT, backlog).
+    pub listen: ListenOptions,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            limits: Limits::default(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            max_pipeline: 128,
+            max_output: 1 << 20,
+            listen: ListenOptions::default(),
+        }
+    }
+}
+
+/// Shared state of a server (one per loop).
+pub struct ServerInner {
+    lp: Loop,
+    opts: ServerOptions,
+    router: RefCell<Router>,
+    listeners: RefCell<Vec<TcpListener>>,
+    listeners_open: Cell<usize>,
+    conns: RefCell<Slab<ConnRef>>,
+    slots: RefCell<Slab<SlotEntry>>,
+    /// Boxed: handlers hold pointers to a request's data, which must not move.
+    #[allow(clippy::vec_box)]
+    data_pool: RefCell<Vec<Box<RequestData>>>,
+    /// Working state of connections that went idle, for reuse (at most `DATA_POOL`).
+    #[allow(clippy::vec_box)] // boxed: lent to connections as a unit
+    work_pool: RefCell<Vec<Box<ConnWork>>>,
+    /// The origin of `now_ms`.
+    epoch: Instant,
+    /// Requests completed by the parse in progress, in order (scratch, shared by connections:
+    /// they are handed to their handlers right after each parse).
+    completed: RefCell<Vec<Token>>,
+    sweeper: RefCell<Option<Timer>>,
+    sweep_buf: RefCell<Vec<ConnRef>>,
+    stopping: Cell<bool>,
+    on_stopped: RefCell<Option<Box<dyn FnOnce()>>>,
+    grace: RefCell<Option<Timer>>,
+    me: Weak<ServerInner>,
+}
+
+/// An HTTP server on one loop. Clones share it.
+#[derive(Clone)]
+pub struct HttpServer {
+    inner: Rc<ServerInner>,
+}
+
+/// A request given to a handler. Answer it exactly once with `respond` (or the chunked
+/// writer); dropping it unanswered answers 500. It stays valid after the client has gone.
+pub struct Request {
+    srv: Rc<ServerInner>,
+    slot: Token,
+    data: *const RequestData,
+    answered: bool,
+}
+
+impl HttpServer {
+    /// A server on `lp` with no listener yet.
+    pub fn new(lp: &Loop, opts: ServerOptions) -> HttpServer {
+        HttpServer {
+            inner: Rc::new_cyclic(|me| ServerInner {
+                lp: lp.clone(),
+                opts,
+                router: RefCell::new(Router::default()),
+                listeners: RefCell::new(Vec::new()),
+                listeners_open: Cell::new(0),
+                conns: RefCell::new(Slab::default()),
+                slots: RefCell::new(Slab::default()),
+                data_pool: RefCell::new(Vec::new()),
+                work_pool: RefCell::new(Vec::new()),
+                epoch: lp.now(),
+                completed: RefCell::new(Vec::new()),
+                sweeper: RefCell::new(None),
+                sweep_buf: RefCell::new(Vec::new()),
+                stopping: Cell::new(false),
+                on_stopped: RefCell::new(None),
+                grace: RefCell::new(None),
+                me: me.clone(),
+            }),
+        }
+    }
+
+    /// The shared state (for the C API).
+    pub fn inner(&self) -> &Rc<ServerInner> {
+        &self.inner
+    }
+
+    /// Routes `method` (None: any) and exactly `path` to `handler`.
+    pub fn route(&self, method: Option<&str>, path: &str, handler: impl Fn(Request) + 'static) {
+        self.inner
+            .router
+            .borrow_mut()
+            .exact(method, path, Rc::new(handler) as Handler);
+    }
+
+    /// Routes every path starting with `prefix`.
+    pub fn route_prefix(
+        &self,
+        method: Option<&str>,
+        prefix: &str,
+        handler: impl Fn(Request) + 'static,
+    ) {
+        self.inner
+            .router
+            .borrow_mut()
+            .prefix(method, prefix, Rc::new(handler) as Handler);
+    }
+
+    /// Handles what no route takes (instead of 404/405).
+    pub fn fallback(&self, handler: impl Fn(Request) + 'static) {
+        self.inner
+            .router
+            .borrow_mut()
+            .fallback(Rc::new(handler) as Handler);
+    }
+
+    /// Listens on `addr` (port 0: any free port) and starts accepting. May be called for several
+    /// addresses. Returns the bound address.
+    pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
+        let srv = &self.inner;
+        if srv.stopping.get() {
+            return Err(Error::CLOSED);
+        }
+        let l = TcpListener::bind(&srv.lp, addr, srv.opts.listen)?;
+        let weak = srv.me.clone();
+        l.start_raw(move |r| {
+            if let Ok(fd) = r {
+                match weak.upgrade() {
+                    Some(srv) => srv.accept(fd),
+                    // SAFETY: a new connection nobody else owns.
+                    None => unsafe { drop(OwnedFd::from_raw_fd(fd)) },
+                }
+            }
+        })
+        .inspect_err(|_| l.close(|| {}))?;
+        let bound = l.local_addr();
+        srv.listeners.borrow_mut().push(l);
+        srv.listeners_open.set(srv.listeners_open.get() + 1);
+        srv.start_sweeper();
+        Ok(bound)
+    }
+
+    /// Serves a connection accepted elsewhere (socket activation, another acceptor, or one end
+    /// of a `socketpair` in tests): the server owns `fd` from now on and closes it.
+    pub fn serve_fd(&self, fd: OwnedFd) -> Result<()> {
+        self.serve_raw_fd(fd.as_raw_fd())?;
+        let _ = fd.into_raw_fd(); // the connection owns it now
+        Ok(())
+    }
+
+    /// As `serve_fd`, for the C API: the server takes `fd` only when this succeeds; on an error
+    /// (`INVALID` for a descriptor that is not a connected stream socket, `CLOSED` after
+    /// shutdown) it stays the caller's.
+    pub(crate) fn serve_raw_fd(&self, fd: RawFd) -> Result<()> {
+        let srv = &self.inner;
+        if srv.stopping.get() {
+            return Err(Error::CLOSED);
+        }
+        let stream = socket::get_opt(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM);
+        let listening = socket::get_opt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) != Ok(0);
+        if !stream || listening {
+            return Err(Error::INVALID);
+        }
+        socket::set_nonblocking(fd)?;
+        let _ = socket::set_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        srv.accept(fd);
+        srv.start_sweeper();
+        Ok(())
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.inner.conns.borrow().len()
+    }
+
+    /// Requests handed to handlers and not answered yet.
+    pub fn active_requests(&self) -> usize {
+        self.inner.active_slots()
+    }
+
+    /// Graceful stop: stop accepting and reading new requests, close idle connections, let
+    /// in-flight requests finish for up to `grace` (every response already given is sent, in
+    /// whatever order it was given; the last one on a connection carries `Connection: close`
+    /// when it is made after the call), then close the rest. `done` runs once every listener
+    /// and connection is closed.
+    pub fn shutdown(&self, grace: Duration, done: impl FnOnce() + 'static) {
+        self.inner.clone().shutdown(grace, Box::new(done));
+    }
+
+    /// Whether a shutdown finished (no listener, no connection).
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopping.get()
+            && self.inner.listeners_open.get() == 0
+            && self.inner.conns.borrow().is_empty()
+    }
+}
+
+impl ServerInner {
+    pub(crate) fn lp(&self) -> &Loop {
+        &self.lp
+    }
+
+    /// Milliseconds of loop time since the server was made (connection phase times).
+    fn now_ms(&self) -> u64 {
+        self.lp
+            .now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
+    fn me(&self) -> Rc<ServerInner> {
+        self.me.upgrade().expect("server alive while in use")
+    }
+}
+
+impl Request {
+    /// The request's method, target, headers and body.
+    pub fn data(&self) -> &RequestData {
+        // SAFETY: the slot's data lives until the request is answered, and `self` exists only
+        // until then (answering consumes or marks it).
+        unsafe { &*self.data }
+    }
+
+    /// The loop the request arrived on.
+    pub fn event_loop(&self) -> &Loop {
+        self.srv.lp()
+    }
+
+    /// Answers with `status`, `headers` and `body`. `INVALID` for a bad status or a header with
+    /// CR, LF or NUL (the request stays unanswered), `CANCELLED` if the client has gone.
+    pub fn respond(mut self, status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) -> Result<()> {
+        let r = self.srv.respond(self.slot, status, headers, body);
+        if r != Err(Error::INVALID) {
+            self.answered = true;
+        }
+        r
+    }
+
+    /// Runs `cb` once if the client goes away before this request is answered.
+    pub fn on_abort(&self, cb: impl FnOnce() + 'static) -> Result<()> {
+        self.srv.on_abort(self.slot, Box::new(cb))
+    }
+
+    /// Starts a chunked response, returning the writer for its body.
+    pub fn respond_chunked(
+        mut self,
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+    ) -> Result<ChunkedWriter> {
+        self.srv.respond_chunked(self.slot, status, headers)?;
+        self.answered = true;
+        Ok(ChunkedWriter {
+            srv: self.srv.clone(),
+            slot: self.slot,
+            ended: false,
+        })
+    }
+
+    /// The server and the slot's token, for the C API (which then owns the answer).
+    pub(crate) fn into_raw(mut self) -> (Rc<ServerInner>, Token) {
+        self.answered = true;
+        (self.srv.clone(), self.slot)
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = self.srv.respond(
+                self.slot,
+                500,
+                &[(b"Content-Type", b"text/plain")],
+                b"500 Internal Server Error: the handler dropped the request\n",
+            );
+        }
+    }
+}
+
+/// The body writer of a chunked response. Dropping it ends the body.
+pub struct ChunkedWriter {
+    srv: Rc<ServerInner>,
+    slot: Token,
+    ended: bool,
+}
+
+impl ChunkedWriter {
+    /// Sends `data` as one chunk (nothing for empty data). `CANCELLED` if the client has gone.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        self.srv.chunk(self.slot, data, false)
+    }
+
+    /// Ends the body.
+    pub fn end(mut self) -> Result<()> {
+        self.ended = true;
+        self.srv.chunk(self.slot, &[], true)
+    }
+}
+
+impl Drop for ChunkedWriter {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.srv.chunk(self.slot, &[], true);
+        }
+    }
+}

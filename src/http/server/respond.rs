@@ -1,0 +1,261 @@
+//! Writing responses: heads and bodies, chunked bodies, moving finished responses from the
+//! front of the pipeline to the output in request order, and flushing it with one send.
+
+use super::connection::{Conn, ConnRef, Phase};
+use super::slots::SlotState;
+use super::ServerInner;
+use crate::error::{Error, Result};
+use crate::http::date::http_date;
+use crate::http::request::RequestData;
+use crate::http::response::{self, Framing};
+use crate::net::WeakStream;
+use crate::reactor::Token;
+
+impl ServerInner {
+    fn check_headers(headers: &[(&[u8], &[u8])]) -> Result<()> {
+        if headers
+            .iter()
+            .all(|(n, v)| response::valid_name(n) && response::valid_value(v))
+        {
+            Ok(())
+        } else {
+            Err(Error::INVALID)
+        }
+    }
+
+    /// Writes into the buffer of the pipeline entry at `pos`: the connection's output when it
+    /// is at the front, its own buffer otherwise.
+    fn with_buf<R>(&self, conn: &Conn, pos: usize, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let mut w = self.work(conn);
+        if pos == 0 {
+            if w.out.capacity() == 0 {
+                w.out = self.lp.take_buffer();
+            }
+            f(&mut w.out)
+        } else {
+            let buf = &mut w.pipeline[pos].buf;
+            if buf.capacity() == 0 {
+                *buf = self.lp.take_buffer();
+            }
+            f(buf)
+        }
+    }
+
+    /// Whether the response at `pos` in the pipeline ends the connection (`Connection: close`;
+    /// later pipelined requests go unanswered): the client asked for it, or the server is
+    /// stopping and this is the connection's last request (none is read once it stops, and the
+    /// responses before this one, given already or not, must all still go out). A client's
+    /// half-close does not: its requests are all answered, then the server closes.
+    fn ends_connection(&self, conn: &Conn, data: &RequestData, pos: usize) -> bool {
+        !data.keep_alive || (self.stopping.get() && pos + 1 == conn.pipeline_len())
+    }
+
+    /// Writes the head of the response to `data` into `buf` (`close`: `Connection: close`; an
+    /// HTTP/1.0 client kept alive is told so).
+    fn write_head(
+        &self,
+        buf: &mut Vec<u8>,
+        data: &RequestData,
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+        framing: Framing,
+        close: bool,
+    ) {
+        let date = http_date(self.lp.now());
+        response::write_head(
+            buf,
+            status,
+            &date,
+            headers.iter().copied(),
+            framing,
+            close,
+            data.version_minor == 0 && !close,
+        );
+    }
+
+    /// Answers a request with a complete response.
+    pub(crate) fn respond(
+        &self,
+        slot: Token,
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+        body: &[u8],
+    ) -> Result<()> {
+        if !(100..=999).contains(&status) || (100..200).contains(&status) {
+            return Err(Error::INVALID);
+        }
+        Self::check_headers(headers)?;
+        let (conn, seq) = self.live(slot, SlotState::Waiting)?;
+        let data = self.slot_data(slot).ok_or(Error::ALREADY)?;
+        // SAFETY: the slot is live; its data stays until free_slot below.
+        let data = unsafe { &*data };
+        let is_head = data.method() == "HEAD";
+        let no_body = matches!(status, 204 | 304);
+        let framing = Framing::Length(if no_body { 0 } else { body.len() });
+        let pos = conn.position(seq).ok_or(Error::ALREADY)?;
+        let close = self.ends_connection(&conn, data, pos);
+        self.with_buf(&conn, pos, |buf| {
+            self.write_head(buf, data, status, headers, framing, close);
+            if !is_head && !no_body {
+                buf.extend_from_slice(body);
+            }
+        });
+        {
+            let mut w = self.work(&conn);
+            w.pipeline[pos].done = true;
+            w.pipeline[pos].close = close;
+        }
+        self.free_slot(slot);
+        self.advance(&conn);
+        self.schedule_flush(&conn);
+        Ok(())
+    }
+
+    /// Starts a chunked response; the body follows with `chunk` and ends with `chunk_end`.
+    pub(crate) fn respond_chunked(
+        &self,
+        slot: Token,
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+    ) -> Result<()> {
+        if !(200..=999).contains(&status) || matches!(status, 204 | 304) {
+            return Err(Error::INVALID);
+        }
+        Self::check_headers(headers)?;
+        let (conn, seq) = self.live(slot, SlotState::Waiting)?;
+        // SAFETY: live slot.
+        let data = unsafe { &*self.slot_data(slot).ok_or(Error::ALREADY)? };
+        let pos = conn.position(seq).ok_or(Error::ALREADY)?;
+        let close = self.ends_connection(&conn, data, pos);
+        self.with_buf(&conn, pos, |buf| {
+            self.write_head(buf, data, status, headers, Framing::Chunked, close)
+        });
+        self.work(&conn).pipeline[pos].close = close;
+        if let Some(e) = self.slots.borrow_mut().get_mut(slot) {
+            e.state = SlotState::Streaming;
+        }
+        self.schedule_flush(&conn);
+        Ok(())
+    }
+
+    /// Sends one chunk of a chunked response (or, with `last`, ends it).
+    pub(crate) fn chunk(&self, slot: Token, data: &[u8], last: bool) -> Result<()> {
+        let (conn, seq) = self.live(slot, SlotState::Streaming)?;
+        // SAFETY: live slot.
+        let is_head = unsafe { &*self.slot_data(slot).ok_or(Error::ALREADY)? }.method() == "HEAD";
+        let pos = conn.position(seq).ok_or(Error::ALREADY)?;
+        if !is_head {
+            self.with_buf(&conn, pos, |buf| {
+                response::write_chunk(buf, data);
+                if last {
+                    response::write_last_chunk(buf);
+                }
+            });
+        }
+        if last {
+            self.work(&conn).pipeline[pos].done = true;
+            self.free_slot(slot);
+            self.advance(&conn);
+        }
+        self.schedule_flush(&conn);
+        Ok(())
+    }
+
+    /// Moves finished responses from the front of the pipeline to the output, in order.
+    pub(super) fn advance(&self, conn: &ConnRef) {
+        loop {
+            let front = {
+                let mut work = conn.work.borrow_mut();
+                let Some(w) = work.as_deref_mut() else { break };
+                let (p, out) = (&mut w.pipeline, &mut w.out);
+                let Some(f) = p.front_mut() else { break };
+                if !f.buf.is_empty() {
+                    if out.is_empty() {
+                        let old = std::mem::replace(&mut *out, std::mem::take(&mut f.buf));
+                        self.lp.recycle_buffer(old);
+                    } else {
+                        out.extend_from_slice(&f.buf);
+                        self.lp.recycle_buffer(std::mem::take(&mut f.buf));
+                    }
+                }
+                if !f.done {
+                    break;
+                }
+                p.pop_front().unwrap()
+            };
+            if front.close {
+                // Connection: close was sent: later requests are not answered.
+                conn.close_after.set(true);
+                self.abort_pipeline(conn);
+                break;
+            }
+        }
+        if conn.pipeline_is_empty() && !conn.in_request() && !conn.in_read.get() {
+            conn.set_phase(Phase::Idle, self.now_ms());
+        }
+        if conn.read_paused.get()
+            && !conn.close_after.get()
+            && conn.pipeline_len() < self.opts.max_pipeline
+            && conn.write_queue_size() <= self.opts.max_output
+            && !conn.closing.get()
+        {
+            let _ = self.start_reading(conn);
+        }
+    }
+
+    /// Cancels every request still in the pipeline: their slots report `CANCELLED` when
+    /// answered, and their abort callbacks run now.
+    pub(super) fn abort_pipeline(&self, conn: &Conn) {
+        let entries = conn
+            .work
+            .borrow_mut()
+            .as_mut()
+            .map(|w| std::mem::take(&mut w.pipeline))
+            .unwrap_or_default();
+        for e in entries {
+            self.lp.recycle_buffer(e.buf);
+            if let Some(t) = e.slot {
+                let abort = self.slots.borrow_mut().get_mut(t).and_then(|s| {
+                    s.conn = WeakStream::default();
+                    s.abort.take()
+                });
+                if let Some(cb) = abort {
+                    cb();
+                }
+            }
+        }
+    }
+
+    fn schedule_flush(&self, conn: &ConnRef) {
+        if conn.in_read.get() || conn.flush_scheduled.replace(true) {
+            return; // the read path flushes when it is done
+        }
+        let (weak_srv, c) = (self.me.clone(), conn.clone());
+        self.lp.defer(move || {
+            c.flush_scheduled.set(false);
+            if let Some(srv) = weak_srv.upgrade() {
+                srv.flush(&c);
+            }
+        });
+    }
+
+    pub(super) fn flush(&self, conn: &ConnRef) {
+        if conn.closing.get() {
+            return;
+        }
+        let out = conn.take_out();
+        if !out.is_empty() {
+            if conn.write(out, None).is_err() {
+                self.close_now(conn);
+                return;
+            }
+            if conn.write_queue_size() > self.opts.max_output {
+                self.pause_reading(conn);
+            }
+        } else {
+            self.lp.recycle_buffer(out);
+        }
+        self.release_work(conn);
+        self.maybe_finish(conn);
+    }
+}
