@@ -514,6 +514,12 @@ typedef struct aloop_http_server_options_t {
    * listen(2) backlog (default 1024).
    */
   int backlog;
+  /**
+   * Serve TLS (HTTPS) with this configuration on every connection (borrowed during
+   * `aloop_http_server_new`; the server keeps its own reference). NULL (the default):
+   * plain HTTP. `aloop_http_server_set_tls` replaces it later.
+   */
+  const struct aloop_tls_server_config_t *tls;
 } aloop_http_server_options_t;
 
 /**
@@ -1054,8 +1060,8 @@ int aloop_http_server_options_init(struct aloop_http_server_options_t *opts);
 /**
  * Creates a server on `lp` (no listener yet). `opts` may be NULL for the defaults; it is read
  * during the call only. On success `*out` owns the server; on failure `*out` is not written.
- * Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE`,
- * `ALOOP_E_WRONG_THREAD`.
+ * Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE` (for
+ * the loop or `opts->tls`), `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_server_new(struct aloop_loop_t *lp,
                           const struct aloop_http_server_options_t *opts,
@@ -1548,6 +1554,16 @@ int aloop_tls_client_config_new(const struct aloop_tls_client_options_t *opts,
  * (0); freed already: `ALOOP_E_STALE`. Thread-safe, as `aloop_tls_server_config_free`.
  */
 int aloop_tls_client_config_free(struct aloop_tls_client_config_t *cfg);
+
+/**
+ * Serves TLS with `cfg` on the connections `server` accepts from now on (its listeners and
+ * `aloop_http_server_serve_fd`); connections already open keep the configuration they began
+ * with, so a renewed certificate takes effect without a restart. The server keeps its own
+ * reference: `cfg` may be freed afterwards. On the server's loop thread. Errors:
+ * `ALOOP_E_NULL`, `ALOOP_E_STALE` (a freed server or configuration), `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_server_set_tls(struct aloop_http_server_t *server,
+                              const struct aloop_tls_server_config_t *cfg);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::handle::{self, Handle, Kind, LoopId};
+use super::http_server::aloop_http_server_t;
 use super::{guard, not_null, set_last_error};
 use crate::error::Error;
 use crate::net::tls::{
@@ -372,6 +373,29 @@ pub extern "C" fn aloop_tls_client_config_free(cfg: *mut aloop_tls_client_config
         }
         match handle::take::<aloop_tls_client_config_t>(cfg) {
             Ok(_) => 0,
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// Serves TLS with `cfg` on the connections `server` accepts from now on (its listeners and
+/// `aloop_http_server_serve_fd`); connections already open keep the configuration they began
+/// with, so a renewed certificate takes effect without a restart. The server keeps its own
+/// reference: `cfg` may be freed afterwards. On the server's loop thread. Errors:
+/// `ALOOP_E_NULL`, `ALOOP_E_STALE` (a freed server or configuration), `ALOOP_E_WRONG_THREAD`.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_set_tls(
+    server: *mut aloop_http_server_t,
+    cfg: *const aloop_tls_server_config_t,
+) -> c_int {
+    guard(|| {
+        not_null!(server, cfg);
+        let config = match server_config(cfg) {
+            Ok(c) => c,
+            Err(e) => return e.code(),
+        };
+        match handle::with(server, |s: &aloop_http_server_t| s.server.set_tls(config)) {
+            Ok(()) => 0,
             Err(e) => e.code(),
         }
     })
