@@ -5,6 +5,10 @@ run. Servers are pinned to CPU 0 and load generators to CPU 1; each scenario run
 rounds with its subjects in rotated order (HTTP-only scenarios first, the database ones after),
 and the medians give the ratios. Writes
 bench/results/latest.md (a table) and bench/results/ratios.svg (a chart of the ratios).
+
+TLS rows (beside nginx with the same ECDSA P-256 certificate, TLS 1.3): HTTPS /plaintext at 256
+keep-alive connections (wrk), new full handshakes per second (h2load --h1 with Connection:
+close), idle TLS connection memory. `--only tls` runs just those and writes bench/results/tls.md.
 """
 import argparse
 import asyncio
@@ -66,6 +70,23 @@ class Proc:
                 total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
 
+    def rss_total(self):
+        """Resident memory of the server's whole session (nginx's master and worker)."""
+        total = 0
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[3]) != self.p.pid:
+                    continue
+                with open(f"/proc/{d}/status") as f:
+                    total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) * 1024
+            except (OSError, StopIteration):
+                continue
+        return total
+
     def rss(self):
         # The pinned process is taskset's exec target: same pid.
         with open(f"/proc/{self.p.pid}/status") as f:
@@ -113,6 +134,91 @@ http {{
 }}
 """)
     return Proc(["nginx", "-c", conf, "-p", d], port)
+
+
+def tls_files(tmp):
+    """An ECDSA P-256 CA and a server certificate it signed for localhost/127.0.0.1 (openssl
+    command line, in `tmp`): (ca, cert, key)."""
+    d = os.path.join(tmp, "tls")
+    os.makedirs(d, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench CA", "-days", "2")
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "ext", "-out", "server.pem")
+    os.chmod(d, 0o755)
+    for f in os.listdir(d):
+        os.chmod(os.path.join(d, f), 0o644)  # nginx's workers read nothing here, but be plain
+    return tuple(os.path.join(d, f) for f in ("ca.pem", "server.pem", "server.key"))
+
+
+def asyncloop_tls_server(backend, port, cert, key):
+    return Proc([os.path.join(BIN, "server"), "--backend", backend, "--threads", "1", "--tls-cert", cert,
+                 "--tls-key", key, "127.0.0.1", str(port)], port)
+
+
+def nginx_tls_server(tmp, port, cert, key):
+    """nginx with the same certificate, TLS 1.3, its default session handling (tickets on)."""
+    d = os.path.join(tmp, f"nginx-tls-{port}")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log error;
+events {{ worker_connections 65536; use epoll; multi_accept on; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{
+    listen 127.0.0.1:{port} ssl reuseport backlog=4096;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    location = /plaintext {{ default_type text/plain; return 200 "Hello, World!"; }}
+  }}
+}}
+""")
+    return Proc(["nginx", "-c", conf, "-p", d], port)
+
+
+def negotiated(port):
+    """The protocol and cipher suite a default OpenSSL client (wrk's) gets from the server."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-brief"], input=b"",
+                       capture_output=True, timeout=10)
+    text = r.stderr.decode(errors="replace")
+    v = re.search(r"Protocol version: (\S+)", text)
+    c = re.search(r"Ciphersuite: (\S+)", text)
+    return f"{v.group(1) if v else '?'} {c.group(1) if c else '?'}"
+
+
+def h2load_handshakes(url, conns, duration):
+    """New TLS connections per second: h2load --h1 with `Connection: close`, so every request
+    is a full handshake (h2load keeps no sessions), TLS 1.3 with TLS_AES_128_GCM_SHA256 on
+    both subjects. A short probe sizes the run to about `duration` seconds (h2load's own -D
+    does not end when the server closes every connection)."""
+    def run(n):
+        argv = ["taskset", "-c", LOAD_CPU, "h2load", "--h1", "-n", str(n), "-c", str(conns), "-H", "Connection: close",
+                "--tls13-ciphers", "TLS_AES_128_GCM_SHA256", url]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration * 10 + 60).stdout
+        m = re.search(r"finished in ([\d.]+)(?:ms|s), ([\d.]+) req/s", out)
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+        if not m or not done:
+            raise RuntimeError(f"h2load: {out[-500:]}")
+        return float(m.group(2)), int(done.group(1)) - int(done.group(2))
+    rate, _ = run(conns * 8)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    rps, failed = run(max(conns * 8, int(rate * duration)))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / (time.time() - t0)
+    return {"rps": rps, "p99_ms": float("nan"), "non2xx": failed, "load_cpu": load_cpu}
 
 
 def h2o_server(tmp, port):
@@ -215,7 +321,7 @@ def listeners_on(port):
     return n
 
 
-def _hold_connections(port, count, warm, local_ip, ctl):
+def _hold_connections(port, count, warm, local_ip, ctl, tls_ca=None):
     """Client process: opens `warm` connections, reports, waits; opens the rest, reports, waits
     until told to close. Each connection makes one request and then stays open, idle.
 
@@ -224,6 +330,11 @@ def _hold_connections(port, count, warm, local_ip, ctl):
     most recent buffer first). So a burst in the warm-up, not a random one later, shows the
     pool's pages in the baseline, and what grows afterwards is the connections' own memory."""
     REQUEST = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+    ctx = None
+    if tls_ca:
+        import ssl
+        ctx = ssl.create_default_context(cafile=tls_ca)
+        ctx.set_alpn_protocols(["http/1.1"])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -244,7 +355,10 @@ def _hold_connections(port, count, warm, local_ip, ctl):
                 except OSError:
                     s.close()
                     raise
-                r, w = await asyncio.open_connection(sock=s)
+                if ctx:
+                    r, w = await asyncio.open_connection(sock=s, ssl=ctx, server_hostname="localhost")
+                else:
+                    r, w = await asyncio.open_connection(sock=s)
                 w.write(REQUEST)
                 await r.readuntil(b"Hello, World!")
             held.append((r, w))
@@ -273,18 +387,20 @@ def _hold_connections(port, count, warm, local_ip, ctl):
     asyncio.run(run())
 
 
-def idle_bytes_per_connection(backend, pg_url, n):
+def idle_bytes_per_connection(backend, pg_url, n, make_server=None, tls_ca=None):
     """User-space memory per idle keep-alive connection: the servers' RSS growth over n
     connections (past a warm-up of IDLE_WARMUP) that each made one request and stay open.
-    Returns (bytes per connection, connections held, server processes)."""
+    `make_server(port)` and `tls_ca` measure another server, or TLS connections (a handshake,
+    one request, then idle). Returns (bytes per connection, connections held, server processes)."""
     import multiprocessing as mp
     procs = max(1, -(-n // FDS_PER_PROCESS))
     port = free_port()
     servers = []
     clients = []
+    make_server = make_server or (lambda p: asyncloop_server(backend, pg_url, p))
     try:
         for _ in range(procs):
-            servers.append(asyncloop_server(backend, pg_url, port))
+            servers.append(make_server(port))
         deadline = time.time() + 10
         while listeners_on(port) < procs and time.time() < deadline:
             time.sleep(0.05)
@@ -294,15 +410,15 @@ def idle_bytes_per_connection(backend, pg_url, n):
         warm = [min(IDLE_WARMUP, k) for k in share]
         for i in range(procs):
             here, there = ctx.Pipe()
-            c = ctx.Process(target=_hold_connections, args=(port, share[i], warm[i], f"127.0.0.{i + 2}", there))
+            c = ctx.Process(target=_hold_connections, args=(port, share[i], warm[i], f"127.0.0.{i + 2}", there, tls_ca))
             c.start()
             clients.append((c, here))
         warmed = [h.recv() for _, h in clients]
-        base = sum(s.rss() for s in servers)
+        base = sum(s.rss_total() for s in servers)
         for _, h in clients:
             h.send("go")
         done = [h.recv() for _, h in clients]
-        grown = sum(s.rss() for s in servers) - base
+        grown = sum(s.rss_total() for s in servers) - base
         held = sum(k for k, _ in done)
         errors = [e for _, errs in warmed + done for e in errs]
         if errors:
@@ -328,7 +444,10 @@ def main():
     ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "10")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     ap.add_argument("--idle-connections", type=int, default=int(os.environ.get("BENCH_IDLE", "50000")))
+    ap.add_argument("--tls-idle-connections", type=int, default=int(os.environ.get("BENCH_TLS_IDLE", "5000")))
+    ap.add_argument("--only", choices=["tls"], help="run only these rows (results in bench/results/tls.md)")
     a = ap.parse_args()
+    full = a.only is None
     tmp = tempfile.mkdtemp(prefix="asyncloop-bench-")
     os.chmod(tmp, 0o755)  # h2o drops to `nobody` and must read its files
     pg_dir = tempfile.mkdtemp(prefix="asyncloop-bench-pg-")  # its own: pg.sh hands it to postgres
@@ -350,8 +469,10 @@ def main():
         runs.setdefault(key, []).append(value)
 
     d = a.duration
+    ca, cert, key = tls_files(tmp)
+    suites = {}
     try:
-        for rnd in range(a.rounds):
+        for rnd in range(a.rounds if full else 0):
             print(f"round {rnd + 1}/{a.rounds}", flush=True)
             # HTTP scenarios: our server (both backends) beside nginx and h2o.
             subjects = {
@@ -396,8 +517,30 @@ def main():
             record(("pgbench single SELECT, 64 clients", "pgbench"), {"rps": pgbench(pg_url, 64, d, sel), "p99_ms": float("nan"), "non2xx": 0})
             record(("pgbench 20 SELECTs pipelined, 64 clients", "pgbench"),
                    {"rps": 20 * pgbench(pg_url, 64, d, sel20), "p99_ms": float("nan"), "non2xx": 0})
-        per_conn, held, idle_procs = idle_bytes_per_connection("uring", pg_url, a.idle_connections)
-        epoll_per_conn, epoll_held, _ = idle_bytes_per_connection("epoll", pg_url, a.idle_connections)
+        if full:
+            per_conn, held, idle_procs = idle_bytes_per_connection("uring", pg_url, a.idle_connections)
+            epoll_per_conn, epoll_held, _ = idle_bytes_per_connection("epoll", pg_url, a.idle_connections)
+        # TLS: the same certificate (ECDSA P-256) on both, TLS 1.3.
+        tls_subjects = {
+            "asyncloop-uring tls": lambda p: asyncloop_tls_server("uring", p, cert, key),
+            "nginx tls": lambda p: nginx_tls_server(tmp, p, cert, key),
+        }
+        for rnd in range(a.rounds):
+            print(f"TLS round {rnd + 1}/{a.rounds}", flush=True)
+            names = list(tls_subjects)
+            names = names[rnd % len(names):] + names[:rnd % len(names)]
+            for name in names:
+                srv = tls_subjects[name](free_port())
+                try:
+                    url = f"https://127.0.0.1:{srv.port}/plaintext"
+                    suites[name] = negotiated(srv.port)
+                    record(("https plaintext, 256 conns", name), on_cpu(srv, lambda: wrk(url, 256, d), d))
+                    record(("new TLS handshakes, 64 conns", name), on_cpu(srv, lambda: h2load_handshakes(url, 64, d), d))
+                finally:
+                    srv.stop()
+        tls_idle = {}
+        for name, make in tls_subjects.items():
+            tls_idle[name] = idle_bytes_per_connection("uring", pg_url, a.tls_idle_connections, make, ca)
     finally:
         subprocess.run([os.path.join(ROOT, "scripts", "pg.sh"), "stop", pg_dir], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -414,43 +557,60 @@ def main():
         v = get(s, n)
         return f"server CPU {v['server_cpu']:.0%}, wrk CPU {v['load_cpu']:.0%}"
     U, E = "asyncloop-uring", "asyncloop-epoll"
+    UT, NT = "asyncloop-uring tls", "nginx tls"
     rows = []
 
     def ratio(label, num, den, target, note=""):
         r = num / den if den and den == den and num == num else float("nan")
         rows.append((label, num, den, r, target, note))
 
-    ratio("plaintext pipelined 16, 256 conns vs nginx", get("plaintext pipelined 16, 256 conns", U)["rps"],
-          get("plaintext pipelined 16, 256 conns", "nginx")["rps"], 4.0)
-    ratio("plaintext, 256 conns vs nginx", get("plaintext, 256 conns", U)["rps"], get("plaintext, 256 conns", "nginx")["rps"], 1.3,
-          f"ours: {busy('plaintext, 256 conns', U)}; nginx: {busy('plaintext, 256 conns', 'nginx')}")
-    j_us, j_ng = get("json, 256 conns", U), get("json, 256 conns", "nginx")
-    ratio("json, 256 conns vs nginx", j_us["rps"], j_ng["rps"], 1.3, f"p99 {j_us['p99_ms']:.2f} ms vs nginx {j_ng['p99_ms']:.2f} ms; "
-          f"ours: {busy('json, 256 conns', U)}; nginx: {busy('json, 256 conns', 'nginx')}")
-    ratio("plaintext pipelined 16, 256 conns vs h2o", get("plaintext pipelined 16, 256 conns", U)["rps"],
-          get("plaintext pipelined 16, 256 conns", "h2o")["rps"], float("nan"))
-    for peer in ("nginx", "h2o"):
-        ratio(f"plaintext pipelined 16, 1024 conns vs {peer} (information)", get("plaintext pipelined 16, 1024 conns", U)["rps"],
-              get("plaintext pipelined 16, 1024 conns", peer)["rps"], float("nan"))
-    ratio("/db, 64 conns vs pgbench single SELECT", get("/db, 64 conns", U)["rps"],
-          get("pgbench single SELECT, 64 clients", "pgbench")["rps"], 1.0)
-    ratio("/queries?queries=20 rows/s vs pgbench pipelined 20 rows/s", 20 * get("/queries?queries=20, 64 conns", U)["rps"],
-          get("pgbench 20 SELECTs pipelined, 64 clients", "pgbench")["rps"], 0.7)
-    ratio("/fortunes vs our /db", get("/fortunes, 64 conns", U)["rps"], get("/db, 64 conns", U)["rps"], 0.85)
-    ratio("io_uring vs epoll, plaintext, 1024 conns", get("plaintext, 1024 conns", U)["rps"],
-          get("plaintext, 1024 conns", E)["rps"], 1.15,
-          f"uring: {busy('plaintext, 1024 conns', U)}; epoll: {busy('plaintext, 1024 conns', E)}")
-    ratio("io_uring vs epoll, plaintext pipelined 16, 1024 conns (information)", get("plaintext pipelined 16, 1024 conns", U)["rps"],
-          get("plaintext pipelined 16, 1024 conns", E)["rps"], float("nan"))
-    ratio("plaintext, 256 conns vs nginx, requests per server CPU-second (information)",
-          get("plaintext, 256 conns", U)["per_cpu"], get("plaintext, 256 conns", "nginx")["per_cpu"], float("nan"))
-    ratio("json, 256 conns vs nginx, requests per server CPU-second (information)",
-          get("json, 256 conns", U)["per_cpu"], get("json, 256 conns", "nginx")["per_cpu"], float("nan"))
-    ratio("io_uring vs epoll, plaintext 1024 conns, requests per server CPU-second (information)",
-          get("plaintext, 1024 conns", U)["per_cpu"], get("plaintext, 1024 conns", E)["per_cpu"], float("nan"))
-    ratio("client -c 32 vs wrk -c 32", get("client -c 32 vs wrk -c 32", U + " client")["rps"],
-          get("client -c 32 vs wrk -c 32", U + " wrk")["rps"], 0.8)
-    ratio("/updates?queries=20 vs /db (information)", get("/updates?queries=20, 64 conns", U)["rps"], get("/db, 64 conns", U)["rps"], float("nan"))
+    ratio("https plaintext, 256 conns vs nginx (TLS 1.3)", get("https plaintext, 256 conns", UT)["rps"],
+          get("https plaintext, 256 conns", NT)["rps"], 1.0,
+          f"ours {suites.get(UT, '?')}: {busy('https plaintext, 256 conns', UT)}; nginx {suites.get(NT, '?')}: "
+          f"{busy('https plaintext, 256 conns', NT)}")
+    ratio("https plaintext, 256 conns vs nginx, requests per server CPU-second",
+          get("https plaintext, 256 conns", UT)["per_cpu"], get("https plaintext, 256 conns", NT)["per_cpu"], 1.0)
+    ratio("new TLS handshakes/s vs nginx (ECDSA P-256, h2load --h1, Connection: close)",
+          get("new TLS handshakes, 64 conns", UT)["rps"], get("new TLS handshakes, 64 conns", NT)["rps"], 0.8,
+          f"ours: {busy('new TLS handshakes, 64 conns', UT)}; nginx: {busy('new TLS handshakes, 64 conns', NT)} "
+          f"(the load generator is h2load)")
+    ratio("new TLS handshakes per server CPU-second vs nginx (information)",
+          get("new TLS handshakes, 64 conns", UT)["per_cpu"], get("new TLS handshakes, 64 conns", NT)["per_cpu"], float("nan"))
+    tls_rows, rows = rows, []
+    if full:
+        ratio("plaintext pipelined 16, 256 conns vs nginx", get("plaintext pipelined 16, 256 conns", U)["rps"],
+              get("plaintext pipelined 16, 256 conns", "nginx")["rps"], 4.0)
+        ratio("plaintext, 256 conns vs nginx", get("plaintext, 256 conns", U)["rps"], get("plaintext, 256 conns", "nginx")["rps"], 1.3,
+              f"ours: {busy('plaintext, 256 conns', U)}; nginx: {busy('plaintext, 256 conns', 'nginx')}")
+        j_us, j_ng = get("json, 256 conns", U), get("json, 256 conns", "nginx")
+        ratio("json, 256 conns vs nginx", j_us["rps"], j_ng["rps"], 1.3, f"p99 {j_us['p99_ms']:.2f} ms vs nginx {j_ng['p99_ms']:.2f} ms; "
+              f"ours: {busy('json, 256 conns', U)}; nginx: {busy('json, 256 conns', 'nginx')}")
+        ratio("plaintext pipelined 16, 256 conns vs h2o", get("plaintext pipelined 16, 256 conns", U)["rps"],
+              get("plaintext pipelined 16, 256 conns", "h2o")["rps"], float("nan"))
+        for peer in ("nginx", "h2o"):
+            ratio(f"plaintext pipelined 16, 1024 conns vs {peer} (information)", get("plaintext pipelined 16, 1024 conns", U)["rps"],
+                  get("plaintext pipelined 16, 1024 conns", peer)["rps"], float("nan"))
+        ratio("/db, 64 conns vs pgbench single SELECT", get("/db, 64 conns", U)["rps"],
+              get("pgbench single SELECT, 64 clients", "pgbench")["rps"], 1.0)
+        ratio("/queries?queries=20 rows/s vs pgbench pipelined 20 rows/s", 20 * get("/queries?queries=20, 64 conns", U)["rps"],
+              get("pgbench 20 SELECTs pipelined, 64 clients", "pgbench")["rps"], 0.7)
+        ratio("/fortunes vs our /db", get("/fortunes, 64 conns", U)["rps"], get("/db, 64 conns", U)["rps"], 0.85)
+        ratio("io_uring vs epoll, plaintext, 1024 conns", get("plaintext, 1024 conns", U)["rps"],
+              get("plaintext, 1024 conns", E)["rps"], 1.15,
+              f"uring: {busy('plaintext, 1024 conns', U)}; epoll: {busy('plaintext, 1024 conns', E)}")
+        ratio("io_uring vs epoll, plaintext pipelined 16, 1024 conns (information)", get("plaintext pipelined 16, 1024 conns", U)["rps"],
+              get("plaintext pipelined 16, 1024 conns", E)["rps"], float("nan"))
+        ratio("plaintext, 256 conns vs nginx, requests per server CPU-second (information)",
+              get("plaintext, 256 conns", U)["per_cpu"], get("plaintext, 256 conns", "nginx")["per_cpu"], float("nan"))
+        ratio("json, 256 conns vs nginx, requests per server CPU-second (information)",
+              get("json, 256 conns", U)["per_cpu"], get("json, 256 conns", "nginx")["per_cpu"], float("nan"))
+        ratio("io_uring vs epoll, plaintext 1024 conns, requests per server CPU-second (information)",
+              get("plaintext, 1024 conns", U)["per_cpu"], get("plaintext, 1024 conns", E)["per_cpu"], float("nan"))
+        ratio("client -c 32 vs wrk -c 32", get("client -c 32 vs wrk -c 32", U + " client")["rps"],
+              get("client -c 32 vs wrk -c 32", U + " wrk")["rps"], 0.8)
+        ratio("/updates?queries=20 vs /db (information)", get("/updates?queries=20, 64 conns", U)["rps"], get("/db, 64 conns", U)["rps"], float("nan"))
+
+    rows += tls_rows
 
     os.makedirs(RESULTS, exist_ok=True)
     lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
@@ -462,12 +622,19 @@ def main():
         tgt = "" if target != target else f">= {target:g}"
         lines.append(f"| {label} | {num:,.0f} | {den:,.0f} | {r:.2f} | {tgt} | {met} | {note} |")
     fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    spread = "" if idle_procs == 1 else (f" across {idle_procs} server processes sharing the port (the hard fd limit "
-                                         f"here is {fd_limit:,} per process)")
-    met = "met" if per_conn <= 256 and held >= 50000 else "not met"
-    lines += ["", f"Idle keep-alive connections: {per_conn:,.0f} bytes of user-space memory each, {held:,} held{spread} "
-              f"(target <= 256 bytes with 50,000 held: {met}). The same on epoll: {epoll_per_conn:,.0f} bytes each, "
-              f"{epoll_held:,} held (information).", "", "## All medians (requests/s, p99 ms)", "",
+    if full:
+        spread = "" if idle_procs == 1 else (f" across {idle_procs} server processes sharing the port (the hard fd limit "
+                                             f"here is {fd_limit:,} per process)")
+        met = "met" if per_conn <= 256 and held >= 50000 else "not met"
+        lines += ["", f"Idle keep-alive connections: {per_conn:,.0f} bytes of user-space memory each, {held:,} held{spread} "
+                  f"(target <= 256 bytes with 50,000 held: {met}). The same on epoll: {epoll_per_conn:,.0f} bytes each, "
+                  f"{epoll_held:,} held (information)."]
+    (t_us, t_us_held, _), (t_ng, t_ng_held, _) = tls_idle[UT], tls_idle[NT]
+    lines += ["", f"Idle TLS keep-alive connections (a TLS 1.3 handshake and one request each, then idle): ours "
+              f"{t_us:,.0f} bytes of user-space memory each ({t_us_held:,} held), nginx {t_ng:,.0f} bytes each "
+              f"({t_ng_held:,} held, master and worker): {t_us / t_ng if t_ng else float('nan'):.2f}x nginx's "
+              f"(target below nginx's: {'met' if t_us < t_ng else 'not met'}).",
+              "", "## All medians (requests/s, p99 ms)", "",
               "| scenario | subject | req/s | p99 ms | non-2xx | req per server CPU-s | server CPU | load generator CPU |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     pct = lambda x: "" if x != x else f"{x:.0%}"
@@ -475,9 +642,10 @@ def main():
         per_cpu = "" if v["per_cpu"] != v["per_cpu"] else f"{v['per_cpu']:,.0f}"
         lines.append(f"| {s} | {n} | {v['rps']:,.0f} | {v['p99_ms']:.2f} | {v['non2xx']} | {per_cpu} | "
                      f"{pct(v['server_cpu'])} | {pct(v['load_cpu'])} |")
-    with open(os.path.join(RESULTS, "latest.md"), "w") as f:
+    with open(os.path.join(RESULTS, "latest.md" if full else "tls.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    write_svg([(l, r, t) for l, _, _, r, t, _ in rows], os.path.join(RESULTS, "ratios.svg"))
+    if full:
+        write_svg([(l, r, t) for l, _, _, r, t, _ in rows], os.path.join(RESULTS, "ratios.svg"))
     print("\n".join(lines))
 
 
