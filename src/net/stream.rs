@@ -44,7 +44,8 @@ pub enum ReadEvent<'a> {
 /// Events are delivered from the loop, one at a time; an event handler may call any method of
 /// the stream, including `begin_close`.
 pub trait StreamEvents: Sized + 'static {
-    /// Data while reading is on, then `Eof` or `Error` once (reading is then off).
+    /// Data while reading is on, then `Eof` or `Error` once (reading is then off; the one
+    /// exception, `TLS_PLAINTEXT` on a TLS stream, is described at `write_plaintext_reply`).
     fn on_read(stream: &Stream<Self>, ev: ReadEvent<'_>);
     /// The write queue emptied: `Ok` after a successful send, the error when queued writes
     /// failed (the peer went away). Not reported for writes cancelled by closing.

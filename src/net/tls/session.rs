@@ -120,6 +120,8 @@ pub struct TlsSession {
     pub(crate) eof_pending: bool,
     sent_close_notify: bool,
     failure: Option<TlsError>,
+    /// The failure was reported to the stream's owner (once).
+    pub(crate) failure_reported: bool,
 }
 
 impl TlsSession {
@@ -152,6 +154,7 @@ impl TlsSession {
             eof_pending: false,
             sent_close_notify: false,
             failure: None,
+            failure_reported: false,
         }
     }
 

@@ -122,9 +122,10 @@ impl<H: StreamEvents> Stream<H> {
         .flatten()
     }
 
-    /// On a TLS stream whose peer spoke plaintext first (reading ended with
-    /// `TLS_PLAINTEXT`), writes `data` unencrypted: an error reply such as HTTP's 400 "plain
-    /// HTTP request was sent to HTTPS port". `INVALID` on any other stream.
+    /// On a TLS stream whose peer spoke plaintext first (`on_read` got `TLS_PLAINTEXT`; unlike
+    /// other errors it does not end reading: what follows is discarded and the end of the
+    /// stream comes as usual), writes `data` unencrypted: an error reply such as HTTP's 400
+    /// "plain HTTP request was sent to HTTPS port". `INVALID` on any other stream.
     pub fn write_plaintext_reply(&self, data: Vec<u8>) -> Result<()> {
         let refused = self
             .with_tls(|s| s.failure().map(|f| f.code) == Some(Error::TLS_PLAINTEXT))
@@ -151,6 +152,9 @@ impl<H: StreamEvents> Stream<H> {
     pub(in crate::net) fn tls_on_data(&self, data: &[u8]) {
         let lp = self.event_loop().clone();
         let go = self.with_tls(|s| {
+            if s.failure_reported {
+                return false; // what follows a reported failure is discarded
+            }
             if s.incoming.capacity() == 0 {
                 s.incoming = lp.take_buffer();
             }
@@ -214,6 +218,12 @@ impl<H: StreamEvents> Stream<H> {
             s.stash.extend_from_slice(&plain);
             plain.clear();
         }
+        if r.is_err() && std::mem::replace(&mut s.failure_reported, true) {
+            self.inner.tls.set(Some(s));
+            lp.recycle_buffer(plain);
+            lp.recycle_buffer(out);
+            return;
+        }
         let finished = matches!(r, Ok(p) if p.handshake_done) || r.is_err();
         let (hs_cb, early) = if finished {
             (s.on_handshake.take(), std::mem::take(&mut s.early_writes))
@@ -256,7 +266,13 @@ impl<H: StreamEvents> Stream<H> {
                 if let Some(cb) = hs_cb {
                     cb(Err(code));
                 }
-                self.end_reading(ReadEnd::Error(code));
+                if code == Error::TLS_PLAINTEXT && self.is_reading() {
+                    // Reading goes on, discarding: the owner may answer in plaintext and
+                    // linger until the peer's end of stream, which is reported as usual.
+                    H::on_read(self, ReadEvent::Error(code));
+                } else {
+                    self.end_reading(ReadEnd::Error(code));
+                }
             }
         }
     }
