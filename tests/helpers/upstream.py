@@ -108,7 +108,18 @@ if __name__ == "__main__":
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(tls[0], tls[1])
         ctx.set_alpn_protocols(["http/1.1"])
-        # The handshake runs in each connection's thread, not in accept.
+        # The handshake runs in each connection's thread, not in accept, with a timeout of its
+        # own (a client under valgrind is slow); the handler's idle timeout applies after it.
         srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+        plain_finish = srv.finish_request
+
+        def finish_request(request, client_address):
+            request.settimeout(30)
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError):
+                return
+            plain_finish(request, client_address)
+        srv.finish_request = finish_request
     print(f"listening on {srv.server_address[1]}", flush=True)
     srv.serve_forever()
