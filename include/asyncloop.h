@@ -682,22 +682,43 @@ typedef void (*aloop_timer_cb)(struct aloop_timer_t *timer, void *user_data);
  */
 typedef struct aloop_tls_server_options_t {
   /**
-   * The server's certificate followed by its intermediates (PEM). Required.
+   * Path of the server's certificate followed by its intermediates (PEM). This or
+   * `cert_chain_pem` is required.
    */
   const char *cert_chain_file;
+  /**
+   * The same chain in memory: `cert_chain_pem_len` bytes of PEM.
+   */
   const void *cert_chain_pem;
+  /**
+   * Length of `cert_chain_pem`, bytes.
+   */
   size_t cert_chain_pem_len;
   /**
-   * Its private key, RSA or ECDSA (PEM: PKCS#8, PKCS#1 or SEC1). Required.
+   * Path of its private key, RSA or ECDSA (PEM: PKCS#8, PKCS#1 or SEC1). This or `key_pem`
+   * is required.
    */
   const char *key_file;
+  /**
+   * The same key in memory: `key_pem_len` bytes of PEM.
+   */
   const void *key_pem;
+  /**
+   * Length of `key_pem`, bytes.
+   */
   size_t key_pem_len;
   /**
-   * When set, clients must present a certificate signed by one of these CAs (mTLS).
+   * Path of CA certificates (PEM): when set, clients must present a certificate signed by
+   * one of them (mTLS).
    */
   const char *client_ca_file;
+  /**
+   * The same CAs in memory: `client_ca_pem_len` bytes of PEM.
+   */
   const void *client_ca_pem;
+  /**
+   * Length of `client_ca_pem`, bytes.
+   */
   size_t client_ca_pem_len;
   /**
    * Non-zero with a client CA: clients without a certificate are let in too (one that is
@@ -716,20 +737,42 @@ typedef struct aloop_tls_server_options_t {
  */
 typedef struct aloop_tls_client_options_t {
   /**
-   * Trusted CAs (PEM). Neither set: the system's roots (Debian's ca-certificates;
-   * `SSL_CERT_FILE` and `SSL_CERT_DIR` override), read once per process.
+   * Path of the trusted CAs (PEM). Neither this nor `ca_pem` set: the system's roots
+   * (Debian's ca-certificates; `SSL_CERT_FILE` and `SSL_CERT_DIR` override), read once per
+   * process.
    */
   const char *ca_file;
+  /**
+   * The trusted CAs in memory: `ca_pem_len` bytes of PEM.
+   */
   const void *ca_pem;
+  /**
+   * Length of `ca_pem`, bytes.
+   */
   size_t ca_pem_len;
   /**
-   * A client certificate chain and key (PEM), for servers that ask for one.
+   * Path of a client certificate chain (PEM), for servers that ask for one; with its key.
    */
   const char *cert_chain_file;
+  /**
+   * The same chain in memory: `cert_chain_pem_len` bytes of PEM.
+   */
   const void *cert_chain_pem;
+  /**
+   * Length of `cert_chain_pem`, bytes.
+   */
   size_t cert_chain_pem_len;
+  /**
+   * Path of the client certificate's private key (PEM).
+   */
   const char *key_file;
+  /**
+   * The same key in memory: `key_pem_len` bytes of PEM.
+   */
   const void *key_pem;
+  /**
+   * Length of `key_pem`, bytes.
+   */
   size_t key_pem_len;
   /**
    * `ALOOP_TLS_1_2` (default) or `ALOOP_TLS_1_3`.

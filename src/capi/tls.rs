@@ -44,17 +44,26 @@ pub const ALOOP_TLS_1_3: c_int = 1;
 /// not both; everything is borrowed during the call only.
 #[repr(C)]
 pub struct aloop_tls_server_options_t {
-    /// The server's certificate followed by its intermediates (PEM). Required.
+    /// Path of the server's certificate followed by its intermediates (PEM). This or
+    /// `cert_chain_pem` is required.
     pub cert_chain_file: *const c_char,
+    /// The same chain in memory: `cert_chain_pem_len` bytes of PEM.
     pub cert_chain_pem: *const c_void,
+    /// Length of `cert_chain_pem`, bytes.
     pub cert_chain_pem_len: usize,
-    /// Its private key, RSA or ECDSA (PEM: PKCS#8, PKCS#1 or SEC1). Required.
+    /// Path of its private key, RSA or ECDSA (PEM: PKCS#8, PKCS#1 or SEC1). This or `key_pem`
+    /// is required.
     pub key_file: *const c_char,
+    /// The same key in memory: `key_pem_len` bytes of PEM.
     pub key_pem: *const c_void,
+    /// Length of `key_pem`, bytes.
     pub key_pem_len: usize,
-    /// When set, clients must present a certificate signed by one of these CAs (mTLS).
+    /// Path of CA certificates (PEM): when set, clients must present a certificate signed by
+    /// one of them (mTLS).
     pub client_ca_file: *const c_char,
+    /// The same CAs in memory: `client_ca_pem_len` bytes of PEM.
     pub client_ca_pem: *const c_void,
+    /// Length of `client_ca_pem`, bytes.
     pub client_ca_pem_len: usize,
     /// Non-zero with a client CA: clients without a certificate are let in too (one that is
     /// presented must still verify).
@@ -67,17 +76,25 @@ pub struct aloop_tls_server_options_t {
 /// first. PEM inputs as in `aloop_tls_server_options_t`.
 #[repr(C)]
 pub struct aloop_tls_client_options_t {
-    /// Trusted CAs (PEM). Neither set: the system's roots (Debian's ca-certificates;
-    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` override), read once per process.
+    /// Path of the trusted CAs (PEM). Neither this nor `ca_pem` set: the system's roots
+    /// (Debian's ca-certificates; `SSL_CERT_FILE` and `SSL_CERT_DIR` override), read once per
+    /// process.
     pub ca_file: *const c_char,
+    /// The trusted CAs in memory: `ca_pem_len` bytes of PEM.
     pub ca_pem: *const c_void,
+    /// Length of `ca_pem`, bytes.
     pub ca_pem_len: usize,
-    /// A client certificate chain and key (PEM), for servers that ask for one.
+    /// Path of a client certificate chain (PEM), for servers that ask for one; with its key.
     pub cert_chain_file: *const c_char,
+    /// The same chain in memory: `cert_chain_pem_len` bytes of PEM.
     pub cert_chain_pem: *const c_void,
+    /// Length of `cert_chain_pem`, bytes.
     pub cert_chain_pem_len: usize,
+    /// Path of the client certificate's private key (PEM).
     pub key_file: *const c_char,
+    /// The same key in memory: `key_pem_len` bytes of PEM.
     pub key_pem: *const c_void,
+    /// Length of `key_pem`, bytes.
     pub key_pem_len: usize,
     /// `ALOOP_TLS_1_2` (default) or `ALOOP_TLS_1_3`.
     pub min_version: c_int,
