@@ -1169,11 +1169,12 @@ int aloop_http_server_serve_fd(struct aloop_http_server_t *srv, int fd);
 size_t aloop_http_server_connections(const struct aloop_http_server_t *srv);
 
 /**
- * Graceful stop: stops accepting, closes idle connections, lets in-flight requests finish
- * (answered with `Connection: close`; responses already given are sent whole, in every order
- * of calls) for up to `grace_ms`, then closes what is left. `cb` (may be NULL) runs once when
- * every listener and connection is closed, never inside this call. Errors: `ALOOP_E_NULL`,
- * `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD` (then `cb` never runs).
+ * Graceful stop: stops accepting and reading new requests, closes idle connections, lets
+ * in-flight requests finish for up to `grace_ms` (every response already given is sent whole,
+ * in every order of calls; the last response of a connection carries `Connection: close`),
+ * then closes what is left. `cb` (may be NULL) runs once when every listener and connection
+ * is closed, never inside this call. Errors (then `cb` never runs): `ALOOP_E_ALREADY` for a
+ * second shutdown, `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_server_shutdown(struct aloop_http_server_t *srv,
                                uint64_t grace_ms,

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use crate::reactor::{run_blocking, Loop};
+use crate::reactor::{run_blocking, Blocking, Loop};
 
 /// Resolves `host` on the blocking-work pool, then runs `then` on the loop's thread with its addresses
 /// for `port`, in the order to try them (see `connect_order`); empty when the name does not
@@ -29,6 +29,7 @@ pub(crate) fn resolve_all_off_loop(
 ) {
     run_blocking(
         lp,
+        Blocking::Slow,
         move || -> Vec<Vec<SocketAddr>> {
             hosts
                 .iter()

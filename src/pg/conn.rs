@@ -26,9 +26,6 @@ pub type QueryCb = Box<dyn FnOnce(Result<PgResult, PgError>)>;
 /// Called once with the outcomes of a batch, one per statement, in order.
 pub type BatchCb = Box<dyn FnOnce(Vec<Result<PgResult, PgError>>)>;
 
-/// How long after a cancelled query finished by itself its cancel may still arrive.
-const STRAY_CANCEL_WINDOW: Duration = Duration::from_secs(2);
-
 /// What to run.
 pub enum Statement {
     /// SQL with `$n` parameters, parsed for this call.
@@ -76,7 +73,7 @@ enum Group {
 
 struct InFlight {
     done: Option<Done>,
-    /// What was sent, kept for one resend (see `stray_cancel_until`).
+    /// What was sent, kept for one resend (see `resend_if_stray_cancelled`).
     steps: Vec<Step>,
     resent: bool,
     groups: Vec<Group>,
@@ -88,6 +85,8 @@ struct InFlight {
     prepare_error: Option<PgError>,
     deadline: Option<Instant>,
     timed_out: bool,
+    /// When it was sent (the loop's time of that turn).
+    sent_at: Instant,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -128,12 +127,12 @@ pub(crate) struct Conn {
     connect_timer: RefCell<Option<Timer>>,
     /// The socket corked (TCP_CORK) until the end of this loop turn, if any.
     corked: Cell<Option<RawFd>>,
-    /// Until when a cancel sent for a query that then finished normally may still reach this
-    /// connection's backend, and cancel the next query instead: that query is sent again.
-    stray_cancel_until: Cell<Option<Instant>>,
-    /// Cancel requests on their way: the blocking-work pool may hold one back behind other
-    /// work, so the stray-cancel window lasts until the last of them was delivered, and
-    /// `STRAY_CANCEL_WINDOW` beyond.
+    /// A cancel was sent for a query that then finished by itself: until it is spent, it may
+    /// reach this connection's backend and cancel a later query instead, which is then sent
+    /// again (see `resend_if_stray_cancelled`).
+    stray_cancel: Cell<bool>,
+    /// Cancel requests on their way and when the last one was delivered: the blocking-work
+    /// pool may hold one back behind other work.
     cancels: Arc<CancelsSent>,
     /// False once corking failed (a Unix socket): not tried again.
     can_cork: Cell<bool>,
@@ -171,7 +170,7 @@ impl Conn {
             prepared: RefCell::new(HashSet::new()),
             connect_timer: RefCell::new(None),
             corked: Cell::new(None),
-            stray_cancel_until: Cell::new(None),
+            stray_cancel: Cell::new(false),
             cancels: Arc::default(),
             can_cork: Cell::new(true),
             me: me.clone(),
@@ -432,6 +431,7 @@ impl Conn {
             prepare_error: None,
             deadline: q.deadline,
             timed_out: false,
+            sent_at: self.lp.now(),
         });
         self.flush();
         Ok(())
@@ -626,27 +626,34 @@ impl Conn {
 
     /// A cancel is sent for the query the backend runs when the cancel arrives, which may no
     /// longer be the one it was meant for. When a query that was being cancelled finishes by
-    /// itself, the next query to fail with `query_canceled` within the window was hit by that
-    /// cancel instead: it is sent again, once (a cancelled statement ran in its own implicit
-    /// transaction, which was rolled back). Returns true when `f` was resent.
+    /// itself, its cancel is stray: the query the backend runs when it arrives fails with
+    /// `query_canceled` instead, and is sent again, once (a cancelled statement ran in its own
+    /// implicit transaction, which was rolled back). Only a query sent before the cancel was
+    /// delivered can have been hit (a backend between statements ignores a cancel), so the
+    /// order of events decides, not a clock: the stray cancel is spent when a query sent after
+    /// its delivery completes, or when it hit one. Returns true when `f` was resent.
     fn resend_if_stray_cancelled(&self, f: &mut InFlight) -> bool {
         let cancelled = |o: &Option<Result<PgResult, PgError>>| matches!(o, Some(Err(e)) if e.sqlstate == "57014");
         let hit = f.outcomes.iter().any(cancelled);
         if f.timed_out {
-            if !hit {
-                // Finished before its cancel took effect: the cancel may still land, within
-                // the window after it was delivered.
-                self.open_stray_window();
-            } else {
-                self.stray_cancel_until.set(None);
-            }
+            // Hit by its own cancel, or finished first: then the cancel is stray.
+            self.stray_cancel.set(!hit);
             return false;
         }
-        let in_window = self.stray_window_open();
-        if !hit || !in_window || f.resent {
+        if !self.stray_cancel.get() {
             return false;
         }
-        self.stray_cancel_until.set(None); // one cancel ends one query at most
+        let pending = self.cancels.pending.load(Ordering::Acquire) > 0;
+        let delivered = *self.cancels.delivered_at.lock();
+        let sent_before_delivery = pending || delivered.is_some_and(|d| d >= f.sent_at);
+        if !sent_before_delivery {
+            self.stray_cancel.set(false); // the backend had it before this query: spent
+            return false;
+        }
+        if !hit || f.resent {
+            return false;
+        }
+        self.stray_cancel.set(false); // one cancel ends one query at most
         let Some(done) = f.done.take() else {
             return false;
         };
@@ -661,35 +668,12 @@ impl Conn {
         true
     }
 
-    /// Opens the window in which a query failing with `query_canceled` was hit by a cancel
-    /// meant for an earlier one: from now, or from the delivery of the cancels still queued.
-    fn open_stray_window(&self) {
-        self.stray_cancel_until
-            .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
-    }
-
-    /// Whether a query failing with `query_canceled` now may have been hit by a cancel meant
-    /// for an earlier one: the window is open, and stays open while a cancel is still on its
-    /// way and for `STRAY_CANCEL_WINDOW` after the last one was delivered.
-    fn stray_window_open(&self) -> bool {
-        let Some(until) = self.stray_cancel_until.get() else {
-            return false;
-        };
-        if self.cancels.pending.load(Ordering::Acquire) > 0 {
-            return true;
-        }
-        let now = self.lp.now();
-        let delivered = *self.cancels.delivered_at.lock();
-        now < until || delivered.is_some_and(|d| now < d + STRAY_CANCEL_WINDOW)
-    }
-
     /// Simulates the race `resend_if_stray_cancelled` handles, for tests: as if a query had
     /// timed out and then finished just before its cancel arrived, sends a cancel now (it hits
     /// whatever the backend runs).
     #[doc(hidden)]
     pub fn send_stray_cancel_for_tests(&self) {
-        self.stray_cancel_until
-            .set(Some(self.lp.now() + STRAY_CANCEL_WINDOW));
+        self.stray_cancel.set(true);
         self.send_cancel();
     }
 
@@ -721,7 +705,7 @@ impl Conn {
         let c = SendCancel(cancel);
         let sent = self.cancels.clone();
         sent.pending.fetch_add(1, Ordering::AcqRel);
-        crate::reactor::spawn_blocking(move || {
+        crate::reactor::spawn_blocking(crate::reactor::Blocking::Quick, move || {
             let c = c;
             let mut buf = [0 as c_char; 256];
             // SAFETY: c.0 is a live PGcancel; buf is a writable error buffer of its length.

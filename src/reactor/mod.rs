@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use blocking::{blocking_pool_stats, run_blocking, spawn_blocking};
+pub use blocking::{blocking_pool_stats, run_blocking, spawn_blocking, Blocking};
 pub use driver::Backend;
 pub use op::{Completion, Op};
 pub use remote::{Job, Remote};

@@ -520,7 +520,10 @@ static void requests_and_methods(void) {
     CHECK_RC(aloop_http_respond(r.answered, 200, NULL, 0, NULL, 0), ALOOP_E_ALREADY);
     CHECK_RC(aloop_http_client_free(client), 0);
     CHECK_RC(aloop_http_server_shutdown(srv, 100, NULL, NULL), 0);
+    /* A second shutdown is refused: its callback would never run. */
+    CHECK_RC(aloop_http_server_shutdown(srv, 100, (aloop_http_stopped_cb)NULL, NULL), ALOOP_E_ALREADY);
     aloop_loop_run(lp, ALOOP_RUN_DEFAULT);
+    CHECK_RC(aloop_http_server_shutdown(srv, 100, NULL, NULL), ALOOP_E_ALREADY);
     CHECK_RC(aloop_http_server_free(srv), 0);
     CHECK_RC(aloop_loop_free(lp), 0);
 }

@@ -256,9 +256,10 @@ impl HttpServer {
     /// in-flight requests finish for up to `grace` (every response already given is sent, in
     /// whatever order it was given; the last one on a connection carries `Connection: close`
     /// when it is made after the call), then close the rest. `done` runs once every listener
-    /// and connection is closed.
-    pub fn shutdown(&self, grace: Duration, done: impl FnOnce() + 'static) {
-        self.inner.clone().shutdown(grace, Box::new(done));
+    /// and connection is closed. `ALREADY` for a second shutdown (`done` is then dropped,
+    /// never run).
+    pub fn shutdown(&self, grace: Duration, done: impl FnOnce() + 'static) -> Result<()> {
+        self.inner.clone().shutdown(grace, Box::new(done))
     }
 
     /// Whether a shutdown finished (no listener, no connection).
