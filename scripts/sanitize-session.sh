@@ -3,7 +3,7 @@
 # built with AddressSanitizer, driven through a scripted session of real requests on both
 # backends, over plain HTTP and over TLS (an HTTPS server with an HTTPS upstream, certificates
 # made here by the openssl command line); the C tests the same way; then palindrome and server
-# under valgrind memcheck, over HTTP and TLS.
+# under valgrind memcheck (plain HTTP; see the note there about TLS).
 # Every run must exit 0 with no sanitizer report and no definite leak.
 # Usage: scripts/sanitize-session.sh SAN_BIN_DIR BIN_DIR SAN_LIB_DIR C_TEST_DIR
 set -u
@@ -217,8 +217,10 @@ export ASYNCLOOP_BACKEND=epoll
 label=" (valgrind, epoll)"
 p=$(free_port); session "palindrome" "$p" "${vg[@]}" "$bin/palindrome" "$p"
 p=$(free_port); session "server" "$p" "${vg[@]}" "$bin/server" --pg "$url" --upstream "http://127.0.0.1:$upport" --upstream-timeout 500 127.0.0.1 "$p"
-# shellcheck disable=SC2046
-p=$(free_port); label=" (TLS, valgrind, epoll)" tls_session "server-tls" "$p" "${vg[@]}" "$bin/server" --pg "$url" $(tls_args) 127.0.0.1 "$p"
+# No TLS session under valgrind: memcheck 3.19 does not follow ring's AES-GCM assembly and
+# reports its output as uninitialised (a conditional jump in ring's open_within, then the sealed
+# records "uninitialised" in send), though every output buffer is zero-filled before ring
+# writes it. The TLS sessions above run under ASan+UBSan with the library instrumented.
 unset ASYNCLOOP_BACKEND
 
 echo "sanitize: $passed passed, $failed failed"
