@@ -44,6 +44,8 @@ case "$what" in
     [ -f /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
     # A throwaway PostgreSQL cluster needs the server binaries and runuser (util-linux).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+    # The PgBouncer tests run a throwaway pgbouncer in front of a throwaway cluster.
+    [ -x /usr/sbin/pgbouncer ] || have pgbouncer || need_pkgs+=(pgbouncer)
     ;;
 esac
 case "$what" in
@@ -65,6 +67,8 @@ case "$what" in
     # New TLS handshakes per second (h2load --h1).
     want_cmd h2load nghttp2-client
     want_cmd openssl openssl
+    want_cmd valgrind valgrind   # make bench-instr: callgrind
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
     ;;
 esac
 # AddressSanitizer/UBSan runtimes for gcc (libasan/libubsan come with gcc on Debian; check).

@@ -357,7 +357,7 @@ impl ServerInner {
             Vec::new()
         };
         let body = format!("{} {}: {}\n", status, response::reason(status), reason);
-        let date = http_date(self.lp.now());
+        let date = self.http_date();
         let headers: [(&[u8], &[u8]); 1] = [(b"Content-Type", b"text/plain")];
         response::write_head(
             &mut buf,
