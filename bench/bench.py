@@ -5,6 +5,10 @@ run. Servers are pinned to CPU 0 and load generators to CPU 1; each scenario run
 rounds with its subjects in rotated order (HTTP-only scenarios first, the database ones after),
 and the medians give the ratios. Writes
 bench/results/latest.md (a table) and bench/results/ratios.svg (a chart of the ratios).
+
+TLS rows (beside nginx with the same ECDSA P-256 certificate, TLS 1.3): HTTPS /plaintext at 256
+keep-alive connections (wrk), new full handshakes per second (h2load --h1 with Connection:
+close), idle TLS connection memory. `BENCH_SCENARIOS=TLS make bench` runs just those.
 """
 import argparse
 import asyncio
@@ -67,6 +71,23 @@ class Proc:
                 total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
 
+    def rss_total(self):
+        """Resident memory of the server's whole session (nginx's master and worker)."""
+        total = 0
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[3]) != self.p.pid:
+                    continue
+                with open(f"/proc/{d}/status") as f:
+                    total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) * 1024
+            except (OSError, StopIteration):
+                continue
+        return total
+
     def rss(self):
         # The pinned process is taskset's exec target: same pid.
         with open(f"/proc/{self.p.pid}/status") as f:
@@ -115,6 +136,91 @@ http {{
 }}
 """)
     return Proc(["nginx", "-c", conf, "-p", d], port)
+
+
+def tls_files(tmp):
+    """An ECDSA P-256 CA and a server certificate it signed for localhost/127.0.0.1 (openssl
+    command line, in `tmp`): (ca, cert, key)."""
+    d = os.path.join(tmp, "tls")
+    os.makedirs(d, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench CA", "-days", "2")
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "ext", "-out", "server.pem")
+    os.chmod(d, 0o755)
+    for f in os.listdir(d):
+        os.chmod(os.path.join(d, f), 0o644)  # nginx's workers read nothing here, but be plain
+    return tuple(os.path.join(d, f) for f in ("ca.pem", "server.pem", "server.key"))
+
+
+def asyncloop_tls_server(backend, port, cert, key):
+    return Proc([os.path.join(BIN, "server"), "--backend", backend, "--threads", "1", "--tls-cert", cert,
+                 "--tls-key", key, "127.0.0.1", str(port)], port)
+
+
+def nginx_tls_server(tmp, port, cert, key):
+    """nginx with the same certificate, TLS 1.3, its default session handling (tickets on)."""
+    d = os.path.join(tmp, f"nginx-tls-{port}")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log error;
+events {{ worker_connections 65536; use epoll; multi_accept on; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{
+    listen 127.0.0.1:{port} ssl reuseport backlog=4096;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    location = /plaintext {{ default_type text/plain; return 200 "Hello, World!"; }}
+  }}
+}}
+""")
+    return Proc(["nginx", "-c", conf, "-p", d], port)
+
+
+def negotiated(port):
+    """The protocol and cipher suite a default OpenSSL client (wrk's) gets from the server."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-brief"], input=b"",
+                       capture_output=True, timeout=10)
+    text = r.stderr.decode(errors="replace")
+    v = re.search(r"Protocol version: (\S+)", text)
+    c = re.search(r"Ciphersuite: (\S+)", text)
+    return f"{v.group(1) if v else '?'} {c.group(1) if c else '?'}"
+
+
+def h2load_handshakes(url, conns, duration):
+    """New TLS connections per second: h2load --h1 with `Connection: close`, so every request
+    is a full handshake (h2load keeps no sessions), TLS 1.3 with TLS_AES_128_GCM_SHA256 on
+    both subjects. A short probe sizes the run to about `duration` seconds (h2load's own -D
+    does not end when the server closes every connection)."""
+    def run(n):
+        argv = ["taskset", "-c", LOAD_CPU, "h2load", "--h1", "-n", str(n), "-c", str(conns), "-H", "Connection: close",
+                "--tls13-ciphers", "TLS_AES_128_GCM_SHA256", url]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration * 10 + 60).stdout
+        m = re.search(r"finished in ([\d.]+)(?:ms|s), ([\d.]+) req/s", out)
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+        if not m or not done:
+            raise RuntimeError(f"h2load: {out[-500:]}")
+        return float(m.group(2)), int(done.group(1)) - int(done.group(2))
+    rate, _ = run(conns * 8)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    rps, failed = run(max(conns * 8, int(rate * duration)))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / (time.time() - t0)
+    return {"rps": rps, "p99_ms": float("nan"), "non2xx": failed, "load_cpu": load_cpu}
 
 
 def h2o_server(tmp, port):
@@ -219,7 +325,7 @@ def listeners_on(port):
     return n
 
 
-def _hold_connections(port, count, warm, local_ip, ctl):
+def _hold_connections(port, count, warm, local_ip, ctl, tls_ca=None):
     """Client process: opens `warm` connections, reports, waits; opens the rest, reports, waits
     until told to close. Each connection makes one request and then stays open, idle.
 
@@ -228,6 +334,11 @@ def _hold_connections(port, count, warm, local_ip, ctl):
     most recent buffer first). So a burst in the warm-up, not a random one later, shows the
     pool's pages in the baseline, and what grows afterwards is the connections' own memory."""
     REQUEST = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+    ctx = None
+    if tls_ca:
+        import ssl
+        ctx = ssl.create_default_context(cafile=tls_ca)
+        ctx.set_alpn_protocols(["http/1.1"])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -248,7 +359,10 @@ def _hold_connections(port, count, warm, local_ip, ctl):
                 except OSError:
                     s.close()
                     raise
-                r, w = await asyncio.open_connection(sock=s)
+                if ctx:
+                    r, w = await asyncio.open_connection(sock=s, ssl=ctx, server_hostname="localhost")
+                else:
+                    r, w = await asyncio.open_connection(sock=s)
                 w.write(REQUEST)
                 await r.readuntil(b"Hello, World!")
             held.append((r, w))
@@ -277,18 +391,20 @@ def _hold_connections(port, count, warm, local_ip, ctl):
     asyncio.run(run())
 
 
-def idle_bytes_per_connection(backend, pg_url, n):
+def idle_bytes_per_connection(backend, pg_url, n, make_server=None, tls_ca=None):
     """User-space memory per idle keep-alive connection: the servers' RSS growth over n
     connections (past a warm-up of IDLE_WARMUP) that each made one request and stay open.
-    Returns (bytes per connection, connections held, server processes)."""
+    `make_server(port)` and `tls_ca` measure another server, or TLS connections (a handshake,
+    one request, then idle). Returns (bytes per connection, connections held, server processes)."""
     import multiprocessing as mp
     procs = max(1, -(-n // FDS_PER_PROCESS))
     port = free_port()
     servers = []
     clients = []
+    make_server = make_server or (lambda p: asyncloop_server(backend, pg_url, p))
     try:
         for _ in range(procs):
-            servers.append(asyncloop_server(backend, pg_url, port))
+            servers.append(make_server(port))
         deadline = time.time() + 10
         while listeners_on(port) < procs and time.time() < deadline:
             time.sleep(0.05)
@@ -298,15 +414,15 @@ def idle_bytes_per_connection(backend, pg_url, n):
         warm = [min(IDLE_WARMUP, k) for k in share]
         for i in range(procs):
             here, there = ctx.Pipe()
-            c = ctx.Process(target=_hold_connections, args=(port, share[i], warm[i], f"127.0.0.{i + 2}", there))
+            c = ctx.Process(target=_hold_connections, args=(port, share[i], warm[i], f"127.0.0.{i + 2}", there, tls_ca))
             c.start()
             clients.append((c, here))
         warmed = [h.recv() for _, h in clients]
-        base = sum(s.rss() for s in servers)
+        base = sum(s.rss_total() for s in servers)
         for _, h in clients:
             h.send("go")
         done = [h.recv() for _, h in clients]
-        grown = sum(s.rss() for s in servers) - base
+        grown = sum(s.rss_total() for s in servers) - base
         held = sum(k for k, _ in done)
         errors = [e for _, errs in warmed + done for e in errs]
         if errors:
@@ -324,6 +440,10 @@ def idle_bytes_per_connection(backend, pg_url, n):
 
 
 # The rows beyond one database server (PgBouncer, a standby) and the /counter row.
+# The TLS scenarios (BENCH_SCENARIOS=TLS selects them all) and their subjects.
+TLS_ROWS = ["TLS https plaintext, 256 conns", "TLS new handshakes, 64 conns", "TLS idle connections"]
+UT, NT = "asyncloop-uring tls", "nginx tls"
+
 TOPOLOGY_ROWS = ["/db direct, 64 conns", "/db pgbouncer, 64 conns", "/db standby, 64 conns", "POST /counter, 64 conns"]
 
 
@@ -338,7 +458,8 @@ def main():
     ap.add_argument("--idle-connections", type=int, default=int(os.environ.get("BENCH_IDLE", "50000")))
     ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ""),
                     help="comma-separated substrings of scenario labels to run (default: all); "
-                         "'idle' selects the idle-connection memory")
+                         "'idle' selects the idle-connection memory, 'TLS' the TLS rows")
+    ap.add_argument("--tls-idle-connections", type=int, default=int(os.environ.get("BENCH_TLS_IDLE", "5000")))
     a = ap.parse_args()
     only = [w.strip() for w in a.scenarios.split(",") if w.strip()]
 
@@ -376,6 +497,8 @@ def main():
             runs.setdefault(key, []).append(run())
 
     d = a.duration
+    ca, cert, key = tls_files(tmp)
+    suites = {}
     try:
         for rnd in range(a.rounds):
             print(f"round {rnd + 1}/{a.rounds}", flush=True)
@@ -455,6 +578,29 @@ def main():
         if want("idle"):
             per_conn, held, idle_procs = idle_bytes_per_connection("uring", pg_url, a.idle_connections)
             epoll_per_conn, epoll_held, _ = idle_bytes_per_connection("epoll", pg_url, a.idle_connections)
+        # TLS: the same certificate (ECDSA P-256) on both, TLS 1.3 (BENCH_SCENARIOS=TLS runs
+        # only these).
+        tls_subjects = {
+            UT: lambda p: asyncloop_tls_server("uring", p, cert, key),
+            NT: lambda p: nginx_tls_server(tmp, p, cert, key),
+        }
+        for rnd in range(a.rounds if any(want(r) for r in TLS_ROWS) else 0):
+            print(f"TLS round {rnd + 1}/{a.rounds}", flush=True)
+            names = list(tls_subjects)
+            names = names[rnd % len(names):] + names[:rnd % len(names)]
+            for name in names:
+                srv = tls_subjects[name](free_port())
+                try:
+                    url = f"https://127.0.0.1:{srv.port}/plaintext"
+                    suites[name] = negotiated(srv.port)
+                    record((TLS_ROWS[0], name), lambda: on_cpu(srv, lambda: wrk(url, 256, d), d))
+                    record((TLS_ROWS[1], name), lambda: on_cpu(srv, lambda: h2load_handshakes(url, 64, d), d))
+                finally:
+                    srv.stop()
+        tls_idle = {}
+        if want(TLS_ROWS[2]):
+            for name, make in tls_subjects.items():
+                tls_idle[name] = idle_bytes_per_connection("uring", pg_url, a.tls_idle_connections, make, ca)
     finally:
         if bouncer_dir:
             subprocess.run([os.path.join(ROOT, "scripts", "pgbouncer.sh"), "stop", bouncer_dir], capture_output=True)
@@ -523,6 +669,18 @@ def main():
     c = get("POST /counter, 64 conns", U)
     ratio("POST /counter increments/s, 64 conns, one row (information)", c["rps"], get("/db direct, 64 conns", U)["rps"],
           float("nan"), f"vs /db direct; p99 {c['p99_ms']:.1f} ms; each a transaction of 4 round trips on one locked row")
+    ratio("https plaintext, 256 conns vs nginx (TLS 1.3)", get(TLS_ROWS[0], UT)["rps"],
+          get(TLS_ROWS[0], NT)["rps"], 1.0,
+          f"ours {suites.get(UT, '?')}: {busy(TLS_ROWS[0], UT)}; nginx {suites.get(NT, '?')}: "
+          f"{busy(TLS_ROWS[0], NT)}")
+    ratio("https plaintext, 256 conns vs nginx, requests per server CPU-second",
+          get(TLS_ROWS[0], UT)["per_cpu"], get(TLS_ROWS[0], NT)["per_cpu"], 1.0)
+    ratio("new TLS handshakes/s vs nginx (ECDSA P-256, h2load --h1, Connection: close)",
+          get(TLS_ROWS[1], UT)["rps"], get(TLS_ROWS[1], NT)["rps"], 0.8,
+          f"ours: {busy(TLS_ROWS[1], UT)}; nginx: {busy(TLS_ROWS[1], NT)} "
+          f"(the load generator is h2load)")
+    ratio("new TLS handshakes per server CPU-second vs nginx (information)",
+          get(TLS_ROWS[1], UT)["per_cpu"], get(TLS_ROWS[1], NT)["per_cpu"], float("nan"))
 
     os.makedirs(RESULTS, exist_ok=True)
     lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
@@ -545,7 +703,14 @@ def main():
             f"(target <= 256 bytes with 50,000 held: {met}). The same on epoll: {epoll_per_conn:,.0f} bytes each, "
             f"{epoll_held:,} held (information)." if held else
             f"Idle keep-alive connections: not measured (BENCH_SCENARIOS={a.scenarios}).")
-    lines += ["", idle, "", "## All medians (requests/s, p99 ms)", "",
+    lines += ["", idle]
+    if tls_idle:
+        (t_us, t_us_held, _), (t_ng, t_ng_held, _) = tls_idle[UT], tls_idle[NT]
+        lines += ["", f"Idle TLS keep-alive connections (a TLS 1.3 handshake and one request each, then idle): ours "
+                  f"{t_us:,.0f} bytes of user-space memory each ({t_us_held:,} held), nginx {t_ng:,.0f} bytes each "
+                  f"({t_ng_held:,} held, master and worker): {t_us / t_ng if t_ng else float('nan'):.2f}x nginx's "
+                  f"(target below nginx's: {'met' if t_us < t_ng else 'not met'})."]
+    lines += ["", "## All medians (requests/s, p99 ms)", "",
               "| scenario | subject | req/s | p99 ms | non-2xx | req per server CPU-s | server CPU | load generator CPU |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     pct = lambda x: "" if x != x else f"{x:.0%}"

@@ -4,6 +4,8 @@
 //     -X METHOD  -d DATA  -H "Name: value" (repeatable)  --timeout MS (default 10000)
 //     --backend auto|uring|epoll
 //     -n N   total requests (default 1)      -c C   concurrent keep-alive connections (default 1)
+//     --tls          HTTPS (SNI and verification use <address> as the host name)
+//     --cacert FILE  trust this CA (default: the system's roots)   --insecure  no verification
 //
 // With -n 1: prints the status line, the headers, a blank line and the body; exits 0 when a
 // response arrived (any status), non-zero with a one-line reason on stderr otherwise.
@@ -16,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,13 +38,16 @@ struct Config {
     std::string host;
     int port = 0;
     std::string path = "/";
+    bool tls = false;
+    std::string cacert;
+    bool insecure = false;
 };
 
 [[noreturn]] void usage(const std::string &msg) {
     if (!msg.empty())
         std::fprintf(stderr, "client: %s\n", msg.c_str());
     std::fprintf(stderr, "usage: client [-X METHOD] [-d DATA] [-H 'Name: value'] [--timeout MS] [--backend auto|uring|epoll]\n"
-                         "              [-n N] [-c C] <address> <port> [path]\n");
+                         "              [-n N] [-c C] [--tls [--cacert FILE] [--insecure]] <address> <port> [path]\n");
     std::exit(2);
 }
 
@@ -95,6 +101,12 @@ Config parse(int argc, char **argv) {
             c.n = number(a, value(), 1, 100000000);
         else if (a == "-c")
             c.c = number(a, value(), 1, 100000);
+        else if (a == "--tls")
+            c.tls = true;
+        else if (a == "--cacert")
+            c.cacert = value();
+        else if (a == "--insecure")
+            c.insecure = true;
         else if (a.size() > 1 && a[0] == '-')
             usage("unknown option " + a);
         else
@@ -108,12 +120,15 @@ Config parse(int argc, char **argv) {
         c.path = pos[2][0] == '/' ? pos[2] : "/" + pos[2];
     if (c.has_data && c.method == "GET")
         c.method = "POST";
+    if ((!c.cacert.empty() || c.insecure) && !c.tls)
+        usage("--cacert and --insecure go with --tls");
     return c;
 }
 
 std::string url_of(const Config &c) {
     bool v6 = c.host.find(':') != std::string::npos;
-    return "http://" + (v6 ? "[" + c.host + "]" : c.host) + ":" + std::to_string(c.port) + c.path;
+    return std::string(c.tls ? "https://" : "http://") + (v6 ? "[" + c.host + "]" : c.host) + ":" +
+           std::to_string(c.port) + c.path;
 }
 
 std::string describe(int status) {
@@ -123,7 +138,12 @@ std::string describe(int status) {
     case ALOOP_E_TIMEOUT: return "request timed out";
     case ALOOP_E_HTTP_PROTOCOL: return "protocol error: malformed or truncated response";
     case ALOOP_E_HTTP_TOO_LARGE: return "response body too large";
-    default: return std::string(aloop_strerror(status)) + " (" + aloop_err_name(status) + ")";
+    default: {
+        // Inside the callback: the reason of this failure (a TLS verifier's words, ...).
+        std::string why = aloop::last_error_message();
+        std::string text = std::string(aloop_strerror(status)) + " (" + aloop_err_name(status) + ")";
+        return why.empty() ? text : text + ": " + why;
+    }
     }
 }
 
@@ -201,7 +221,14 @@ int main(int argc, char **argv) {
         aloop::Loop loop(cfg.backend);
         int rc;
         {
+            std::optional<aloop::TlsClientConfig> tls;
             aloop::HttpClient::Options opts;
+            if (cfg.tls) {
+                if (cfg.insecure)
+                    std::fprintf(stderr, "client: WARNING: --insecure: the server's certificate is not verified\n");
+                tls.emplace(aloop::TlsClientConfig::trusting(cfg.cacert, cfg.insecure));
+                opts.tls(*tls);
+            }
             opts.c.request_timeout_ms = cfg.timeout_ms;
             opts.c.connect_timeout_ms = cfg.timeout_ms;
             opts.c.max_per_origin = static_cast<size_t>(cfg.c);

@@ -5,7 +5,9 @@
 // Routes: /plaintext, /json, /db, /queries, /updates, /fortunes (TechEmpower rules), POST
 // /palindrome, GET and POST /books, and the upstream routes /api/<rest>, /chain/api-db/<rest>,
 // /chain/db-api?id=N (see docs/examples.md). One loop per thread, each with its own SO_REUSEPORT
-// listener, PostgreSQL pool and HTTP client. SIGINT/SIGTERM: graceful stop, exit 0.
+// listener, PostgreSQL pool and HTTP client. SIGINT/SIGTERM: graceful stop, exit 0. With
+// --tls-cert/--tls-key it serves HTTPS; SIGHUP reloads those files (new connections get the new
+// certificate, open ones keep theirs).
 #include <asyncloop.hpp>
 #include <nlohmann/json.hpp>
 
@@ -41,6 +43,7 @@ struct Config {
     uint64_t idle_timeout_ms = 60000;
     uint64_t write_timeout_ms = 30000;
     size_t max_body = 1048576;
+    std::string tls_cert, tls_key, tls_client_ca, upstream_cacert;
     std::string address;
     int port = -1;
 };
@@ -63,7 +66,11 @@ struct Config {
                  "  --header-timeout MS          time to receive a request head (default 10000)\n"
                  "  --idle-timeout MS            keep-alive idle time (default 60000)\n"
                  "  --write-timeout MS           time a response may wait for the client to read (default 30000)\n"
-                 "  --max-body BYTES             request body limit (default 1048576)\n");
+                 "  --max-body BYTES             request body limit (default 1048576)\n"
+                 "  --tls-cert FILE --tls-key FILE   serve HTTPS on the listen port (PEM; RSA or ECDSA;\n"
+                 "                               SIGHUP reloads them)\n"
+                 "  --tls-client-ca FILE         require client certificates signed by this CA\n"
+                 "  --upstream-cacert FILE       trust this CA for an https:// upstream (default: system roots)\n");
     std::exit(2);
 }
 
@@ -130,6 +137,14 @@ Config parse_args(int argc, char **argv) {
             c.write_timeout_ms = number("--write-timeout", value(), 1, 86400000);
         else if (a == "--max-body")
             c.max_body = static_cast<size_t>(number("--max-body", value(), 0, 1ull << 40));
+        else if (a == "--tls-cert")
+            c.tls_cert = value();
+        else if (a == "--tls-key")
+            c.tls_key = value();
+        else if (a == "--tls-client-ca")
+            c.tls_client_ca = value();
+        else if (a == "--upstream-cacert")
+            c.upstream_cacert = value();
         else if (a.size() > 1 && a[0] == '-')
             usage(("unknown option " + a).c_str());
         else
@@ -137,6 +152,10 @@ Config parse_args(int argc, char **argv) {
     }
     if (positional.size() != 2)
         usage("expected <listen_address> <listen_port>");
+    if (c.tls_cert.empty() != c.tls_key.empty())
+        usage("--tls-cert and --tls-key go together");
+    if (!c.tls_client_ca.empty() && c.tls_cert.empty())
+        usage("--tls-client-ca needs --tls-cert and --tls-key");
     c.address = positional[0];
     c.port = static_cast<int>(number("listen_port", positional[1], 0, 65535));
     return c;
@@ -774,7 +793,22 @@ int main(int argc, char **argv) {
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    // TLS configurations, made once and shared by every thread's server and client.
+    std::shared_ptr<aloop::TlsServerConfig> tls;
+    std::unique_ptr<aloop::TlsClientConfig> upstream_tls;
+    try {
+        if (!cfg.tls_cert.empty())
+            tls = std::make_shared<aloop::TlsServerConfig>(
+                aloop::TlsServerConfig::from_files(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca));
+        if (!cfg.upstream_cacert.empty())
+            upstream_tls = std::make_unique<aloop::TlsClientConfig>(aloop::TlsClientConfig::trusting(cfg.upstream_cacert));
+    } catch (const aloop::Error &e) {
+        std::fprintf(stderr, "server: %s\n", e.what());
+        return 1;
+    }
 
     aloop::HttpServer::Options opts;
     opts.c.header_timeout_ms = cfg.header_timeout_ms;
@@ -782,6 +816,8 @@ int main(int argc, char **argv) {
     opts.c.write_timeout_ms = cfg.write_timeout_ms;
     opts.c.max_body = cfg.max_body;
     opts.c.reuse_port = 1;
+    if (tls)
+        opts.c.tls = tls->get();
 
     std::vector<Worker> workers(static_cast<size_t>(cfg.threads));
     int port = cfg.port;
@@ -810,6 +846,8 @@ int main(int argc, char **argv) {
             copts.c.request_timeout_ms = cfg.upstream_timeout_ms;
             copts.c.connect_timeout_ms = cfg.upstream_timeout_ms;
             copts.c.max_per_origin = 64;
+            if (upstream_tls)
+                copts.tls(*upstream_tls);
             w.api = std::make_unique<aloop::HttpClient>(*w.loop, copts);
             add_upstream_routes(*w.http, *w.api, *w.db, cfg.upstream);
             port = w.http->listen(cfg.address.c_str(), static_cast<uint16_t>(port));
@@ -839,7 +877,23 @@ int main(int argc, char **argv) {
     }
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    while (sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
+        if (cfg.tls_cert.empty())
+            continue;
+        // A new certificate for new connections; open ones keep theirs. A file that does not
+        // load leaves the current configuration in place.
+        try {
+            auto fresh = std::make_shared<aloop::TlsServerConfig>(
+                aloop::TlsServerConfig::from_files(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca));
+            for (auto &w : workers) {
+                aloop::HttpServer *http = w.http.get();
+                w.loop->post([http, fresh] { http->set_tls(*fresh); });
+            }
+            std::fprintf(stderr, "server: SIGHUP: TLS certificate reloaded\n");
+        } catch (const aloop::Error &e) {
+            std::fprintf(stderr, "server: SIGHUP: %s (keeping the current certificate)\n", e.what());
+        }
+    }
     for (auto &w : workers) {
         aloop::Loop *loop = w.loop.get();
         aloop::HttpServer *http = w.http.get();

@@ -176,7 +176,7 @@
 #define ALOOP_E_CONNECT_TIMEOUT (-10203)
 
 /**
- * The URL is not an http:// URL the client can use.
+ * The URL is not an http:// or https:// URL the client can use.
  */
 #define ALOOP_E_URL (-10204)
 
@@ -334,6 +334,58 @@
 #define ALOOP_WRITABLE 2
 
 /**
+ * The TLS handshake failed (no common protocol or cipher, an alert from the peer, a
+ * malformed handshake, the peer closed during it). `aloop_last_error_message` has the reason.
+ */
+#define ALOOP_E_TLS_HANDSHAKE (-10300)
+
+/**
+ * The peer's certificate is not issued by a trusted CA.
+ */
+#define ALOOP_E_TLS_UNTRUSTED (-10301)
+
+/**
+ * The peer's certificate is self-signed and not itself trusted.
+ */
+#define ALOOP_E_TLS_SELF_SIGNED (-10302)
+
+/**
+ * The peer's certificate is valid, but not for the host name asked for.
+ */
+#define ALOOP_E_TLS_NAME_MISMATCH (-10303)
+
+/**
+ * The peer's certificate has expired or is not valid yet.
+ */
+#define ALOOP_E_TLS_EXPIRED (-10304)
+
+/**
+ * A TLS error after the handshake (a record that fails to decrypt, an unexpected message).
+ */
+#define ALOOP_E_TLS_PROTOCOL (-10305)
+
+/**
+ * The peer sent plain, unencrypted data on a TLS connection.
+ */
+#define ALOOP_E_TLS_PLAINTEXT (-10306)
+
+/**
+ * A TLS configuration could not be made (unreadable or invalid PEM, a key that does not
+ * match its certificate, no usable trusted roots). `aloop_last_error_message` says which.
+ */
+#define ALOOP_E_TLS_CONFIG (-10307)
+
+/**
+ * Lowest protocol version: TLS 1.2 (the default) or TLS 1.3.
+ */
+#define ALOOP_TLS_1_2 0
+
+/**
+ * TLS 1.3 only.
+ */
+#define ALOOP_TLS_1_3 1
+
+/**
  * An HTTP client (opaque) on one loop. Owned by the caller of `aloop_http_client_new` until
  * `aloop_http_client_free` (which may be called inside one of its own callbacks).
  */
@@ -426,6 +478,18 @@ typedef struct aloop_tcp_t aloop_tcp_t;
 typedef struct aloop_timer_t aloop_timer_t;
 
 /**
+ * A client's TLS configuration (opaque, immutable). Owned as `aloop_tls_server_config_t`.
+ */
+typedef struct aloop_tls_client_config_t aloop_tls_client_config_t;
+
+/**
+ * A server's TLS configuration (opaque, immutable). Owned by the caller of
+ * `aloop_tls_server_config_new` until `aloop_tls_server_config_free`; servers using it keep
+ * their own reference, so it may be freed right after being handed to them.
+ */
+typedef struct aloop_tls_server_config_t aloop_tls_server_config_t;
+
+/**
  * Options for `aloop_loop_new`; fill with `aloop_loop_options_init` first.
  */
 typedef struct aloop_loop_options_t {
@@ -481,6 +545,11 @@ typedef struct aloop_http_client_options_t {
    * `ALOOP_E_READ_TIMEOUT` past it).
    */
   uint64_t read_timeout_ms;
+  /**
+   * TLS for https:// URLs (borrowed during `aloop_http_client_new`; the client keeps its
+   * own reference). NULL (the default): verify against the system's roots.
+   */
+  const struct aloop_tls_client_config_t *tls;
 } aloop_http_client_options_t;
 
 /**
@@ -501,8 +570,13 @@ typedef struct aloop_http_header_t {
 /**
  * Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
  * HTTP status), or an error code with `resp` NULL: `ALOOP_E_DNS`, a negative errno from
- * connect, `ALOOP_E_CONNECT_TIMEOUT`, `ALOOP_E_TIMEOUT`, `ALOOP_E_HTTP_PROTOCOL`,
- * `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
+ * connect, `ALOOP_E_CONNECT_TIMEOUT` (the TLS handshake included), `ALOOP_E_TIMEOUT`,
+ * `ALOOP_E_HTTP_PROTOCOL`, `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`,
+ * `ALOOP_E_CANCELLED`, and for https: `ALOOP_E_TLS_HANDSHAKE`, `ALOOP_E_TLS_UNTRUSTED`,
+ * `ALOOP_E_TLS_SELF_SIGNED`, `ALOOP_E_TLS_NAME_MISMATCH`, `ALOOP_E_TLS_EXPIRED`,
+ * `ALOOP_E_TLS_PROTOCOL`, `ALOOP_E_TLS_CONFIG`. With an error, `aloop_last_error_message()`
+ * called inside the callback gives its reason (the verifier's words for a certificate, the
+ * address a connect failed on).
  */
 typedef void (*aloop_http_response_cb)(int status,
                                        const struct aloop_http_response_t *resp,
@@ -572,6 +646,12 @@ typedef struct aloop_http_server_options_t {
    * listen(2) backlog (default 1024).
    */
   int backlog;
+  /**
+   * Serve TLS (HTTPS) with this configuration on every connection (borrowed during
+   * `aloop_http_server_new`; the server keeps its own reference). NULL (the default):
+   * plain HTTP. `aloop_http_server_set_tls` replaces it later.
+   */
+  const struct aloop_tls_server_config_t *tls;
 } aloop_http_server_options_t;
 
 /**
@@ -852,6 +932,116 @@ typedef void (*aloop_tcp_close_cb)(struct aloop_tcp_t *tcp, void *user_data);
  */
 typedef void (*aloop_timer_cb)(struct aloop_timer_t *timer, void *user_data);
 
+/**
+ * Options for `aloop_tls_server_config_new`; fill with `aloop_tls_server_options_init`
+ * first. Each PEM input is a file (`*_file`, a path) or memory (`*_pem` and `*_pem_len`),
+ * not both; everything is borrowed during the call only.
+ */
+typedef struct aloop_tls_server_options_t {
+  /**
+   * Path of the server's certificate followed by its intermediates (PEM). This or
+   * `cert_chain_pem` is required.
+   */
+  const char *cert_chain_file;
+  /**
+   * The same chain in memory: `cert_chain_pem_len` bytes of PEM.
+   */
+  const void *cert_chain_pem;
+  /**
+   * Length of `cert_chain_pem`, bytes.
+   */
+  size_t cert_chain_pem_len;
+  /**
+   * Path of its private key, RSA or ECDSA (PEM: PKCS#8, PKCS#1 or SEC1). This or `key_pem`
+   * is required.
+   */
+  const char *key_file;
+  /**
+   * The same key in memory: `key_pem_len` bytes of PEM.
+   */
+  const void *key_pem;
+  /**
+   * Length of `key_pem`, bytes.
+   */
+  size_t key_pem_len;
+  /**
+   * Path of CA certificates (PEM): when set, clients must present a certificate signed by
+   * one of them (mTLS).
+   */
+  const char *client_ca_file;
+  /**
+   * The same CAs in memory: `client_ca_pem_len` bytes of PEM.
+   */
+  const void *client_ca_pem;
+  /**
+   * Length of `client_ca_pem`, bytes.
+   */
+  size_t client_ca_pem_len;
+  /**
+   * Non-zero with a client CA: clients without a certificate are let in too (one that is
+   * presented must still verify).
+   */
+  int client_cert_optional;
+  /**
+   * `ALOOP_TLS_1_2` (default: TLS 1.2 and 1.3) or `ALOOP_TLS_1_3`.
+   */
+  int min_version;
+} aloop_tls_server_options_t;
+
+/**
+ * Options for `aloop_tls_client_config_new`; fill with `aloop_tls_client_options_init`
+ * first. PEM inputs as in `aloop_tls_server_options_t`.
+ */
+typedef struct aloop_tls_client_options_t {
+  /**
+   * Path of the trusted CAs (PEM). Neither this nor `ca_pem` set: the system's roots
+   * (Debian's ca-certificates; `SSL_CERT_FILE` and `SSL_CERT_DIR` override), read once per
+   * process.
+   */
+  const char *ca_file;
+  /**
+   * The trusted CAs in memory: `ca_pem_len` bytes of PEM.
+   */
+  const void *ca_pem;
+  /**
+   * Length of `ca_pem`, bytes.
+   */
+  size_t ca_pem_len;
+  /**
+   * Path of a client certificate chain (PEM), for servers that ask for one; with its key.
+   */
+  const char *cert_chain_file;
+  /**
+   * The same chain in memory: `cert_chain_pem_len` bytes of PEM.
+   */
+  const void *cert_chain_pem;
+  /**
+   * Length of `cert_chain_pem`, bytes.
+   */
+  size_t cert_chain_pem_len;
+  /**
+   * Path of the client certificate's private key (PEM).
+   */
+  const char *key_file;
+  /**
+   * The same key in memory: `key_pem_len` bytes of PEM.
+   */
+  const void *key_pem;
+  /**
+   * Length of `key_pem`, bytes.
+   */
+  size_t key_pem_len;
+  /**
+   * `ALOOP_TLS_1_2` (default) or `ALOOP_TLS_1_3`.
+   */
+  int min_version;
+  /**
+   * DANGEROUS. Non-zero: accept any certificate for any name, so anyone on the path can
+   * read and change the traffic. For tests against throwaway certificates only.
+   */
+  int insecure_skip_verify;
+} aloop_tls_client_options_t;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -955,7 +1145,8 @@ int aloop_http_client_options_init(struct aloop_http_client_options_t *opts);
 /**
  * Creates a client on `lp`. `opts` may be NULL for the defaults. On success `*out` owns the
  * client; on failure `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero
- * timeout or pool size), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ * timeout or pool size), `ALOOP_E_STALE` (for the loop or `opts->tls`),
+ * `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_client_new(struct aloop_loop_t *lp,
                           const struct aloop_http_client_options_t *opts,
@@ -970,8 +1161,9 @@ int aloop_http_client_new(struct aloop_loop_t *lp,
 int aloop_http_client_free(struct aloop_http_client_t *client);
 
 /**
- * Sends `method` (upper case) to `url` (`http://host[:port]/path?query`; the host may be a
- * name, resolved off the loop) with `nheaders` headers and `len` bytes of `body` (all copied
+ * Sends `method` (upper case) to `url` (`http://host[:port]/path?query` or `https://...`,
+ * verified as the client's TLS configuration says; the host may be a name, resolved off the
+ * loop) with `nheaders` headers and `len` bytes of `body` (all copied
  * before the call returns). `cb` runs once from the loop; `dtor(user_data)` right after it.
  * `*id` (may be NULL) gets an id for `aloop_http_client_cancel` (not written on failure).
  * Errors (`cb` and `dtor` then never run): `ALOOP_E_URL`, `ALOOP_E_INVALID` (a method not in
@@ -1168,8 +1360,8 @@ int aloop_http_server_options_init(struct aloop_http_server_options_t *opts);
 /**
  * Creates a server on `lp` (no listener yet). `opts` may be NULL for the defaults; it is read
  * during the call only. On success `*out` owns the server; on failure `*out` is not written.
- * Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE`,
- * `ALOOP_E_WRONG_THREAD`.
+ * Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE` (for
+ * the loop or `opts->tls`), `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_server_new(struct aloop_loop_t *lp,
                           const struct aloop_http_server_options_t *opts,
@@ -1959,6 +2151,62 @@ struct aloop_loop_t *aloop_timer_loop(const struct aloop_timer_t *t);
  * ignored (0).
  */
 int aloop_timer_free(struct aloop_timer_t *t);
+
+/**
+ * Fills `opts` with the defaults: every input NULL, TLS 1.2 and 1.3, no client
+ * certificates asked for. 0, or `ALOOP_E_NULL`. Thread-safe.
+ */
+int aloop_tls_server_options_init(struct aloop_tls_server_options_t *opts);
+
+/**
+ * Makes a server configuration: the certificate chain and key (which must match), ALPN
+ * `http/1.1`, session resumption (tickets and a session cache), and client-certificate
+ * verification when a client CA is given. Reads the files during the call (blocking). On
+ * success `*out` owns the configuration; on failure `*out` is not written and
+ * `aloop_last_error_message` says what was wrong. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID`
+ * (an input given twice, an unknown `min_version`), `ALOOP_E_TLS_CONFIG`. Thread-safe.
+ */
+int aloop_tls_server_config_new(const struct aloop_tls_server_options_t *opts,
+                                struct aloop_tls_server_config_t **out);
+
+/**
+ * Frees a server configuration. Servers that were given it keep using it (they hold their
+ * own reference). NULL is ignored (0); a configuration freed already gives `ALOOP_E_STALE`.
+ * Thread-safe, but not while another thread is passing the same configuration to a call.
+ */
+int aloop_tls_server_config_free(struct aloop_tls_server_config_t *cfg);
+
+/**
+ * Fills `opts` with the defaults: the system's roots, no client certificate, TLS 1.2 and
+ * 1.3, verification on. 0, or `ALOOP_E_NULL`. Thread-safe.
+ */
+int aloop_tls_client_options_init(struct aloop_tls_client_options_t *opts);
+
+/**
+ * Makes a client configuration for `aloop_http_client_options_t.tls`. Reads the files (and,
+ * for the system's roots, the system's CA store the first time in the process) during the
+ * call. On success `*out` owns the configuration; on failure `*out` is not written and
+ * `aloop_last_error_message` says what was wrong. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID`,
+ * `ALOOP_E_TLS_CONFIG`. Thread-safe.
+ */
+int aloop_tls_client_config_new(const struct aloop_tls_client_options_t *opts,
+                                struct aloop_tls_client_config_t **out);
+
+/**
+ * Frees a client configuration; clients that were given it keep using it. NULL is ignored
+ * (0); freed already: `ALOOP_E_STALE`. Thread-safe, as `aloop_tls_server_config_free`.
+ */
+int aloop_tls_client_config_free(struct aloop_tls_client_config_t *cfg);
+
+/**
+ * Serves TLS with `cfg` on the connections `server` accepts from now on (its listeners and
+ * `aloop_http_server_serve_fd`); connections already open keep the configuration they began
+ * with, so a renewed certificate takes effect without a restart. The server keeps its own
+ * reference: `cfg` may be freed afterwards. On the server's loop thread. Errors:
+ * `ALOOP_E_NULL`, `ALOOP_E_STALE` (a freed server or configuration), `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_server_set_tls(struct aloop_http_server_t *server,
+                              const struct aloop_tls_server_config_t *cfg);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -255,6 +255,86 @@ class Responder {
     aloop_http_request_t *req_ = nullptr;
 };
 
+/// The reason text of the failure just reported on this thread (read it inside the callback
+/// that got the error code, or right after a call failed); "" when there is none.
+inline std::string last_error_message() { return aloop_last_error_message(); }
+
+/// A server's TLS configuration (certificate chain and key, optional client-certificate
+/// verification), owned and move-only. Servers keep their own reference: it may be destroyed
+/// once handed to them. Throws `Error` with the reason (`ALOOP_E_TLS_CONFIG`: unreadable or
+/// invalid PEM, a key that does not match its certificate).
+class TlsServerConfig {
+  public:
+    struct Options {
+        aloop_tls_server_options_t c;
+        Options() { aloop_tls_server_options_init(&c); }
+    };
+
+    explicit TlsServerConfig(const Options &o) {
+        int rc = aloop_tls_server_config_new(&o.c, &cfg_);
+        if (rc != 0)
+            throw Error(rc, std::string("TLS server configuration: ") + aloop_last_error_message());
+    }
+    /// From PEM files; with `client_ca`, clients must present a certificate signed by it.
+    static TlsServerConfig from_files(const std::string &cert_chain, const std::string &key,
+                                      const std::string &client_ca = "") {
+        Options o;
+        o.c.cert_chain_file = cert_chain.c_str();
+        o.c.key_file = key.c_str();
+        if (!client_ca.empty())
+            o.c.client_ca_file = client_ca.c_str();
+        return TlsServerConfig(o);
+    }
+    TlsServerConfig(TlsServerConfig &&o) noexcept : cfg_(std::exchange(o.cfg_, nullptr)) {}
+    TlsServerConfig &operator=(TlsServerConfig &&o) noexcept {
+        std::swap(cfg_, o.cfg_);
+        return *this;
+    }
+    TlsServerConfig(const TlsServerConfig &) = delete;
+    TlsServerConfig &operator=(const TlsServerConfig &) = delete;
+    ~TlsServerConfig() { aloop_tls_server_config_free(cfg_); }
+    const aloop_tls_server_config_t *get() const noexcept { return cfg_; }
+
+  private:
+    aloop_tls_server_config_t *cfg_ = nullptr;
+};
+
+/// A client's TLS configuration (trusted roots, client certificate), owned and move-only.
+class TlsClientConfig {
+  public:
+    struct Options {
+        aloop_tls_client_options_t c;
+        Options() { aloop_tls_client_options_init(&c); }
+    };
+
+    explicit TlsClientConfig(const Options &o) {
+        int rc = aloop_tls_client_config_new(&o.c, &cfg_);
+        if (rc != 0)
+            throw Error(rc, std::string("TLS client configuration: ") + aloop_last_error_message());
+    }
+    /// Trusting the CA file `ca` ("" for the system's roots). `insecure_skip_verify` turns
+    /// verification off: anyone on the path can read and change the traffic.
+    static TlsClientConfig trusting(const std::string &ca, bool insecure_skip_verify = false) {
+        Options o;
+        if (!ca.empty())
+            o.c.ca_file = ca.c_str();
+        o.c.insecure_skip_verify = insecure_skip_verify;
+        return TlsClientConfig(o);
+    }
+    TlsClientConfig(TlsClientConfig &&o) noexcept : cfg_(std::exchange(o.cfg_, nullptr)) {}
+    TlsClientConfig &operator=(TlsClientConfig &&o) noexcept {
+        std::swap(cfg_, o.cfg_);
+        return *this;
+    }
+    TlsClientConfig(const TlsClientConfig &) = delete;
+    TlsClientConfig &operator=(const TlsClientConfig &) = delete;
+    ~TlsClientConfig() { aloop_tls_client_config_free(cfg_); }
+    const aloop_tls_client_config_t *get() const noexcept { return cfg_; }
+
+  private:
+    aloop_tls_client_config_t *cfg_ = nullptr;
+};
+
 /// An HTTP server on one loop, owned. Shut it down (and let the loop run until the shutdown
 /// callback) before destroying it.
 class HttpServer {
@@ -297,6 +377,9 @@ class HttpServer {
     }
     /// Returns the bound port.
     int listen(const char *ip, uint16_t port) { return check(aloop_http_server_listen(srv_, ip, port), "listen"); }
+    /// Serves TLS with `cfg` on new connections from now on (open ones keep theirs); the
+    /// server keeps its own reference. On the loop's thread.
+    void set_tls(const TlsServerConfig &cfg) { check(aloop_http_server_set_tls(srv_, cfg.get()), "aloop_http_server_set_tls"); }
     size_t connections() const { return aloop_http_server_connections(srv_); }
     /// Graceful stop; `done` runs on the loop when every connection is closed.
     void shutdown(uint64_t grace_ms, std::function<void()> done) {
@@ -847,12 +930,19 @@ class HttpResponse {
 /// An HTTP client on one loop, owned. Destroying it cancels what is pending.
 class HttpClient {
   public:
-    /// `status` 0 and a response, or an error code and nullptr.
+    /// `status` 0 and a response, or an error code and nullptr (`last_error_message()` inside
+    /// the callback gives the reason).
     using Callback = std::function<void(int status, const HttpResponse *resp)>;
 
     struct Options {
         aloop_http_client_options_t c;
         Options() { aloop_http_client_options_init(&c); }
+        /// TLS for https:// URLs (the client keeps its own reference; default: the system's
+        /// roots).
+        Options &tls(const TlsClientConfig &cfg) {
+            c.tls = cfg.get();
+            return *this;
+        }
     };
 
     explicit HttpClient(Loop &loop, const Options &opts = Options()) {

@@ -37,6 +37,11 @@ want_cmd pkg-config pkg-config
 case "$what" in
   test|run)
     want_cmd curl curl
+    # TLS tests: the openssl command line makes the test certificates and is a peer
+    # (s_client, s_server); nginx-light serves TLS to the client; the system's CA store.
+    want_cmd openssl openssl
+    want_cmd nginx nginx-light
+    [ -f /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
     # A throwaway PostgreSQL cluster needs the server binaries and runuser (util-linux).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
     # The PgBouncer tests run a throwaway pgbouncer in front of a throwaway cluster.
@@ -59,6 +64,9 @@ case "$what" in
     want_cmd wrk wrk
     want_cmd nginx nginx
     want_cmd h2o h2o
+    # New TLS handshakes per second (h2load --h1).
+    want_cmd h2load nghttp2-client
+    want_cmd openssl openssl
     want_cmd valgrind valgrind   # make bench-instr: callgrind
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
     ;;

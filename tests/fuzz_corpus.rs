@@ -46,6 +46,11 @@ fn http_server_corpus() {
 }
 
 #[test]
+fn tls_server_corpus() {
+    replay("tls_server", asyncloop::net::tls::fuzz_support::server);
+}
+
+#[test]
 fn http_connection_corpus() {
     replay("http_connection", asyncloop::http::fuzz_support::connection);
 }

@@ -62,6 +62,8 @@ pub(crate) enum Kind {
     PgTxn,
     PgCopy,
     PgListener,
+    TlsServerConfig,
+    TlsClientConfig,
 }
 
 /// A Rust value handed to C as `*mut Self::C` (an opaque type; often `Self`).
@@ -77,6 +79,9 @@ pub(crate) trait Handle: Sized + 'static {
 pub(crate) struct LoopId(u64);
 
 impl LoopId {
+    /// For handles bound to no loop (TLS configurations): usable from any thread.
+    pub(crate) const UNBOUND: LoopId = LoopId(0);
+
     /// The loop's C handle.
     pub(crate) fn as_ptr<C>(self) -> *mut C {
         self.0 as *mut C

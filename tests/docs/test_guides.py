@@ -280,7 +280,7 @@ class GuidePrograms(unittest.TestCase):
                                capture_output=True, text=True, timeout=TIMEOUT)
         self.assertEqual(r.returncode, 1)
         self.assertIn("(ECONNREFUSED)", r.stderr)
-        r = subprocess.run([self.exe("fetch.c"), "https://127.0.0.1/"], capture_output=True,
+        r = subprocess.run([self.exe("fetch.c"), "ftp://127.0.0.1/"], capture_output=True,
                            text=True, timeout=TIMEOUT)
         self.assertEqual(r.returncode, 1)
         self.assertIn("(ALOOP_E_URL)", r.stderr)

@@ -8,7 +8,8 @@ use std::rc::{Rc, Weak};
 
 use super::work::ConnWork;
 use super::{Request, ServerInner};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::http::date::http_date;
 use crate::http::parser::{HttpError, Outcome, RequestParser, Sink};
 use crate::http::request::RequestData;
 use crate::http::response::{self, Framing};
@@ -212,8 +213,39 @@ impl ServerInner {
         );
         let key = self.conns.borrow_mut().insert(conn.clone());
         conn.key.set(Some(key));
+        let tls = self.tls.borrow().clone();
+        if let Some(cfg) = tls {
+            if conn.start_tls_server(&cfg).is_err() {
+                self.close_now(&conn);
+                return;
+            }
+        }
         if let Err(_e) = self.start_reading(&conn) {
             self.close_now(&conn);
+        }
+    }
+
+    /// A plain-HTTP request on a TLS connection: a plain 400 saying so (as nginx does), then
+    /// the connection closes.
+    fn refuse_plain_http(&self, conn: &ConnRef) {
+        conn.stop_parsing.set(true);
+        conn.close_after.set(true);
+        let body = "400 Bad Request: plain HTTP request was sent to HTTPS port\n";
+        let date = http_date(self.lp.now());
+        let headers: [(&[u8], &[u8]); 1] = [(b"Content-Type", b"text/plain")];
+        let mut buf = self.lp.take_buffer();
+        response::write_head(
+            &mut buf,
+            400,
+            &date,
+            headers.iter().copied(),
+            Framing::Length(body.len()),
+            true,
+            false,
+        );
+        buf.extend_from_slice(body.as_bytes());
+        if conn.write_plaintext_reply(buf).is_err() {
+            self.close_now(conn);
         }
     }
 
@@ -254,6 +286,7 @@ impl ServerInner {
                     self.maybe_finish(conn);
                 }
             }
+            ReadEvent::Error(e) if e == Error::TLS_PLAINTEXT => self.refuse_plain_http(conn),
             ReadEvent::Error(_) => self.close_now(conn),
         }
     }

@@ -34,6 +34,7 @@ use super::parser::Limits;
 use super::request::RequestData;
 use super::router::{Handler, Router};
 use crate::error::{Error, Result};
+use crate::net::tls::TlsServerConfig;
 use crate::net::{socket, ListenOptions, TcpListener};
 use crate::reactor::{Loop, Slab, Timer, Token};
 
@@ -103,6 +104,8 @@ pub struct ServerInner {
     stopping: Cell<bool>,
     on_stopped: RefCell<Option<Box<dyn FnOnce()>>>,
     grace: RefCell<Option<Timer>>,
+    /// TLS for connections accepted from now on (each keeps the configuration it began with).
+    tls: RefCell<Option<TlsServerConfig>>,
     me: Weak<ServerInner>,
 }
 
@@ -144,6 +147,7 @@ impl HttpServer {
                 stopping: Cell::new(false),
                 on_stopped: RefCell::new(None),
                 grace: RefCell::new(None),
+                tls: RefCell::new(None),
                 me: me.clone(),
             }),
         }
@@ -235,6 +239,15 @@ impl HttpServer {
         srv.accept(fd);
         srv.start_sweeper();
         Ok(())
+    }
+
+    /// Serves TLS with `config` on every connection accepted from now on, from the listeners
+    /// and `serve_fd` alike: the handshake runs before the first request (within the header
+    /// timeout), handlers see plaintext, and a plain-HTTP request gets 400 "plain HTTP request
+    /// was sent to HTTPS port". Calling it again replaces the configuration (a new certificate)
+    /// for new connections; open ones keep the one they began with.
+    pub fn set_tls(&self, config: TlsServerConfig) {
+        *self.inner.tls.borrow_mut() = Some(config);
     }
 
     /// Open connections.
