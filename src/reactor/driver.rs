@@ -71,7 +71,7 @@ impl Driver {
     pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
         both!(self, d => d.wait(timeout, out))
     }
-    pub fn buffer(&mut self, bid: u16) -> *const u8 {
+    pub fn buffer(&mut self, bid: u16) -> *mut u8 {
         both!(self, d => d.buffer(bid))
     }
     pub fn recycle(&mut self, bid: u16) {

@@ -266,7 +266,7 @@ impl UringDriver {
     }
 
     /// Start of buffer `bid`.
-    pub fn buffer(&mut self, bid: u16) -> *const u8 {
+    pub fn buffer(&mut self, bid: u16) -> *mut u8 {
         self.pool.ptr(bid)
     }
 
