@@ -17,6 +17,9 @@ pub struct RequestData {
     pub(crate) version_minor: u8,
     pub(crate) keep_alive: bool,
     pub(crate) expect_continue: bool,
+    /// It asked to switch protocols (`Connection: upgrade` and `Upgrade`); parsing stopped
+    /// after it.
+    pub(crate) upgrade: bool,
 }
 
 /// Whether `m` is a method name the server can route and the client can send: methods are
@@ -56,6 +59,7 @@ impl RequestData {
         self.version_minor = 1;
         self.keep_alive = true;
         self.expect_continue = false;
+        self.upgrade = false;
     }
 
     fn str_at(&self, r: &Range<usize>) -> &str {
@@ -85,6 +89,10 @@ impl RequestData {
     /// The raw query after '?', without it ("" when none).
     pub fn query(&self) -> &str {
         self.str_at(&self.query)
+    }
+    /// Whether it asked to switch protocols (`Connection: upgrade` with an `Upgrade` header).
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade
     }
     /// HTTP/1.x minor version.
     pub fn version_minor(&self) -> u8 {
