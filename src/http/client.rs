@@ -90,7 +90,7 @@ impl Url {
         Ok(Url { host, port, target })
     }
 
-    fn host_header(&self) -> String {
+    pub(crate) fn host_header(&self) -> String {
         let h = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
