@@ -59,6 +59,9 @@ pub(crate) enum Kind {
     HttpResponse,
     PgPool,
     PgResult,
+    PgTxn,
+    PgCopy,
+    PgListener,
 }
 
 /// A Rust value handed to C as `*mut Self::C` (an opaque type; often `Self`).
@@ -477,6 +480,18 @@ pub(crate) fn runs_here<C>(h: *const C) -> Result<bool> {
 }
 
 // ---- thread-safe access -------------------------------------------------------------------
+
+/// From any thread: the payload of a live inline handle when this thread owns its loop (the
+/// same test as `remote_of`'s), so the work may be done directly; `None` when another thread
+/// does (then post it through `remote_of`). Cheaper than `remote_of` for the common case of a
+/// call on the loop's own thread: no registry lock, no reference count.
+pub(crate) fn inline_words_here(raw: u64, kind: Kind) -> Result<Option<[u64; 2]>> {
+    if raw == 0 {
+        return Err(Error::NULL_ARG);
+    }
+    let (e, words) = live(raw, kind)?;
+    Ok((owner_of(e, kind) >> 1 == thread_id()).then_some(words))
+}
 
 /// From any thread: the remote of the loop of handle `raw` (a loop itself, or bound to one),
 /// for posting work to it, and whether this thread owns that loop (runs it, or ran it last or

@@ -449,9 +449,18 @@ static void http_client_lifecycle(void) {
     CHECK_RC(aloop_http_client_request(k.client, "GET", url, NULL, 0, NULL, 0, keep_client, &k, NULL, NULL), 0);
     CHECK_RC(aloop_loop_run(lp, ALOOP_RUN_DEFAULT), 0);
     CHECK(k.http_status == 200);
+    /* More pooled connections: eight requests at once leave eight idle connections. */
+    struct client_ctx many = {0};
+    many.client = k.client;
+    for (int i = 0; i < 8; i++)
+        CHECK_RC(aloop_http_client_request(k.client, "GET", url, NULL, 0, NULL, 0, keep_client, &many, count_dtor, NULL),
+                 0);
+    CHECK_RC(aloop_loop_run(lp, ALOOP_RUN_DEFAULT), 0);
+    CHECK(many.dtors == 8);
     CHECK_RC(aloop_http_client_free(k.client), 0);
-    CHECK_RC(aloop_loop_free(lp), ALOOP_E_BUSY); /* its connection is still closing */
-    aloop_loop_run(lp, ALOOP_RUN_DEFAULT);
+    CHECK_RC(aloop_loop_free(lp), ALOOP_E_BUSY); /* its connections are still closing */
+    /* One run finishes closing them all: their reads, unref'd while pooled, count again. */
+    CHECK_RC(aloop_loop_run(lp, ALOOP_RUN_DEFAULT), 0);
     CHECK_RC(aloop_loop_free(lp), 0);
 
     stop_upstream(&u);

@@ -9,7 +9,6 @@ use std::rc::{Rc, Weak};
 use super::work::ConnWork;
 use super::{Request, ServerInner};
 use crate::error::Result;
-use crate::http::date::http_date;
 use crate::http::parser::{HttpError, Outcome, RequestParser, Sink};
 use crate::http::request::RequestData;
 use crate::http::response::{self, Framing};
@@ -345,7 +344,7 @@ impl ServerInner {
             Vec::new()
         };
         let body = format!("{} {}: {}\n", status, response::reason(status), reason);
-        let date = http_date(self.lp.now());
+        let date = self.http_date();
         let headers: [(&[u8], &[u8]); 1] = [(b"Content-Type", b"text/plain")];
         response::write_head(
             &mut buf,

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use self::connection::ConnRef;
 use self::slots::SlotEntry;
 use self::work::ConnWork;
+use super::date::DateCache;
 use super::parser::Limits;
 use super::request::RequestData;
 use super::router::{Handler, Router};
@@ -95,6 +96,11 @@ pub struct ServerInner {
     work_pool: RefCell<Vec<Box<ConnWork>>>,
     /// The origin of `now_ms`.
     epoch: Instant,
+    /// `now_ms` of the loop time it was last computed for: several calls per request, one
+    /// computation per loop turn.
+    clock: Cell<(Instant, u64)>,
+    /// The `Date` header's text, formatted once per second.
+    date: DateCache,
     /// Requests completed by the parse in progress, in order (scratch, shared by connections:
     /// they are handed to their handlers right after each parse).
     completed: RefCell<Vec<Token>>,
@@ -139,6 +145,8 @@ impl HttpServer {
                 data_pool: RefCell::new(Vec::new()),
                 work_pool: RefCell::new(Vec::new()),
                 epoch: lp.now(),
+                clock: Cell::new((lp.now(), 0)),
+                date: DateCache::default(),
                 completed: RefCell::new(Vec::new()),
                 sweeper: RefCell::new(None),
                 sweep_buf: RefCell::new(Vec::new()),
@@ -274,10 +282,19 @@ impl ServerInner {
 
     /// Milliseconds of loop time since the server was made (connection phase times).
     fn now_ms(&self) -> u64 {
-        self.lp
-            .now()
-            .saturating_duration_since(self.epoch)
-            .as_millis() as u64
+        let now = self.lp.now();
+        let (at, ms) = self.clock.get();
+        if at == now {
+            return ms;
+        }
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.clock.set((now, ms));
+        ms
+    }
+
+    /// The `Date` header's value for a response made now.
+    fn http_date(&self) -> [u8; crate::http::date::DATE_LEN] {
+        self.date.get(self.lp.now())
     }
 
     fn me(&self) -> Rc<ServerInner> {
