@@ -358,6 +358,18 @@ impl Request {
         r
     }
 
+    /// The request of a live slot again, for the C API (the inverse of `into_raw`): `None`
+    /// once it is answered.
+    pub(crate) fn from_raw(srv: Rc<ServerInner>, slot: Token) -> Option<Request> {
+        let data = srv.slot_data(slot)?;
+        Some(Request {
+            srv,
+            slot,
+            data,
+            answered: false,
+        })
+    }
+
     /// The server and the slot's token, for the C API (which then owns the answer).
     pub(crate) fn into_raw(mut self) -> (Rc<ServerInner>, Token) {
         self.answered = true;
