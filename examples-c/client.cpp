@@ -12,11 +12,13 @@
 //
 //   client --ws [options] <address> <port> [path]    a WebSocket session with ws://address:port/path
 //     -d DATA (repeatable) a text message (binary with --binary)   --ws-bytes N (repeatable) a binary
-//     message of N bytes, byte i = i % 251   -n N  messages to receive, then close (default: one
-//     per message sent)   --close CODE (default 1000)   --max-message BYTES (default 16 MiB)   -H
-//     extra handshake headers
-// Prints "text LEN DATA" or "binary LEN FNV1A64" per message received, then "close STATUS CODE
-// REASON" (STATUS as aloop_err_name names it: OK after a closing handshake); exits 0 on OK.
+//     message of N bytes, byte i = i % 251   --ws-text N (repeatable) a text message of N bytes,
+//     byte i = 'a' + i % 26   -n N  messages to receive, then close (default: one per message
+//     sent)   --close CODE (default 1000)   --max-message BYTES (default 16 MiB)   -H extra
+//     handshake headers
+// Prints "text LEN DATA" (text over 200 bytes: "text LEN FNV1A64") or "binary LEN FNV1A64" per
+// message received, then "close STATUS CODE REASON" (STATUS as aloop_err_name names it: OK
+// after a closing handshake); exits 0 on OK.
 #include <asyncloop.hpp>
 
 #include <algorithm>
@@ -57,7 +59,7 @@ struct Config {
         std::fprintf(stderr, "client: %s\n", msg.c_str());
     std::fprintf(stderr, "usage: client [-X METHOD] [-d DATA] [-H 'Name: value'] [--timeout MS] [--backend auto|uring|epoll]\n"
                          "              [-n N] [-c C] <address> <port> [path]\n"
-                         "       client --ws [-d MESSAGE]... [--binary] [--ws-bytes N]... [-n N] [--close CODE]\n"
+                         "       client --ws [-d MESSAGE]... [--binary] [--ws-bytes N]... [--ws-text N]... [-n N] [--close CODE]\n"
                          "              [--max-message BYTES] [-H 'Name: value'] <address> <port> [path]\n");
     std::exit(2);
 }
@@ -98,6 +100,11 @@ Config parse(int argc, char **argv) {
             for (size_t i = 0; i < m.size(); i++)
                 m[i] = static_cast<char>(i % 251);
             c.messages.emplace_back(true, std::move(m));
+        } else if (a == "--ws-text") {
+            std::string m(static_cast<size_t>(number(a, value(), 0, 1l << 30)), '\0');
+            for (size_t i = 0; i < m.size(); i++)
+                m[i] = static_cast<char>('a' + i % 26);
+            c.messages.emplace_back(false, std::move(m));
         } else if (a == "--close")
             c.close_code = static_cast<int>(number(a, value(), 1000, 4999));
         else if (a == "--max-message")
@@ -215,8 +222,10 @@ int websocket(const Config &cfg, aloop::Loop &loop) {
             ws.close(cfg.close_code);
     };
     cbs.on_message = [&](aloop::WebSocket ws, const aloop::WsMessage &m) {
-        if (m.text)
+        if (m.text && m.data.size() <= 200)
             std::printf("text %zu %.*s\n", m.data.size(), static_cast<int>(m.data.size()), m.data.data());
+        else if (m.text)
+            std::printf("text %zu %016llx\n", m.data.size(), static_cast<unsigned long long>(fnv1a(m.data)));
         else
             std::printf("binary %zu %016llx\n", m.data.size(), static_cast<unsigned long long>(fnv1a(m.data)));
         if (++got == want)
