@@ -846,11 +846,10 @@ void add_websocket_routes(aloop::HttpServer &http, uint64_t ping_ms) {
     opts->c.ping_interval_ms = ping_ms;
     if (ping_ms)
         opts->c.ping_timeout_ms = ping_ms;
-    http.route("GET", "/ws/echo", [opts](Responder r) {
-        aloop::WsCallbacks cbs;
-        cbs.on_message = [](aloop::WebSocket ws, const aloop::WsMessage &m) { ws.send(m); };
-        aloop::ws_accept(std::move(r), *opts, std::move(cbs));
-    });
+    auto echo = std::make_shared<aloop::WsCallbacks>();
+    echo->on_message = [](aloop::WebSocket ws, const aloop::WsMessage &m) { ws.send(m); };
+    std::shared_ptr<const aloop::WsCallbacks> cbs = echo; // one copy for every connection
+    http.route("GET", "/ws/echo", [opts, cbs](Responder r) { aloop::ws_accept(std::move(r), *opts, cbs); });
 }
 
 /// One loop, its HTTP server, and the thread running them.

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -980,25 +981,6 @@ template <class F, class... A> void ws_call(const F &f, const char *where, A &&.
     }
 }
 
-inline aloop_ws_callbacks_t ws_trampolines() {
-    aloop_ws_callbacks_t t{};
-    t.on_open = [](aloop_ws_t *ws, void *ud) { ws_call(static_cast<WsCallbacks *>(ud)->on_open, "WebSocket open", WebSocket(ws)); };
-    t.on_message = [](aloop_ws_t *ws, int type, const void *data, size_t len, void *ud) {
-        WsMessage m{type == ALOOP_WS_TEXT, std::string_view(static_cast<const char *>(data), len)};
-        ws_call(static_cast<WsCallbacks *>(ud)->on_message, "WebSocket message", WebSocket(ws), m);
-    };
-    t.on_pong = [](aloop_ws_t *ws, const void *data, size_t len, void *ud) {
-        ws_call(static_cast<WsCallbacks *>(ud)->on_pong, "WebSocket pong", WebSocket(ws),
-                std::string_view(static_cast<const char *>(data), len));
-    };
-    t.on_drain = [](aloop_ws_t *ws, void *ud) { ws_call(static_cast<WsCallbacks *>(ud)->on_drain, "WebSocket drain", WebSocket(ws)); };
-    t.on_close = [](aloop_ws_t *ws, int status, int code, const char *reason, size_t len, void *ud) {
-        ws_call(static_cast<WsCallbacks *>(ud)->on_close, "WebSocket close", WebSocket(ws), status, code,
-                std::string_view(reason, len));
-    };
-    return t;
-}
-
 /// `opts.c` with its pointers aimed at `opts`' strings and at `hs` (filled here).
 inline aloop_ws_options_t ws_c_options(const WsOptions &opts, std::vector<aloop_http_header_t> &hs) {
     aloop_ws_options_t c = opts.c;
@@ -1009,6 +991,49 @@ inline aloop_ws_options_t ws_c_options(const WsOptions &opts, std::vector<aloop_
     c.nheaders = hs.size();
     return c;
 }
+/// The callbacks behind a connection's user data: a `WsCallbacks` of its own, or one shared
+/// by many connections (through a `shared_ptr` of its own).
+inline const WsCallbacks &ws_cbs(const WsCallbacks *p) { return *p; }
+inline const WsCallbacks &ws_cbs(const std::shared_ptr<const WsCallbacks> *p) { return **p; }
+
+template <class Holder> aloop_ws_callbacks_t ws_trampolines() {
+    aloop_ws_callbacks_t t{};
+    t.on_open = [](aloop_ws_t *ws, void *ud) { ws_call(ws_cbs(static_cast<Holder *>(ud)).on_open, "WebSocket open", WebSocket(ws)); };
+    t.on_message = [](aloop_ws_t *ws, int type, const void *data, size_t len, void *ud) {
+        WsMessage m{type == ALOOP_WS_TEXT, std::string_view(static_cast<const char *>(data), len)};
+        ws_call(ws_cbs(static_cast<Holder *>(ud)).on_message, "WebSocket message", WebSocket(ws), m);
+    };
+    t.on_pong = [](aloop_ws_t *ws, const void *data, size_t len, void *ud) {
+        ws_call(ws_cbs(static_cast<Holder *>(ud)).on_pong, "WebSocket pong", WebSocket(ws),
+                std::string_view(static_cast<const char *>(data), len));
+    };
+    t.on_drain = [](aloop_ws_t *ws, void *ud) { ws_call(ws_cbs(static_cast<Holder *>(ud)).on_drain, "WebSocket drain", WebSocket(ws)); };
+    t.on_close = [](aloop_ws_t *ws, int status, int code, const char *reason, size_t len, void *ud) {
+        ws_call(ws_cbs(static_cast<Holder *>(ud)).on_close, "WebSocket close", WebSocket(ws), status, code,
+                std::string_view(reason, len));
+    };
+    return t;
+}
+
+/// aloop_ws_accept with `holder` (a heap `Holder`) as the user data; deletes it if refused.
+template <class Holder>
+std::optional<WebSocket> ws_accept_with(Responder &r, const WsOptions &opts, Holder *holder) {
+    std::vector<aloop_http_header_t> hs;
+    aloop_ws_options_t c = ws_c_options(opts, hs);
+    static const aloop_ws_callbacks_t tramps = ws_trampolines<Holder>();
+    aloop_ws_t *ws = nullptr;
+    int rc = aloop_ws_accept(r.get(), &c, &tramps, holder, delete_fn<Holder>, &ws);
+    if (rc == 0) {
+        r.release();
+        return WebSocket(ws);
+    }
+    delete holder;
+    if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL || rc == ALOOP_E_WRONG_THREAD)
+        throw Error(rc, "aloop_ws_accept");
+    r.release(); // answered by the library, or already gone
+    return std::nullopt;
+}
+
 } // namespace detail
 
 /// Accepts the WebSocket upgrade that `r` asks for (see aloop_ws_accept). Returns the
@@ -1016,21 +1041,15 @@ inline aloop_ws_options_t ws_c_options(const WsOptions &opts, std::vector<aloop_
 /// handshake (400/426), the server shutting down (503), the client gone. Throws `Error` for bad
 /// options, and `r` then stays unanswered.
 inline std::optional<WebSocket> ws_accept(Responder &&r, const WsOptions &opts, WsCallbacks cbs) {
-    std::vector<aloop_http_header_t> hs;
-    aloop_ws_options_t c = detail::ws_c_options(opts, hs);
-    static const aloop_ws_callbacks_t tramps = detail::ws_trampolines();
-    auto *heap = new WsCallbacks(std::move(cbs));
-    aloop_ws_t *ws = nullptr;
-    int rc = aloop_ws_accept(r.get(), &c, &tramps, heap, detail::delete_fn<WsCallbacks>, &ws);
-    if (rc == 0) {
-        r.release();
-        return WebSocket(ws);
-    }
-    delete heap;
-    if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL || rc == ALOOP_E_WRONG_THREAD)
-        throw Error(rc, "aloop_ws_accept");
-    r.release(); // answered by the library, or already gone
-    return std::nullopt;
+    return detail::ws_accept_with(r, opts, new WsCallbacks(std::move(cbs)));
+}
+
+/// As `ws_accept`, with callbacks shared by many connections (a route's): each connection
+/// keeps a reference to them instead of a copy of its own, which is what an idle connection
+/// costs least with.
+inline std::optional<WebSocket> ws_accept(Responder &&r, const WsOptions &opts,
+                                          std::shared_ptr<const WsCallbacks> cbs) {
+    return detail::ws_accept_with(r, opts, new std::shared_ptr<const WsCallbacks>(std::move(cbs)));
 }
 
 /// Connects to a `ws://` URL (see aloop_ws_connect): the connection at once, `on_open` when
@@ -1039,7 +1058,7 @@ inline std::optional<WebSocket> ws_accept(Responder &&r, const WsOptions &opts, 
 inline WebSocket ws_connect(Loop &loop, const std::string &url, const WsOptions &opts, WsCallbacks cbs) {
     std::vector<aloop_http_header_t> hs;
     aloop_ws_options_t c = detail::ws_c_options(opts, hs);
-    static const aloop_ws_callbacks_t tramps = detail::ws_trampolines();
+    static const aloop_ws_callbacks_t tramps = detail::ws_trampolines<WsCallbacks>();
     auto *heap = new WsCallbacks(std::move(cbs));
     aloop_ws_t *ws = nullptr;
     int rc = aloop_ws_connect(loop.get(), url.c_str(), &c, &tramps, heap, detail::delete_fn<WsCallbacks>, &ws);

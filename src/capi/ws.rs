@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::event_loop::{aloop_loop_t, loop_of};
 use super::handle::{self, Handle, Kind, LoopId};
 use super::http_request::{aloop_http_header_t, aloop_http_request_t, with_request};
-use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
+use super::{aloop_free_fn, c_str, guard, not_null, rc};
 use crate::error::{Error, Result};
 use crate::http::ws::{self, CloseInfo, Message, WebSocket, WsHandler, WsOptions};
 
@@ -165,10 +165,14 @@ pub struct aloop_ws_callbacks_t {
     pub on_close: aloop_ws_close_cb,
 }
 
-/// The application's callbacks behind a handle.
+/// The application's callbacks behind a handle, with its user data (kept here rather than in a
+/// `UserData`: one allocation less for every idle connection).
 struct CHandler {
     cbs: aloop_ws_callbacks_t,
-    ud: UserData,
+    user_data: *mut c_void,
+    /// Set once the call that made the connection succeeded: run when the handler is dropped,
+    /// after the close callback.
+    dtor: Cell<aloop_free_fn>,
     /// The connection's handle (filled before any callback can run).
     handle: Cell<u64>,
 }
@@ -179,11 +183,21 @@ impl CHandler {
     }
 }
 
+impl Drop for CHandler {
+    fn drop(&mut self) {
+        if let Some(d) = self.dtor.take() {
+            // SAFETY: the application's destructor for its user data, armed by a successful
+            // call, run exactly once (taken here).
+            unsafe { d(self.user_data) };
+        }
+    }
+}
+
 impl WsHandler for CHandler {
     fn on_open(&self, _ws: &WebSocket) {
         if let Some(cb) = self.cbs.on_open {
             // SAFETY: the application's callback with its live handle and user data.
-            unsafe { cb(self.h(), self.ud.ptr()) };
+            unsafe { cb(self.h(), self.user_data) };
         }
     }
 
@@ -201,20 +215,20 @@ impl WsHandler for CHandler {
             bytes.as_ptr().cast()
         };
         // SAFETY: the application's callback; the bytes live until it returns.
-        unsafe { cb(self.h(), t, p, bytes.len(), self.ud.ptr()) };
+        unsafe { cb(self.h(), t, p, bytes.len(), self.user_data) };
     }
 
     fn on_pong(&self, _ws: &WebSocket, data: &[u8]) {
         if let Some(cb) = self.cbs.on_pong {
             // SAFETY: as for on_message.
-            unsafe { cb(self.h(), data.as_ptr().cast(), data.len(), self.ud.ptr()) };
+            unsafe { cb(self.h(), data.as_ptr().cast(), data.len(), self.user_data) };
         }
     }
 
     fn on_drain(&self, _ws: &WebSocket) {
         if let Some(cb) = self.cbs.on_drain {
             // SAFETY: the application's callback with its live handle and user data.
-            unsafe { cb(self.h(), self.ud.ptr()) };
+            unsafe { cb(self.h(), self.user_data) };
         }
     }
 
@@ -231,7 +245,7 @@ impl WsHandler for CHandler {
                     info.code as c_int,
                     reason.as_ptr(),
                     info.reason.len(),
-                    self.ud.ptr(),
+                    self.user_data,
                 )
             };
         }
@@ -330,27 +344,28 @@ fn prepare(
     lp: LoopId,
     cbs: *const aloop_ws_callbacks_t,
     user_data: *mut c_void,
-    dtor: aloop_free_fn,
-) -> (Rc<CHandler>, handle::Reserved<aloop_ws_t>, super::DtorGuard) {
+) -> (Rc<CHandler>, handle::Reserved<aloop_ws_t>) {
     let reserved = handle::reserve::<aloop_ws_t>(lp);
-    let (ud, armer) = UserData::new(user_data, dtor);
     let h = Rc::new(CHandler {
         // SAFETY: non-NULL (checked by the callers), read now.
         cbs: unsafe { *cbs },
-        ud,
+        user_data,
+        dtor: Cell::new(None),
         handle: Cell::new(reserved.handle() as u64),
     });
-    (h, reserved, armer)
+    (h, reserved)
 }
 
+/// Publishes the handle of a connection made with `h`, and arms the destructor.
 fn publish(
     ws: WebSocket,
     lp: LoopId,
+    h: &CHandler,
+    dtor: aloop_free_fn,
     reserved: handle::Reserved<aloop_ws_t>,
-    armer: super::DtorGuard,
     out: *mut *mut aloop_ws_t,
 ) {
-    armer.arm();
+    h.dtor.set(dtor);
     let h = reserved.fill(Box::new(aloop_ws_t {
         ws,
         lp,
@@ -390,8 +405,8 @@ pub extern "C" fn aloop_ws_accept(
             Err(e) => return e.code(),
         };
         let r = with_request(req, |request, lp| {
-            let (h, reserved, armer) = prepare(lp, cbs, user_data, dtor);
-            ws::accept(request, &o, h).map(|ws| publish(ws, lp, reserved, armer, out))
+            let (h, reserved) = prepare(lp, cbs, user_data);
+            ws::accept(request, &o, h.clone()).map(|ws| publish(ws, lp, &h, dtor, reserved, out))
         });
         rc(r.and_then(|r| r))
     })
@@ -432,10 +447,10 @@ pub extern "C" fn aloop_ws_connect(
             Ok(x) => x,
             Err(e) => return e.code(),
         };
-        let (h, reserved, armer) = prepare(id, cbs, user_data, dtor);
-        match ws::connect(&core, url, &o, h) {
+        let (h, reserved) = prepare(id, cbs, user_data);
+        match ws::connect(&core, url, &o, h.clone()) {
             Ok(ws) => {
-                publish(ws, id, reserved, armer, out);
+                publish(ws, id, &h, dtor, reserved, out);
                 0
             }
             Err(e) => e.code(),

@@ -9,7 +9,7 @@
 //! Connections that never upgrade pay nothing for this: the handlers live in a side table of
 //! the server, not in every connection record.
 
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use super::connection::{ConnRef, Phase};
 use super::slots::SlotState;
@@ -42,7 +42,6 @@ pub trait UpgradeHandler: 'static {
 /// connection alive; once the connection is closed every call is `CLOSED` or does nothing.
 #[derive(Clone)]
 pub struct UpgradedStream {
-    srv: Weak<ServerInner>,
     conn: WeakStream<super::connection::Conn>,
 }
 
@@ -52,6 +51,10 @@ impl UpgradedStream {
             Some(c) if !c.closing.get() => Ok(c),
             _ => Err(Error::CLOSED),
         }
+    }
+
+    fn server(c: &ConnRef) -> Option<Rc<ServerInner>> {
+        c.srv.upgrade()
     }
 
     /// Queues `data` after what is queued already (the switch answer first of all).
@@ -72,15 +75,18 @@ impl UpgradedStream {
     /// Stops reading; `rest` (bytes given to `on_data` but not used yet) comes first when
     /// reading resumes.
     pub fn pause_reading(&self, rest: &[u8]) {
-        if let (Ok(c), Some(srv)) = (self.conn(), self.srv.upgrade()) {
-            c.unread(rest);
-            srv.pause_reading(&c);
+        if let Ok(c) = self.conn() {
+            if let Some(srv) = Self::server(&c) {
+                c.unread(rest);
+                srv.pause_reading(&c);
+            }
         }
     }
 
     /// Resumes reading after `pause_reading`.
     pub fn resume_reading(&self) -> Result<()> {
-        let (c, srv) = (self.conn()?, self.srv.upgrade().ok_or(Error::CLOSED)?);
+        let c = self.conn()?;
+        let srv = Self::server(&c).ok_or(Error::CLOSED)?;
         if c.read_paused.get() {
             srv.start_reading(&c)?;
         }
@@ -89,8 +95,10 @@ impl UpgradedStream {
 
     /// Closes the connection at once (queued output is dropped); `on_closed` follows.
     pub fn close(&self) {
-        if let (Some(c), Some(srv)) = (self.conn.upgrade(), self.srv.upgrade()) {
-            srv.close_now(&c);
+        if let Some(c) = self.conn.upgrade() {
+            if let Some(srv) = Self::server(&c) {
+                srv.close_now(&c);
+            }
         }
     }
 
@@ -160,7 +168,6 @@ impl ServerInner {
             return;
         };
         h.on_takeover(UpgradedStream {
-            srv: self.me.clone(),
             conn: conn.downgrade(),
         });
         if self.stopping.get() {

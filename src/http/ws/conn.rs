@@ -59,6 +59,8 @@ const SENT_CLOSE: u8 = 16;
 const OPENED: u8 = 32;
 /// `on_open` is owed.
 const OPEN_PENDING: u8 = 64;
+/// A keep-alive ping went out and nothing came back since (`deadline` is the pong's).
+const PING_SENT: u8 = 128;
 
 /// How the connection ended, recorded when that is known (kept until `on_close`).
 struct End {
@@ -67,11 +69,20 @@ struct End {
     reason: Vec<u8>,
 }
 
-/// The timing settings (see `WsOptions`).
+/// The timing settings (see `WsOptions`), in milliseconds (an idle connection's memory counts).
 struct Timing {
-    ping_interval: Option<Duration>,
-    ping_timeout: Duration,
-    close_timeout: Duration,
+    /// 0: no keep-alive pings.
+    ping_interval_ms: u32,
+    ping_timeout_ms: u32,
+    close_timeout_ms: u32,
+}
+
+fn ms32(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u32::MAX as u128) as u32
+}
+
+fn ms(v: u32) -> Duration {
+    Duration::from_millis(v as u64)
 }
 
 pub(crate) struct WsConn<T: Transport> {
@@ -83,18 +94,19 @@ pub(crate) struct WsConn<T: Transport> {
     max_queue: usize,
     timing: Timing,
     transport: RefCell<Option<T>>,
-    handler: RefCell<Option<Rc<dyn WsHandler>>>,
+    /// Taken out and put back around each use (a `Cell` is a word smaller than a `RefCell`).
+    handler: Cell<Option<Rc<dyn WsHandler>>>,
     reader: RefCell<Reader>,
     /// Frames not yet written (none while idle: the buffer is lent by the loop when needed).
     out: RefCell<Vec<u8>>,
-    end: RefCell<Option<Box<End>>>,
+    end: Cell<Option<Box<End>>>,
     last_rx: Cell<Instant>,
-    ping_sent: Cell<Option<Instant>>,
-    /// When the handshake (client) or the closing handshake must be over.
+    /// What must happen by when: the handshake (a client opening), the pong (open, after a
+    /// keep-alive ping: `PING_SENT` is set), the closing handshake (closing, ending).
     deadline: Cell<Option<Instant>>,
     /// Made when a deadline or keep-alive needs it.
-    timer: RefCell<Option<Timer>>,
-    subprotocol: RefCell<Option<Box<str>>>,
+    timer: Cell<Option<Timer>>,
+    subprotocol: Cell<Option<Box<str>>>,
     /// A client's masking key generator.
     rng: Cell<u64>,
 }
@@ -130,20 +142,25 @@ impl<T: Transport> WsConn<T> {
             flags: Cell::new(0),
             max_queue: opts.max_queue,
             timing: Timing {
-                ping_interval: opts.ping_interval.filter(|d| !d.is_zero()),
-                ping_timeout: opts.ping_timeout,
-                close_timeout: opts.close_timeout,
+                ping_interval_ms: opts.ping_interval.map_or(0, |d| {
+                    if d.is_zero() {
+                        0
+                    } else {
+                        ms32(d)
+                    }
+                }),
+                ping_timeout_ms: ms32(opts.ping_timeout),
+                close_timeout_ms: ms32(opts.close_timeout),
             },
             transport: RefCell::new(None),
-            handler: RefCell::new(Some(handler)),
+            handler: Cell::new(Some(handler)),
             reader: RefCell::new(Reader::new(role, opts.max_message)),
             out: RefCell::new(Vec::new()),
-            end: RefCell::new(None),
+            end: Cell::new(None),
             last_rx: Cell::new(lp.now()),
-            ping_sent: Cell::new(None),
             deadline: Cell::new(None),
-            timer: RefCell::new(None),
-            subprotocol: RefCell::new(subprotocol.map(Into::into)),
+            timer: Cell::new(None),
+            subprotocol: Cell::new(subprotocol.map(Into::into)),
             rng: Cell::new(if role == Role::Client { seed() } else { 0 }),
         })
     }
@@ -188,7 +205,9 @@ impl<T: Transport> WsConn<T> {
     }
 
     fn handler(&self) -> Option<Rc<dyn WsHandler>> {
-        self.handler.borrow().clone()
+        let h = self.handler.take();
+        self.handler.set(h.clone());
+        h
     }
 
     fn ws(&self) -> Option<WebSocket> {
@@ -204,7 +223,7 @@ impl<T: Transport> WsConn<T> {
         self.set_flag(OPENED, true);
         self.set_flag(OPEN_PENDING, true);
         if let Some(p) = subprotocol {
-            *self.subprotocol.borrow_mut() = Some(p.into());
+            self.subprotocol.set(Some(p.into()));
         }
         if self.state.get() == State::Opening {
             self.state.set(State::Open);
@@ -246,7 +265,10 @@ impl<T: Transport> WsConn<T> {
         }
         self.fire_open();
         self.last_rx.set(self.lp.now());
-        self.ping_sent.set(None);
+        if self.flag(PING_SENT) {
+            self.set_flag(PING_SENT, false); // anything from the peer answers a keep-alive ping
+            self.deadline.set(None);
+        }
         self.set_flag(IN_READ, true);
         let r = self.reader.borrow_mut().feed(data, |ev| self.on_event(ev));
         self.set_flag(IN_READ, false);
@@ -349,9 +371,8 @@ impl<T: Transport> WsConn<T> {
         if self.state.replace(State::Done) == State::Done {
             return;
         }
-        let timer = self.timer.borrow_mut().take();
-        drop(timer);
-        let end = self.end.borrow_mut().take();
+        drop(self.timer.take());
+        let end = self.end.take();
         let end = end.unwrap_or_else(|| {
             Box::new(End {
                 status: Err(Error::EOF),
@@ -364,7 +385,7 @@ impl<T: Transport> WsConn<T> {
         *self.reader.borrow_mut() = Reader::new(self.role, 0);
         let transport = self.transport.borrow_mut().take();
         drop(transport);
-        let handler = self.handler.borrow_mut().take();
+        let handler = self.handler.take();
         if let (Some(h), Some(ws)) = (handler, self.ws()) {
             h.on_close(
                 &ws,
@@ -381,14 +402,14 @@ impl<T: Transport> WsConn<T> {
 
     /// Records how the connection ended (the first account stands).
     fn record_end(&self, status: Result<()>, code: u16, reason: &[u8]) {
-        let mut end = self.end.borrow_mut();
-        if end.is_none() {
-            *end = Some(Box::new(End {
+        let end = self.end.take();
+        self.end.set(Some(end.unwrap_or_else(|| {
+            Box::new(End {
                 status,
                 code,
                 reason: reason.to_vec(),
-            }));
-        }
+            })
+        })));
     }
 
     /// The handshake is over (or the connection failed): send what is queued, shut down,
@@ -400,7 +421,7 @@ impl<T: Transport> WsConn<T> {
         self.record_end(status, code, reason);
         self.state.set(State::Ending);
         self.deadline
-            .set(Some(self.lp.now() + self.timing.close_timeout));
+            .set(Some(self.lp.now() + ms(self.timing.close_timeout_ms)));
         self.flush();
         self.with_transport(|t| t.shutdown());
         if self.flag(READ_PAUSED) {
@@ -459,7 +480,7 @@ impl<T: Transport> WsConn<T> {
         self.queue_frame(OP_CLOSE, &p[..n]);
         self.state.set(State::Closing);
         self.deadline
-            .set(Some(self.lp.now() + self.timing.close_timeout));
+            .set(Some(self.lp.now() + ms(self.timing.close_timeout_ms)));
         self.schedule_flush();
         self.arm_timer();
         Ok(())
@@ -471,11 +492,13 @@ impl<T: Transport> WsConn<T> {
         match self.state.get() {
             State::Opening | State::Closing | State::Ending => self.deadline.get(),
             State::Open => {
-                let every = self.timing.ping_interval?;
-                Some(match self.ping_sent.get() {
-                    Some(t) => t + self.timing.ping_timeout,
-                    None => self.last_rx.get() + every,
-                })
+                if self.timing.ping_interval_ms == 0 {
+                    return None;
+                }
+                if self.flag(PING_SENT) {
+                    return self.deadline.get();
+                }
+                Some(self.last_rx.get() + ms(self.timing.ping_interval_ms))
             }
             State::Done => None,
         }
@@ -483,21 +506,23 @@ impl<T: Transport> WsConn<T> {
 
     /// Arms the timer for the next deadline (made on first need).
     fn arm_timer(&self) {
+        let timer = self.timer.take();
         let Some(when) = self.next_deadline() else {
-            if let Some(t) = self.timer.borrow().as_ref() {
+            if let Some(t) = &timer {
                 t.stop();
             }
+            self.timer.set(timer);
             return;
         };
         let after = when.saturating_duration_since(self.lp.now());
-        let mut slot = self.timer.borrow_mut();
-        let timer = slot.get_or_insert_with(|| Timer::new(&self.lp));
+        let timer = timer.unwrap_or_else(|| Timer::new(&self.lp));
         let me = self.me.clone();
         timer.start(after, None, move || {
             if let Some(ws) = me.upgrade() {
                 ws.on_timer();
             }
         });
+        self.timer.set(Some(timer));
     }
 
     fn on_timer(&self) {
@@ -509,21 +534,20 @@ impl<T: Transport> WsConn<T> {
                     return self.abort(Err(Error::TIMEOUT), b"");
                 }
             }
-            State::Open => {
-                if let Some(every) = self.timing.ping_interval {
-                    match self.ping_sent.get() {
-                        Some(t) if now >= t + self.timing.ping_timeout => {
-                            return self.abort(Err(Error::TIMEOUT), b"");
-                        }
-                        None if now >= self.last_rx.get() + every => {
-                            self.queue_frame(OP_PING, b"");
-                            self.ping_sent.set(Some(now));
-                            self.schedule_flush();
-                        }
-                        _ => {}
+            State::Open if self.timing.ping_interval_ms > 0 => {
+                if self.flag(PING_SENT) {
+                    if self.deadline.get().is_some_and(|d| now >= d) {
+                        return self.abort(Err(Error::TIMEOUT), b"");
                     }
+                } else if now >= self.last_rx.get() + ms(self.timing.ping_interval_ms) {
+                    self.queue_frame(OP_PING, b"");
+                    self.set_flag(PING_SENT, true);
+                    self.deadline
+                        .set(Some(now + ms(self.timing.ping_timeout_ms)));
+                    self.schedule_flush();
                 }
             }
+            State::Open => {}
         }
         self.arm_timer();
     }
@@ -624,7 +648,10 @@ impl<T: Transport> Endpoint for WsConn<T> {
     }
 
     fn subprotocol(&self) -> Option<String> {
-        self.subprotocol.borrow().as_deref().map(str::to_string)
+        let p = self.subprotocol.take();
+        let s = p.as_deref().map(str::to_string);
+        self.subprotocol.set(p);
+        s
     }
 
     fn is_open(&self) -> bool {
