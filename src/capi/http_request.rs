@@ -73,10 +73,11 @@ fn resolve(req: *mut aloop_http_request_t) -> Result<Slot> {
     }
 }
 
-/// Retires the handle once the server no longer has its slot (the answer consumed it).
+/// Retires the handle once the server no longer has its slot (the answer consumed it). The
+/// call that answered checked the handle for this thread already.
 fn settle(req: *mut aloop_http_request_t, slot: &Slot) {
     if slot.srv.slot_data(slot.token).is_none() {
-        if let Ok(words) = handle::retire_inline(req as u64, Kind::HttpRequest) {
+        if let Ok(words) = handle::retire_inline_checked(req as u64, Kind::HttpRequest) {
             // SAFETY: the weak count the handle owned (see `slot_of`), released once, here.
             drop(unsafe { Weak::from_raw(words[0] as *const ServerInner) });
         }
