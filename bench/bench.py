@@ -291,6 +291,87 @@ def client_load(url_host, port, path, conns, duration, rps_hint):
     return {"rps": float(fields["rps"]), "p99_ms": float(fields["p99_ms"]), "non2xx": int(fields["errors"])}
 
 
+def wsload(port, path, conns, duration, size=64):
+    """WebSocket echo load (bench/wsload.c): `conns` connections, each one message of `size`
+    bytes in flight at a time; messages echoed per second."""
+    argv = ["taskset", "-c", LOAD_CPU, os.path.join(ROOT, "build", "bench", "wsload"), "-c", str(conns), "-d",
+            str(duration), "-s", str(size), "-p", path, "127.0.0.1", str(port)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fields = dict(kv.split("=") for kv in p.stdout.split())
+    if "mps" not in fields:
+        raise RuntimeError(f"wsload: {p.stdout} {p.stderr}")
+    load_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / duration
+    return {"rps": float(fields["mps"]), "p99_ms": float(fields["p99_ms"]), "non2xx": int(fields["errors"]),
+            "load_cpu": load_cpu}
+
+
+# The reference WebSocket echo servers: Python's websockets (installed by scripts/deps.sh bench),
+# and uWebSockets where a binary of its echo example is found (it is not installed by anything
+# here: build one locally and point BENCH_UWS_ECHO at it, see bench/README.md; the row is
+# skipped without it).
+PY_WS_ECHO = """import asyncio, sys, websockets
+async def echo(ws):
+    try:
+        async for m in ws:
+            await ws.send(m)
+    except websockets.exceptions.ConnectionClosed:
+        pass  # wsload leaves without a closing handshake: no traceback for each connection
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None, max_size=None):
+        await asyncio.Future()
+asyncio.run(main())
+"""
+UWS_ECHO = os.environ.get("BENCH_UWS_ECHO", os.path.join(ROOT, "build", "bench", "uws-echo"))
+
+
+def python_ws_server(tmp, port):
+    script = os.path.join(tmp, "ws_echo.py")
+    with open(script, "w") as f:
+        f.write(PY_WS_ECHO)
+    return Proc(["python3", script, str(port)], port)
+
+
+def ws_idle_bytes_per_connection(backend, n, warm=500):
+    """User-space memory per idle WebSocket connection: the server's RSS growth over `n`
+    connections past a warm-up of `warm`, each of which made the handshake and one echo and
+    then stays open. Returns (bytes per connection, connections held)."""
+    srv = asyncloop_server(backend, None, free_port())
+    socks = []
+    hello = bytes([0x81, 0x85, 1, 2, 3, 4]) + bytes(b ^ (1, 2, 3, 4)[i % 4] for i, b in enumerate(b"hello"))
+    req = (b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+    def open_some(k):
+        new = []
+        for _ in range(k):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            s.sendall(req)
+            new.append(s)
+        for s in new:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(4096)
+            s.sendall(hello)
+        for s in new:
+            got = b""
+            while len(got) < 7:
+                got += s.recv(64)
+        socks.extend(new)
+    try:
+        open_some(warm)
+        time.sleep(0.5)
+        base = srv.rss()
+        open_some(n - warm)
+        time.sleep(1)
+        return (srv.rss() - base) / (n - warm), len(socks)
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
 def pgbench(pg_url, clients, duration, script):
     argv = ["taskset", "-c", LOAD_CPU, "pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "1", "-T", str(duration),
             "-f", script, pg_url]
@@ -456,6 +537,7 @@ def main():
     ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "10")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     ap.add_argument("--idle-connections", type=int, default=int(os.environ.get("BENCH_IDLE", "50000")))
+    ap.add_argument("--ws-idle-connections", type=int, default=int(os.environ.get("BENCH_WS_IDLE", "10000")))
     ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ""),
                     help="comma-separated substrings of scenario labels to run (default: all); "
                          "'idle' selects the idle-connection memory, 'TLS' the TLS rows")
@@ -517,7 +599,9 @@ def main():
             # HTTP-only scenarios first for every subject; then the database, client and
             # 1,024-connection runs of ours. PostgreSQL keeps working for a while after
             # /updates (WAL, vacuum), and no subject's HTTP rows should share the machine with that.
-            for name in names:
+            http_rows = ["plaintext pipelined 16, 256 conns", "plaintext, 256 conns", "json, 256 conns",
+                         "plaintext pipelined 16, 1024 conns", "plaintext, 1024 conns", "client -c 32 vs wrk -c 32"]
+            for name in names if any(want(r) for r in http_rows) else []:
                 srv = subjects[name](free_port())
                 try:
                     base = f"http://127.0.0.1:{srv.port}"
@@ -536,6 +620,26 @@ def main():
                             record(("client -c 32 vs wrk -c 32", name + " wrk"), lambda: w)
                 finally:
                     srv.stop()
+            # WebSocket echo: ours beside the reference servers, the same load for each.
+            ws_row = "ws echo 64 B, 256 conns"
+            if want(ws_row):
+                ws_subjects = {
+                    "asyncloop-uring": lambda p: asyncloop_server("uring", None, p),
+                    "asyncloop-epoll": lambda p: asyncloop_server("epoll", None, p),
+                    "websockets": lambda p: python_ws_server(tmp, p),
+                }
+                if os.access(UWS_ECHO, os.X_OK):
+                    ws_subjects["uwebsockets"] = lambda p: Proc([UWS_ECHO, str(p)], p)
+                ws_names = list(ws_subjects)
+                ws_names = ws_names[rnd % len(ws_names):] + ws_names[:rnd % len(ws_names)]
+                for name in ws_names:
+                    srv = ws_subjects[name](free_port())
+                    try:
+                        path = "/ws/echo" if name.startswith("asyncloop") else "/"
+                        wsload(srv.port, path, 256, 1)  # warm: every connection open once
+                        record((ws_row, name), lambda: on_cpu(srv, lambda: wsload(srv.port, path, 256, d), d))
+                    finally:
+                        srv.stop()
             db_rows = ["/db, 64 conns", "/queries?queries=20, 64 conns", "/fortunes, 64 conns", "/updates?queries=20, 64 conns"]
             for name in [n for n in names if n.startswith("asyncloop") and any(want(r) for r in db_rows)]:
                 srv = subjects[name](free_port())
@@ -601,6 +705,10 @@ def main():
         if want(TLS_ROWS[2]):
             for name, make in tls_subjects.items():
                 tls_idle[name] = idle_bytes_per_connection("uring", pg_url, a.tls_idle_connections, make, ca)
+        ws_idle = {}
+        if want("ws idle"):
+            for backend in ("uring", "epoll"):
+                ws_idle[backend] = ws_idle_bytes_per_connection(backend, a.ws_idle_connections)
     finally:
         if bouncer_dir:
             subprocess.run([os.path.join(ROOT, "scripts", "pgbouncer.sh"), "stop", bouncer_dir], capture_output=True)
@@ -666,6 +774,18 @@ def main():
           get("/db direct, 64 conns", U)["rps"], float("nan"), "transaction pooling, --pg-no-prepare")
     ratio("/db from a standby vs the primary, 64 conns (information)", get("/db standby, 64 conns", U)["rps"],
           get("/db direct, 64 conns", U)["rps"], float("nan"), "--pg-replica, streaming standby on this machine")
+    ws_row = "ws echo 64 B, 256 conns"
+    for peer, name in (("websockets", "Python websockets"), ("uwebsockets", "uWebSockets")):
+        if (ws_row, peer) not in med:
+            continue  # uWebSockets: no binary here (BENCH_UWS_ECHO)
+        for backend in (U, E):
+            info = "" if backend == U else ", information"
+            ws_us, ws_peer = get(ws_row, backend), get(ws_row, peer)
+            ratio(f"{ws_row} vs {name}, messages/s, {backend.split('-')[1]}{info}", ws_us["rps"], ws_peer["rps"], float("nan"),
+                  f"p99 {ws_us['p99_ms']:.2f} ms vs {ws_peer['p99_ms']:.2f} ms; ours: server CPU {ws_us['server_cpu']:.0%}, "
+                  f"wsload CPU {ws_us['load_cpu']:.0%}; peer: server CPU {ws_peer['server_cpu']:.0%}")
+            ratio(f"{ws_row} vs {name}, messages per server CPU-second, {backend.split('-')[1]}{info}", ws_us["per_cpu"],
+                  ws_peer["per_cpu"], float("nan"))
     c = get("POST /counter, 64 conns", U)
     ratio("POST /counter increments/s, 64 conns, one row (information)", c["rps"], get("/db direct, 64 conns", U)["rps"],
           float("nan"), f"vs /db direct; p99 {c['p99_ms']:.1f} ms; each a transaction of 4 round trips on one locked row")
@@ -710,7 +830,10 @@ def main():
                   f"{t_us:,.0f} bytes of user-space memory each ({t_us_held:,} held), nginx {t_ng:,.0f} bytes each "
                   f"({t_ng_held:,} held, master and worker): {t_us / t_ng if t_ng else float('nan'):.2f}x nginx's "
                   f"(target below nginx's: {'met' if t_us < t_ng else 'not met'})."]
-    lines += ["", "## All medians (requests/s, p99 ms)", "",
+    ws_idle_line = ("Idle WebSocket connections (handshake and one echo each, then silent): " + "; ".join(
+        f"{b}: {v[0]:,.0f} bytes of user-space memory each, {v[1]:,} held" for b, v in ws_idle.items()) + "."
+        if ws_idle else "Idle WebSocket connections: not measured.")
+    lines += ["", ws_idle_line, "", "## All medians (requests/s or messages/s, p99 ms)", "",
               "| scenario | subject | req/s | p99 ms | non-2xx | req per server CPU-s | server CPU | load generator CPU |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     pct = lambda x: "" if x != x else f"{x:.0%}"

@@ -3,8 +3,9 @@
 # (as root, through apt-get; otherwise prints the exact command) and llhttp's C sources.
 # Usage: scripts/deps.sh [--check] [build|test|run|bench|fuzz|docs]   (default: test)
 #   build  compilers, pkg-config, libpq and nlohmann-json headers
-#   test   build's, plus valgrind, curl, PostgreSQL, ASan runtimes, Doxygen, Chromium, CMake
-#   run    build's, plus curl and PostgreSQL          bench  build's, plus wrk, nginx, h2o
+#   test   build's, plus valgrind, curl, PostgreSQL, ASan runtimes, Doxygen, Chromium, CMake,
+#          Python's websockets (PyPI, pinned: the WebSocket peer of the end-to-end tests)
+#   run    build's, plus curl and PostgreSQL          bench  build's, plus wrk, nginx, h2o, websockets
 #   fuzz   build's, plus cargo-fuzz                   docs   build's, plus Doxygen
 # --check installs nothing: it lists what is missing with the command that installs it, and
 # fails. Plain `make` uses it; `make deps`, `make test`, `make run`, `make bench`, `make fuzz`
@@ -99,6 +100,22 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   else
     echo "deps: missing packages. Run:  sudo apt-get install -y ${need_pkgs[*]}" >&2
     exit 1
+  fi
+fi
+
+# Python's websockets, pinned: the other WebSocket implementation of the end-to-end tests and
+# the reference echo server of the bench. Installed for the python3 that runs them.
+WEBSOCKETS_VERSION=17.4
+if [ "$what" = test ] || [ "$what" = bench ]; then
+  have_ws=$(python3 -c 'import websockets; print(websockets.__version__)' 2>/dev/null || true)
+  if [ "$have_ws" != "$WEBSOCKETS_VERSION" ]; then
+    if [ "$check_only" = 1 ]; then
+      echo "deps: Python's websockets $WEBSOCKETS_VERSION is missing; run  python3 -m pip install websockets==$WEBSOCKETS_VERSION" >&2
+      exit 1
+    fi
+    echo "deps: installing websockets==$WEBSOCKETS_VERSION (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check "websockets==$WEBSOCKETS_VERSION" 2>&1 | grep -v "^WARNING: Running pip as the 'root' user" || true
+    python3 -c 'import websockets' || { echo "deps: websockets did not install" >&2; exit 1; }
   fi
 fi
 

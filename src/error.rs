@@ -101,6 +101,14 @@ library_codes! {
     /// A TLS configuration could not be made: unreadable or invalid certificate, key or CA
     /// file, a key that does not match its certificate, no usable trusted roots.
     TLS_CONFIG = -10307, c"ALOOP_E_TLS_CONFIG", c"invalid TLS configuration";
+    /// The WebSocket peer broke the protocol (bad framing, masking, UTF-8, or a message over the
+    /// limit): this end closed the connection with the matching close code.
+    WS_PROTOCOL = -10400, c"ALOOP_E_WS_PROTOCOL", c"WebSocket protocol violation";
+    /// A WebSocket opening handshake failed: a request that is not a valid upgrade (answered
+    /// 400 or 426), or a server's answer that is not a valid 101.
+    WS_HANDSHAKE = -10401, c"ALOOP_E_WS_HANDSHAKE", c"WebSocket handshake failed";
+    /// The WebSocket's output queue is over its limit: the message was not queued.
+    WS_QUEUE_FULL = -10402, c"ALOOP_E_WS_QUEUE_FULL", c"WebSocket output queue full";
 }
 
 impl Error {

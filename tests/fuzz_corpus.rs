@@ -97,3 +97,8 @@ fn server_harness_sees_real_answers() {
         "{text}"
     );
 }
+
+#[test]
+fn ws_frame_corpus() {
+    replay("ws_frame", asyncloop::http::ws::fuzz_reader);
+}

@@ -64,6 +64,7 @@ pub(crate) enum Kind {
     PgListener,
     TlsServerConfig,
     TlsClientConfig,
+    WebSocket,
 }
 
 /// A Rust value handed to C as `*mut Self::C` (an opaque type; often `Self`).
@@ -398,6 +399,12 @@ pub(crate) fn register_inline(kind: Kind, lp: LoopId, words: [u64; 2]) -> u64 {
 /// The payload of a live inline handle, thread-checked.
 pub(crate) fn inline_words(raw: u64, kind: Kind) -> Result<[u64; 2]> {
     checked(raw, kind).map(|(_, w)| w)
+}
+
+/// The loop a live handle of `kind` is bound to, thread-checked.
+pub(crate) fn bound_loop(raw: u64, kind: Kind) -> Result<LoopId> {
+    let (e, _) = checked(raw, kind)?;
+    Ok(LoopId(e.link.load(Ordering::Relaxed)))
 }
 
 /// Retires a live inline handle that this same call already checked for this thread, giving

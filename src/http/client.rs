@@ -118,7 +118,7 @@ impl Url {
         (self.host.clone(), self.port, self.tls)
     }
 
-    fn host_header(&self) -> String {
+    pub(crate) fn host_header(&self) -> String {
         let h = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {

@@ -32,8 +32,9 @@ const MAX_IOV: usize = 64;
 /// What a read callback receives.
 #[derive(Debug)]
 pub enum ReadEvent<'a> {
-    /// Bytes received, borrowed until the callback returns.
-    Data(&'a [u8]),
+    /// Bytes received, borrowed until the callback returns. They are the receiver's to modify
+    /// in place meanwhile (a WebSocket unmasks frames there instead of copying them).
+    Data(&'a mut [u8]),
     /// The peer shut down its sending side; no more data will come.
     Eof,
     /// The connection failed (reset, ...); reading has stopped.
@@ -565,6 +566,25 @@ impl<H: StreamEvents> Stream<H> {
         Ok(())
     }
 
+    /// Puts `data` back in front of what is still to be read: the next read start delivers it
+    /// first. For a reader that stops in the middle of what it was given (a protocol switch,
+    /// or backpressure), so the rest is not lost; nothing happens while closing.
+    pub fn unread(&self, data: &[u8]) {
+        if self.is_closing() || data.is_empty() {
+            return;
+        }
+        if self.flag(TLS) {
+            // Plaintext waits in the session's own stash, delivered by `tls_deliver_pending`.
+            let _ = self.with_tls(|s| {
+                s.stash.splice(0..0, data.iter().copied());
+            });
+            return;
+        }
+        let mut extra = self.extra();
+        let stash = &mut extra.stash;
+        stash.splice(0..0, data.iter().copied());
+    }
+
     /// Stops reading. Data that still arrives is kept for the next read start.
     pub fn read_stop(&self) {
         self.set_flag(READING, false);
@@ -743,7 +763,7 @@ impl<H: StreamEvents> Stream<H> {
         if !self.is_reading() || self.is_closing() {
             return;
         }
-        let data = self
+        let mut data = self
             .inner
             .extra
             .borrow_mut()
@@ -751,7 +771,7 @@ impl<H: StreamEvents> Stream<H> {
             .map(|e| std::mem::take(&mut e.stash))
             .unwrap_or_default();
         if !data.is_empty() {
-            H::on_read(self, ReadEvent::Data(&data));
+            H::on_read(self, ReadEvent::Data(&mut data));
         }
         if !self.is_reading() {
             return;
@@ -765,7 +785,7 @@ impl<H: StreamEvents> Stream<H> {
         }
     }
 
-    fn on_recv(&self, c: &Completion, data: &[u8]) {
+    fn on_recv(&self, c: &Completion, data: &mut [u8]) {
         let inner = &self.inner;
         if !c.more && inner.recv.get() == Some(c.token) {
             self.set_recv(None);
@@ -1052,7 +1072,7 @@ impl<H: StreamEvents> Stream<H> {
 }
 
 impl<H: StreamEvents> OpOwner for StreamInner<H> {
-    fn complete(self: Rc<Self>, _lp: &Loop, op: Op, c: &Completion, data: &[u8]) {
+    fn complete(self: Rc<Self>, _lp: &Loop, op: Op, c: &Completion, data: &mut [u8]) {
         let s = Stream { inner: self };
         match op {
             Op::Recv { .. } => s.on_recv(c, data),

@@ -29,6 +29,8 @@ pub(super) enum Phase {
     Idle,
     /// Last response sent, write side shut down, discarding input until EOF.
     Linger,
+    /// Switched protocols: the stream belongs to an `UpgradeHandler` (see `upgrade`).
+    Upgraded,
 }
 
 /// One request's place in a connection's pipeline.
@@ -38,6 +40,8 @@ pub(super) struct Pending {
     pub(super) slot: Option<Token>,
     pub(super) done: bool,
     pub(super) close: bool,
+    /// A switch (101) answer: once it is out, the connection is upgraded.
+    pub(super) upgrade: bool,
     /// Response bytes made while earlier responses were still outstanding.
     pub(super) buf: Vec<u8>,
 }
@@ -96,6 +100,7 @@ impl Sink for ConnSink {
             slot: Some(id),
             done: false,
             close: false,
+            upgrade: false,
             buf: Vec::new(),
         });
         self.srv.completed.borrow_mut().push(id);
@@ -113,6 +118,7 @@ impl StreamEvents for Conn {
     fn on_drain(conn: &ConnRef, r: Result<()>) {
         if let Some(srv) = conn.srv.upgrade() {
             match r {
+                Ok(()) if conn.phase.get() == Phase::Upgraded => srv.upgraded_drain(conn),
                 Ok(()) => srv.on_drain(conn),
                 // The client is gone: nothing more can reach it.
                 Err(_) => srv.close_now(conn),
@@ -125,12 +131,18 @@ impl StreamEvents for Conn {
             if let Some(key) = conn.key.get() {
                 srv.conns.borrow_mut().remove(key);
             }
+            srv.upgraded_closed(conn);
             srv.check_stopped();
         }
     }
 }
 
 impl Conn {
+    /// Its key in the server's connection table (set as it is accepted).
+    pub(super) fn key(&self) -> Option<Token> {
+        self.key.get()
+    }
+
     /// True between the first byte of a request and its completion.
     pub(super) fn in_request(&self) -> bool {
         self.work
@@ -264,6 +276,9 @@ impl ServerInner {
         if conn.closing.get() {
             return;
         }
+        if conn.phase.get() == Phase::Upgraded {
+            return self.upgraded_read(conn, ev);
+        }
         match ev {
             ReadEvent::Data(data) => {
                 if conn.phase.get() == Phase::Linger {
@@ -299,7 +314,7 @@ impl ServerInner {
             && conn.write_queue_size() == 0
     }
 
-    pub(super) fn parse(&self, conn: &ConnRef, data: &[u8]) {
+    pub(super) fn parse(&self, conn: &ConnRef, data: &mut [u8]) {
         let mut sink = ConnSink {
             srv: self.me(),
             conn: conn.clone(),
@@ -313,11 +328,13 @@ impl ServerInner {
         self.work(conn).parser = Some(parser);
         match r {
             Ok(Outcome::Continue) => {}
-            Ok(Outcome::Upgrade) => {
-                // Upgrades are not supported: the request is answered (the parser made it not
-                // keep-alive, so with Connection: close), then the connection closes.
+            Ok(Outcome::Upgrade { consumed }) => {
+                // No more requests: the handler switches protocols (the bytes after the head
+                // are the new protocol's, put back for it), or answers (the parser made the
+                // request not keep-alive, so with Connection: close) and the connection closes.
                 conn.stop_parsing.set(true);
                 self.pause_reading(conn);
+                conn.unread(&data[consumed..]);
             }
             Err(e) => {
                 self.drop_parser(conn);
@@ -332,6 +349,9 @@ impl ServerInner {
         completed.clear();
         *self.completed.borrow_mut() = completed;
         conn.in_read.set(false);
+        if conn.phase.get() == Phase::Upgraded {
+            return; // the connection is no longer HTTP: taken over during dispatch
+        }
         let now = self.now_ms();
         if conn.in_request() {
             if conn.phase.get() == Phase::Busy {
@@ -378,6 +398,7 @@ impl ServerInner {
                 slot: None,
                 done: true,
                 close: true,
+                upgrade: false,
                 buf,
             });
         }

@@ -11,16 +11,22 @@
 //! The files: `slots` (the request-slot table), `connection` (a connection's state machine:
 //! reading, parsing, dispatch, pausing, closing), `work` (a connection's working state and the
 //! pools it comes from), `respond` (response heads and bodies, chunked bodies, the pipeline's
-//! advance, flushing), `timeouts` (the sweeper) and `shutdown`. The public types live here.
+//! advance, flushing), `timeouts` (the sweeper), `shutdown` and `upgrade` (protocol switches:
+//! an answered upgrade hands the connection to a new owner, a WebSocket). The public types live
+//! here.
 
 mod connection;
 mod respond;
 mod shutdown;
 mod slots;
 mod timeouts;
+mod upgrade;
 mod work;
 
+pub use upgrade::{UpgradeHandler, UpgradedStream};
+
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
@@ -106,6 +112,9 @@ pub struct ServerInner {
     grace: RefCell<Option<Timer>>,
     /// TLS for connections accepted from now on (each keeps the configuration it began with).
     tls: RefCell<Option<TlsServerConfig>>,
+    /// The new owners of connections that switched protocols (or are about to), by connection
+    /// key: kept here, not in every connection record.
+    upgraded: RefCell<HashMap<Token, Rc<dyn UpgradeHandler>>>,
     me: Weak<ServerInner>,
 }
 
@@ -148,6 +157,7 @@ impl HttpServer {
                 on_stopped: RefCell::new(None),
                 grace: RefCell::new(None),
                 tls: RefCell::new(None),
+                upgraded: RefCell::new(HashMap::new()),
                 me: me.clone(),
             }),
         }
@@ -345,6 +355,31 @@ impl Request {
             srv: self.srv.clone(),
             slot: self.slot,
             ended: false,
+        })
+    }
+
+    /// Answers with `head`, a complete switching-protocols (101) head, and hands the connection
+    /// to `handler` once every response before this one is out: see `UpgradeHandler`. On
+    /// success, or `CANCELLED` (the client has gone), the request is answered. `INVALID` (the
+    /// request did not ask to upgrade) and `CLOSED` (the server is shutting down) leave it
+    /// unanswered: answer it otherwise.
+    pub fn switch_protocols(&mut self, head: &[u8], handler: Rc<dyn UpgradeHandler>) -> Result<()> {
+        let r = self.srv.respond_upgrade(self.slot, head, handler);
+        if !matches!(r, Err(Error::INVALID) | Err(Error::CLOSED)) {
+            self.answered = true;
+        }
+        r
+    }
+
+    /// The request of a live slot again, for the C API (the inverse of `into_raw`): `None`
+    /// once it is answered.
+    pub(crate) fn from_raw(srv: Rc<ServerInner>, slot: Token) -> Option<Request> {
+        let data = srv.slot_data(slot)?;
+        Some(Request {
+            srv,
+            slot,
+            data,
+            answered: false,
         })
     }
 

@@ -31,7 +31,7 @@ pub struct TlsInfo {
 
 impl<H: StreamEvents> Stream<H> {
     /// Runs `f` on the session, if the stream has one and it is not being driven.
-    fn with_tls<R>(&self, f: impl FnOnce(&mut TlsSession) -> R) -> Option<R> {
+    pub(in crate::net) fn with_tls<R>(&self, f: impl FnOnce(&mut TlsSession) -> R) -> Option<R> {
         let mut s = self.inner.tls.take()?;
         let r = f(&mut s);
         self.inner.tls.set(Some(s));
@@ -248,7 +248,7 @@ impl<H: StreamEvents> Stream<H> {
                     cb(Ok(()));
                 }
                 if !plain.is_empty() && self.is_reading() && !self.is_closing() {
-                    H::on_read(self, ReadEvent::Data(&plain));
+                    H::on_read(self, ReadEvent::Data(&mut plain));
                 }
                 lp.recycle_buffer(plain);
                 if eof {
@@ -321,11 +321,11 @@ impl<H: StreamEvents> Stream<H> {
         if !self.is_reading() || self.is_closing() {
             return;
         }
-        let stash = self
+        let mut stash = self
             .with_tls(|s| std::mem::take(&mut s.stash))
             .unwrap_or_default();
         if !stash.is_empty() {
-            H::on_read(self, ReadEvent::Data(&stash));
+            H::on_read(self, ReadEvent::Data(&mut stash));
         }
         if !self.is_reading() || self.is_closing() {
             return;
