@@ -62,6 +62,11 @@ pub trait Sink {
     fn head_complete(&mut self, req: &mut RequestData) -> Result<(), HttpError>;
     /// It is complete, body included.
     fn request_complete(&mut self, req: Box<RequestData>);
+    /// Asked after each complete request: `false` stops parsing there, and `execute` returns
+    /// `Outcome::Paused` with the bytes not parsed yet (a connection at its pipeline limit).
+    fn wants_more(&mut self) -> bool {
+        true
+    }
 }
 
 /// How a call to `execute` ended.
@@ -74,6 +79,9 @@ pub enum Outcome {
     /// bytes of the input were HTTP; what follows belongs to the protocol asked for (if the
     /// handler switches to it) and is never parsed as a request.
     Upgrade { consumed: usize },
+    /// The sink asked to stop after a request (`Sink::wants_more`): the first `consumed` bytes
+    /// were parsed, the rest were not. The parser is ready to go on with them.
+    Paused { consumed: usize },
 }
 
 #[derive(Default)]
@@ -477,6 +485,9 @@ unsafe extern "C" fn on_message_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
         req.keep_alive = keep_alive && !upgrade;
         req.upgrade = upgrade;
         c.sink.request_complete(req);
+        if !upgrade && !c.sink.wants_more() {
+            return ll::HPE_PAUSED;
+        }
     }
     0
 }
@@ -550,6 +561,15 @@ impl<S: Sink> RequestParser<S> {
                 let pos = unsafe { ll::llhttp_get_error_pos(parser) } as usize;
                 let consumed = pos.saturating_sub(data.as_ptr() as usize).min(data.len());
                 Ok(Outcome::Upgrade { consumed })
+            }
+            ll::HPE_PAUSED => {
+                // SAFETY: after a pause llhttp's error position points into `data`.
+                let pos = unsafe { ll::llhttp_get_error_pos(parser) } as usize;
+                // SAFETY: the parser is initialised; resuming clears the pause, and the next
+                // call goes on from the state llhttp kept.
+                unsafe { ll::llhttp_resume(parser) };
+                let consumed = pos.saturating_sub(data.as_ptr() as usize).min(data.len());
+                Ok(Outcome::Paused { consumed })
             }
             e => {
                 // SAFETY: llhttp's reason is a static C string (or NULL).

@@ -106,6 +106,10 @@ impl Sink for ConnSink {
         self.srv.completed.borrow_mut().push(id);
         self.conn.set_phase(Phase::Busy, self.srv.now_ms());
     }
+
+    fn wants_more(&mut self) -> bool {
+        self.conn.pipeline_len() < self.srv.opts.max_pipeline
+    }
 }
 
 impl StreamEvents for Conn {
@@ -314,44 +318,63 @@ impl ServerInner {
             && conn.write_queue_size() == 0
     }
 
+    /// Parses what was read and hands complete requests to their handlers, at most
+    /// `max_pipeline` in flight: at the limit, or with `max_output` bytes waiting to be sent,
+    /// the rest of `data` is put back on the stream and reading pauses until the answers
+    /// drain. One read may hold thousands of small pipelined requests.
     pub(super) fn parse(&self, conn: &ConnRef, data: &mut [u8]) {
         let mut sink = ConnSink {
             srv: self.me(),
             conn: conn.clone(),
         };
         conn.in_read.set(true);
-        let mut parser = self.work(conn).parser.take().unwrap_or_else(|| {
-            debug_assert!(false, "a connection parses once at a time");
-            RequestParser::new(self.opts.limits)
-        });
-        let r = parser.execute(data, &mut sink);
-        self.work(conn).parser = Some(parser);
-        match r {
-            Ok(Outcome::Continue) => {}
-            Ok(Outcome::Upgrade { consumed }) => {
-                // No more requests: the handler switches protocols (the bytes after the head
-                // are the new protocol's, put back for it), or answers (the parser made the
-                // request not keep-alive, so with Connection: close) and the connection closes.
-                conn.stop_parsing.set(true);
+        let mut from = 0;
+        loop {
+            let mut parser = self.work(conn).parser.take().unwrap_or_else(|| {
+                debug_assert!(false, "a connection parses once at a time");
+                RequestParser::new(self.opts.limits)
+            });
+            let r = parser.execute(&data[from..], &mut sink);
+            self.work(conn).parser = Some(parser);
+            let mut paused = false;
+            match r {
+                Ok(Outcome::Continue) => {}
+                Ok(Outcome::Paused { consumed }) => {
+                    from += consumed;
+                    paused = true;
+                }
+                Ok(Outcome::Upgrade { consumed }) => {
+                    // No more requests: the handler switches protocols (the bytes after the
+                    // head are the new protocol's, put back for it), or answers (the parser
+                    // made the request not keep-alive, so with Connection: close) and the
+                    // connection closes.
+                    conn.stop_parsing.set(true);
+                    self.pause_reading(conn);
+                    conn.unread(&data[from + consumed..]);
+                }
+                Err(e) => {
+                    self.drop_parser(conn);
+                    self.queue_error(conn, e.status, e.reason);
+                }
+            }
+            self.dispatch_completed();
+            if conn.phase.get() == Phase::Upgraded {
+                conn.in_read.set(false);
+                return; // the connection is no longer HTTP: taken over during dispatch
+            }
+            if !paused || conn.closing.get() || conn.close_after.get() || conn.stop_parsing.get() {
+                break;
+            }
+            if conn.pipeline_len() >= self.opts.max_pipeline
+                || self.output_len(conn) > self.opts.max_output
+            {
+                // Answers drain first (on_drain or the pipeline settling resumes reading).
                 self.pause_reading(conn);
-                conn.unread(&data[consumed..]);
-            }
-            Err(e) => {
-                self.drop_parser(conn);
-                self.queue_error(conn, e.status, e.reason);
+                conn.unread(&data[from..]);
+                break;
             }
         }
-        // Hand the complete requests to their handlers, in order.
-        let mut completed = std::mem::take(&mut *self.completed.borrow_mut());
-        for &t in completed.iter() {
-            self.dispatch(t);
-        }
-        completed.clear();
-        *self.completed.borrow_mut() = completed;
         conn.in_read.set(false);
-        if conn.phase.get() == Phase::Upgraded {
-            return; // the connection is no longer HTTP: taken over during dispatch
-        }
         let now = self.now_ms();
         if conn.in_request() {
             if conn.phase.get() == Phase::Busy {
@@ -364,6 +387,22 @@ impl ServerInner {
             self.pause_reading(conn);
         }
         self.flush(conn);
+    }
+
+    /// Hands the requests completed by the last parse to their handlers, in order.
+    fn dispatch_completed(&self) {
+        let mut completed = std::mem::take(&mut *self.completed.borrow_mut());
+        for &t in completed.iter() {
+            self.dispatch(t);
+        }
+        completed.clear();
+        *self.completed.borrow_mut() = completed;
+    }
+
+    /// Bytes answered but not yet sent: the response buffer and the stream's queue.
+    fn output_len(&self, conn: &ConnRef) -> usize {
+        let out = conn.work.borrow().as_ref().map_or(0, |w| w.out.len());
+        out + conn.write_queue_size()
     }
 
     /// Queues a response the server makes itself (an error) after those already pending, and
