@@ -17,7 +17,7 @@
 //     message of N bytes, byte i = i % 251   --ws-text N (repeatable) a text message of N bytes,
 //     byte i = 'a' + i % 26   -n N  messages to receive, then close (default: one per message
 //     sent)   --close CODE (default 1000)   --max-message BYTES (default 16 MiB)   -H extra
-//     handshake headers
+//     handshake headers   --tls (--cacert FILE, --insecure) for wss://
 // Prints "text LEN DATA" (text over 200 bytes: "text LEN FNV1A64") or "binary LEN FNV1A64" per
 // message received, then "close STATUS CODE REASON" (STATUS as aloop_err_name names it: OK
 // after a closing handshake); exits 0 on OK.
@@ -66,7 +66,8 @@ struct Config {
     std::fprintf(stderr, "usage: client [-X METHOD] [-d DATA] [-H 'Name: value'] [--timeout MS] [--backend auto|uring|epoll]\n"
                          "              [-n N] [-c C] [--tls [--cacert FILE] [--insecure]] <address> <port> [path]\n"
                          "       client --ws [-d MESSAGE]... [--binary] [--ws-bytes N]... [--ws-text N]... [-n N] [--close CODE]\n"
-                         "              [--max-message BYTES] [-H 'Name: value'] <address> <port> [path]\n");
+                         "              [--max-message BYTES] [-H 'Name: value'] [--tls [--cacert FILE] [--insecure]]\n"
+                         "              <address> <port> [path]\n");
     std::exit(2);
 }
 
@@ -224,8 +225,14 @@ uint64_t fnv1a(std::string_view d) {
 /// --ws: one WebSocket session (see the top of the file).
 int websocket(const Config &cfg, aloop::Loop &loop) {
     bool v6 = cfg.host.find(':') != std::string::npos;
-    std::string url = "ws://" + (v6 ? "[" + cfg.host + "]" : cfg.host) + ":" + std::to_string(cfg.port) + cfg.path;
+    std::string url = std::string(cfg.tls ? "wss://" : "ws://") + (v6 ? "[" + cfg.host + "]" : cfg.host) + ":" +
+                      std::to_string(cfg.port) + cfg.path;
     aloop::WsOptions o;
+    std::optional<aloop::TlsClientConfig> tls;
+    if (cfg.tls) {
+        tls.emplace(aloop::TlsClientConfig::trusting(cfg.cacert, cfg.insecure));
+        o.tls = &*tls;
+    }
     o.c.connect_timeout_ms = cfg.timeout_ms;
     o.c.max_message = cfg.max_message;
     size_t total = 0;

@@ -1177,6 +1177,11 @@ typedef struct aloop_ws_options_t {
    * Client: how many `headers` there are.
    */
   size_t nheaders;
+  /**
+   * Client: TLS for `wss://` URLs (borrowed during the call; the connection keeps its own
+   * reference). NULL (the default): verify against the system's roots.
+   */
+  const struct aloop_tls_client_config_t *tls;
 } aloop_ws_options_t;
 
 /**
@@ -2452,16 +2457,19 @@ int aloop_ws_accept(struct aloop_http_request_t *req,
                     struct aloop_ws_t **out);
 
 /**
- * Connects to `url` (`ws://host[:port][/path][?query]`; the host may be a name, resolved off
- * the loop, its addresses tried in turn) and starts the handshake (offering
+ * Connects to `url` (`ws://host[:port][/path][?query]`, or `wss://` over TLS verified with
+ * `opts->tls` or the system's roots; the host may be a name, resolved off the loop, its
+ * addresses tried in turn) and starts the handshake (offering
  * `opts->subprotocols`, sending `opts->headers`), all within `opts->connect_timeout_ms`. `opts`
  * may be NULL for the defaults; `url` and `cbs` (required) are read during the call. On
  * success `*out` is the connection at once: sends are queued until the open callback; if the
  * opening fails, the close callback says why (`ALOOP_E_DNS`, a connect errno,
- * `ALOOP_E_TIMEOUT`, `ALOOP_E_WS_HANDSHAKE` with the server's answer as the reason). The
+ * `ALOOP_E_TIMEOUT`, an `ALOOP_E_TLS_*` code with the verifier's reason,
+ * `ALOOP_E_WS_HANDSHAKE` with the server's answer as the reason). The
  * handle is the application's until its close callback returns; `dtor(user_data)` runs after
  * it. Errors (`*out` unwritten, no callback, no `dtor`): `ALOOP_E_NULL`, `ALOOP_E_URL` (not a
- * `ws://` URL), `ALOOP_E_INVALID` (bad options), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ * `ws://` or `wss://` URL), `ALOOP_E_INVALID` (bad options), `ALOOP_E_TLS_CONFIG` (no
+ * usable system roots for `wss://`), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_ws_connect(struct aloop_loop_t *lp,
                      const char *url,

@@ -1057,6 +1057,8 @@ struct WsOptions {
     std::string subprotocols;
     /// Client: extra handshake headers.
     std::vector<Header> headers;
+    /// Client: TLS for `wss://` (nullptr: the system's roots); read during `ws_connect`.
+    const TlsClientConfig *tls = nullptr;
     WsOptions() { aloop_ws_options_init(&c); }
 };
 
@@ -1079,6 +1081,8 @@ inline aloop_ws_options_t ws_c_options(const WsOptions &opts, std::vector<aloop_
         hs.push_back({h.name.c_str(), h.value.c_str()});
     c.headers = hs.data();
     c.nheaders = hs.size();
+    if (opts.tls)
+        c.tls = opts.tls->get();
     return c;
 }
 /// The callbacks behind a connection's user data: a `WsCallbacks` of its own, or one shared
@@ -1142,7 +1146,7 @@ inline std::optional<WebSocket> ws_accept(Responder &&r, const WsOptions &opts,
     return detail::ws_accept_with(r, opts, new std::shared_ptr<const WsCallbacks>(std::move(cbs)));
 }
 
-/// Connects to a `ws://` URL (see aloop_ws_connect): the connection at once, `on_open` when
+/// Connects to a `ws://` or `wss://` URL (see aloop_ws_connect): the connection at once, `on_open` when
 /// the handshake is done, or `on_close` with why it failed. Throws `Error` for a bad URL or
 /// options.
 inline WebSocket ws_connect(Loop &loop, const std::string &url, const WsOptions &opts, WsCallbacks cbs) {

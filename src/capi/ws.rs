@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::event_loop::{aloop_loop_t, loop_of};
 use super::handle::{self, Handle, Kind, LoopId};
 use super::http_request::{aloop_http_header_t, aloop_http_request_t, with_request};
+use super::tls::{aloop_tls_client_config_t, client_config};
 use super::{aloop_free_fn, c_str, guard, not_null, rc};
 use crate::error::{Error, Result};
 use crate::http::ws::{self, CloseInfo, Message, WebSocket, WsHandler, WsOptions};
@@ -95,6 +96,9 @@ pub struct aloop_ws_options_t {
     pub headers: *const aloop_http_header_t,
     /// Client: how many `headers` there are.
     pub nheaders: usize,
+    /// Client: TLS for `wss://` URLs (borrowed during the call; the connection keeps its own
+    /// reference). NULL (the default): verify against the system's roots.
+    pub tls: *const aloop_tls_client_config_t,
 }
 
 /// The connection is open (the handshake is done); sends made before it are queued until
@@ -272,6 +276,7 @@ pub extern "C" fn aloop_ws_options_init(opts: *mut aloop_ws_options_t) -> c_int 
                 connect_timeout_ms: d.connect_timeout.as_millis() as u64,
                 headers: std::ptr::null(),
                 nheaders: 0,
+                tls: std::ptr::null(),
             })
         };
         0
@@ -303,6 +308,9 @@ fn options(opts: *const aloop_ws_options_t) -> Result<WsOptions> {
         connect_timeout: ms(c.connect_timeout_ms),
         ..Default::default()
     };
+    if !c.tls.is_null() {
+        o.tls = Some(client_config(c.tls)?);
+    }
     if !c.subprotocols.is_null() {
         // SAFETY: a C string per the contract.
         let list = unsafe { c_str(c.subprotocols) }?;
@@ -412,16 +420,19 @@ pub extern "C" fn aloop_ws_accept(
     })
 }
 
-/// Connects to `url` (`ws://host[:port][/path][?query]`; the host may be a name, resolved off
-/// the loop, its addresses tried in turn) and starts the handshake (offering
+/// Connects to `url` (`ws://host[:port][/path][?query]`, or `wss://` over TLS verified with
+/// `opts->tls` or the system's roots; the host may be a name, resolved off the loop, its
+/// addresses tried in turn) and starts the handshake (offering
 /// `opts->subprotocols`, sending `opts->headers`), all within `opts->connect_timeout_ms`. `opts`
 /// may be NULL for the defaults; `url` and `cbs` (required) are read during the call. On
 /// success `*out` is the connection at once: sends are queued until the open callback; if the
 /// opening fails, the close callback says why (`ALOOP_E_DNS`, a connect errno,
-/// `ALOOP_E_TIMEOUT`, `ALOOP_E_WS_HANDSHAKE` with the server's answer as the reason). The
+/// `ALOOP_E_TIMEOUT`, an `ALOOP_E_TLS_*` code with the verifier's reason,
+/// `ALOOP_E_WS_HANDSHAKE` with the server's answer as the reason). The
 /// handle is the application's until its close callback returns; `dtor(user_data)` runs after
 /// it. Errors (`*out` unwritten, no callback, no `dtor`): `ALOOP_E_NULL`, `ALOOP_E_URL` (not a
-/// `ws://` URL), `ALOOP_E_INVALID` (bad options), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+/// `ws://` or `wss://` URL), `ALOOP_E_INVALID` (bad options), `ALOOP_E_TLS_CONFIG` (no
+/// usable system roots for `wss://`), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_ws_connect(
     lp: *mut aloop_loop_t,

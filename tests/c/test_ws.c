@@ -174,6 +174,15 @@ static void run(int backend) {
     aloop_ws_options_init(&o);
     o.close_timeout_ms = 0;
     CHECK_RC(aloop_ws_connect(loop, url, &o, &cbs, NULL, count_dtor, &ws), ALOOP_E_INVALID);
+    /* wss:// with a TLS configuration that was freed: a stale handle, refused. */
+    aloop_tls_client_options_t to;
+    aloop_tls_client_options_init(&to);
+    aloop_tls_client_config_t *tls = NULL;
+    CHECK_RC(aloop_tls_client_config_new(&to, &tls), 0);
+    CHECK_RC(aloop_tls_client_config_free(tls), 0);
+    aloop_ws_options_init(&o);
+    o.tls = tls;
+    CHECK_RC(aloop_ws_connect(loop, "wss://127.0.0.1:1/ws", &o, &cbs, NULL, count_dtor, &ws), ALOOP_E_STALE);
     CHECK(ws == NULL);
 
     /* Two clients: one closes, the server closes the other. */

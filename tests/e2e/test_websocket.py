@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -21,6 +22,7 @@ import websockets
 from websockets.sync.client import connect as ws_connect
 
 from harness import BACKENDS, BIN, Cluster, connect, exchange, open_fds, rss_kib, server, settled_fds, wait_until
+from tlscerts import Certs
 from wsutil import RawWs, fnv1a, frame, pattern, text_pattern
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20]
@@ -285,8 +287,9 @@ def make_events_tests(backend):
 class PeerServer:
     """A `websockets` server on a thread of its own, whose behaviour depends on the path."""
 
-    def __init__(self):
+    def __init__(self, ssl_context=None):
         self.port = None
+        self.ssl_context = ssl_context
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
@@ -319,7 +322,7 @@ class PeerServer:
         asyncio.set_event_loop(self.loop)
 
         async def main():
-            self.server = await websockets.serve(self.handler, "127.0.0.1", 0, max_size=None)
+            self.server = await websockets.serve(self.handler, "127.0.0.1", 0, max_size=None, ssl=self.ssl_context)
             self.port = self.server.sockets[0].getsockname()[1]
             ready.set()
             await self.server.wait_closed()
@@ -457,7 +460,76 @@ def make_client_tests(backend):
     return WsClient
 
 
+def make_tls_tests(backend):
+    class WsOverTls(unittest.TestCase):
+        """wss://: `server` with --tls-cert against Python's websockets over ssl, and
+        `client --ws --tls` against a websockets server over ssl (verified with a CA, refused
+        without it)."""
+
+        @classmethod
+        def setUpClass(cls):
+            cls.certs = Certs()
+            cls.srv = server("--tls-cert", cls.certs.path("server.pem"), "--tls-key", cls.certs.path("server.key"),
+                             backend=backend)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cls.certs.path("server.pem"), cls.certs.path("server.key"))
+            cls.peer = PeerServer(ctx)
+
+        @classmethod
+        def tearDownClass(cls):
+            cls.peer.stop()
+            try:
+                assert cls.srv.stop() == 0
+            finally:
+                cls.certs.remove()
+
+        def client_ctx(self):
+            ctx = ssl.create_default_context(cafile=self.certs.path("ca.pem"))
+            return ctx
+
+        def test_server_echo_over_wss(self):
+            with ws_connect(f"wss://127.0.0.1:{self.srv.port}/ws/echo", ssl=self.client_ctx(), max_size=None,
+                            close_timeout=10) as ws:
+                for n in [0, 125, 65536, 1 << 20]:
+                    ws.send(pattern(n))
+                    self.assertEqual(ws.recv(timeout=30), pattern(n), n)
+                ws.send(["frag", "men", "ted"])
+                self.assertEqual(ws.recv(timeout=10), "fragmented")
+                self.assertTrue(ws.ping(b"tls").wait(10))
+                ws.close(4001, "bye")
+                self.assertEqual(ws.close_code, 4001)
+            # The same port still refuses plain HTTP with a 400.
+            s = connect(self.srv.port)
+            s.sendall(b"GET /ws/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 400 "))
+            s.close()
+
+        def test_client_over_wss(self):
+            ca = self.certs.path("ca.pem")
+            rc, out, err = client(self.peer.port, "--tls", "--cacert", ca, "-d", "over tls", "--ws-bytes", "200000",
+                                  backend=backend)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(out, ["text 8 over tls", f"binary 200000 {fnv_of('binary', 200000)}", "close OK 1000 "])
+            rc, out, err = client(self.peer.port, "--tls", "--cacert", ca, "-d", "x", path="/close", backend=backend)
+            self.assertEqual((rc, out), (0, ["close OK 4002 server bye"]), err)
+
+        def test_client_refuses_an_untrusted_certificate(self):
+            # The system's roots do not hold the test CA: the TLS handshake fails, with the
+            # verifier's reason, and no WebSocket handshake is sent.
+            rc, out, err = client(self.peer.port, "--tls", "-d", "x", backend=backend)
+            self.assertEqual(rc, 1, (out, err))
+            self.assertTrue(out[-1].startswith("close ALOOP_E_TLS_UNTRUSTED 1006 "), out)
+            self.assertIn("UnknownIssuer", out[-1])
+            # A plain ws:// client on a wss:// server: the handshake answer never comes as HTTP.
+            rc, out, err = client(self.srv.port, "-d", "x", path="/ws/echo", backend=backend, timeout=30)
+            self.assertEqual(rc, 1, (out, err))
+
+    WsOverTls.__name__ = f"WsOverTls_{backend}"
+    return WsOverTls
+
+
 for _b in BACKENDS:
+    globals()[f"WsOverTls_{_b}"] = make_tls_tests(_b)
     globals()[f"WsServer_{_b}"] = make_server_tests(_b)
     globals()[f"WsLifecycle_{_b}"] = make_lifecycle_tests(_b)
     globals()[f"WsEvents_{_b}"] = make_events_tests(_b)

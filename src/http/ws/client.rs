@@ -1,5 +1,7 @@
-//! The client side: `connect` to a `ws://` URL. The host name is resolved off the loop and its
-//! addresses tried in turn; the handshake request goes out, the answer is checked (section 4.1:
+//! The client side: `connect` to a `ws://` or `wss://` URL. The host name is resolved off the
+//! loop and its addresses tried in turn; over `wss://` the TLS handshake runs first (the host
+//! name as SNI, checked against the certificate); the handshake request goes out, the answer
+//! is checked (section 4.1:
 //! 101, `Upgrade`, `Connection`, `Sec-WebSocket-Accept`, no extension, a subprotocol that was
 //! offered); then the connection runs like the server's, with masked frames. The whole opening
 //! is bounded by `connect_timeout`.
@@ -17,6 +19,7 @@ use crate::http::client::Url;
 use crate::http::response::{valid_name, valid_value};
 use crate::net::connect::connect_first;
 use crate::net::resolve::resolve_off_loop;
+use crate::net::tls::TlsClientConfig;
 use crate::net::{ReadEvent, TcpStream};
 use crate::reactor::Loop;
 
@@ -141,10 +144,50 @@ fn on_answer(ws: &Rc<ClientWs>, data: &[u8]) {
     }
 }
 
-/// Parses a `ws://host[:port]/path?query` URL (`wss://` needs TLS: `BAD_URL` until then).
+/// Parses a `ws://` or `wss://host[:port]/path?query` URL (as `http://` and `https://`: the
+/// default ports are 80 and 443).
 fn parse_url(url: &str) -> Result<Url> {
-    let rest = url.strip_prefix("ws://").ok_or(Error::BAD_URL)?;
-    Url::parse(&format!("http://{rest}"))
+    if let Some(rest) = url.strip_prefix("ws://") {
+        Url::parse(&format!("http://{rest}"))
+    } else if let Some(rest) = url.strip_prefix("wss://") {
+        Url::parse(&format!("https://{rest}"))
+    } else {
+        Err(Error::BAD_URL)
+    }
+}
+
+/// Sends the opening handshake and reads the answer: at once on `ws://`, after the TLS
+/// handshake on `wss://` (its failure ends the connection with its `TLS_*` code and reason).
+fn begin_handshake(ws: &Rc<ClientWs>, tls: Option<(TlsClientConfig, String)>, request: Vec<u8>) {
+    let send = move |ws: &Rc<ClientWs>, request: Vec<u8>| {
+        start_reading(ws);
+        let sent = ws
+            .with_transport(|l| l.write(request))
+            .unwrap_or(Err(Error::CLOSED));
+        if let Err(e) = sent {
+            ws.abort(Err(e), b"");
+        }
+    };
+    let Some((cfg, host)) = tls else {
+        return send(ws, request);
+    };
+    let Some(stream) = ws.with_transport(|l| l.stream()).flatten() else {
+        return;
+    };
+    let (me, s2) = (Rc::downgrade(ws), stream.clone());
+    let r = stream.start_tls_client(&cfg, &host, move |r| {
+        let Some(ws) = me.upgrade() else { return };
+        match r {
+            Ok(()) => send(&ws, request),
+            Err(e) => {
+                let why = s2.tls_failure().map(|f| f.reason).unwrap_or_default();
+                ws.abort(Err(e), why.as_bytes());
+            }
+        }
+    });
+    if let Err(e) = r {
+        ws.abort(Err(e), b"cannot start TLS");
+    }
 }
 
 fn random_key() -> String {
@@ -160,10 +203,11 @@ fn random_key() -> String {
     handshake::base64(&b)
 }
 
-/// Connects to `url` (`ws://`); returns the connection's handle at once, `handler` gets
-/// `on_open` when the handshake is done, or `on_close` with why it failed (`DNS`, a connect
-/// error, `TIMEOUT` past `opts.connect_timeout`, `WS_HANDSHAKE` with the server's answer as
-/// the reason). Sends made before `on_open` are queued. `BAD_URL` for another URL; `INVALID`
+/// Connects to `url` (`ws://` or `wss://`); returns the connection's handle at once, `handler`
+/// gets `on_open` when the handshake is done, or `on_close` with why it failed (`DNS`, a
+/// connect error, `TIMEOUT` past `opts.connect_timeout` (the TLS handshake included), a
+/// `TLS_*` code with the verifier's reason, `WS_HANDSHAKE` with the server's answer as the
+/// reason). Sends made before `on_open` are queued. `BAD_URL` for another URL; `INVALID`
 /// for a subprotocol that is not a token or a header with CR, LF or NUL. A failed call never
 /// calls `handler`.
 pub fn connect(
@@ -173,6 +217,15 @@ pub fn connect(
     handler: Rc<dyn WsHandler>,
 ) -> Result<WebSocket> {
     let url = parse_url(url)?;
+    let mut tls = if url.tls {
+        let cfg = match &opts.tls {
+            Some(c) => c.clone(),
+            None => TlsClientConfig::system().map_err(|e| e.code)?,
+        };
+        Some((cfg, url.host.clone()))
+    } else {
+        None
+    };
     if !opts
         .subprotocols
         .iter()
@@ -231,15 +284,7 @@ pub fn connect(
             };
             let lp = ws.event_loop().clone();
             connect_first(&lp, addrs, timeout, adopt, move |r| match r {
-                Ok(()) => {
-                    start_reading(&ws);
-                    let sent = ws
-                        .with_transport(|l| l.write(std::mem::take(&mut request)))
-                        .unwrap_or(Err(Error::CLOSED));
-                    if let Err(e) = sent {
-                        ws.abort(Err(e), b"");
-                    }
-                }
+                Ok(()) => begin_handshake(&ws, tls.take(), std::mem::take(&mut request)),
                 Err(e) => ws.abort(Err(e), b""),
             });
         }

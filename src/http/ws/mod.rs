@@ -24,6 +24,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::net::tls::TlsClientConfig;
 
 pub use client::connect;
 pub use frame::close_code;
@@ -53,6 +54,8 @@ pub struct WsOptions {
     pub connect_timeout: Duration,
     /// Client: extra headers of the handshake request (`Origin`, `Authorization`, ...).
     pub headers: Vec<(String, String)>,
+    /// Client: TLS for `wss://` URLs; `None` (the default) verifies against the system's roots.
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl Default for WsOptions {
@@ -66,6 +69,7 @@ impl Default for WsOptions {
             subprotocols: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             headers: Vec::new(),
+            tls: None,
         }
     }
 }
