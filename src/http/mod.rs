@@ -21,5 +21,6 @@ pub mod response_parser;
 pub mod router;
 pub mod server;
 mod target;
+pub mod ws;
 
 pub use server::{ChunkedWriter, HttpServer, Request, ServerOptions};

@@ -62,6 +62,11 @@ pub trait Sink {
     fn head_complete(&mut self, req: &mut RequestData) -> Result<(), HttpError>;
     /// It is complete, body included.
     fn request_complete(&mut self, req: Box<RequestData>);
+    /// Asked after each complete request: `false` stops parsing there, and `execute` returns
+    /// `Outcome::Paused` with the bytes not parsed yet (a connection at its pipeline limit).
+    fn wants_more(&mut self) -> bool {
+        true
+    }
 }
 
 /// How a call to `execute` ended.
@@ -69,8 +74,14 @@ pub trait Sink {
 pub enum Outcome {
     /// All bytes consumed; more may follow.
     Continue,
-    /// The request asked for a protocol upgrade (not supported: answer it, then close).
-    Upgrade,
+    /// The request asked for a protocol upgrade (`Connection: upgrade` with `Upgrade`): it was
+    /// handed over (marked `upgrade`), and parsing stopped after its head. The first `consumed`
+    /// bytes of the input were HTTP; what follows belongs to the protocol asked for (if the
+    /// handler switches to it) and is never parsed as a request.
+    Upgrade { consumed: usize },
+    /// The sink asked to stop after a request (`Sink::wants_more`): the first `consumed` bytes
+    /// were parsed, the rest were not. The parser is ready to go on with them.
+    Paused { consumed: usize },
 }
 
 #[derive(Default)]
@@ -528,10 +539,14 @@ unsafe extern "C" fn on_message_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
     // SAFETY: see `ctx`.
     let c = unsafe { ctx::<S>(p) };
     if let Some(mut req) = c.st.cur.take() {
-        // Upgrades are not supported: the request is answered, then the connection closes
-        // (what follows it is another protocol's).
+        // An upgrade request is answered, then the connection closes (what follows it is
+        // another protocol's), unless its handler switches protocols (a WebSocket accept).
         req.keep_alive = keep_alive && !upgrade;
+        req.upgrade = upgrade;
         c.sink.request_complete(req);
+        if !upgrade && !c.sink.wants_more() {
+            return ll::HPE_PAUSED;
+        }
     }
     0
 }
@@ -600,7 +615,21 @@ impl<S: Sink> RequestParser<S> {
         parser.data = std::ptr::null_mut();
         match errno {
             ll::HPE_OK => Ok(Outcome::Continue),
-            ll::HPE_PAUSED_UPGRADE => Ok(Outcome::Upgrade),
+            ll::HPE_PAUSED_UPGRADE => {
+                // SAFETY: after a pause llhttp's error position points into `data`.
+                let pos = unsafe { ll::llhttp_get_error_pos(parser) } as usize;
+                let consumed = pos.saturating_sub(data.as_ptr() as usize).min(data.len());
+                Ok(Outcome::Upgrade { consumed })
+            }
+            ll::HPE_PAUSED => {
+                // SAFETY: after a pause llhttp's error position points into `data`.
+                let pos = unsafe { ll::llhttp_get_error_pos(parser) } as usize;
+                // SAFETY: the parser is initialised; resuming clears the pause, and the next
+                // call goes on from the state llhttp kept.
+                unsafe { ll::llhttp_resume(parser) };
+                let consumed = pos.saturating_sub(data.as_ptr() as usize).min(data.len());
+                Ok(Outcome::Paused { consumed })
+            }
             e => {
                 // SAFETY: llhttp's reason is a static C string (or NULL).
                 let reason = unsafe {

@@ -236,11 +236,21 @@ fn limits() {
 
 #[test]
 fn upgrade_is_reported() {
-    let (r, s) =
-        parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
-    assert_eq!(r, Ok(Outcome::Upgrade));
+    let head: &[u8] =
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let mut input = head.to_vec();
+    input.extend_from_slice(b"\x81\x85frames, not HTTP");
+    let (r, s) = parse(&input);
+    // Parsing stops after the head: the rest is the new protocol's.
+    assert_eq!(
+        r,
+        Ok(Outcome::Upgrade {
+            consumed: head.len()
+        })
+    );
     assert_eq!(s.done.len(), 1);
-    // Answered, then closed: what follows the request is not HTTP.
+    assert!(s.done[0].upgrade);
+    // Answered, then closed unless the handler switches protocols.
     assert!(!s.done[0].keep_alive);
     let (r, s) = parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(r, Ok(Outcome::Continue));

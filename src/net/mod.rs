@@ -1,7 +1,8 @@
 //! TCP on the loop: listeners (SO_REUSEPORT, IPv4/IPv6, port 0), streams (connect with timeout,
 //! read start/stop, queued writev writes, shutdown, close; a stream may carry its owner's
 //! per-connection state, see `Stream`), socket options and addresses, host names resolved off
-//! the loop and their addresses tried in turn.
+//! the loop and their addresses tried in turn; TLS (rustls) as a transform of a stream
+//! (`tls`).
 
 mod addr;
 pub(crate) mod connect;
@@ -9,6 +10,7 @@ mod listener;
 pub(crate) mod resolve;
 pub(crate) mod socket;
 mod stream;
+pub mod tls;
 
 pub use addr::{parse_ip_port, SockAddr};
 pub use listener::{ListenOptions, TcpListener};

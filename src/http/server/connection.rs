@@ -8,7 +8,8 @@ use std::rc::{Rc, Weak};
 
 use super::work::ConnWork;
 use super::{Request, ServerInner};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::http::date::http_date;
 use crate::http::parser::{HttpError, Outcome, RequestParser, Sink};
 use crate::http::request::RequestData;
 use crate::http::response::{self, Framing};
@@ -28,6 +29,8 @@ pub(super) enum Phase {
     Idle,
     /// Last response sent, write side shut down, discarding input until EOF.
     Linger,
+    /// Switched protocols: the stream belongs to an `UpgradeHandler` (see `upgrade`).
+    Upgraded,
 }
 
 /// One request's place in a connection's pipeline.
@@ -37,6 +40,8 @@ pub(super) struct Pending {
     pub(super) slot: Option<Token>,
     pub(super) done: bool,
     pub(super) close: bool,
+    /// A switch (101) answer: once it is out, the connection is upgraded.
+    pub(super) upgrade: bool,
     /// Response bytes made while earlier responses were still outstanding.
     pub(super) buf: Vec<u8>,
 }
@@ -95,10 +100,15 @@ impl Sink for ConnSink {
             slot: Some(id),
             done: false,
             close: false,
+            upgrade: false,
             buf: Vec::new(),
         });
         self.srv.completed.borrow_mut().push(id);
         self.conn.set_phase(Phase::Busy, self.srv.now_ms());
+    }
+
+    fn wants_more(&mut self) -> bool {
+        self.conn.pipeline_len() < self.srv.opts.max_pipeline
     }
 }
 
@@ -112,6 +122,7 @@ impl StreamEvents for Conn {
     fn on_drain(conn: &ConnRef, r: Result<()>) {
         if let Some(srv) = conn.srv.upgrade() {
             match r {
+                Ok(()) if conn.phase.get() == Phase::Upgraded => srv.upgraded_drain(conn),
                 Ok(()) => srv.on_drain(conn),
                 // The client is gone: nothing more can reach it.
                 Err(_) => srv.close_now(conn),
@@ -124,12 +135,18 @@ impl StreamEvents for Conn {
             if let Some(key) = conn.key.get() {
                 srv.conns.borrow_mut().remove(key);
             }
+            srv.upgraded_closed(conn);
             srv.check_stopped();
         }
     }
 }
 
 impl Conn {
+    /// Its key in the server's connection table (set as it is accepted).
+    pub(super) fn key(&self) -> Option<Token> {
+        self.key.get()
+    }
+
     /// True between the first byte of a request and its completion.
     pub(super) fn in_request(&self) -> bool {
         self.work
@@ -212,8 +229,39 @@ impl ServerInner {
         );
         let key = self.conns.borrow_mut().insert(conn.clone());
         conn.key.set(Some(key));
+        let tls = self.tls.borrow().clone();
+        if let Some(cfg) = tls {
+            if conn.start_tls_server(&cfg).is_err() {
+                self.close_now(&conn);
+                return;
+            }
+        }
         if let Err(_e) = self.start_reading(&conn) {
             self.close_now(&conn);
+        }
+    }
+
+    /// A plain-HTTP request on a TLS connection: a plain 400 saying so (as nginx does), then
+    /// the connection closes.
+    fn refuse_plain_http(&self, conn: &ConnRef) {
+        conn.stop_parsing.set(true);
+        conn.close_after.set(true);
+        let body = "400 Bad Request: plain HTTP request was sent to HTTPS port\n";
+        let date = http_date(self.lp.now());
+        let headers: [(&[u8], &[u8]); 1] = [(b"Content-Type", b"text/plain")];
+        let mut buf = self.lp.take_buffer();
+        response::write_head(
+            &mut buf,
+            400,
+            &date,
+            headers.iter().copied(),
+            Framing::Length(body.len()),
+            true,
+            false,
+        );
+        buf.extend_from_slice(body.as_bytes());
+        if conn.write_plaintext_reply(buf).is_err() {
+            self.close_now(conn);
         }
     }
 
@@ -231,6 +279,9 @@ impl ServerInner {
     fn on_read(&self, conn: &ConnRef, ev: ReadEvent<'_>) {
         if conn.closing.get() {
             return;
+        }
+        if conn.phase.get() == Phase::Upgraded {
+            return self.upgraded_read(conn, ev);
         }
         match ev {
             ReadEvent::Data(data) => {
@@ -254,6 +305,7 @@ impl ServerInner {
                     self.maybe_finish(conn);
                 }
             }
+            ReadEvent::Error(e) if e == Error::TLS_PLAINTEXT => self.refuse_plain_http(conn),
             ReadEvent::Error(_) => self.close_now(conn),
         }
     }
@@ -266,38 +318,62 @@ impl ServerInner {
             && conn.write_queue_size() == 0
     }
 
-    pub(super) fn parse(&self, conn: &ConnRef, data: &[u8]) {
+    /// Parses what was read and hands complete requests to their handlers, at most
+    /// `max_pipeline` in flight: at the limit, or with `max_output` bytes waiting to be sent,
+    /// the rest of `data` is put back on the stream and reading pauses until the answers
+    /// drain. One read may hold thousands of small pipelined requests.
+    pub(super) fn parse(&self, conn: &ConnRef, data: &mut [u8]) {
         let mut sink = ConnSink {
             srv: self.me(),
             conn: conn.clone(),
         };
         conn.in_read.set(true);
-        let mut parser = self.work(conn).parser.take().unwrap_or_else(|| {
-            debug_assert!(false, "a connection parses once at a time");
-            RequestParser::new(self.opts.limits)
-        });
-        let r = parser.execute(data, &mut sink);
-        self.work(conn).parser = Some(parser);
-        match r {
-            Ok(Outcome::Continue) => {}
-            Ok(Outcome::Upgrade) => {
-                // Upgrades are not supported: the request is answered (the parser made it not
-                // keep-alive, so with Connection: close), then the connection closes.
-                conn.stop_parsing.set(true);
+        let mut from = 0;
+        loop {
+            let mut parser = self.work(conn).parser.take().unwrap_or_else(|| {
+                debug_assert!(false, "a connection parses once at a time");
+                RequestParser::new(self.opts.limits)
+            });
+            let r = parser.execute(&data[from..], &mut sink);
+            self.work(conn).parser = Some(parser);
+            let mut paused = false;
+            match r {
+                Ok(Outcome::Continue) => {}
+                Ok(Outcome::Paused { consumed }) => {
+                    from += consumed;
+                    paused = true;
+                }
+                Ok(Outcome::Upgrade { consumed }) => {
+                    // No more requests: the handler switches protocols (the bytes after the
+                    // head are the new protocol's, put back for it), or answers (the parser
+                    // made the request not keep-alive, so with Connection: close) and the
+                    // connection closes.
+                    conn.stop_parsing.set(true);
+                    self.pause_reading(conn);
+                    conn.unread(&data[from + consumed..]);
+                }
+                Err(e) => {
+                    self.drop_parser(conn);
+                    self.queue_error(conn, e.status, e.reason);
+                }
+            }
+            self.dispatch_completed();
+            if conn.phase.get() == Phase::Upgraded {
+                conn.in_read.set(false);
+                return; // the connection is no longer HTTP: taken over during dispatch
+            }
+            if !paused || conn.closing.get() || conn.close_after.get() || conn.stop_parsing.get() {
+                break;
+            }
+            if conn.pipeline_len() >= self.opts.max_pipeline
+                || self.output_len(conn) > self.opts.max_output
+            {
+                // Answers drain first (on_drain or the pipeline settling resumes reading).
                 self.pause_reading(conn);
-            }
-            Err(e) => {
-                self.drop_parser(conn);
-                self.queue_error(conn, e.status, e.reason);
+                conn.unread(&data[from..]);
+                break;
             }
         }
-        // Hand the complete requests to their handlers, in order.
-        let mut completed = std::mem::take(&mut *self.completed.borrow_mut());
-        for &t in completed.iter() {
-            self.dispatch(t);
-        }
-        completed.clear();
-        *self.completed.borrow_mut() = completed;
         conn.in_read.set(false);
         let now = self.now_ms();
         if conn.in_request() {
@@ -311,6 +387,22 @@ impl ServerInner {
             self.pause_reading(conn);
         }
         self.flush(conn);
+    }
+
+    /// Hands the requests completed by the last parse to their handlers, in order.
+    fn dispatch_completed(&self) {
+        let mut completed = std::mem::take(&mut *self.completed.borrow_mut());
+        for &t in completed.iter() {
+            self.dispatch(t);
+        }
+        completed.clear();
+        *self.completed.borrow_mut() = completed;
+    }
+
+    /// Bytes answered but not yet sent: the response buffer and the stream's queue.
+    fn output_len(&self, conn: &ConnRef) -> usize {
+        let out = conn.work.borrow().as_ref().map_or(0, |w| w.out.len());
+        out + conn.write_queue_size()
     }
 
     /// Queues a response the server makes itself (an error) after those already pending, and
@@ -345,6 +437,7 @@ impl ServerInner {
                 slot: None,
                 done: true,
                 close: true,
+                upgrade: false,
                 buf,
             });
         }
