@@ -109,7 +109,10 @@ def callgrind_run(subject, path, depth, headers, requests, tmp, pg_url, out_file
     for stale in (out_file, out_file + ".1"):
         if os.path.exists(stale):
             os.unlink(stale)
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no",
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
+            # INSTR_DUMP_INSTR=1: costs per instruction too (callgrind_annotate --auto=yes then
+            # shows them per line of assembly with objdump; the totals do not change).
+            f"--dump-instr={'yes' if os.environ.get('INSTR_DUMP_INSTR') == '1' else 'no'}",
             "--trace-children=no"] + subject_argv(subject, port, tmp, pg_url)
     log = open(out_file + ".log", "w")
     p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

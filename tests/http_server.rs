@@ -233,6 +233,84 @@ fn upgrade_is_answered_then_closed(b: Backend) {
     assert_eq!(resp.matches("HTTP/1.1").count(), 1, "{resp}");
 }
 
+/// Answers with the same status and headers reuse the head of an earlier one: the bytes stay
+/// those of a fresh head (length, Date, `Connection` for HTTP/1.0 and close, HEAD without a
+/// body), other statuses and headers get their own heads, and a header with CR or LF is still
+/// refused after its neighbours were cached.
+fn repeated_heads_keep_their_bytes(b: Backend) {
+    let lp = common::new_loop(b);
+    let srv = HttpServer::new(&lp, ServerOptions::default());
+    let refused = std::rc::Rc::new(std::cell::Cell::new(0));
+    srv.route(Some("GET"), "/t", |r| {
+        let body = r.data().query().as_bytes().to_vec();
+        let _ = r.respond(200, &[(b"Content-Type", b"text/plain")], &body);
+    });
+    let seen = refused.clone();
+    srv.route(Some("GET"), "/bad", move |r| {
+        let bad: &[(&[u8], &[u8])] = &[(b"Content-Type", b"text/plain\r\nX: 1")];
+        if r.respond(200, bad, b"") == Err(asyncloop::error::Error::INVALID) {
+            seen.set(seen.get() + 1);
+        }
+        // (dropped unanswered: 500)
+    });
+    srv.route(Some("GET"), "/other", |r| {
+        let _ = r.respond(
+            201,
+            &[(b"Content-Type", b"text/plain"), (b"X-B", b"2")],
+            b"o",
+        );
+    });
+    let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let resp = run_with_client(&lp, &srv, move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(
+            b"GET /t?a HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /t?bb HTTP/1.1\r\nHost: x\r\n\r\n\
+              HEAD /t?ccc HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /other HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /bad HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /t?0123456789 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+              GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    });
+    assert_eq!(refused.get(), 1);
+    // Every Date is an IMF-fixdate of now (29 bytes); blank them to compare the rest.
+    let mut blanked = String::new();
+    let mut rest = resp.as_str();
+    while let Some(i) = rest.find("\r\nDate: ") {
+        blanked.push_str(&rest[..i + 8]);
+        let date = &rest[i + 8..i + 8 + 29];
+        assert!(
+            date.ends_with(" GMT") && date.as_bytes()[3] == b',',
+            "{date:?}"
+        );
+        blanked.push_str("DATE");
+        rest = &rest[i + 8 + 29..];
+    }
+    blanked.push_str(rest);
+    let head = |status: &str, extra: &str, len: usize, conn: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nServer: asyncloop\r\nDate: DATE\r\nContent-Type: text/plain\r\n{extra}Content-Length: {len}\r\n{conn}\r\n"
+        )
+    };
+    let expected = [
+        head("200 OK", "", 1, "") + "a",
+        head("200 OK", "", 2, "") + "bb",
+        head("200 OK", "", 3, ""),
+        head("201 Created", "X-B: 2\r\n", 1, "") + "o",
+        "HTTP/1.1 500 Internal Server Error\r\nServer: asyncloop\r\nDate: DATE\r\nContent-Type: text/plain\r\nContent-Length: 59\r\n\r\n500 Internal Server Error: the handler dropped the request\n".to_string(),
+        head("200 OK", "", 10, "Connection: keep-alive\r\n") + "0123456789",
+        head("200 OK", "", 0, "Connection: close\r\n"),
+    ]
+    .concat();
+    assert_eq!(blanked, expected);
+}
+
 /// `max_pipeline` bounds the requests a connection has in flight even when far more arrive in
 /// one read: the parser stops at the limit and keeps the rest for later, instead of handing
 /// every request of the read to its handler at once (the output of a client that sends
@@ -303,6 +381,7 @@ fn pipeline_limit_holds_within_one_read(b: Backend) {
 }
 
 both_backends!(
+    repeated_heads_keep_their_bytes,
     pipeline_limit_holds_within_one_read,
     upgrade_is_answered_then_closed,
     body_timeout_sends_408,

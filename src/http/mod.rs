@@ -15,6 +15,7 @@ pub mod date;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_support;
+mod head_cache;
 pub mod response;
 pub mod response_parser;
 pub mod router;

@@ -126,7 +126,9 @@ impl<S: Sink> Callbacks<S> {
         on_url_complete: Some(on_url_complete::<S>),
         on_status_complete: None,
         on_method_complete: None,
-        on_version_complete: Some(on_version_complete::<S>),
+        // The version is checked at the first header field or at the head's end (whichever
+        // comes first), from llhttp's parsed value.
+        on_version_complete: None,
         on_header_field_complete: Some(on_header_field_complete::<S>),
         on_header_value_complete: Some(on_header_value_complete::<S>),
         on_chunk_extension_name_complete: None,
@@ -232,6 +234,12 @@ fn method_name(m: u8) -> &'static [u8] {
     }
 }
 
+/// llhttp's code for the method `name` (None for a method llhttp does not parse).
+pub(crate) fn method_code(name: &str) -> Option<u8> {
+    // llhttp's methods are the codes 0 to 46 (HTTP_ALL_METHOD_MAP).
+    (0..=46u8).find(|&m| method_name(m) == name.as_bytes())
+}
+
 unsafe extern "C" fn on_url<S: Sink>(p: *mut ll::llhttp_t, at: *const c_char, len: usize) -> c_int {
     // SAFETY: see `ctx`.
     let st = &mut *unsafe { ctx::<S>(p) }.st;
@@ -240,9 +248,10 @@ unsafe extern "C" fn on_url<S: Sink>(p: *mut ll::llhttp_t, at: *const c_char, le
         // first piece.
         st.have_method = true;
         // SAFETY: p is the live parser.
-        let name = method_name(unsafe { (*p).method });
+        let code = unsafe { (*p).method };
         if let Some(r) = st.cur.as_mut() {
-            r.arena.extend_from_slice(name);
+            r.arena.extend_from_slice(method_name(code));
+            r.method_code = Some(code);
         }
         let r = end_piece(st);
         st.cur.as_mut().unwrap().method = r;
@@ -285,15 +294,17 @@ unsafe extern "C" fn on_url_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     0
 }
 
-unsafe extern "C" fn on_version_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
-    // SAFETY: see `ctx`; p is the live parser.
-    let (major, minor) = unsafe { ((*p).http_major, (*p).http_minor) };
-    let st = &mut *unsafe { ctx::<S>(p) }.st;
-    if major != 1 {
-        return fail(st, HttpError::new(505, "HTTP version not supported"));
+/// Checks the request line's version once llhttp has parsed it (at the first header field, or
+/// at the end of a head without any): HTTP/1.x only.
+fn check_version(p: *const ll::llhttp_t) -> Result<(), HttpError> {
+    // SAFETY: p is the live parser.
+    match unsafe { (*p).http_major } {
+        1 => Ok(()),
+        // llhttp takes a request line without a version (HTTP/0.9's form, also ended by a bare
+        // LF) and goes on to headers: not a request line of RFC 9112.
+        0 => Err(HttpError::new(400, "request line without an HTTP version")),
+        _ => Err(HttpError::new(505, "HTTP version not supported")),
     }
-    st.cur.as_mut().unwrap().version_minor = minor;
-    0
 }
 
 unsafe extern "C" fn on_header_field<S: Sink>(
@@ -303,6 +314,16 @@ unsafe extern "C" fn on_header_field<S: Sink>(
 ) -> c_int {
     // SAFETY: see `ctx`.
     let st = &mut *unsafe { ctx::<S>(p) }.st;
+    if st.header_bytes == 0 {
+        if let Err(e) = check_version(p) {
+            return fail(st, e);
+        }
+    }
+    add_header_bytes(st, at, len)
+}
+
+/// Counts `len` bytes of the header block against its limit and appends them.
+fn add_header_bytes(st: &mut State, at: *const c_char, len: usize) -> c_int {
     st.header_bytes += len;
     if st.header_bytes > st.limits.max_header_bytes {
         return fail(st, HttpError::new(431, "request header fields too large"));
@@ -324,11 +345,40 @@ unsafe extern "C" fn on_header_value<S: Sink>(
     at: *const c_char,
     len: usize,
 ) -> c_int {
-    on_header_field::<S>(p, at, len)
+    // SAFETY: see `ctx`.
+    add_header_bytes(unsafe { ctx::<S>(p) }.st, at, len)
 }
 
 fn eq_ic(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// The header names the parser acts on.
+#[derive(PartialEq, Eq)]
+enum Known {
+    Host,
+    TransferEncoding,
+    Expect,
+    Other,
+}
+
+/// Which of the names the parser acts on `n` is (any case). `n` is a token (llhttp checked
+/// it): no token byte but a letter's upper case becomes a letter or `-` with 0x20 set, so
+/// or-ing 0x20 into each byte compares case-insensitively.
+fn known_name(n: &[u8]) -> Known {
+    fn lower_is(n: &[u8], lower: &[u8]) -> bool {
+        n.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
+    }
+    match n.len() {
+        4 if u32::from_le_bytes([n[0], n[1], n[2], n[3]]) | 0x2020_2020
+            == u32::from_le_bytes(*b"host") =>
+        {
+            Known::Host
+        }
+        17 if lower_is(n, b"transfer-encoding") => Known::TransferEncoding,
+        6 if lower_is(n, b"expect") => Known::Expect,
+        _ => Known::Other,
+    }
 }
 
 /// Transfer-Encoding: chunked must come last (else 400); other codings are not implemented (501).
@@ -374,11 +424,13 @@ unsafe extern "C" fn on_header_value_complete<S: Sink>(p: *mut ll::llhttp_t) -> 
         return fail(st, HttpError::new(431, "too many header fields"));
     }
     let (n, v) = (&r.arena[name], &r.arena[value]);
-    if eq_ic(n, "host") {
+    let known = known_name(n);
+    if known == Known::Host {
         st.host_count += 1;
-    } else if eq_ic(n, "transfer-encoding") {
+    } else if known == Known::TransferEncoding {
         // RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
-        if r.version_minor == 0 {
+        // SAFETY: p is the live parser.
+        if unsafe { (*p).http_minor } == 0 {
             return fail(
                 st,
                 HttpError::new(400, "Transfer-Encoding in an HTTP/1.0 request"),
@@ -387,7 +439,7 @@ unsafe extern "C" fn on_header_value_complete<S: Sink>(p: *mut ll::llhttp_t) -> 
         if let Err(e) = check_transfer_encoding(v) {
             return fail(st, e);
         }
-    } else if eq_ic(n, "expect") {
+    } else if known == Known::Expect {
         if eq_ic(v, "100-continue") {
             r.expect_continue = true;
         } else {
@@ -399,23 +451,17 @@ unsafe extern "C" fn on_header_value_complete<S: Sink>(p: *mut ll::llhttp_t) -> 
 
 unsafe extern "C" fn on_headers_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     // SAFETY: p is the live parser.
-    let (flags, content_length, major) =
-        unsafe { ((*p).flags, (*p).content_length, (*p).http_major) };
+    let (flags, content_length, minor) =
+        unsafe { ((*p).flags, (*p).content_length, (*p).http_minor) };
     // SAFETY: see `ctx`.
     let c = unsafe { ctx::<S>(p) };
     let st = &mut *c.st;
-    // llhttp takes a request line without a version (HTTP/0.9's form, also ended by a bare LF)
-    // and goes on to headers: not a request line of RFC 9112.
-    if major == 0 {
-        return fail(
-            st,
-            HttpError::new(400, "request line without an HTTP version"),
-        );
+    if let Err(e) = check_version(p) {
+        return fail(st, e);
     }
     if !st.target_ok {
         return fail(st, HttpError::new(400, "missing request target"));
     }
-    let minor = st.cur.as_ref().unwrap().version_minor;
     if st.host_count > 1 || (minor >= 1 && st.host_count == 0) {
         return fail(
             st,
@@ -426,6 +472,7 @@ unsafe extern "C" fn on_headers_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
         return fail(st, HttpError::new(413, "request body too large"));
     }
     let r = st.cur.as_mut().unwrap();
+    r.version_minor = minor;
     if flags & (ll::F_CONTENT_LENGTH | ll::F_CHUNKED) == 0 {
         r.expect_continue = false; // no body to wait for
     }
@@ -475,8 +522,20 @@ unsafe extern "C" fn on_chunk_extension<S: Sink>(
 
 unsafe extern "C" fn on_message_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     // SAFETY: p is the live parser.
-    let (keep_alive, upgrade) =
-        unsafe { (ll::llhttp_should_keep_alive(p) != 0, (*p).upgrade != 0) };
+    let (major, minor, flags, upgrade) = unsafe {
+        (
+            (*p).http_major,
+            (*p).http_minor,
+            (*p).flags,
+            (*p).upgrade != 0,
+        )
+    };
+    // llhttp_should_keep_alive for a request (which never needs EOF to end), without the call.
+    let keep_alive = if major > 0 && minor > 0 {
+        flags & ll::F_CONNECTION_CLOSE == 0
+    } else {
+        flags & ll::F_CONNECTION_KEEP_ALIVE != 0
+    };
     // SAFETY: see `ctx`.
     let c = unsafe { ctx::<S>(p) };
     if let Some(mut req) = c.st.cur.take() {

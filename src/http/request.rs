@@ -9,6 +9,8 @@ use std::ops::Range;
 pub struct RequestData {
     pub(crate) arena: Vec<u8>,
     pub(crate) method: Range<usize>,
+    /// llhttp's code for the method (None until the parser sets it).
+    pub(crate) method_code: Option<u8>,
     pub(crate) target: Range<usize>,
     pub(crate) path: Range<usize>,
     pub(crate) query: Range<usize>,
@@ -47,6 +49,7 @@ impl RequestData {
         self.headers.clear();
         self.body.clear();
         self.method = 0..0;
+        self.method_code = None;
         self.target = 0..0;
         self.path = 0..0;
         self.query = 0..0;

@@ -118,6 +118,26 @@ pub enum Framing {
     Chunked,
 }
 
+/// Where `write_head` put the parts a reused head changes (offsets from where it began).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLayout {
+    /// The `Date` value (None when the application gave its own).
+    pub date_at: Option<usize>,
+    /// Just past `Content-Length: ` (None for a chunked head).
+    pub length_at: Option<usize>,
+}
+
+/// The end of a head after its `Content-Length` value: CRLF, the `Connection` line, CRLF.
+pub fn head_end(close: bool, http10_keep_alive: bool) -> &'static [u8] {
+    if close {
+        b"\r\nConnection: close\r\n\r\n"
+    } else if http10_keep_alive {
+        b"\r\nConnection: keep-alive\r\n\r\n"
+    } else {
+        b"\r\n\r\n"
+    }
+}
+
 /// Writes a response head into `out`. Headers must have been checked with `valid_name` and
 /// `valid_value`. `Server` and `Date` are added unless the application gave them.
 pub fn write_head<'a>(
@@ -128,7 +148,8 @@ pub fn write_head<'a>(
     framing: Framing,
     close: bool,
     http10_keep_alive: bool,
-) {
+) -> HeadLayout {
+    let start = out.len();
     let mut has_server = false;
     let mut has_date = false;
     let mut len = 0;
@@ -157,8 +178,10 @@ pub fn write_head<'a>(
     if !has_server {
         out.extend_from_slice(b"Server: asyncloop\r\n");
     }
+    let mut date_at = None;
     if !has_date {
         out.extend_from_slice(b"Date: ");
+        date_at = Some(out.len() - start);
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
     }
@@ -174,22 +197,25 @@ pub fn write_head<'a>(
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
+            let length_at = Some(out.len() - start);
             push_decimal(out, n as u64);
-            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(head_end(close, http10_keep_alive));
+            HeadLayout { date_at, length_at }
         }
-        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Chunked => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked");
+            out.extend_from_slice(head_end(close, http10_keep_alive));
+            HeadLayout {
+                date_at,
+                length_at: None,
+            }
+        }
     }
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if http10_keep_alive {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `n` in decimal (no formatting machinery: this runs for every response). Bodies
 /// under 100 bytes, the common case of small answers, take one branch.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     if n < 100 {
         if n < 10 {
             out.push(b'0' + n as u8);

@@ -22,25 +22,24 @@ const INVALID: HttpError = HttpError::new(400, "invalid request target");
 pub(crate) fn check(method: &[u8], target: &[u8]) -> Result<TargetParts, HttpError> {
     let end = target.len();
     if target.first() == Some(&b'/') && method != b"CONNECT" {
-        // origin-form, nearly every request: one pass finds the query and refuses a fragment
-        // (what the general path below does in three).
-        let mut q = None;
-        for (i, &b) in target.iter().enumerate() {
-            match b {
-                b'#' => return Err(HttpError::new(400, "fragment in request target")),
-                b'?' if q.is_none() => q = Some(i),
-                _ => {}
-            }
+        // origin-form, nearly every request: finds the query and refuses a fragment (what the
+        // general path below does in three passes).
+        let q = find_query_or_fragment(target);
+        if q < end && target[q] == b'#' {
+            return Err(HttpError::new(400, "fragment in request target"));
         }
-        return Ok(match q {
-            Some(i) => TargetParts {
-                path: Some(0..i),
-                query: i + 1..end,
-            },
-            None => TargetParts {
+        if q == end {
+            return Ok(TargetParts {
                 path: Some(0..end),
                 query: end..end,
-            },
+            });
+        }
+        if target[q + 1..].contains(&b'#') {
+            return Err(HttpError::new(400, "fragment in request target"));
+        }
+        return Ok(TargetParts {
+            path: Some(0..q),
+            query: q + 1..end,
         });
     }
     if method == b"CONNECT" {
@@ -70,6 +69,28 @@ pub(crate) fn check(method: &[u8], target: &[u8]) -> Result<TargetParts, HttpErr
         return Ok(split_query(target, 0));
     }
     absolute_form(target).ok_or(INVALID)
+}
+
+/// The index of the first `?` or `#` in `t` (`t.len()` when there is none), eight bytes at a
+/// time.
+fn find_query_or_fragment(t: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut i = 0;
+    while i + 8 <= t.len() {
+        let x = u64::from_le_bytes(t[i..i + 8].try_into().expect("8 bytes"));
+        // Exact for whether a byte is '?' or '#' (a borrow can only mark bytes above the
+        // first zero byte); the byte itself is then found one by one.
+        if has_zero(x ^ (ONES * b'?' as u64)) | has_zero(x ^ (ONES * b'#' as u64)) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    t[i..]
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .map_or(t.len(), |j| i + j)
 }
 
 /// The path from `path_start` to the first `?`, the query after it.
@@ -191,6 +212,32 @@ mod tests {
         assert!(refused("GET", "/a?b#c"));
         assert!(refused("GET", ""));
         assert!(refused("GET", "abc"));
+    }
+
+    #[test]
+    fn query_and_fragment_found_at_every_position() {
+        for len in 1..40 {
+            for pos in 1..len {
+                for (b, want) in [(b'?', true), (b'#', false)] {
+                    let mut t = vec![b'a'; len];
+                    t[0] = b'/';
+                    t[pos] = b;
+                    let t = String::from_utf8(t).unwrap();
+                    match check(b"GET", t.as_bytes()) {
+                        Ok(p) if want => {
+                            assert_eq!(p.path, Some(0..pos), "{t}");
+                            assert_eq!(p.query, pos + 1..len, "{t}");
+                        }
+                        Err(e) if !want => assert_eq!(e.status, 400, "{t}"),
+                        other => panic!("{t}: {other:?}"),
+                    }
+                }
+            }
+            let t = format!("/{}", "b".repeat(len));
+            assert_eq!(ok("GET", &t), (Some(t.clone()), "".into()));
+            let t = format!("/{}?{}#", "b".repeat(len), "c".repeat(len));
+            assert!(refused("GET", &t), "{t}");
+        }
     }
 
     #[test]

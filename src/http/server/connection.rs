@@ -451,11 +451,7 @@ impl ServerInner {
         };
         // SAFETY: the slot's data lives until the request is answered; the references end
         // before the handler (which may answer) runs.
-        let route = unsafe {
-            self.router
-                .borrow()
-                .resolve((*data).method(), (*data).path())
-        };
+        let route = unsafe { self.router.borrow().resolve_request(&*data) };
         let req = Request {
             srv: self.me(),
             slot,

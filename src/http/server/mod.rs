@@ -36,6 +36,7 @@ use self::connection::ConnRef;
 use self::slots::SlotEntry;
 use self::work::ConnWork;
 use super::date::DateCache;
+use super::head_cache::HeadCache;
 use super::parser::Limits;
 use super::request::RequestData;
 use super::router::{Handler, Router};
@@ -102,6 +103,8 @@ pub struct ServerInner {
     clock: Cell<(Instant, u64)>,
     /// The `Date` header's text, formatted once per second.
     date: DateCache,
+    /// Heads of recent responses, reused by answers with the same status and headers.
+    heads: RefCell<HeadCache>,
     /// Requests completed by the parse in progress, in order (scratch, shared by connections:
     /// they are handed to their handlers right after each parse).
     completed: RefCell<Vec<Token>>,
@@ -150,6 +153,7 @@ impl HttpServer {
                 epoch: lp.now(),
                 clock: Cell::new((lp.now(), 0)),
                 date: DateCache::default(),
+                heads: RefCell::new(HeadCache::default()),
                 completed: RefCell::new(Vec::new()),
                 sweeper: RefCell::new(None),
                 sweep_buf: RefCell::new(Vec::new()),

@@ -88,12 +88,16 @@ impl ServerInner {
         if !(100..=999).contains(&status) || (100..200).contains(&status) {
             return Err(Error::INVALID);
         }
-        Self::check_headers(headers)?;
+        // Headers the same as a cached head's were checked when it was cached.
+        let hit = self.heads.borrow().find(status, headers);
+        if hit.is_none() {
+            Self::check_headers(headers)?;
+        }
         let (conn, seq, data) = self.live_data(slot, SlotState::Waiting)?;
         // SAFETY: the slot is live; its data stays until free_slot below.
         let data = unsafe { &*data };
         let no_body = matches!(status, 204 | 304);
-        let framing = Framing::Length(if no_body { 0 } else { body.len() });
+        let len = if no_body { 0 } else { body.len() };
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
         let close = self.ends_connection(&conn, data, pos);
         {
@@ -109,7 +113,24 @@ impl ServerInner {
             if buf.capacity() == 0 {
                 *buf = self.lp.take_buffer();
             }
-            self.write_head(buf, data, status, headers, framing, close);
+            let date = self.http_date();
+            let http10_keep_alive = data.version_minor == 0 && !close;
+            let reused = hit.is_some_and(|hit| {
+                self.heads
+                    .borrow()
+                    .write(hit, buf, &date, len, close, http10_keep_alive)
+            });
+            if !reused {
+                self.heads.borrow_mut().write_and_fill(
+                    buf,
+                    status,
+                    &date,
+                    headers,
+                    len,
+                    close,
+                    http10_keep_alive,
+                );
+            }
             if !no_body && !data.is_head() {
                 buf.extend_from_slice(body);
             }
