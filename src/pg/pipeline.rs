@@ -90,9 +90,10 @@ pub(super) enum Group {
 
 pub(crate) struct InFlight {
     done: Option<Done>,
-    /// What was sent, kept for one resend (see `resend_if_stray_cancelled`).
+    /// What was sent, kept for a resend (see `resend_if_stray_cancelled`).
     steps: Vec<Step>,
-    resent: bool,
+    /// Times it was sent again after a stray cancel hit it.
+    resends: u8,
     binary: bool,
     groups: Vec<Group>,
     cursor: usize,
@@ -121,10 +122,10 @@ impl InFlight {
 impl Conn {
     /// Sends `q`. On failure the connection is broken and `q` is handed back, unsent.
     pub(crate) fn send(&self, q: Query) -> Result<(), Query> {
-        self.send_inner(q, false)
+        self.send_inner(q, 0)
     }
 
-    fn send_inner(&self, q: Query, resent: bool) -> Result<(), Query> {
+    fn send_inner(&self, q: Query, resends: u8) -> Result<(), Query> {
         if self.state.get() != State::Ready || self.copying() {
             return Err(q);
         }
@@ -219,7 +220,7 @@ impl Conn {
         self.inflight.borrow_mut().push_back(InFlight {
             done: Some(q.done),
             steps: q.steps,
-            resent,
+            resends,
             binary: q.binary,
             groups,
             cursor: 0,
@@ -411,11 +412,15 @@ impl Conn {
     /// A cancel is sent for the query the backend runs when the cancel arrives, which may no
     /// longer be the one it was meant for. When a query that was being cancelled finishes by
     /// itself, its cancel is stray: the query the backend runs when it arrives fails with
-    /// `query_canceled` instead, and is sent again, once (a cancelled statement ran in its own
+    /// `query_canceled` instead, and is sent again (a cancelled statement ran in its own
     /// implicit transaction, which was rolled back). Only a query sent before the cancel was
     /// delivered can have been hit (a backend between statements ignores a cancel), so the
     /// order of events decides, not a clock: the stray cancel is spent when a query sent after
-    /// its delivery completes, or when it hit one. Returns true when `f` was resent.
+    /// its delivery completes. One cancel request is two signals (PostgreSQL's postmaster
+    /// signals the backend and its process group), which a busy machine can deliver far
+    /// enough apart to hit the query sent again as well: while `PQcancel` has not returned,
+    /// the cancel may still hit, so a query may be resent twice, never more. Returns true
+    /// when `f` was resent.
     fn resend_if_stray_cancelled(&self, f: &mut InFlight) -> bool {
         let cancelled = |o: &Option<Result<PgResult, PgError>>| matches!(o, Some(Err(e)) if e.sqlstate == "57014");
         let hit = f.outcomes.iter().any(cancelled);
@@ -434,10 +439,12 @@ impl Conn {
             self.stray_cancel.set(false); // the backend had it before this query: spent
             return false;
         }
-        if !hit || f.resent {
+        if !hit || f.resends >= 2 {
             return false;
         }
-        self.stray_cancel.set(false); // one cancel ends one query at most
+        // Delivered: both signals are in, this hit was the last. Still being delivered: the
+        // second signal may yet hit what is sent now.
+        self.stray_cancel.set(pending);
         let Some(done) = f.done.take() else {
             return false;
         };
@@ -447,7 +454,7 @@ impl Conn {
             deadline: f.deadline,
             binary: f.binary,
         };
-        if let Err(q) = self.send_inner(q, true) {
+        if let Err(q) = self.send_inner(q, f.resends + 1) {
             q.fail(PgError::new(Error::PG_CONNECTION, "the connection broke"));
         }
         true
