@@ -1,10 +1,12 @@
 //! Routes: by method and exact path, by path prefix (longest first), and a fallback. A route
 //! without a method takes any method; HEAD falls back to GET. A path that matches with another
-//! method only gives 405 and the `Allow` list.
+//! method only gives 405 and the `Allow` list. A route says how its requests' bodies arrive:
+//! collected before the handler runs, or streamed to it as they arrive.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::parser::BodyMode;
 use super::server::Request;
 
 /// A request handler. It owns the request and must answer it exactly once, now or later.
@@ -12,15 +14,28 @@ pub type Handler = Rc<dyn Fn(Request)>;
 
 /// The result of routing.
 pub enum Route {
-    Found(Handler),
+    /// The handler, and how its requests' bodies arrive.
+    Found(Handler, BodyMode),
     NotFound,
     /// The path exists for other methods: the `Allow` header's value.
     MethodNotAllowed(String),
 }
 
+impl Route {
+    /// How the body of a request that takes this route arrives (the server's own answers
+    /// collect it, bounded by `max_body`).
+    pub fn body_mode(&self) -> BodyMode {
+        match self {
+            Route::Found(_, mode) => *mode,
+            _ => BodyMode::Buffer,
+        }
+    }
+}
+
 struct Entry {
     method: Option<String>,
     handler: Handler,
+    body: BodyMode,
 }
 
 /// The routing table of a server.
@@ -31,18 +46,18 @@ pub struct Router {
     fallback: Option<Handler>,
 }
 
-fn pick(entries: &[Entry], method: &str) -> Result<Handler, String> {
+fn pick(entries: &[Entry], method: &str) -> Result<Route, String> {
     let find = |m: &str| {
         entries
             .iter()
             .find(|e| e.method.as_deref().is_none_or(|em| em == m))
     };
     if let Some(e) = find(method) {
-        return Ok(e.handler.clone());
+        return Ok(Route::Found(e.handler.clone(), e.body));
     }
     if method == "HEAD" {
         if let Some(e) = find("GET") {
-            return Ok(e.handler.clone());
+            return Ok(Route::Found(e.handler.clone(), e.body));
         }
     }
     let mut allow: Vec<&str> = entries.iter().filter_map(|e| e.method.as_deref()).collect();
@@ -54,17 +69,18 @@ fn pick(entries: &[Entry], method: &str) -> Result<Handler, String> {
 
 impl Router {
     /// Adds a route for `path` exactly; `method` None takes any method.
-    pub fn exact(&mut self, method: Option<&str>, path: &str, handler: Handler) {
+    pub fn exact(&mut self, method: Option<&str>, path: &str, handler: Handler, body: BodyMode) {
         let entries = self.exact.entry(path.to_string()).or_default();
         entries.retain(|e| e.method.as_deref() != method);
         entries.push(Entry {
             method: method.map(str::to_string),
             handler,
+            body,
         });
     }
 
     /// Adds a route for every path starting with `prefix`.
-    pub fn prefix(&mut self, method: Option<&str>, prefix: &str, handler: Handler) {
+    pub fn prefix(&mut self, method: Option<&str>, prefix: &str, handler: Handler, body: BodyMode) {
         let i = match self.prefixes.iter().position(|(p, _)| p == prefix) {
             Some(i) => i,
             None => {
@@ -78,6 +94,7 @@ impl Router {
         entries.push(Entry {
             method: method.map(str::to_string),
             handler,
+            body,
         });
     }
 
@@ -91,7 +108,7 @@ impl Router {
         let mut not_allowed = None;
         if let Some(entries) = self.exact.get(path) {
             match pick(entries, method) {
-                Ok(h) => return Route::Found(h),
+                Ok(r) => return r,
                 Err(allow) => not_allowed = Some(allow),
             }
         }
@@ -99,7 +116,7 @@ impl Router {
             for (p, entries) in &self.prefixes {
                 if path.starts_with(p.as_str()) {
                     match pick(entries, method) {
-                        Ok(h) => return Route::Found(h),
+                        Ok(r) => return r,
                         Err(allow) => {
                             not_allowed = Some(allow);
                             break;
@@ -109,7 +126,7 @@ impl Router {
             }
         }
         if let Some(f) = &self.fallback {
-            return Route::Found(f.clone());
+            return Route::Found(f.clone(), BodyMode::Buffer);
         }
         match not_allowed {
             Some(allow) => Route::MethodNotAllowed(allow),

@@ -6,11 +6,12 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
+use super::body::{body_error, SlotExtra};
 use super::work::ConnWork;
 use super::{Request, ServerInner};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::http::date::http_date;
-use crate::http::parser::{HttpError, Outcome, RequestParser, Sink};
+use crate::http::parser::{BodyMode, HttpError, Outcome, RequestParser, Sink, Streamed};
 use crate::http::request::RequestData;
 use crate::http::response::{self, Framing};
 use crate::http::router::Route;
@@ -58,8 +59,13 @@ pub(super) struct Conn {
     pub(super) since: Cell<u64>,
     pub(super) close_after: Cell<bool>,
     /// A framing error or an upgrade ended parsing: later bytes are not requests.
-    stop_parsing: Cell<bool>,
+    pub(super) stop_parsing: Cell<bool>,
     pub(super) read_paused: Cell<bool>,
+    /// Reading is held for a streamed body whose reader is paused or not started.
+    pub(super) body_wait: Cell<bool>,
+    /// An answer given before its body ended closes the connection: until then, everything
+    /// read is discarded, and reading never pauses (the client may not read before it sent).
+    pub(super) discarding: Cell<bool>,
     eof: Cell<bool>,
     pub(super) closing: Cell<bool>,
     pub(super) flush_scheduled: Cell<bool>,
@@ -76,6 +82,15 @@ impl Sink for ConnSink {
         self.srv.data_pool.borrow_mut().pop().unwrap_or_default()
     }
 
+    fn body_mode(&mut self, req: &RequestData) -> BodyMode {
+        // Routed once, here: the route decides how the body arrives, and goes with the
+        // request to its handler.
+        let route = self.srv.router.borrow().resolve(req.method(), req.path());
+        let mode = route.body_mode();
+        self.srv.work(&self.conn).route = Some(route);
+        mode
+    }
+
     fn head_complete(&mut self, req: &mut RequestData) -> std::result::Result<(), HttpError> {
         self.conn.set_phase(Phase::Body, self.srv.now_ms());
         if req.expect_continue && self.conn.pipeline_is_empty() {
@@ -88,9 +103,30 @@ impl Sink for ConnSink {
         Ok(())
     }
 
+    fn stream_start(&mut self, req: Box<RequestData>) {
+        let seq = self.conn.take_seq();
+        let route = self.srv.work(&self.conn).route.take();
+        let id = self.srv.alloc_slot(req, &self.conn, seq, route);
+        if let Some(e) = self.srv.slots.borrow_mut().get_mut(id) {
+            e.extra = Some(SlotExtra::streamed());
+        }
+        let mut w = self.srv.work(&self.conn);
+        w.pipeline.push_back(Pending {
+            seq,
+            slot: Some(id),
+            done: false,
+            close: false,
+            buf: Vec::new(),
+        });
+        w.streaming = Some(id);
+        drop(w);
+        self.conn.set_phase(Phase::Body, self.srv.now_ms());
+    }
+
     fn request_complete(&mut self, req: Box<RequestData>) {
         let seq = self.conn.take_seq();
-        let id = self.srv.alloc_slot(req, &self.conn, seq);
+        let route = self.srv.work(&self.conn).route.take();
+        let id = self.srv.alloc_slot(req, &self.conn, seq, route);
         self.srv.work(&self.conn).pipeline.push_back(Pending {
             seq,
             slot: Some(id),
@@ -113,7 +149,10 @@ impl StreamEvents for Conn {
     fn on_drain(conn: &ConnRef, r: Result<()>) {
         if let Some(srv) = conn.srv.upgrade() {
             match r {
-                Ok(()) => srv.on_drain(conn),
+                Ok(()) => {
+                    srv.on_drain(conn);
+                    srv.check_drain(conn);
+                }
                 // The client is gone: nothing more can reach it.
                 Err(_) => srv.close_now(conn),
             }
@@ -157,7 +196,7 @@ impl Conn {
             .unwrap_or_default()
     }
 
-    fn take_seq(&self) -> u64 {
+    pub(super) fn take_seq(&self) -> u64 {
         let s = self.next_seq.get();
         self.next_seq.set(s + 1);
         s
@@ -205,6 +244,8 @@ impl ServerInner {
                 close_after: Cell::new(false),
                 stop_parsing: Cell::new(false),
                 read_paused: Cell::new(false),
+                body_wait: Cell::new(false),
+                discarding: Cell::new(false),
                 eof: Cell::new(false),
                 closing: Cell::new(false),
                 flush_scheduled: Cell::new(false),
@@ -218,9 +259,26 @@ impl ServerInner {
         }
     }
 
+    /// Starts reading unless a streamed body holds the connection's input.
     pub(super) fn start_reading(&self, conn: &ConnRef) -> Result<()> {
+        if conn.body_wait.get() {
+            return Ok(());
+        }
         conn.read_paused.set(false);
         conn.start_reading()
+    }
+
+    /// Reading paused for backpressure or a streamed body starts again when none of the
+    /// reasons holds: too many unanswered requests, too much unsent output, a body's reader
+    /// that waits. A connection discarding before it closes always reads.
+    pub(super) fn maybe_resume_reading(&self, conn: &ConnRef) {
+        let wanted = conn.discarding.get()
+            || (!conn.close_after.get()
+                && conn.pipeline_len() < self.opts.max_pipeline
+                && conn.write_queue_size() <= self.opts.max_output);
+        if conn.read_paused.get() && wanted && !conn.closing.get() {
+            let _ = self.start_reading(conn);
+        }
     }
 
     pub(super) fn pause_reading(&self, conn: &ConnRef) {
@@ -244,10 +302,18 @@ impl ServerInner {
                 if conn.phase.get() == Phase::Idle {
                     conn.set_phase(Phase::Head, self.now_ms());
                 }
+                if conn.body_wait.get() {
+                    // Arrived while a streamed body waits for its reader: held with the rest.
+                    self.work(conn).unparsed.extend_from_slice(data);
+                    return;
+                }
                 self.parse(conn, data);
             }
             ReadEvent::Eof => {
                 conn.eof.set(true);
+                if self.streaming_slot(conn).is_some() {
+                    self.body_failed(conn, Error::HTTP_PROTOCOL); // the body was cut short
+                }
                 if conn.phase.get() == Phase::Linger || self.nothing_pending(conn) {
                     self.close_now(conn);
                 } else {
@@ -273,35 +339,70 @@ impl ServerInner {
             conn: conn.clone(),
         };
         conn.in_read.set(true);
-        let mut parser = self.work(conn).parser.take().unwrap_or_else(|| {
-            debug_assert!(false, "a connection parses once at a time");
-            RequestParser::new(self.opts.limits)
-        });
-        let r = parser.execute(data, &mut sink);
-        self.work(conn).parser = Some(parser);
-        match r {
-            Ok(Outcome::Continue) => {}
-            Ok(Outcome::Upgrade) => {
-                // Upgrades are not supported: the request is answered (the parser made it not
-                // keep-alive, so with Connection: close), then the connection closes.
-                conn.stop_parsing.set(true);
-                self.pause_reading(conn);
+        let mut off = 0;
+        loop {
+            if self.body_blocked(conn) {
+                // A streamed body waits for its reader: keep the rest for later.
+                self.work(conn).unparsed.extend_from_slice(&data[off..]);
+                self.hold_input(conn);
+                break;
             }
-            Err(e) => {
-                self.drop_parser(conn);
-                self.queue_error(conn, e.status, e.reason);
+            let mut parser = self.work(conn).parser.take().unwrap_or_else(|| {
+                debug_assert!(false, "a connection parses once at a time");
+                RequestParser::new(self.opts.limits)
+            });
+            let r = parser.execute(&data[off..], &mut sink);
+            self.work(conn).parser = Some(parser);
+            self.dispatch_completed();
+            match r {
+                Ok(Outcome::Continue) => break,
+                Ok(Outcome::Upgrade) => {
+                    // Upgrades are not supported: the request is answered (the parser made it
+                    // not keep-alive, so with Connection: close), then the connection closes.
+                    conn.stop_parsing.set(true);
+                    self.pause_reading(conn);
+                    break;
+                }
+                Ok(Outcome::Paused { consumed, event }) => {
+                    let at = off;
+                    off += consumed;
+                    match event {
+                        Streamed::Head => {
+                            if let Some(t) = self.streaming_slot(conn) {
+                                self.dispatch(t);
+                            }
+                        }
+                        Streamed::Body(r) => {
+                            self.deliver_body(conn, &data[at + r.start..at + r.end]);
+                        }
+                        Streamed::End => self.body_ended(conn),
+                    }
+                    if conn.closing.get() || conn.stop_parsing.get() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if self.streaming_slot(conn).is_some() {
+                        self.body_failed(conn, body_error(e));
+                    } else {
+                        self.drop_parser(conn);
+                        self.queue_error(conn, e.status, e.reason);
+                    }
+                    break;
+                }
             }
         }
-        // Hand the complete requests to their handlers, in order.
-        let mut completed = std::mem::take(&mut *self.completed.borrow_mut());
-        for &t in completed.iter() {
-            self.dispatch(t);
-        }
-        completed.clear();
-        *self.completed.borrow_mut() = completed;
         conn.in_read.set(false);
         let now = self.now_ms();
-        if conn.in_request() {
+        if self.streaming_slot(conn).is_some() {
+            // A streamed body: its stall timeout runs only while its reader takes it.
+            let p = if conn.body_wait.get() {
+                Phase::Busy
+            } else {
+                Phase::Body
+            };
+            conn.set_phase(p, now);
+        } else if conn.in_request() {
             if conn.phase.get() == Phase::Busy {
                 conn.set_phase(Phase::Head, now);
             }
@@ -312,6 +413,16 @@ impl ServerInner {
             self.pause_reading(conn);
         }
         self.flush(conn);
+    }
+
+    /// Hands the requests completed by the last parse to their handlers, in order.
+    fn dispatch_completed(&self) {
+        let mut completed = std::mem::take(&mut *self.completed.borrow_mut());
+        for &t in completed.iter() {
+            self.dispatch(t);
+        }
+        completed.clear();
+        *self.completed.borrow_mut() = completed;
     }
 
     /// Queues a response the server makes itself (an error) after those already pending, and
@@ -353,17 +464,22 @@ impl ServerInner {
     }
 
     pub(super) fn dispatch(&self, slot: Token) {
-        let data = match self.slot_data(slot) {
-            Some(d) => d,
-            None => return,
+        let (data, route) = {
+            let mut slots = self.slots.borrow_mut();
+            match slots.get_mut(slot) {
+                Some(e) => (&*e.data as *const RequestData, e.route.take()),
+                None => return,
+            }
         };
-        // SAFETY: the slot's data lives until the request is answered; the references end
-        // before the handler (which may answer) runs.
-        let route = unsafe {
-            self.router
-                .borrow()
-                .resolve((*data).method(), (*data).path())
-        };
+        let route = route.unwrap_or_else(|| {
+            // SAFETY: the slot's data lives until the request is answered; the references end
+            // before the handler (which may answer) runs.
+            unsafe {
+                self.router
+                    .borrow()
+                    .resolve((*data).method(), (*data).path())
+            }
+        });
         let req = Request {
             srv: self.me(),
             slot,
@@ -371,7 +487,7 @@ impl ServerInner {
             answered: false,
         };
         match route {
-            Route::Found(h) => h(req),
+            Route::Found(h, _) => h(req),
             Route::NotFound => {
                 let _ = req.respond(
                     404,
@@ -393,13 +509,7 @@ impl ServerInner {
     }
 
     fn on_drain(&self, conn: &ConnRef) {
-        if conn.read_paused.get()
-            && !conn.close_after.get()
-            && conn.pipeline_len() < self.opts.max_pipeline
-            && !conn.closing.get()
-        {
-            let _ = self.start_reading(conn);
-        }
+        self.maybe_resume_reading(conn);
         self.maybe_finish(conn);
     }
 

@@ -11,8 +11,10 @@
 //! The files: `slots` (the request-slot table), `connection` (a connection's state machine:
 //! reading, parsing, dispatch, pausing, closing), `work` (a connection's working state and the
 //! pools it comes from), `respond` (response heads and bodies, chunked bodies, the pipeline's
-//! advance, flushing), `timeouts` (the sweeper) and `shutdown`. The public types live here.
+//! advance, flushing), `body` (streamed request bodies, early answers, paced chunked
+//! responses), `timeouts` (the sweeper) and `shutdown`. The public types live here.
 
+mod body;
 mod connection;
 mod respond;
 mod shutdown;
@@ -26,10 +28,12 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+pub use self::body::{BodyEvent, DISCARD_MAX};
+
 use self::connection::ConnRef;
 use self::slots::SlotEntry;
 use self::work::ConnWork;
-use super::parser::Limits;
+use super::parser::{BodyMode, Limits};
 use super::request::RequestData;
 use super::router::{Handler, Router};
 use crate::error::{Error, Result};
@@ -148,10 +152,32 @@ impl HttpServer {
 
     /// Routes `method` (None: any) and exactly `path` to `handler`.
     pub fn route(&self, method: Option<&str>, path: &str, handler: impl Fn(Request) + 'static) {
-        self.inner
-            .router
-            .borrow_mut()
-            .exact(method, path, Rc::new(handler) as Handler);
+        self.inner.router.borrow_mut().exact(
+            method,
+            path,
+            Rc::new(handler) as Handler,
+            BodyMode::Buffer,
+        );
+    }
+
+    /// Routes like `route`, but the handler gets each request as soon as its head arrived and
+    /// reads its body as it comes (`Request::read_body`), up to `max_body` bytes (0: no limit;
+    /// 413 beyond, to a `Content-Length` before the handler runs; past it mid-way, the reader
+    /// gets `HTTP_TOO_LARGE`). The server's `max_body` does not apply.
+    pub fn route_streaming(
+        &self,
+        method: Option<&str>,
+        path: &str,
+        max_body: u64,
+        handler: impl Fn(Request) + 'static,
+    ) {
+        let limit = if max_body == 0 { u64::MAX } else { max_body };
+        self.inner.router.borrow_mut().exact(
+            method,
+            path,
+            Rc::new(handler) as Handler,
+            BodyMode::Stream { limit },
+        );
     }
 
     /// Routes every path starting with `prefix`.
@@ -161,10 +187,12 @@ impl HttpServer {
         prefix: &str,
         handler: impl Fn(Request) + 'static,
     ) {
-        self.inner
-            .router
-            .borrow_mut()
-            .prefix(method, prefix, Rc::new(handler) as Handler);
+        self.inner.router.borrow_mut().prefix(
+            method,
+            prefix,
+            Rc::new(handler) as Handler,
+            BodyMode::Buffer,
+        );
     }
 
     /// Handles what no route takes (instead of 404/405).
@@ -302,6 +330,27 @@ impl Request {
         self.srv.on_abort(self.slot, Box::new(cb))
     }
 
+    /// Starts reading the body of a request to a streaming route: `cb` gets its bytes as they
+    /// arrive, then `End` or `Error` once (never from inside this call). A client waiting for
+    /// `100 Continue` gets it now. Reading goes on until the body ends, `pause_body`, or the
+    /// answer (the rest of the body is then discarded, or the connection closes after the
+    /// answer: see `DISCARD_MAX`). `INVALID` for a buffered route's request, `ALREADY` once
+    /// started, `CANCELLED` when the client has gone (the request must still be answered).
+    pub fn read_body(&self, cb: impl FnMut(BodyEvent<'_>) + 'static) -> Result<()> {
+        self.srv.body_read(self.slot, Box::new(cb))
+    }
+
+    /// Pauses the body reader: no event until `resume_body`; the connection stops reading,
+    /// so the client's sending stops when the kernel's buffers are full.
+    pub fn pause_body(&self) -> Result<()> {
+        self.srv.body_pause(self.slot)
+    }
+
+    /// Resumes a paused body reader (events come from the loop, never inside this call).
+    pub fn resume_body(&self) -> Result<()> {
+        self.srv.body_resume(self.slot)
+    }
+
     /// Starts a chunked response, returning the writer for its body.
     pub fn respond_chunked(
         mut self,
@@ -348,6 +397,14 @@ impl ChunkedWriter {
     /// Sends `data` as one chunk (nothing for empty data). `CANCELLED` if the client has gone.
     pub fn write(&self, data: &[u8]) -> Result<()> {
         self.srv.chunk(self.slot, data, false)
+    }
+
+    /// Runs `cb` once everything written so far has reached the kernel, and again after each
+    /// later write has: a producer writes a piece, then the next one when `cb` runs, and never
+    /// holds more than a piece in memory. If the client goes away, `cb` runs once more and the
+    /// next `write` returns `CANCELLED`. Replaces an earlier callback; dropped at the end.
+    pub fn on_drain(&self, cb: impl FnMut() + 'static) -> Result<()> {
+        self.srv.chunk_on_drain(self.slot, Box::new(cb))
     }
 
     /// Ends the body.

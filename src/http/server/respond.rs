@@ -41,6 +41,11 @@ impl ServerInner {
         }
     }
 
+    /// Appends `bytes` to the output of the pipeline entry at `pos` (an interim response).
+    pub(super) fn write_at(&self, conn: &Conn, pos: usize, bytes: &[u8]) {
+        self.with_buf(conn, pos, |buf| buf.extend_from_slice(bytes));
+    }
+
     /// Whether the response at `pos` in the pipeline ends the connection (`Connection: close`;
     /// later pipelined requests go unanswered): the client asked for it, or the server is
     /// stopping and this is the connection's last request (none is read once it stops, and the
@@ -93,7 +98,9 @@ impl ServerInner {
         let no_body = matches!(status, 204 | 304);
         let framing = Framing::Length(if no_body { 0 } else { body.len() });
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
-        let close = self.ends_connection(&conn, data, pos);
+        let early = self.body_unfinished(&conn, slot);
+        let early_close = early && self.early_answer_closes(&conn, slot);
+        let close = self.ends_connection(&conn, data, pos) || early_close;
         self.with_buf(&conn, pos, |buf| {
             self.write_head(buf, data, status, headers, framing, close);
             if !is_head && !no_body {
@@ -106,6 +113,9 @@ impl ServerInner {
             w.pipeline[pos].close = close;
         }
         self.free_slot(slot);
+        if early {
+            self.after_early_answer(&conn, early_close);
+        }
         self.advance(&conn);
         self.schedule_flush(&conn);
         Ok(())
@@ -153,9 +163,22 @@ impl ServerInner {
             });
         }
         if last {
-            self.work(&conn).pipeline[pos].done = true;
+            // A request body still streaming in: discarded, or the connection closes after
+            // this response (its head is out already: no Connection header can say so).
+            let early = self.body_unfinished(&conn, slot);
+            let early_close = early && self.early_answer_closes(&conn, slot);
+            {
+                let mut w = self.work(&conn);
+                w.pipeline[pos].done = true;
+                w.pipeline[pos].close |= early_close;
+            }
             self.free_slot(slot);
+            if early {
+                self.after_early_answer(&conn, early_close);
+            }
             self.advance(&conn);
+        } else {
+            self.arm_drain(slot);
         }
         self.schedule_flush(&conn);
         Ok(())
@@ -193,14 +216,7 @@ impl ServerInner {
         if conn.pipeline_is_empty() && !conn.in_request() && !conn.in_read.get() {
             conn.set_phase(Phase::Idle, self.now_ms());
         }
-        if conn.read_paused.get()
-            && !conn.close_after.get()
-            && conn.pipeline_len() < self.opts.max_pipeline
-            && conn.write_queue_size() <= self.opts.max_output
-            && !conn.closing.get()
-        {
-            let _ = self.start_reading(conn);
-        }
+        self.maybe_resume_reading(conn);
     }
 
     /// Cancels every request still in the pipeline: their slots report `CANCELLED` when
@@ -222,11 +238,12 @@ impl ServerInner {
                 if let Some(cb) = abort {
                     cb();
                 }
+                self.body_aborted(t);
             }
         }
     }
 
-    fn schedule_flush(&self, conn: &ConnRef) {
+    pub(super) fn schedule_flush(&self, conn: &ConnRef) {
         if conn.in_read.get() || conn.flush_scheduled.replace(true) {
             return; // the read path flushes when it is done
         }
@@ -249,11 +266,12 @@ impl ServerInner {
                 self.close_now(conn);
                 return;
             }
-            if conn.write_queue_size() > self.opts.max_output {
+            if conn.write_queue_size() > self.opts.max_output && !conn.discarding.get() {
                 self.pause_reading(conn);
             }
         } else {
             self.lp.recycle_buffer(out);
+            self.check_drain(conn); // a chunked response that wrote nothing to send
         }
         self.release_work(conn);
         self.maybe_finish(conn);

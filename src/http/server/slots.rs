@@ -3,10 +3,12 @@
 //! occupant, and freeing a slot advances its generation, so a stale token is refused, never a
 //! use-after-free.
 
+use super::body::SlotExtra;
 use super::connection::{Conn, ConnRef};
 use super::ServerInner;
 use crate::error::{Error, Result};
 use crate::http::request::RequestData;
+use crate::http::router::Route;
 use crate::net::WeakStream;
 use crate::reactor::Token;
 
@@ -22,16 +24,29 @@ pub(super) struct SlotEntry {
     pub(super) conn: WeakStream<Conn>,
     pub(super) seq: u64,
     pub(super) abort: Option<Box<dyn FnOnce()>>,
+    /// The route the request takes, from its head until it is handed to its handler.
+    pub(super) route: Option<Route>,
+    /// A streamed body's reader, a chunked response's drain callback: only for the requests
+    /// that use them.
+    pub(super) extra: Option<Box<SlotExtra>>,
 }
 
 impl ServerInner {
-    pub(super) fn alloc_slot(&self, data: Box<RequestData>, conn: &ConnRef, seq: u64) -> Token {
+    pub(super) fn alloc_slot(
+        &self,
+        data: Box<RequestData>,
+        conn: &ConnRef,
+        seq: u64,
+        route: Option<Route>,
+    ) -> Token {
         self.slots.borrow_mut().insert(SlotEntry {
             state: SlotState::Waiting,
             data,
             conn: conn.downgrade(),
             seq,
             abort: None,
+            route,
+            extra: None,
         })
     }
 
@@ -40,7 +55,7 @@ impl ServerInner {
     pub(super) fn free_slot(&self, t: Token) {
         let entry = self.slots.borrow_mut().remove(t);
         if let Some(e) = entry {
-            drop(e.abort);
+            drop((e.abort, e.extra, e.route));
             self.recycle_data(e.data);
         }
     }
