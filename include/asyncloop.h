@@ -394,6 +394,25 @@ typedef void (*aloop_http_chunk_cb)(const void *data, size_t len, void *user_dat
 typedef void (*aloop_http_abort_cb)(struct aloop_http_request_t *req, void *user_data);
 
 /**
+ * Receives a streamed request body (see `aloop_http_request_body_start()`): `nread` > 0
+ * bytes at `data` (borrowed until the callback returns); then once `ALOOP_E_EOF` (the whole
+ * body arrived) or an error, with `data` NULL: `ALOOP_E_HTTP_TOO_LARGE` (past the route's
+ * limit), `ALOOP_E_HTTP_PROTOCOL` (malformed, or the client closed before the end),
+ * `ALOOP_E_TIMEOUT` (no byte for `body_timeout_ms`), `ALOOP_E_CANCELLED` (the client went
+ * away). `req` is still unanswered in every case and must be answered.
+ */
+typedef void (*aloop_http_body_cb)(struct aloop_http_request_t *req,
+                                   ptrdiff_t nread,
+                                   const void *data,
+                                   void *user_data);
+
+/**
+ * Called when a chunked response's output so far has reached the kernel (see
+ * `aloop_http_chunk_on_drain()`).
+ */
+typedef void (*aloop_http_drain_cb)(struct aloop_http_request_t *req, void *user_data);
+
+/**
  * Options for `aloop_http_server_new`; fill with `aloop_http_server_options_init` first.
  */
 typedef struct aloop_http_server_options_t {
@@ -873,6 +892,41 @@ int aloop_http_request_on_abort(struct aloop_http_request_t *req,
                                 aloop_free_fn dtor);
 
 /**
+ * Starts reading the body of a request whose route streams
+ * (`aloop_http_server_route_stream()`): `cb(req, nread, data, user_data)` runs for each piece
+ * as it arrives, then once with `ALOOP_E_EOF` or an error (see `aloop_http_body_cb`); never
+ * from inside this call. A client waiting for `100 Continue` is sent it now. The pieces come
+ * straight from the receive buffer: while the reader is paused
+ * (`aloop_http_request_body_pause()`) or not started, the connection stops reading, so memory
+ * stays bounded whatever the body's size. `dtor(user_data)` runs when reading ends: after
+ * the last callback, or when the request is answered first (the rest of the body is then
+ * read and discarded when it is known to be at most 64 KiB, else the connection closes
+ * after the answer). Loop thread only. Errors (`cb` and `dtor` then never run):
+ * `ALOOP_E_INVALID` (the route does not stream), `ALOOP_E_ALREADY` (reading started, or
+ * the request was answered), `ALOOP_E_CANCELLED` (the client has gone: answer the request
+ * still), `ALOOP_E_NULL`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_request_body_start(struct aloop_http_request_t *req,
+                                  aloop_http_body_cb cb,
+                                  void *user_data,
+                                  aloop_free_fn dtor);
+
+/**
+ * Pauses a started body reader: no callback until `aloop_http_request_body_resume()`; the
+ * connection stops reading, and the client's sending stops once the kernel's buffers are
+ * full. At most what one read brought in is held meanwhile. Loop thread only. Errors:
+ * `ALOOP_E_INVALID` (not started, or the route does not stream), `ALOOP_E_ALREADY`
+ * (answered), `ALOOP_E_NULL`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_request_body_pause(struct aloop_http_request_t *req);
+
+/**
+ * Resumes a paused body reader; the callbacks come from the loop, never inside this call.
+ * Errors as for `aloop_http_request_body_pause()`.
+ */
+int aloop_http_request_body_resume(struct aloop_http_request_t *req);
+
+/**
  * Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
  * and `Connection` are written by the library; give `Server` or `Date` to replace them) and
  * `len` bytes of `body` (copied). On success the request is consumed. Errors:
@@ -903,6 +957,24 @@ int aloop_http_respond_chunked(struct aloop_http_request_t *req,
  * client has gone (the request is then consumed: stop writing).
  */
 int aloop_http_chunk(struct aloop_http_request_t *req, const void *data, size_t len);
+
+/**
+ * Paces a chunked response: `cb(req, user_data)` runs once everything the response wrote so
+ * far has been handed to the kernel, and again after each later `aloop_http_chunk()` has
+ * (never from inside this call). A producer writes a piece, then the next one when `cb`
+ * runs: however large the body, it holds one piece at a time, and the client's reading
+ * speed sets the pace. If the client goes away, `cb` runs once more and the next
+ * `aloop_http_chunk()` returns `ALOOP_E_CANCELLED`. Registering again replaces the callback
+ * (the old `dtor` runs). `dtor(user_data)` runs when the response ends (chunk end, or the
+ * request consumed by `ALOOP_E_CANCELLED`). Loop thread only. Errors (`cb` and `dtor` then
+ * never run): `ALOOP_E_INVALID` (`aloop_http_respond_chunked()` not called yet),
+ * `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`,
+ * `ALOOP_E_NULL`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_chunk_on_drain(struct aloop_http_request_t *req,
+                              aloop_http_drain_cb cb,
+                              void *user_data,
+                              aloop_free_fn dtor);
 
 /**
  * Ends a chunked response; the request is consumed.
@@ -939,6 +1011,24 @@ int aloop_http_server_route(struct aloop_http_server_t *srv,
                             aloop_http_handler_cb cb,
                             void *user_data,
                             aloop_free_fn dtor);
+
+/**
+ * Routes like `aloop_http_server_route`, but the request body is not collected: the handler
+ * gets the request as soon as its head has arrived (`aloop_http_request_body()` gives 0
+ * bytes) and reads the body as it comes with `aloop_http_request_body_start()`, pausing and
+ * resuming at will. `max_body` bounds the body (0: no limit; the server's `max_body` does
+ * not apply): a `Content-Length` above it is answered `413` by the server before the handler
+ * runs; a chunked body that grows past it gives the reader `ALOOP_E_HTTP_TOO_LARGE`.
+ * `Expect: 100-continue` is answered when the handler starts reading. Errors and ownership
+ * as for `aloop_http_server_route`.
+ */
+int aloop_http_server_route_stream(struct aloop_http_server_t *srv,
+                                   const char *method,
+                                   const char *path,
+                                   uint64_t max_body,
+                                   aloop_http_handler_cb cb,
+                                   void *user_data,
+                                   aloop_free_fn dtor);
 
 /**
  * Routes every path starting with `prefix` (longest prefix first, after exact routes);

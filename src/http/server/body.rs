@@ -394,6 +394,12 @@ impl ServerInner {
     /// the response wrote so far has reached the kernel, then again after each later write
     /// has (`INVALID` before the chunked response started).
     pub(crate) fn chunk_on_drain(&self, t: Token, cb: DrainCb) -> Result<()> {
+        let state = self.slots.borrow().get(t).map(|e| e.state);
+        match state {
+            None => return Err(Error::ALREADY),
+            Some(SlotState::Waiting) => return Err(Error::INVALID),
+            Some(SlotState::Streaming) => {}
+        }
         let (conn, _) = self.live(t, SlotState::Streaming)?;
         let old = {
             let mut slots = self.slots.borrow_mut();
