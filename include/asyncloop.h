@@ -388,6 +388,26 @@ typedef void (*aloop_http_response_cb)(int status,
 typedef void (*aloop_http_chunk_cb)(const void *data, size_t len, void *user_data);
 
 /**
+ * The head of a streamed response (`aloop_http_client_request_stream()`): `resp` holds the
+ * status and headers (its body is empty), borrowed during the call only. `id` is the
+ * request's id (for `aloop_http_client_pause()` and the others).
+ */
+typedef void (*aloop_http_stream_head_cb)(uint64_t id,
+                                          const struct aloop_http_response_t *resp,
+                                          void *user_data);
+
+/**
+ * A piece of a streamed response body: `len` (> 0) bytes at `data`, borrowed during the call.
+ */
+typedef void (*aloop_http_stream_data_cb)(uint64_t id, const void *data, size_t len, void *user_data);
+
+/**
+ * The end of a streamed request, once: `status` 0 when the whole body arrived, or the error
+ * (as for `aloop_http_response_cb`; `ALOOP_E_READ_TIMEOUT` also when the body stalls).
+ */
+typedef void (*aloop_http_stream_done_cb)(uint64_t id, int status, void *user_data);
+
+/**
  * Called once when the client of an unanswered request goes away. `req` is still valid and
  * must still be answered (the answer returns `ALOOP_E_CANCELLED` and frees it).
  */
@@ -758,9 +778,11 @@ int aloop_http_client_request(struct aloop_http_client_t *client,
                               uint64_t *id);
 
 /**
- * As `aloop_http_client_request`, but the response body is not collected: `on_chunk(data,
- * len, user_data)` gets it piece by piece as it arrives (borrowed during each call; no size
- * limit), then `cb` gets the status and headers with an empty body.
+ * The older streaming form, kept working: as `aloop_http_client_request`, but the response
+ * body is not collected: `on_chunk(data, len, user_data)` gets it piece by piece as it
+ * arrives (borrowed during each call; no size limit), and only then `cb` gets the status and
+ * headers (with an empty body). New code should use `aloop_http_client_request_stream()`,
+ * which gives the head first and can pause.
  */
 int aloop_http_client_stream(struct aloop_http_client_t *client,
                              const char *method,
@@ -774,6 +796,49 @@ int aloop_http_client_stream(struct aloop_http_client_t *client,
                              void *user_data,
                              aloop_free_fn dtor,
                              uint64_t *id);
+
+/**
+ * Sends a request and streams its response: `on_head(id, resp, user_data)` gets the status
+ * and headers first, then `on_data(id, data, len, user_data)` (may be NULL to discard the
+ * body) each piece of the body as it arrives, straight from the receive buffer (never
+ * collected, no size limit), then `on_done(id, status, user_data)` runs once: 0 when the
+ * whole body arrived, or an error (also alone, for a request that failed before its head;
+ * `ALOOP_E_CANCELLED` after `aloop_http_client_cancel()` or `aloop_http_client_free()`).
+ * `aloop_http_client_pause()` and `_resume()` hold the body back: while paused the
+ * connection is not read, so a slow consumer holds at most one read's worth and the server
+ * is held back by TCP. The whole-request timeout ends when the head arrives; the body is
+ * bounded by the read timeout (no byte for that long: `ALOOP_E_READ_TIMEOUT`) instead.
+ * Arguments, `*id` and errors as for `aloop_http_client_request()` (`ALOOP_E_NULL` also
+ * for a NULL `on_head` or `on_done`); `dtor(user_data)` runs right after `on_done`. The
+ * callbacks run on the loop's thread, never inside this call.
+ */
+int aloop_http_client_request_stream(struct aloop_http_client_t *client,
+                                     const char *method,
+                                     const char *url,
+                                     const struct aloop_http_header_t *headers,
+                                     size_t nheaders,
+                                     const void *body,
+                                     size_t len,
+                                     aloop_http_stream_head_cb on_head,
+                                     aloop_http_stream_data_cb on_data,
+                                     aloop_http_stream_done_cb on_done,
+                                     void *user_data,
+                                     aloop_free_fn dtor,
+                                     uint64_t *id);
+
+/**
+ * Pauses the body of the streamed request `id` (`aloop_http_client_request_stream()`): no
+ * `on_data` until `aloop_http_client_resume()`; its connection stops reading. May be called
+ * from its own callbacks. Errors: `ALOOP_E_INVALID` (not a streamed request),
+ * `ALOOP_E_ALREADY` (finished), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_client_pause(struct aloop_http_client_t *client, uint64_t id);
+
+/**
+ * Resumes a paused streamed request; its callbacks come from the loop, never inside this
+ * call. Errors as for `aloop_http_client_pause()`.
+ */
+int aloop_http_client_resume(struct aloop_http_client_t *client, uint64_t id);
 
 /**
  * Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED`, inside this
