@@ -23,11 +23,11 @@ EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server $(BINDIR)/client
-C_TESTS    := test_version test_loop test_tcp test_http test_http_client test_shutdown test_pg test_misuse test_cpp test_blocking_pool test_stream test_client_stream
+C_TESTS    := test_version test_loop test_tcp test_http test_http_client test_shutdown test_pg test_pg_app test_pg_cpp test_misuse test_cpp test_blocking_pool test_stream test_client_stream
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e test-sanitize test-guides test-docs docs lint fuzz soak bench run install clean deps
+.PHONY: all lib examples test test-rust test-c test-header test-symbols test-install test-e2e test-sanitize test-guides test-docs docs lint fuzz soak bench bench-instr run install clean deps
 
 all: lib examples
 
@@ -224,8 +224,23 @@ test-e2e: examples
 # Side-by-side benchmark (see bench/README.md); BENCH_DURATION and BENCH_ROUNDS shorten it.
 bench:
 	@scripts/deps.sh bench
-	@$(MAKE) --no-print-directory lib examples
+	@$(MAKE) --no-print-directory lib examples $(BUILD)/bench/nothing
 	python3 bench/bench.py
+
+# Instructions per request under callgrind (see bench/README.md): our server on both backends,
+# nginx and a parse-nothing responder; INSTR_N, INSTR_SUBJECTS, INSTR_SCENARIOS narrow it.
+INSTR_N        ?= 2000
+INSTR_SUBJECTS ?= asyncloop-epoll,asyncloop-uring,nginx,nothing
+INSTR_SCENARIOS ?=
+BENCHDIR := $(BUILD)/bench
+$(BENCHDIR)/%: bench/%.c
+	@mkdir -p $(BENCHDIR)
+	$(CC) $(EX_CFLAGS) $< -o $@
+
+bench-instr:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory lib examples $(BENCHDIR)/loadgen $(BENCHDIR)/nothing
+	INSTR_N=$(INSTR_N) INSTR_SUBJECTS=$(INSTR_SUBJECTS) INSTR_SCENARIOS="$(INSTR_SCENARIOS)" python3 bench/instr.py
 
 # Soak run (scripts/soak.py): mixed load with random disconnects and PostgreSQL restarts for
 # SOAK_MINUTES; reports RSS and fd counts after warm-up and at the end (build/soak/report.md).

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -29,6 +30,9 @@ struct Config {
     aloop::Loop::Backend backend = aloop::Loop::Backend::Auto;
     int threads = 1;
     std::string pg;
+    std::vector<std::string> pg_replicas;
+    std::string pg_listen; // empty: the --pg conninfo
+    bool pg_no_prepare = false;
     int pool = 4;
     std::string upstream;
     uint64_t upstream_timeout_ms = 5000;
@@ -50,6 +54,9 @@ struct Config {
                  "  --threads N                  N loops on N threads (default 1)\n"
                  "  --pg CONNINFO                libpq conninfo (default: $DATABASE_URL, else PG* defaults)\n"
                  "  --pool N                     PostgreSQL connections per thread\n"
+                 "  --pg-replica CONNINFO        a read replica (repeatable): /db, /queries, /fortunes read from replicas\n"
+                 "  --pg-no-prepare              no named prepared statements (PgBouncer transaction pooling)\n"
+                 "  --pg-listen CONNINFO         session for LISTEN (GET /events; default: --pg)\n"
                  "  --upstream URL               base URL of the third-party API\n"
                  "  --query-timeout MS           time a database query may take, queueing included (default 10000; then 503)\n"
                  "  --upstream-timeout MS        time allowed for an upstream request (default 5000; then 504)\n"
@@ -99,6 +106,12 @@ Config parse_args(int argc, char **argv) {
             c.threads = static_cast<int>(number("--threads", value(), 1, 1024));
         else if (a == "--pg")
             c.pg = value();
+        else if (a == "--pg-replica")
+            c.pg_replicas.emplace_back(value());
+        else if (a == "--pg-no-prepare")
+            c.pg_no_prepare = true;
+        else if (a == "--pg-listen")
+            c.pg_listen = value();
         else if (a == "--pool")
             c.pool = static_cast<int>(number("--pool", value(), 1, 1024));
         else if (a == "--upstream") {
@@ -194,13 +207,14 @@ void prepare_statements(PgPool &db) {
 
 /// Reads `n` random world rows, each with its own statement, all sent together with one sync
 /// (one round trip, one implicit transaction: PostgreSQL's cost per transaction is paid once),
-/// then calls `done(rows)`, or answers 503 if the database failed.
+/// then calls `done(rows)`, or answers 503 if the database failed. `flags`: ALOOP_PG_READ_ONLY
+/// lets the reads go to a replica.
 struct WorldBatch {
     Shared r;
     std::vector<std::pair<int, long long>> rows;
 };
 
-void fetch_worlds(PgPool &db, Shared r, int n, std::function<void(WorldBatch &)> done) {
+void fetch_worlds(PgPool &db, Shared r, int n, uint32_t flags, std::function<void(WorldBatch &)> done) {
     std::vector<PgPool::Step> steps(static_cast<size_t>(n));
     for (auto &s : steps) {
         s.prepared = "world";
@@ -215,7 +229,7 @@ void fetch_worlds(PgPool &db, Shared r, int n, std::function<void(WorldBatch &)>
             b.rows.emplace_back(static_cast<int>(res.integer(0, 0)), res.integer(0, 1));
         }
         done(b);
-    });
+    }, flags);
 }
 
 std::string worlds_json(const std::vector<std::pair<int, long long>> &rows) {
@@ -242,19 +256,20 @@ void books_list(PgPool &db, Shared r, int status) {
 void add_database_routes(aloop::HttpServer &http, PgPool &db) {
     PgPool *pool = &db;
     http.route("GET", "/db", [pool](Responder r) {
-        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), 1, [](WorldBatch &b) {
+        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), 1, ALOOP_PG_READ_ONLY, [](WorldBatch &b) {
             b.r->respond(200, "application/json", world_json(b.rows[0].first, b.rows[0].second));
         });
     });
     http.route("GET", "/queries", [pool](Responder r) {
         int n = query_count(r);
-        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, [](WorldBatch &b) {
+        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, ALOOP_PG_READ_ONLY, [](WorldBatch &b) {
             b.r->respond(200, "application/json", worlds_json(b.rows));
         });
     });
     http.route("GET", "/updates", [pool](Responder r) {
         int n = query_count(r);
-        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, [pool](WorldBatch &b) {
+        // Read from the primary: these rows are written next.
+        fetch_worlds(*pool, std::make_shared<Responder>(std::move(r)), n, 0, [pool](WorldBatch &b) {
             // One transaction for all the updates; rows locked in id order, so concurrent
             // requests cannot deadlock on each other.
             std::sort(b.rows.begin(), b.rows.end());
@@ -306,7 +321,7 @@ void add_database_routes(aloop::HttpServer &http, PgPool &db) {
             }
             html += "</table></body></html>";
             shared->respond(200, "text/html; charset=utf-8", html);
-        });
+        }, ALOOP_PG_READ_ONLY);
     });
     http.route("GET", "/books", [pool](Responder r) { books_list(*pool, std::make_shared<Responder>(std::move(r)), 200); });
     http.route("POST", "/books", [pool](Responder r) {
@@ -331,6 +346,314 @@ void add_database_routes(aloop::HttpServer &http, PgPool &db) {
             db_error(*shared, res);
         });
     });
+}
+
+// ---- database application routes: a transaction, LISTEN/NOTIFY as SSE, COPY as CSV --------
+
+/// A chunked response answered through the C API (the Responder gave it up): chunks until the
+/// end, which comes exactly once (the destructor ends it if nothing else did).
+class Stream {
+  public:
+    Stream(aloop_http_request_t *req) : req_(req) {}
+    Stream(const Stream &) = delete;
+    Stream &operator=(const Stream &) = delete;
+    ~Stream() { end(); }
+    /// Starts the response; false if the client has gone (the request is then consumed).
+    bool start(int status, const std::vector<aloop_http_header_t> &headers) {
+        if (aloop_http_respond_chunked(req_, status, headers.data(), headers.size()) != 0) {
+            req_ = nullptr;
+            return false;
+        }
+        started_ = true;
+        return true;
+    }
+    bool started() const { return started_; }
+    /// Sends one chunk; false once the client has gone.
+    bool chunk(std::string_view data) {
+        if (!req_)
+            return false;
+        if (aloop_http_chunk(req_, data.data(), data.size()) != 0) {
+            req_ = nullptr;
+            return false;
+        }
+        return true;
+    }
+    void end() {
+        if (req_ && started_)
+            aloop_http_chunk_end(req_);
+        req_ = nullptr;
+    }
+    bool open() const { return req_ != nullptr; }
+    /// Before `start`: answers with a plain response instead.
+    void fail(int status, std::string_view message) {
+        if (!req_ || started_)
+            return end();
+        std::string body = nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        aloop_http_header_t h{"Content-Type", "application/json"};
+        aloop_http_respond(req_, status, &h, 1, body.data(), body.size());
+        req_ = nullptr;
+    }
+
+  private:
+    aloop_http_request_t *req_;
+    bool started_ = false;
+};
+
+/// POST /counter/<name>: one interactive transaction. The row is created at 0 if missing, read
+/// and locked (FOR UPDATE), set to value + 1, committed; concurrent increments queue on the
+/// row lock, so none is lost. The client going away rolls the transaction back.
+struct Increment {
+    Responder r;
+    std::string name;
+    std::optional<aloop::Transaction> txn;
+};
+
+void increment(PgPool &db, Responder r, std::string name) {
+    auto st = std::make_shared<Increment>(Increment{std::move(r), std::move(name), std::nullopt});
+    st->txn.emplace(db);
+    std::weak_ptr<Increment> weak = st;
+    st->r.on_abort([weak] {
+        if (auto s = weak.lock())
+            s->txn.reset(); // rolled back; the callbacks below see no transaction
+    });
+    auto fail = [](Increment &s, const PgResult &res) {
+        if (s.r.valid())
+            db_error(s.r, res);
+        s.txn.reset();
+    };
+    st->txn->query("INSERT INTO counters (name, value) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING", {st->name},
+                   [st, fail](const PgResult &res) {
+                       if (!res.ok())
+                           fail(*st, res);
+                   });
+    st->txn->query("SELECT value FROM counters WHERE name = $1 FOR UPDATE", {st->name},
+                   [st, fail](const PgResult &res) {
+                       if (!st->txn || !st->r.valid())
+                           return;
+                       if (!res.ok() || res.rows() != 1)
+                           return fail(*st, res);
+                       long long value = res.get<long long>(0, 0) + 1;
+                       st->txn->query("UPDATE counters SET value = $2 WHERE name = $1",
+                                      {st->name, std::to_string(value)}, [st, fail](const PgResult &res) {
+                                          if (!res.ok())
+                                              fail(*st, res);
+                                      });
+                       st->txn->commit([st, value](int status, std::string_view, std::string_view msg) {
+                           if (!st->r.valid())
+                               return;
+                           if (status != 0)
+                               return json_error(st->r, 503, "database error: " + std::string(msg));
+                           nlohmann::json out = {{"name", st->name}, {"value", value}};
+                           st->r.respond(200, "application/json",
+                                         out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+                       });
+                   });
+}
+
+/// GET /events?channel=C: one listening connection per loop (made on first use), shared by
+/// every stream; a channel is listened to while it has streams. Each NOTIFY payload becomes
+/// one `data:` event. A stream ends when its client goes away (a reset is noticed at once, a
+/// plain close at the next write: an event, or the heartbeat comment sent every 15 s), or at
+/// shutdown.
+class Events {
+  public:
+    Events(aloop::Loop &loop, std::string conninfo)
+        : loop_(loop), conninfo_(std::move(conninfo)), heartbeat_(loop) {}
+
+    void subscribe(Responder r) {
+        auto channel = r.query_param("channel");
+        if (!channel || channel->empty() || channel->size() > 63)
+            return json_error(r, 400, "channel must be 1 to 63 characters");
+        if (!listener_) {
+            try {
+                listener_ = std::make_unique<aloop::PgListener>(
+                    loop_, conninfo_, [this](std::string_view ch, std::string_view payload, int) {
+                        deliver(std::string(ch), payload);
+                    });
+            } catch (const aloop::Error &e) {
+                return json_error(r, 503, std::string("cannot listen: ") + e.what());
+            }
+        }
+        auto sub = std::make_shared<Subscriber>(r.get());
+        std::weak_ptr<Subscriber> weak = sub;
+        std::string ch = *channel;
+        r.on_abort([this, weak, ch] {
+            if (auto s = weak.lock()) {
+                s->stream.end();
+                drop(ch, s.get());
+            }
+        });
+        r.release(); // answered by sub->stream from now on
+        static const std::vector<aloop_http_header_t> headers = {
+            {"Content-Type", "text/event-stream"}, {"Cache-Control", "no-cache"}};
+        if (!sub->stream.start(200, headers))
+            return;
+        auto &subs = channels_[ch];
+        subs.push_back(sub);
+        if (!heartbeat_.active())
+            heartbeat_.start(kHeartbeatMs, kHeartbeatMs, [this] { beat(); });
+        if (subs.size() == 1) {
+            // The first stream of the channel: LISTEN, then say so on the stream.
+            listener_->listen(ch, [this, ch](int status, std::string_view, std::string_view msg) {
+                auto it = channels_.find(ch);
+                if (it == channels_.end())
+                    return;
+                std::string line = status == 0 ? ": listening\n\n" : ": listen failed: " + std::string(msg) + "\n\n";
+                for (auto &s : std::vector<std::shared_ptr<Subscriber>>(it->second)) {
+                    if (s->greeted)
+                        continue;
+                    s->greeted = true;
+                    send(ch, s, line);
+                }
+            });
+        } else {
+            sub->greeted = true;
+            send(ch, sub, ": listening\n\n");
+        }
+    }
+
+    /// Ends every stream (before a graceful shutdown: SSE streams never end by themselves).
+    void close_all() {
+        heartbeat_.stop();
+        auto all = std::move(channels_);
+        channels_.clear();
+        for (auto &[ch, subs] : all)
+            for (auto &s : subs)
+                s->stream.end();
+        listener_.reset();
+    }
+
+  private:
+    struct Subscriber {
+        explicit Subscriber(aloop_http_request_t *req) : stream(req) {}
+        Stream stream;
+        bool greeted = false;
+    };
+
+    void deliver(const std::string &ch, std::string_view payload) {
+        auto it = channels_.find(ch);
+        if (it == channels_.end())
+            return;
+        // One event; a payload with newlines becomes several data: lines of it.
+        std::string event;
+        size_t start = 0;
+        while (true) {
+            size_t nl = payload.find('\n', start);
+            event += "data: ";
+            event += payload.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start);
+            event += '\n';
+            if (nl == std::string_view::npos)
+                break;
+            start = nl + 1;
+        }
+        event += '\n';
+        for (auto &s : std::vector<std::shared_ptr<Subscriber>>(it->second))
+            send(ch, s, event);
+    }
+
+    static constexpr uint64_t kHeartbeatMs = 15000;
+
+    /// A comment on every stream: writing is how a client that closed quietly is noticed.
+    void beat() {
+        auto all = channels_;
+        for (auto &[ch, subs] : all)
+            for (auto &s : subs)
+                send(ch, s, ": ping\n\n");
+        if (channels_.empty())
+            heartbeat_.stop();
+    }
+
+    void send(const std::string &ch, const std::shared_ptr<Subscriber> &s, std::string_view data) {
+        if (!s->stream.chunk(data))
+            drop(ch, s.get());
+    }
+
+    void drop(const std::string &ch, Subscriber *s) {
+        auto it = channels_.find(ch);
+        if (it == channels_.end())
+            return;
+        auto &v = it->second;
+        v.erase(std::remove_if(v.begin(), v.end(), [s](const auto &x) { return x.get() == s; }), v.end());
+        if (v.empty()) {
+            channels_.erase(it);
+            if (listener_)
+                listener_->unlisten(ch);
+        }
+    }
+
+    aloop::Loop &loop_;
+    std::string conninfo_;
+    aloop::Timer heartbeat_;
+    std::unique_ptr<aloop::PgListener> listener_;
+    std::map<std::string, std::vector<std::shared_ptr<Subscriber>>> channels_;
+};
+
+/// GET /world.csv: COPY (SELECT ...) TO STDOUT (FORMAT csv), sent as it arrives, about 16 KiB
+/// per chunk; the response starts with the first data, so a database that is down still gets
+/// a 503. The client going away cancels the COPY.
+struct CsvDownload {
+    Stream stream;
+    std::string buf;
+    std::optional<aloop::PgCopy> copy;
+    explicit CsvDownload(aloop_http_request_t *req) : stream(req) {}
+    bool flush() {
+        if (!stream.started()) {
+            static const std::vector<aloop_http_header_t> headers = {{"Content-Type", "text/csv; charset=utf-8"}};
+            if (!stream.start(200, headers))
+                return false;
+        }
+        bool ok = buf.empty() || stream.chunk(buf);
+        buf.clear();
+        return ok;
+    }
+};
+
+void world_csv(PgPool &db, Responder r) {
+    auto dl = std::make_shared<CsvDownload>(r.get());
+    std::weak_ptr<CsvDownload> weak = dl;
+    r.on_abort([weak] {
+        if (auto d = weak.lock())
+            if (d->copy)
+                d->copy->cancel();
+    });
+    r.release();
+    dl->buf = "id,randomnumber\n";
+    try {
+        dl->copy = db.copy_out(
+            "COPY (SELECT id, randomnumber FROM world ORDER BY id) TO STDOUT (FORMAT csv)",
+            [dl](aloop::PgCopy cp, std::string_view row) {
+                dl->copy = cp;
+                dl->buf.append(row);
+                if (dl->buf.size() >= 16384 && !dl->flush())
+                    cp.cancel(); // the client has gone
+                return true;
+            },
+            [dl](int status, uint64_t, std::string_view msg) {
+                dl->copy.reset();
+                if (status == 0) {
+                    dl->flush();
+                    dl->stream.end();
+                } else {
+                    // Nothing sent yet: a 503. Else cut short: the client sees fewer rows.
+                    dl->stream.fail(503, "database error: " + std::string(msg));
+                }
+            });
+    } catch (const aloop::Error &e) {
+        dl->stream.fail(503, std::string("database error: ") + e.what());
+    }
+}
+
+void add_app_routes(aloop::HttpServer &http, PgPool &db, Events &events) {
+    PgPool *pool = &db;
+    http.route_prefix("POST", "/counter/", [pool](Responder r) {
+        std::string name(r.path().substr(9));
+        if (name.empty() || name.size() > 200 || name.find('/') != std::string::npos)
+            return json_error(r, 400, "the counter name is 1 to 200 characters, no slash");
+        increment(*pool, std::move(r), std::move(name));
+    });
+    Events *ev = &events;
+    http.route("GET", "/events", [ev](Responder r) { ev->subscribe(std::move(r)); });
+    http.route("GET", "/world.csv", [pool](Responder r) { world_csv(*pool, std::move(r)); });
 }
 
 /// 502 for an unreachable or broken upstream, 504 for a slow one.
@@ -435,6 +758,7 @@ void add_routes(aloop::HttpServer &http) {
 struct Worker {
     std::unique_ptr<aloop::Loop> loop;
     std::unique_ptr<PgPool> db;
+    std::unique_ptr<Events> events;
     std::unique_ptr<aloop::HttpClient> api;
     std::unique_ptr<aloop::HttpServer> http;
     std::thread thread;
@@ -469,11 +793,19 @@ int main(int argc, char **argv) {
             PgPool::Options popts;
             popts.c.size = static_cast<size_t>(cfg.pool);
             popts.c.query_timeout_ms = cfg.query_timeout_ms;
+            std::vector<const char *> replicas;
+            for (const auto &r : cfg.pg_replicas)
+                replicas.push_back(r.c_str());
+            popts.c.replicas = replicas.data();
+            popts.c.nreplicas = replicas.size();
+            popts.c.no_prepare = cfg.pg_no_prepare ? 1 : 0;
             w.db = std::make_unique<PgPool>(*w.loop, cfg.pg, popts);
+            w.events = std::make_unique<Events>(*w.loop, cfg.pg_listen.empty() ? cfg.pg : cfg.pg_listen);
             prepare_statements(*w.db);
             w.http = std::make_unique<aloop::HttpServer>(*w.loop, opts);
             add_routes(*w.http);
             add_database_routes(*w.http, *w.db);
+            add_app_routes(*w.http, *w.db, *w.events);
             aloop::HttpClient::Options copts;
             copts.c.request_timeout_ms = cfg.upstream_timeout_ms;
             copts.c.connect_timeout_ms = cfg.upstream_timeout_ms;
@@ -497,6 +829,7 @@ int main(int argc, char **argv) {
                 // Tear down on the loop's own thread: the pool's closing work runs here.
                 w.http.reset();
                 w.api.reset();
+                w.events.reset();
                 w.db.reset();
                 w.loop->run(); // the client's and the pool's connections finish closing
             } catch (const std::exception &e) {
@@ -510,7 +843,11 @@ int main(int argc, char **argv) {
     for (auto &w : workers) {
         aloop::Loop *loop = w.loop.get();
         aloop::HttpServer *http = w.http.get();
-        loop->post([loop, http] { http->shutdown(5000, [loop] { loop->stop(); }); });
+        Events *events = w.events.get();
+        loop->post([loop, http, events] {
+            events->close_all(); // event streams never end by themselves
+            http->shutdown(5000, [loop] { loop->stop(); });
+        });
     }
     for (auto &w : workers)
         w.thread.join();

@@ -211,6 +211,119 @@
 #define ALOOP_E_PG_ABORTED (-10104)
 
 /**
+ * Returned by a COPY data callback: stop reading until `aloop_pg_copy_resume`.
+ */
+#define ALOOP_PG_COPY_PAUSE 1
+
+/**
+ * Returned by `aloop_pg_copy_write`: the data was taken, but the socket is full; write more
+ * once the ready callback runs again.
+ */
+#define ALOOP_PG_COPY_FULL 1
+
+/**
+ * Query flag: the query only reads. It may run on a read replica (round robin), or on the
+ * primary when no replica is up.
+ */
+#define ALOOP_PG_READ_ONLY 1
+
+/**
+ * Query flag: results in binary format (each type's send form); read them with the typed
+ * getters (`aloop_pg_result_get_int64`, ...): `aloop_pg_result_value` then gives raw bytes.
+ */
+#define ALOOP_PG_BINARY 2
+
+/**
+ * The server's default isolation level (normally read committed).
+ */
+#define ALOOP_PG_ISOLATION_DEFAULT 0
+
+/**
+ * `ISOLATION LEVEL READ COMMITTED`.
+ */
+#define ALOOP_PG_ISOLATION_READ_COMMITTED 1
+
+/**
+ * `ISOLATION LEVEL REPEATABLE READ`.
+ */
+#define ALOOP_PG_ISOLATION_REPEATABLE_READ 2
+
+/**
+ * `ISOLATION LEVEL SERIALIZABLE` (never on a replica); retry on SQLSTATE 40001.
+ */
+#define ALOOP_PG_ISOLATION_SERIALIZABLE 3
+
+/**
+ * A typed getter found SQL NULL.
+ */
+#define ALOOP_E_PG_NULL (-10105)
+
+/**
+ * A typed getter was used on a column of another type, or the value does not decode.
+ */
+#define ALOOP_E_PG_TYPE (-10106)
+
+/**
+ * Type OID of `bool` (`aloop_pg_result_column_type`).
+ */
+#define ALOOP_PG_OID_BOOL 16
+
+/**
+ * Type OID of `bytea`.
+ */
+#define ALOOP_PG_OID_BYTEA 17
+
+/**
+ * Type OID of `int8` (bigint).
+ */
+#define ALOOP_PG_OID_INT8 20
+
+/**
+ * Type OID of `int2` (smallint).
+ */
+#define ALOOP_PG_OID_INT2 21
+
+/**
+ * Type OID of `int4` (integer).
+ */
+#define ALOOP_PG_OID_INT4 23
+
+/**
+ * Type OID of `text`.
+ */
+#define ALOOP_PG_OID_TEXT 25
+
+/**
+ * Type OID of `oid`.
+ */
+#define ALOOP_PG_OID_OID 26
+
+/**
+ * Type OID of `json`.
+ */
+#define ALOOP_PG_OID_JSON 114
+
+/**
+ * Type OID of `float4` (real).
+ */
+#define ALOOP_PG_OID_FLOAT4 700
+
+/**
+ * Type OID of `float8` (double precision).
+ */
+#define ALOOP_PG_OID_FLOAT8 701
+
+/**
+ * Type OID of `varchar`.
+ */
+#define ALOOP_PG_OID_VARCHAR 1043
+
+/**
+ * Type OID of `numeric`.
+ */
+#define ALOOP_PG_OID_NUMERIC 1700
+
+/**
  * The fd is readable (or has an error or hang-up to report).
  */
 #define ALOOP_READABLE 1
@@ -263,6 +376,18 @@ typedef struct aloop_http_server_t aloop_http_server_t;
 typedef struct aloop_loop_t aloop_loop_t;
 
 /**
+ * A running COPY (opaque). Owned by the library: valid from the call that started it until
+ * its done callback returns (then stale); never freed by the application.
+ */
+typedef struct aloop_pg_copy_t aloop_pg_copy_t;
+
+/**
+ * A listening connection (opaque). Owned by the caller of `aloop_pg_listener_new` until
+ * `aloop_pg_listener_free`; bound to its loop's thread.
+ */
+typedef struct aloop_pg_listener_t aloop_pg_listener_t;
+
+/**
  * A connection pool (opaque) on one loop. Owned by the caller of `aloop_pg_pool_new` until
  * `aloop_pg_pool_free`.
  */
@@ -273,6 +398,13 @@ typedef struct aloop_pg_pool_t aloop_pg_pool_t;
  * is stale (accessors give 0, NULL or "").
  */
 typedef struct aloop_pg_result_t aloop_pg_result_t;
+
+/**
+ * An interactive transaction (opaque). Owned by the caller of `aloop_pg_txn_begin` until
+ * `aloop_pg_txn_commit`, `aloop_pg_txn_rollback` or `aloop_pg_txn_free` consumes it; bound to
+ * its pool's loop thread.
+ */
+typedef struct aloop_pg_txn_t aloop_pg_txn_t;
 
 /**
  * A readiness watch (opaque). Owned by the caller of `aloop_poll_new` until `aloop_poll_free`.
@@ -528,6 +660,26 @@ typedef struct aloop_pg_pool_options_t {
    * Time a connection attempt may take, in ms (default 5000).
    */
   uint64_t connect_timeout_ms;
+  /**
+   * `nreplicas` conninfos of read replicas (streaming standbys), borrowed during
+   * `aloop_pg_pool_new`: work flagged `ALOOP_PG_READ_ONLY` (and read-only transactions) goes
+   * to them round robin, and to the primary while none is up. NULL/0: none (the default).
+   */
+  const char *const *replicas;
+  /**
+   * How many conninfos `replicas` holds.
+   */
+  size_t nreplicas;
+  /**
+   * Connections per replica (0, the default: as many as `size`).
+   */
+  size_t replica_size;
+  /**
+   * Non-zero: never prepare named statements; `aloop_pg_execute` sends the registered SQL
+   * as the unnamed statement each time. For PgBouncer in transaction pooling mode, where
+   * consecutive statements may run on different server connections (default 0).
+   */
+  int no_prepare;
 } aloop_pg_pool_options_t;
 
 /**
@@ -567,6 +719,111 @@ typedef void (*aloop_pg_batch_cb)(size_t n,
                                   const int *status,
                                   const struct aloop_pg_result_t *const *results,
                                   void *user_data);
+
+/**
+ * `COPY ... TO STDOUT` data, on the loop's thread: `len` bytes at `data` (one row for the
+ * text and CSV formats), borrowed during the call. Return 0 for more, or
+ * `ALOOP_PG_COPY_PAUSE` to stop reading until `aloop_pg_copy_resume` (the server then waits
+ * on a full socket).
+ */
+typedef int (*aloop_pg_copy_data_cb)(struct aloop_pg_copy_t *copy,
+                                     const void *data,
+                                     size_t len,
+                                     void *user_data);
+
+/**
+ * Called once when the COPY ends: `status` 0 with the number of `rows` copied, or an error
+ * code with the server's SQLSTATE (`""` if none) and a message (borrowed during the call). The
+ * handle is stale after this returns; `dtor(user_data)` runs right after.
+ */
+typedef void (*aloop_pg_copy_done_cb)(struct aloop_pg_copy_t *copy,
+                                      int status,
+                                      uint64_t rows,
+                                      const char *sqlstate,
+                                      const char *message,
+                                      void *user_data);
+
+/**
+ * `COPY ... FROM STDIN` may take data: write with `aloop_pg_copy_write` until it returns
+ * `ALOOP_PG_COPY_FULL` (this callback runs again once the socket drained), and end with
+ * `aloop_pg_copy_finish`.
+ */
+typedef void (*aloop_pg_copy_ready_cb)(struct aloop_pg_copy_t *copy, void *user_data);
+
+/**
+ * A notification, on the loop's thread: its channel and payload (NUL-terminated, borrowed
+ * during the call) and the process id of the sending session's backend.
+ */
+typedef void (*aloop_pg_notify_cb)(struct aloop_pg_listener_t *listener,
+                                   const char *channel,
+                                   const char *payload,
+                                   int pid,
+                                   void *user_data);
+
+/**
+ * The listening connection is back after a break and listens again on every channel.
+ * Notifications sent while it was down are lost (PostgreSQL keeps them only for sessions
+ * listening at the time): re-read what the application watches.
+ */
+typedef void (*aloop_pg_reconnect_cb)(struct aloop_pg_listener_t *listener, void *user_data);
+
+/**
+ * Called once when a transaction, a COPY or a LISTEN ends, on the loop's thread: `status` 0,
+ * or an error code with the server's SQLSTATE (`""` when it reported none) and a message,
+ * both borrowed during the call.
+ */
+typedef void (*aloop_pg_end_cb)(int status,
+                                const char *sqlstate,
+                                const char *message,
+                                void *user_data);
+
+/**
+ * A pool's counters (`aloop_pg_pool_stats_ex`).
+ */
+typedef struct aloop_pg_pool_stats_t {
+  /**
+   * Connections to the primary that are up.
+   */
+  size_t connected;
+  /**
+   * Queries sent and not yet answered.
+   */
+  size_t busy;
+  /**
+   * Queries, transactions and COPYs waiting for a connection.
+   */
+  size_t queued;
+  /**
+   * Connections to replicas that are up.
+   */
+  size_t replicas_connected;
+  /**
+   * Connections lent to a transaction or a COPY.
+   */
+  size_t leased;
+} aloop_pg_pool_stats_t;
+
+/**
+ * Options for `aloop_pg_txn_begin`; fill with `aloop_pg_txn_options_init` first.
+ */
+typedef struct aloop_pg_txn_options_t {
+  /**
+   * `ALOOP_PG_ISOLATION_*` (default `ALOOP_PG_ISOLATION_DEFAULT`).
+   */
+  int isolation;
+  /**
+   * Non-zero: `READ ONLY`. Such a transaction may run on a read replica (unless
+   * serializable, which a standby cannot run). Default 0.
+   */
+  int read_only;
+  /**
+   * Time the whole transaction may take, from `aloop_pg_txn_begin` (waiting for a
+   * connection included) to its end, in ms; past it the statement running is cancelled, the
+   * transaction rolls back and what follows fails with `ALOOP_E_TIMEOUT`. 0 (the default):
+   * the pool's `query_timeout_ms`.
+   */
+  uint64_t timeout_ms;
+} aloop_pg_txn_options_t;
 
 /**
  * Called on the loop's thread with `ALOOP_READABLE` or `ALOOP_WRITABLE`. Readiness is level
@@ -1138,11 +1395,12 @@ int aloop_http_server_serve_fd(struct aloop_http_server_t *srv, int fd);
 size_t aloop_http_server_connections(const struct aloop_http_server_t *srv);
 
 /**
- * Graceful stop: stops accepting, closes idle connections, lets in-flight requests finish
- * (answered with `Connection: close`; responses already given are sent whole, in every order
- * of calls) for up to `grace_ms`, then closes what is left. `cb` (may be NULL) runs once when
- * every listener and connection is closed, never inside this call. Errors: `ALOOP_E_NULL`,
- * `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD` (then `cb` never runs).
+ * Graceful stop: stops accepting and reading new requests, closes idle connections, lets
+ * in-flight requests finish for up to `grace_ms` (every response already given is sent whole,
+ * in every order of calls; the last response of a connection carries `Connection: close`),
+ * then closes what is left. `cb` (may be NULL) runs once when every listener and connection
+ * is closed, never inside this call. Errors (then `cb` never runs): `ALOOP_E_ALREADY` for a
+ * second shutdown, `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_server_shutdown(struct aloop_http_server_t *srv,
                                uint64_t grace_ms,
@@ -1179,7 +1437,8 @@ int aloop_pg_pool_new(struct aloop_loop_t *lp,
 
 /**
  * Closes every connection and frees the pool; allowed inside its own callbacks. Queries still
- * queued or in flight complete with `ALOOP_E_CANCELLED` (their callbacks run from the loop,
+ * queued or in flight (transactions' statements and COPYs included; a transaction handle
+ * stays to be freed) complete with `ALOOP_E_CANCELLED` (their callbacks run from the loop,
  * later, never inside this call; run the loop until they did). Returns 0, `ALOOP_E_STALE` for
  * a pool already freed or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
  */
@@ -1288,6 +1547,347 @@ const char *aloop_pg_result_error_message(const struct aloop_pg_result_t *r);
  * The server's SQLSTATE ("23505", ...), or "" when the server reported none.
  */
 const char *aloop_pg_result_sqlstate(const struct aloop_pg_result_t *r);
+
+/**
+ * Runs `sql`, a `COPY ... TO STDOUT` (a table, or `(SELECT ...)`), on a connection of its own
+ * once one is free: `data_cb` gets the data as it arrives, `done_cb` runs once at the end.
+ * Waiting for the connection counts against the pool's queue and `query_timeout_ms`; the COPY
+ * itself has no time limit (`aloop_pg_copy_cancel` stops it). `*out` (may be NULL) receives
+ * the COPY's handle, valid until `done_cb` returns. `dtor(user_data)` runs after `done_cb`.
+ * A statement that is no COPY ends with `ALOOP_E_INVALID`. Errors (no callback runs):
+ * `ALOOP_E_NULL`, `ALOOP_E_INVALID`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_copy_out(struct aloop_pg_pool_t *pool,
+                      const char *sql,
+                      aloop_pg_copy_data_cb data_cb,
+                      aloop_pg_copy_done_cb done_cb,
+                      void *user_data,
+                      aloop_free_fn dtor,
+                      struct aloop_pg_copy_t **out);
+
+/**
+ * Runs `sql`, a `COPY ... FROM STDIN`, on a connection of its own: `ready_cb` runs when data
+ * may be written (and again after each `ALOOP_PG_COPY_FULL`), `done_cb` once at the end with
+ * the rows stored. Otherwise as `aloop_pg_copy_out`.
+ */
+int aloop_pg_copy_in(struct aloop_pg_pool_t *pool,
+                     const char *sql,
+                     aloop_pg_copy_ready_cb ready_cb,
+                     aloop_pg_copy_done_cb done_cb,
+                     void *user_data,
+                     aloop_free_fn dtor,
+                     struct aloop_pg_copy_t **out);
+
+/**
+ * `aloop_pg_copy_out` inside a transaction: it starts once the statements before it are done;
+ * statements after it wait for it.
+ */
+int aloop_pg_txn_copy_out(struct aloop_pg_txn_t *txn,
+                          const char *sql,
+                          aloop_pg_copy_data_cb data_cb,
+                          aloop_pg_copy_done_cb done_cb,
+                          void *user_data,
+                          aloop_free_fn dtor,
+                          struct aloop_pg_copy_t **out);
+
+/**
+ * `aloop_pg_copy_in` inside a transaction (see `aloop_pg_txn_copy_out`).
+ */
+int aloop_pg_txn_copy_in(struct aloop_pg_txn_t *txn,
+                         const char *sql,
+                         aloop_pg_copy_ready_cb ready_cb,
+                         aloop_pg_copy_done_cb done_cb,
+                         void *user_data,
+                         aloop_free_fn dtor,
+                         struct aloop_pg_copy_t **out);
+
+/**
+ * Sends `len` bytes (copied) of a `COPY ... FROM STDIN`: 0 (write more now),
+ * `ALOOP_PG_COPY_FULL` (taken; wait for the ready callback), or an error: `ALOOP_E_INVALID`
+ * (not a COPY IN, not started yet, or already finished), `ALOOP_E_PG_CONNECTION`,
+ * `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_copy_write(struct aloop_pg_copy_t *copy, const void *data, size_t len);
+
+/**
+ * Ends the data of a `COPY ... FROM STDIN`; the done callback follows once the server has
+ * stored it. Errors: `ALOOP_E_INVALID` (not a COPY IN), `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_copy_finish(struct aloop_pg_copy_t *copy);
+
+/**
+ * Reads on after the data callback returned `ALOOP_PG_COPY_PAUSE` (a no-op otherwise).
+ * Errors: `ALOOP_E_INVALID` (not a COPY OUT), `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_copy_resume(struct aloop_pg_copy_t *copy);
+
+/**
+ * Stops the COPY: a COPY OUT is cancelled on the server (data still arriving is dropped), a
+ * COPY IN is aborted (nothing of it is stored). The done callback follows, from the loop,
+ * with `ALOOP_E_CANCELLED`. Errors: `ALOOP_E_NULL`, `ALOOP_E_STALE` (it has ended),
+ * `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_copy_cancel(struct aloop_pg_copy_t *copy);
+
+/**
+ * Creates a listener on `lp` connecting to `conninfo` (a session on the primary: directly, or
+ * through PgBouncer in session mode; transaction pooling cannot carry LISTEN). It connects in
+ * the background and reconnects with backoff (100 ms to 5 s) whenever the connection breaks,
+ * then issues LISTEN again for every channel. `cb(listener, channel, payload, pid, user_data)`
+ * gets every notification; `dtor(user_data)` runs once when the listener is freed. On success
+ * `*out` owns the listener; on failure `*out` is not written and no callback runs. Errors:
+ * `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a conninfo libpq cannot parse: the reason is in
+ * `aloop_last_error_message()`), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_listener_new(struct aloop_loop_t *lp,
+                          const char *conninfo,
+                          aloop_pg_notify_cb cb,
+                          void *user_data,
+                          aloop_free_fn dtor,
+                          struct aloop_pg_listener_t **out);
+
+/**
+ * Registers `cb(listener, user_data)` to run each time the connection came back after a break
+ * and listens again (replacing an earlier one; its destructor runs). `dtor(user_data)` runs
+ * when the registration ends (replaced, or the listener freed). Errors (`dtor` then never
+ * runs): `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_listener_on_reconnect(struct aloop_pg_listener_t *listener,
+                                   aloop_pg_reconnect_cb cb,
+                                   void *user_data,
+                                   aloop_free_fn dtor);
+
+/**
+ * Listens on `channel` from now on, across reconnects (the name is quoted: any text works,
+ * case kept). `cb` (may be NULL) runs once from the loop: 0 when the server confirmed;
+ * `ALOOP_E_PG_UNAVAILABLE` when the connection is down (the channel stays registered and is
+ * listened to once it is back); `ALOOP_E_CANCELLED` when the listener is freed first.
+ * `dtor(user_data)` runs after it. Errors (`cb` and `dtor` then never run): `ALOOP_E_NULL`,
+ * `ALOOP_E_INVALID` (an empty name), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_listen(struct aloop_pg_listener_t *listener,
+                    const char *channel,
+                    aloop_pg_end_cb cb,
+                    void *user_data,
+                    aloop_free_fn dtor);
+
+/**
+ * Stops listening on `channel`; as `aloop_pg_listen` (0 also when it was not listened to).
+ */
+int aloop_pg_unlisten(struct aloop_pg_listener_t *listener,
+                      const char *channel,
+                      aloop_pg_end_cb cb,
+                      void *user_data,
+                      aloop_free_fn dtor);
+
+/**
+ * 1 while the listening connection is up, 0 while it is not, or a negative error
+ * (`ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`).
+ */
+int aloop_pg_listener_connected(const struct aloop_pg_listener_t *listener);
+
+/**
+ * Closes the connection and frees the listener; allowed inside its own callbacks. No
+ * notification is delivered after this returns; `aloop_pg_listen`/`_unlisten` calls not
+ * answered yet complete with `ALOOP_E_CANCELLED` (from the loop); the destructors of the
+ * notification and reconnect registrations run (at once, or when the callback running
+ * returns). Returns 0, `ALOOP_E_STALE` or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
+ */
+int aloop_pg_listener_free(struct aloop_pg_listener_t *listener);
+
+/**
+ * `aloop_pg_query` with `flags` (`ALOOP_PG_READ_ONLY`, `ALOOP_PG_BINARY`, or 0). Errors as
+ * for `aloop_pg_query`, and `ALOOP_E_INVALID` for an unknown flag.
+ */
+int aloop_pg_query_ex(struct aloop_pg_pool_t *pool,
+                      const char *sql,
+                      size_t nparams,
+                      const char *const *values,
+                      uint32_t flags,
+                      aloop_pg_cb cb,
+                      void *user_data,
+                      aloop_free_fn dtor);
+
+/**
+ * `aloop_pg_execute` with `flags` (see `aloop_pg_query_ex`).
+ */
+int aloop_pg_execute_ex(struct aloop_pg_pool_t *pool,
+                        const char *name,
+                        size_t nparams,
+                        const char *const *values,
+                        uint32_t flags,
+                        aloop_pg_cb cb,
+                        void *user_data,
+                        aloop_free_fn dtor);
+
+/**
+ * `aloop_pg_batch` with `flags` (see `aloop_pg_query_ex`): a read-only batch may run on a
+ * replica.
+ */
+int aloop_pg_batch_ex(struct aloop_pg_pool_t *pool,
+                      const struct aloop_pg_statement_t *stmts,
+                      size_t n,
+                      uint32_t flags,
+                      aloop_pg_batch_cb cb,
+                      void *user_data,
+                      aloop_free_fn dtor);
+
+/**
+ * Fills `*out` with the pool's counters (not written on an error: `ALOOP_E_NULL`,
+ * `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`).
+ */
+int aloop_pg_pool_stats_ex(const struct aloop_pg_pool_t *pool, struct aloop_pg_pool_stats_t *out);
+
+/**
+ * Fills `opts` with the defaults.
+ */
+int aloop_pg_txn_options_init(struct aloop_pg_txn_options_t *opts);
+
+/**
+ * Starts a transaction on `pool` (`opts` NULL: the defaults) and returns at once: on success
+ * `*out` owns it, and statements may be queued right away; they are sent once a connection is
+ * leased (`BEGIN` leaves with the first). Waiting for the connection counts against the
+ * pool's queue and the time limit: if none can be had, every statement fails with the reason
+ * (`ALOOP_E_PG_UNAVAILABLE`, `ALOOP_E_PG_QUEUE_FULL`, `ALOOP_E_TIMEOUT`). On failure `*out`
+ * is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (an unknown isolation),
+ * `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_txn_begin(struct aloop_pg_pool_t *pool,
+                       const struct aloop_pg_txn_options_t *opts,
+                       struct aloop_pg_txn_t **out);
+
+/**
+ * Runs `sql` with `nparams` text parameters (copied before the call returns) in the
+ * transaction; `flags` 0 or `ALOOP_PG_BINARY`. `cb(status, result, user_data)` runs once from
+ * the loop, `dtor(user_data)` right after it. After `BEGIN` is confirmed, statements are
+ * pipelined. A statement that fails leaves the transaction aborted (later ones fail with
+ * SQLSTATE 25P02, and commit with `ALOOP_E_PG_ABORTED`) unless the application rolls back to
+ * a savepoint. Errors (`cb` and `dtor` then never run): `ALOOP_E_NULL`, `ALOOP_E_INVALID`,
+ * `ALOOP_E_STALE` (a transaction already committed, rolled back or freed),
+ * `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_txn_query(struct aloop_pg_txn_t *txn,
+                       const char *sql,
+                       size_t nparams,
+                       const char *const *values,
+                       uint32_t flags,
+                       aloop_pg_cb cb,
+                       void *user_data,
+                       aloop_free_fn dtor);
+
+/**
+ * Runs the statement registered on the pool as `name` (`aloop_pg_prepare`) in the
+ * transaction; otherwise as `aloop_pg_txn_query` (`flags` must be 0). `ALOOP_E_NOT_FOUND` for
+ * an unknown name, `ALOOP_E_STALE` also once the pool was freed.
+ */
+int aloop_pg_txn_execute(struct aloop_pg_txn_t *txn,
+                         const char *name,
+                         size_t nparams,
+                         const char *const *values,
+                         uint32_t flags,
+                         aloop_pg_cb cb,
+                         void *user_data,
+                         aloop_free_fn dtor);
+
+/**
+ * Commits and consumes `txn` (its handle is stale from now on). `cb` (may be NULL) runs once
+ * from the loop: status 0 once the commit is done; `ALOOP_E_PG_ABORTED` when PostgreSQL
+ * rolled back instead (a statement had failed); `ALOOP_E_PG_QUERY` with SQLSTATE 40001 for a
+ * serialization failure; `ALOOP_E_TIMEOUT` past the time limit; `ALOOP_E_PG_CONNECTION` when
+ * the connection broke. The connection goes back to the pool once `COMMIT` is sent. Errors
+ * (`cb` and `dtor` then never run, `txn` stays valid): `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_pg_txn_commit(struct aloop_pg_txn_t *txn,
+                        aloop_pg_end_cb cb,
+                        void *user_data,
+                        aloop_free_fn dtor);
+
+/**
+ * Rolls back and consumes `txn`; `cb` (may be NULL) gets 0 (also when the transaction had
+ * already failed). Errors as for `aloop_pg_txn_commit`.
+ */
+int aloop_pg_txn_rollback(struct aloop_pg_txn_t *txn,
+                          aloop_pg_end_cb cb,
+                          void *user_data,
+                          aloop_free_fn dtor);
+
+/**
+ * Frees `txn`; allowed inside its statements' callbacks. A transaction not committed or
+ * rolled back is rolled back: statements already sent complete normally (their effects are
+ * undone), statements not sent yet complete with `ALOOP_E_CANCELLED` (from the loop), and the
+ * connection goes back to the pool once `ROLLBACK` is sent. What an application does when its
+ * client disconnects or an error it cannot handle occurs. Returns 0, `ALOOP_E_STALE` or
+ * `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
+ */
+int aloop_pg_txn_free(struct aloop_pg_txn_t *txn);
+
+/**
+ * The index of the first column named exactly `name`, or a negative error:
+ * `ALOOP_E_NOT_FOUND`, `ALOOP_E_NULL`, `ALOOP_E_INVALID` (an error result), `ALOOP_E_STALE`.
+ */
+ptrdiff_t aloop_pg_result_column_index(const struct aloop_pg_result_t *r, const char *name);
+
+/**
+ * The type OID of column `col` (`ALOOP_PG_OID_*`), or 0 out of range or for an error result.
+ */
+uint32_t aloop_pg_result_column_type(const struct aloop_pg_result_t *r, size_t col);
+
+/**
+ * 1 if column `col` came in binary format (`ALOOP_PG_BINARY`), else 0.
+ */
+int aloop_pg_result_column_is_binary(const struct aloop_pg_result_t *r, size_t col);
+
+/**
+ * Writes the `int2`, `int4`, `int8` or `oid` value at (`row`, `col`) to `*out`. Errors
+ * (`*out` not written): `ALOOP_E_PG_NULL` (SQL NULL), `ALOOP_E_PG_TYPE` (another type, or a
+ * malformed value), `ALOOP_E_NOT_FOUND` (no such row or column), `ALOOP_E_NULL`,
+ * `ALOOP_E_INVALID` (an error result), `ALOOP_E_STALE`.
+ */
+int aloop_pg_result_get_int64(const struct aloop_pg_result_t *r,
+                              size_t row,
+                              size_t col,
+                              int64_t *out);
+
+/**
+ * Writes the `float4`, `float8`, `numeric` (or integer) value at (`row`, `col`) to `*out`.
+ * Errors as for `aloop_pg_result_get_int64`.
+ */
+int aloop_pg_result_get_double(const struct aloop_pg_result_t *r,
+                               size_t row,
+                               size_t col,
+                               double *out);
+
+/**
+ * Writes the `bool` value at (`row`, `col`) to `*out` (1 or 0). Errors as for
+ * `aloop_pg_result_get_int64`.
+ */
+int aloop_pg_result_get_bool(const struct aloop_pg_result_t *r, size_t row, size_t col, int *out);
+
+/**
+ * Points `*out` at the value at (`row`, `col`) as NUL-terminated UTF-8 text, borrowed from
+ * the result (valid during its callback), and writes its length to `*len` (may be NULL). Any
+ * column in text format; in binary format, the text types only. Errors (nothing written) as
+ * for `aloop_pg_result_get_int64` (`ALOOP_E_PG_TYPE` also for text that is not UTF-8).
+ */
+int aloop_pg_result_get_text(const struct aloop_pg_result_t *r,
+                             size_t row,
+                             size_t col,
+                             const char **out,
+                             size_t *len);
+
+/**
+ * Decodes the `bytea` value at (`row`, `col`) (hex or escape text, or binary) into `buf`:
+ * copies up to `cap` bytes and returns the value's full length (call with `cap` 0 to learn
+ * it; `buf` may then be NULL), or a negative error as for `aloop_pg_result_get_int64`.
+ */
+ptrdiff_t aloop_pg_result_get_bytea(const struct aloop_pg_result_t *r,
+                                    size_t row,
+                                    size_t col,
+                                    void *buf,
+                                    size_t cap);
 
 /**
  * Creates a watch on `fd` (borrowed; must stay open until the watch is freed or its interest

@@ -39,6 +39,8 @@ case "$what" in
     want_cmd curl curl
     # A throwaway PostgreSQL cluster needs the server binaries and runuser (util-linux).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+    # The PgBouncer tests run a throwaway pgbouncer in front of a throwaway cluster.
+    [ -x /usr/sbin/pgbouncer ] || have pgbouncer || need_pkgs+=(pgbouncer)
     ;;
 esac
 case "$what" in
@@ -57,6 +59,8 @@ case "$what" in
     want_cmd wrk wrk
     want_cmd nginx nginx
     want_cmd h2o h2o
+    want_cmd valgrind valgrind   # make bench-instr: callgrind
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
     ;;
 esac
 # AddressSanitizer/UBSan runtimes for gcc (libasan/libubsan come with gcc on Debian; check).

@@ -30,4 +30,7 @@ CREATE TABLE api_log (
   status integer NOT NULL,
   bytes integer NOT NULL
 );
+
+-- POST /counter/<name>: one row per counter, incremented in an interactive transaction.
+CREATE TABLE counters (name text PRIMARY KEY, value bigint NOT NULL);
 ANALYZE;

@@ -66,6 +66,10 @@ library_codes! {
     PG_QUEUE_FULL = -10103, c"ALOOP_E_PG_QUEUE_FULL", c"database queue full";
     /// An earlier statement of the same pipeline or transaction failed; this one did not run.
     PG_ABORTED = -10104, c"ALOOP_E_PG_ABORTED", c"skipped: an earlier statement failed";
+    /// A typed getter found SQL NULL.
+    PG_NULL = -10105, c"ALOOP_E_PG_NULL", c"the value is NULL";
+    /// A typed getter was used on a column of another type, or the value does not decode.
+    PG_TYPE = -10106, c"ALOOP_E_PG_TYPE", c"the value is not of the type asked for";
     /// The host name could not be resolved.
     DNS = -10200, c"ALOOP_E_DNS", c"host name could not be resolved";
     /// The peer's HTTP response is malformed or ended early.

@@ -39,7 +39,8 @@ fn run_with_client<T: Send + 'static>(
     let r = th.join().unwrap();
     let stopped = Rc::new(Cell::new(false));
     let s2 = stopped.clone();
-    srv.shutdown(Duration::from_secs(1), move || s2.set(true));
+    srv.shutdown(Duration::from_secs(1), move || s2.set(true))
+        .unwrap();
     while !stopped.get() {
         lp.run(RunMode::Once).unwrap();
     }

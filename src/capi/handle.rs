@@ -18,7 +18,7 @@
 //! during the call that checked it. The thread-safe calls (`remote_of`) never reach the object:
 //! they get the loop's `Remote` from a registry of their own.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -59,6 +59,9 @@ pub(crate) enum Kind {
     HttpResponse,
     PgPool,
     PgResult,
+    PgTxn,
+    PgCopy,
+    PgListener,
 }
 
 /// A Rust value handed to C as `*mut Self::C` (an opaque type; often `Self`).
@@ -183,21 +186,14 @@ impl Drop for LocalFree {
 
 thread_local! {
     static LOCAL: RefCell<LocalFree> = const { RefCell::new(LocalFree(VecDeque::new())) };
-    static THREAD_ID: Cell<u64> = const { Cell::new(0) };
 }
 
-/// This thread's id for the thread checks (never 0).
+/// This thread's id for the thread checks: its `pthread_t`, never 0, unique among running
+/// threads (a thread-local would cost a `__tls_get_addr` call per check in a shared library,
+/// and every C call checks).
 fn thread_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    THREAD_ID
-        .try_with(|id| {
-            if id.get() == 0 {
-                id.set(NEXT.fetch_add(1, Ordering::Relaxed));
-            }
-            id.get()
-        })
-        // A thread in its last destructors: an id no loop runs on.
-        .unwrap_or(u64::MAX)
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as u64 }
 }
 
 fn alloc_index() -> u32 {
@@ -399,9 +395,11 @@ pub(crate) fn inline_words(raw: u64, kind: Kind) -> Result<[u64; 2]> {
     checked(raw, kind).map(|(_, w)| w)
 }
 
-/// Retires a live inline handle, thread-checked, giving back its payload.
-pub(crate) fn retire_inline(raw: u64, kind: Kind) -> Result<[u64; 2]> {
-    let (e, words) = checked(raw, kind)?;
+/// Retires a live inline handle that this same call already checked for this thread, giving
+/// back its payload: only its generation is checked again (a callback run meanwhile may have
+/// retired it).
+pub(crate) fn retire_inline_checked(raw: u64, kind: Kind) -> Result<[u64; 2]> {
+    let (e, words) = live(raw, kind)?;
     retire(raw, e);
     Ok(words)
 }
@@ -477,6 +475,18 @@ pub(crate) fn runs_here<C>(h: *const C) -> Result<bool> {
 }
 
 // ---- thread-safe access -------------------------------------------------------------------
+
+/// From any thread: the payload of a live inline handle when this thread owns its loop (the
+/// same test as `remote_of`'s), so the work may be done directly; `None` when another thread
+/// does (then post it through `remote_of`). Cheaper than `remote_of` for the common case of a
+/// call on the loop's own thread: no registry lock, no reference count.
+pub(crate) fn inline_words_here(raw: u64, kind: Kind) -> Result<Option<[u64; 2]>> {
+    if raw == 0 {
+        return Err(Error::NULL_ARG);
+    }
+    let (e, words) = live(raw, kind)?;
+    Ok((owner_of(e, kind) >> 1 == thread_id()).then_some(words))
+}
 
 /// From any thread: the remote of the loop of handle `raw` (a loop itself, or bound to one),
 /// for posting work to it, and whether this thread owns that loop (runs it, or ran it last or

@@ -93,10 +93,11 @@ fn resolve(req: *mut aloop_http_request_t) -> Result<Slot> {
     }
 }
 
-/// Retires the handle once the server no longer has its slot (the answer consumed it).
+/// Retires the handle once the server no longer has its slot (the answer consumed it). The
+/// call that answered checked the handle for this thread already.
 fn settle(req: *mut aloop_http_request_t, slot: &Slot) {
     if slot.srv.slot_data(slot.token).is_none() {
-        if let Ok(words) = handle::retire_inline(req as u64, Kind::HttpRequest) {
+        if let Ok(words) = handle::retire_inline_checked(req as u64, Kind::HttpRequest) {
             // SAFETY: the weak count the handle owned (see `slot_of`), released once, here.
             drop(unsafe { Weak::from_raw(words[0] as *const ServerInner) });
         }
@@ -404,12 +405,34 @@ struct OwnedResponse {
     body: Vec<u8>,
 }
 
+/// Headers most answers fit in without an allocation.
+const FEW_HEADERS: usize = 8;
+
+type HeaderPair = (&'static [u8], &'static [u8]);
+
+/// Storage for a call's headers, borrowed for the call: on the caller's stack up to
+/// `FEW_HEADERS`, else in a Vec.
+struct HeaderBuf {
+    few: [HeaderPair; FEW_HEADERS],
+    many: Vec<HeaderPair>,
+}
+
+impl HeaderBuf {
+    fn new() -> HeaderBuf {
+        HeaderBuf {
+            few: [(&[], &[]); FEW_HEADERS],
+            many: Vec::new(),
+        }
+    }
+}
+
 fn collect_headers(
     headers: *const aloop_http_header_t,
     n: usize,
-) -> Result<Vec<(&'static [u8], &'static [u8])>> {
+    buf: &mut HeaderBuf,
+) -> Result<&[HeaderPair]> {
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(&[]);
     }
     if headers.is_null() {
         return Err(Error::NULL_ARG);
@@ -417,20 +440,26 @@ fn collect_headers(
     // SAFETY: the caller passes `n` headers, each with two C strings, borrowed for the call;
     // the 'static lifetime never escapes the call.
     let hs = unsafe { std::slice::from_raw_parts(headers, n) };
-    hs.iter()
-        .map(|h| {
-            if h.name.is_null() || h.value.is_null() {
-                return Err(Error::NULL_ARG);
-            }
-            // SAFETY: as above.
-            Ok(unsafe {
-                (
-                    CStr::from_ptr(h.name).to_bytes(),
-                    CStr::from_ptr(h.value).to_bytes(),
-                )
-            })
+    let one = |h: &aloop_http_header_t| {
+        if h.name.is_null() || h.value.is_null() {
+            return Err(Error::NULL_ARG);
+        }
+        // SAFETY: as above.
+        Ok(unsafe {
+            (
+                CStr::from_ptr(h.name).to_bytes(),
+                CStr::from_ptr(h.value).to_bytes(),
+            )
         })
-        .collect()
+    };
+    if n <= FEW_HEADERS {
+        for (slot, h) in buf.few.iter_mut().zip(hs) {
+            *slot = one(h)?;
+        }
+        return Ok(&buf.few[..n]);
+    }
+    buf.many = hs.iter().map(one).collect::<Result<_>>()?;
+    Ok(&buf.many)
 }
 
 /// Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
@@ -456,7 +485,8 @@ pub extern "C" fn aloop_http_respond(
         if !(200..=999).contains(&status) {
             return Error::INVALID.code();
         }
-        let hs = match collect_headers(headers, nheaders) {
+        let mut buf = HeaderBuf::new();
+        let hs = match collect_headers(headers, nheaders, &mut buf) {
             Ok(h) => h,
             Err(e) => return e.code(),
         };
@@ -466,12 +496,22 @@ pub extern "C" fn aloop_http_respond(
             // SAFETY: `len` readable bytes at body during the call.
             unsafe { std::slice::from_raw_parts(body.cast(), len) }
         };
-        let (remote, here) = match handle::remote_of(req as u64, Kind::HttpRequest) {
-            Ok(x) => x,
+        // On the loop's thread (the common case) the handle's payload comes with the check;
+        // from another, the answer is copied and posted to the loop.
+        let local = match handle::inline_words_here(req as u64, Kind::HttpRequest) {
+            Ok(w) => w,
             Err(Error::STALE) => return Error::ALREADY.code(),
             Err(e) => return e.code(),
         };
-        if !here {
+        let (remote, here) = match local {
+            Some(_) => (None, true),
+            None => match handle::remote_of(req as u64, Kind::HttpRequest) {
+                Ok((r, here)) => (Some(r), here),
+                Err(Error::STALE) => return Error::ALREADY.code(),
+                Err(e) => return e.code(),
+            },
+        };
+        if let (Some(remote), false) = (remote, here) {
             if hs.iter().any(|(n, v)| {
                 !crate::http::response::valid_name(n) || !crate::http::response::valid_value(v)
             }) {
@@ -498,11 +538,11 @@ pub extern "C" fn aloop_http_respond(
                 Err((e, _job)) => e.code(),
             };
         }
-        let slot = match resolve(req) {
+        let slot = match local.map_or_else(|| resolve(req), slot_of) {
             Ok(x) => x,
             Err(e) => return e.code(),
         };
-        let r = slot.srv.respond(slot.token, status as u16, &hs, body);
+        let r = slot.srv.respond(slot.token, status as u16, hs, body);
         settle(req, &slot);
         rc(r)
     })
@@ -522,7 +562,8 @@ pub extern "C" fn aloop_http_respond_chunked(
         if !(200..=999).contains(&status) {
             return Error::INVALID.code();
         }
-        let hs = match collect_headers(headers, nheaders) {
+        let mut buf = HeaderBuf::new();
+        let hs = match collect_headers(headers, nheaders, &mut buf) {
             Ok(h) => h,
             Err(e) => return e.code(),
         };
@@ -530,7 +571,7 @@ pub extern "C" fn aloop_http_respond_chunked(
             Ok(x) => x,
             Err(e) => return e.code(),
         };
-        let r = slot.srv.respond_chunked(slot.token, status as u16, &hs);
+        let r = slot.srv.respond_chunked(slot.token, status as u16, hs);
         settle(req, &slot);
         rc(r)
     })

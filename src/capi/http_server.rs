@@ -365,11 +365,12 @@ pub extern "C" fn aloop_http_server_connections(srv: *const aloop_http_server_t)
     guard(|| with_server(srv, |s| s.connections()).unwrap_or(0))
 }
 
-/// Graceful stop: stops accepting, closes idle connections, lets in-flight requests finish
-/// (answered with `Connection: close`; responses already given are sent whole, in every order
-/// of calls) for up to `grace_ms`, then closes what is left. `cb` (may be NULL) runs once when
-/// every listener and connection is closed, never inside this call. Errors: `ALOOP_E_NULL`,
-/// `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD` (then `cb` never runs).
+/// Graceful stop: stops accepting and reading new requests, closes idle connections, lets
+/// in-flight requests finish for up to `grace_ms` (every response already given is sent whole,
+/// in every order of calls; the last response of a connection carries `Connection: close`),
+/// then closes what is left. `cb` (may be NULL) runs once when every listener and connection
+/// is closed, never inside this call. Errors (then `cb` never runs): `ALOOP_E_ALREADY` for a
+/// second shutdown, `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_http_server_shutdown(
     srv: *mut aloop_http_server_t,
@@ -389,7 +390,8 @@ pub extern "C" fn aloop_http_server_shutdown(
                     unsafe { cb(raw as *mut aloop_http_server_t, ud.0) };
                 }
             })
-        }))
+        })
+        .and_then(|r| r))
     })
 }
 

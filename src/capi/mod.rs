@@ -15,6 +15,11 @@ mod http_client;
 mod http_request;
 mod http_server;
 mod pg;
+mod pg_copy;
+mod pg_notify;
+mod pg_query_opts;
+mod pg_txn;
+mod pg_value;
 mod poll;
 mod tcp;
 mod timer;
@@ -33,6 +38,11 @@ pub use http_client::*;
 pub use http_request::*;
 pub use http_server::*;
 pub use pg::*;
+pub use pg_copy::*;
+pub use pg_notify::*;
+pub use pg_query_opts::*;
+pub use pg_txn::*;
+pub use pg_value::*;
 pub use poll::*;
 pub use tcp::*;
 pub use timer::*;
@@ -69,6 +79,11 @@ impl OnPanic for isize {
     }
 }
 impl OnPanic for usize {
+    fn on_panic() -> Self {
+        0
+    }
+}
+impl OnPanic for u32 {
     fn on_panic() -> Self {
         0
     }

@@ -9,7 +9,7 @@ use super::event_loop::{aloop_loop_t, loop_of};
 use super::handle::{self, Handle, Kind, LoopId};
 use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
 use crate::error::{Error, Result};
-use crate::pg::{BatchStep, PgError, PgPool, PgResult, PoolOptions, Statement};
+use crate::pg::{BatchStep, PgError, PgPool, PgResult, PoolOptions, QueryOptions, Statement};
 
 /// No database connection is up; the query was not sent.
 pub const ALOOP_E_PG_UNAVAILABLE: c_int = -10100;
@@ -40,14 +40,26 @@ pub struct aloop_pg_pool_options_t {
     pub query_timeout_ms: u64,
     /// Time a connection attempt may take, in ms (default 5000).
     pub connect_timeout_ms: u64,
+    /// `nreplicas` conninfos of read replicas (streaming standbys), borrowed during
+    /// `aloop_pg_pool_new`: work flagged `ALOOP_PG_READ_ONLY` (and read-only transactions) goes
+    /// to them round robin, and to the primary while none is up. NULL/0: none (the default).
+    pub replicas: *const *const c_char,
+    /// How many conninfos `replicas` holds.
+    pub nreplicas: usize,
+    /// Connections per replica (0, the default: as many as `size`).
+    pub replica_size: usize,
+    /// Non-zero: never prepare named statements; `aloop_pg_execute` sends the registered SQL
+    /// as the unnamed statement each time. For PgBouncer in transaction pooling mode, where
+    /// consecutive statements may run on different server connections (default 0).
+    pub no_prepare: c_int,
 }
 
 /// A connection pool (opaque) on one loop. Owned by the caller of `aloop_pg_pool_new` until
 /// `aloop_pg_pool_free`.
 pub struct aloop_pg_pool_t {
-    pool: PgPool,
-    lp: LoopId,
-    prepared: RefCell<HashMap<String, Rc<Statement>>>,
+    pub(super) pool: PgPool,
+    pub(super) lp: LoopId,
+    pub(super) prepared: RefCell<HashMap<String, Rc<Statement>>>,
 }
 
 impl Handle for aloop_pg_pool_t {
@@ -58,7 +70,7 @@ impl Handle for aloop_pg_pool_t {
 /// A query's outcome (opaque), borrowed during the query callback only: afterwards its handle
 /// is stale (accessors give 0, NULL or "").
 pub struct aloop_pg_result_t {
-    outcome: std::result::Result<PgResult, PgError>,
+    pub(super) outcome: std::result::Result<PgResult, PgError>,
     message: CString,
     sqlstate: CString,
 }
@@ -69,7 +81,10 @@ impl Handle for aloop_pg_result_t {
 }
 
 /// Runs `f` on the pool behind a handle.
-fn with_pool<R>(pool: *const aloop_pg_pool_t, f: impl FnOnce(&aloop_pg_pool_t) -> R) -> Result<R> {
+pub(super) fn with_pool<R>(
+    pool: *const aloop_pg_pool_t,
+    f: impl FnOnce(&aloop_pg_pool_t) -> R,
+) -> Result<R> {
     handle::with(pool, f)
 }
 
@@ -94,6 +109,10 @@ pub extern "C" fn aloop_pg_pool_options_init(opts: *mut aloop_pg_pool_options_t)
                 max_pipeline: d.max_pipeline,
                 query_timeout_ms: 0,
                 connect_timeout_ms: d.connect_timeout.as_millis() as u64,
+                replicas: std::ptr::null(),
+                nreplicas: 0,
+                replica_size: 0,
+                no_prepare: 0,
             })
         };
         0
@@ -137,6 +156,12 @@ pub extern "C" fn aloop_pg_pool_new(
             o.connect_timeout = std::time::Duration::from_millis(c.connect_timeout_ms);
             o.query_timeout = (c.query_timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(c.query_timeout_ms));
+            match super::pg_query_opts::replica_conninfos(c.replicas, c.nreplicas) {
+                Ok(r) => o.replicas = r,
+                Err(e) => return e.code(),
+            }
+            o.replica_size = c.replica_size;
+            o.no_prepare = c.no_prepare != 0;
         }
         let (core, id) = match loop_of(lp) {
             Ok(x) => x,
@@ -156,7 +181,8 @@ pub extern "C" fn aloop_pg_pool_new(
 }
 
 /// Closes every connection and frees the pool; allowed inside its own callbacks. Queries still
-/// queued or in flight complete with `ALOOP_E_CANCELLED` (their callbacks run from the loop,
+/// queued or in flight (transactions' statements and COPYs included; a transaction handle
+/// stays to be freed) complete with `ALOOP_E_CANCELLED` (their callbacks run from the loop,
 /// later, never inside this call; run the loop until they did). Returns 0, `ALOOP_E_STALE` for
 /// a pool already freed or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
 #[no_mangle]
@@ -201,7 +227,10 @@ pub extern "C" fn aloop_pg_prepare(
     })
 }
 
-fn c_params<'a>(n: usize, values: *const *const c_char) -> Result<Vec<Option<&'a [u8]>>> {
+pub(super) fn c_params<'a>(
+    n: usize,
+    values: *const *const c_char,
+) -> Result<Vec<Option<&'a [u8]>>> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -222,7 +251,7 @@ fn c_params<'a>(n: usize, values: *const *const c_char) -> Result<Vec<Option<&'a
         .collect())
 }
 
-fn to_c_result(outcome: std::result::Result<PgResult, PgError>) -> aloop_pg_result_t {
+pub(super) fn to_c_result(outcome: std::result::Result<PgResult, PgError>) -> aloop_pg_result_t {
     let (message, sqlstate) = match &outcome {
         Ok(_) => (CString::default(), CString::default()),
         Err(e) => (
@@ -237,7 +266,7 @@ fn to_c_result(outcome: std::result::Result<PgResult, PgError>) -> aloop_pg_resu
     }
 }
 
-fn c_callback(
+pub(super) fn c_callback(
     cb: unsafe extern "C" fn(c_int, *const aloop_pg_result_t, *mut c_void),
     ud: UserData,
     lp: LoopId,
@@ -254,8 +283,10 @@ fn c_callback(
 }
 
 /// Checks the arguments every query call shares, then runs `stmt`.
-fn run_statement(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_statement(
     p: &aloop_pg_pool_t,
+    opts: QueryOptions,
     stmt: Rc<Statement>,
     nparams: usize,
     values: *const *const c_char,
@@ -272,7 +303,8 @@ fn run_statement(
     };
     let (ud, armer) = UserData::new(user_data, dtor);
     armer.arm();
-    p.pool.execute(&stmt, &params, c_callback(cb, ud, p.lp));
+    p.pool
+        .execute_with(&stmt, &params, opts, c_callback(cb, ud, p.lp));
     0
 }
 
@@ -299,7 +331,16 @@ pub extern "C" fn aloop_pg_query(
         };
         let stmt = Rc::new(Statement::Sql(sql.to_string()));
         with_pool(pool, |p| {
-            run_statement(p, stmt, nparams, values, cb, user_data, dtor)
+            run_statement(
+                p,
+                QueryOptions::default(),
+                stmt,
+                nparams,
+                values,
+                cb,
+                user_data,
+                dtor,
+            )
         })
         .unwrap_or_else(|e| e.code())
     })
@@ -327,7 +368,16 @@ pub extern "C" fn aloop_pg_execute(
             let Some(stmt) = p.prepared.borrow().get(name).cloned() else {
                 return Error::NOT_FOUND.code();
             };
-            run_statement(p, stmt, nparams, values, cb, user_data, dtor)
+            run_statement(
+                p,
+                QueryOptions::default(),
+                stmt,
+                nparams,
+                values,
+                cb,
+                user_data,
+                dtor,
+            )
         })
         .unwrap_or_else(|e| e.code())
     })
@@ -381,12 +431,16 @@ pub extern "C" fn aloop_pg_batch(
         }
         // SAFETY: `n` statements borrowed during the call.
         let list = unsafe { std::slice::from_raw_parts(stmts, n) };
-        with_pool(pool, |p| run_batch(p, list, cb, user_data, dtor)).unwrap_or_else(|e| e.code())
+        with_pool(pool, |p| {
+            run_batch(p, QueryOptions::default(), list, cb, user_data, dtor)
+        })
+        .unwrap_or_else(|e| e.code())
     })
 }
 
-fn run_batch(
+pub(super) fn run_batch(
     p: &aloop_pg_pool_t,
+    opts: QueryOptions,
     list: &[aloop_pg_statement_t],
     cb: unsafe extern "C" fn(usize, *const c_int, *const *const aloop_pg_result_t, *mut c_void),
     user_data: *mut c_void,
@@ -421,7 +475,7 @@ fn run_batch(
         let (ud, armer) = UserData::new(user_data, dtor);
         armer.arm();
         let lp = p.lp;
-        p.pool.batch(&borrowed, move |outcomes| {
+        p.pool.batch_with(&borrowed, opts, move |outcomes| {
             let results: Vec<aloop_pg_result_t> = outcomes.into_iter().map(to_c_result).collect();
             let status: Vec<c_int> = results
                 .iter()
@@ -467,7 +521,11 @@ pub extern "C" fn aloop_pg_pool_stats(
 }
 
 /// Runs `f` on a successful result, or gives `fallback` (an error result, a stale handle).
-fn ok_result<R>(r: *const aloop_pg_result_t, fallback: R, f: impl FnOnce(&PgResult) -> R) -> R {
+pub(super) fn ok_result<R>(
+    r: *const aloop_pg_result_t,
+    fallback: R,
+    f: impl FnOnce(&PgResult) -> R,
+) -> R {
     handle::read(r, None, |r: &aloop_pg_result_t| {
         r.outcome.as_ref().ok().map(f)
     })

@@ -200,7 +200,8 @@ pub fn server_output(data: &[u8]) -> Vec<u8> {
     let out = watcher.join().unwrap();
     let stopped = std::rc::Rc::new(std::cell::Cell::new(false));
     let s2 = stopped.clone();
-    srv.shutdown(Duration::from_secs(1), move || s2.set(true));
+    srv.shutdown(Duration::from_secs(1), move || s2.set(true))
+        .expect("first shutdown");
     while !stopped.get() {
         lp.run(RunMode::Once).unwrap();
     }
@@ -416,7 +417,8 @@ pub fn connection_output(data: &[u8]) -> Option<Vec<u8>> {
     }
     let stopped = std::rc::Rc::new(std::cell::Cell::new(false));
     let s2 = stopped.clone();
-    srv.shutdown(Duration::from_secs(1), move || s2.set(true));
+    srv.shutdown(Duration::from_secs(1), move || s2.set(true))
+        .expect("first shutdown");
     while !stopped.get() {
         lp.run(RunMode::Once).unwrap();
     }

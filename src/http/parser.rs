@@ -117,6 +117,8 @@ struct State {
     limits: Limits,
     cur: Option<Box<RequestData>>,
     piece_start: usize,
+    /// The method is in the arena (see `on_url`).
+    have_method: bool,
     url_len: usize,
     header_bytes: usize,
     name: std::ops::Range<usize>,
@@ -146,7 +148,8 @@ impl<S: Sink> Callbacks<S> {
         on_protocol: None,
         on_url: Some(on_url::<S>),
         on_status: None,
-        on_method: Some(on_method::<S>),
+        // The method is taken from llhttp's parsed value at the first piece of the target.
+        on_method: None,
         on_version: None,
         on_header_field: Some(on_header_field::<S>),
         on_header_value: Some(on_header_value::<S>),
@@ -158,7 +161,7 @@ impl<S: Sink> Callbacks<S> {
         on_protocol_complete: None,
         on_url_complete: Some(on_url_complete::<S>),
         on_status_complete: None,
-        on_method_complete: Some(on_method_complete::<S>),
+        on_method_complete: None,
         on_version_complete: Some(on_version_complete::<S>),
         on_header_field_complete: Some(on_header_field_complete::<S>),
         on_header_value_complete: Some(on_header_value_complete::<S>),
@@ -207,6 +210,7 @@ fn append(st: &mut State, at: *const c_char, len: usize) {
     let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, len) };
     if let Some(r) = st.cur.as_mut() {
         r.arena.extend_from_slice(bytes);
+        r.head_ascii = false; // trailers come after the check: not known to be ASCII
     }
 }
 
@@ -242,6 +246,7 @@ unsafe extern "C" fn on_message_begin<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     req.clear();
     c.st.cur = Some(req);
     c.st.piece_start = 0;
+    c.st.have_method = false;
     c.st.url_len = 0;
     c.st.header_bytes = 0;
     c.st.host_count = 0;
@@ -251,27 +256,34 @@ unsafe extern "C" fn on_message_begin<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     0
 }
 
-unsafe extern "C" fn on_method<S: Sink>(
-    p: *mut ll::llhttp_t,
-    at: *const c_char,
-    len: usize,
-) -> c_int {
-    // SAFETY: see `ctx`.
-    append(unsafe { ctx::<S>(p) }.st, at, len);
-    0
-}
-
-unsafe extern "C" fn on_method_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
-    // SAFETY: see `ctx`.
-    let st = &mut *unsafe { ctx::<S>(p) }.st;
-    let r = end_piece(st);
-    st.cur.as_mut().unwrap().method = r;
-    0
+/// The name of llhttp's method `m` (the common ones without a call into llhttp).
+fn method_name(m: u8) -> &'static [u8] {
+    match m {
+        0 => b"DELETE",
+        1 => b"GET",
+        2 => b"HEAD",
+        3 => b"POST",
+        4 => b"PUT",
+        // SAFETY: llhttp_method_name returns a static C string for every method value.
+        _ => unsafe { std::ffi::CStr::from_ptr(ll::llhttp_method_name(m)) }.to_bytes(),
+    }
 }
 
 unsafe extern "C" fn on_url<S: Sink>(p: *mut ll::llhttp_t, at: *const c_char, len: usize) -> c_int {
     // SAFETY: see `ctx`.
     let st = &mut *unsafe { ctx::<S>(p) }.st;
+    if !st.have_method {
+        // llhttp has parsed the method by the time the target starts: it is the arena's
+        // first piece.
+        st.have_method = true;
+        // SAFETY: p is the live parser.
+        let name = method_name(unsafe { (*p).method });
+        if let Some(r) = st.cur.as_mut() {
+            r.arena.extend_from_slice(name);
+        }
+        let r = end_piece(st);
+        st.cur.as_mut().unwrap().method = r;
+    }
     st.url_len += len;
     if st.url_len > st.limits.max_request_line {
         return fail(st, HttpError::new(414, "request target too long"));
@@ -289,12 +301,19 @@ unsafe extern "C" fn on_url_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
         Ok(parts) => parts,
         Err(e) => return fail(st, e),
     };
-    let base = target.start;
+    let (base, len) = (target.start, target.len());
+    // The query runs to the target's end, so it shares the target's NUL; so does a path that
+    // ends there. Only a path followed by a query needs a NUL-terminated copy of its own.
     let path = match parts.path {
+        Some(p) if p.end == len => base + p.start..target.end,
         Some(p) => copy_piece(st, base + p.start..base + p.end),
         None => add_piece(st, |arena| arena.push(b'/')), // an absolute-form target's empty path
     };
-    let query = copy_piece(st, base + parts.query.start..base + parts.query.end);
+    let query = if parts.query.end == len {
+        base + parts.query.start..target.end
+    } else {
+        copy_piece(st, base + parts.query.start..base + parts.query.end)
+    };
     let r = st.cur.as_mut().unwrap();
     r.target = target;
     r.path = path;
@@ -440,6 +459,8 @@ unsafe extern "C" fn on_headers_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
             HttpError::new(400, "exactly one Host header is required"),
         );
     }
+    // The route (body_mode) reads the method and path: check the head's bytes first.
+    st.cur.as_mut().unwrap().check_ascii();
     let mode = c.sink.body_mode(st.cur.as_ref().unwrap());
     st.body_limit = match mode {
         BodyMode::Buffer => st.limits.max_body as u64,

@@ -431,6 +431,38 @@ fn streamed_bodies_are_handed_out_in_order_whole_or_byte_by_byte() {
     }
 }
 
+/// The C string at `r` in the request's arena (what the C API hands out).
+fn c_piece(q: &RequestData, r: &std::ops::Range<usize>) -> Vec<u8> {
+    // SAFETY: c_ptr points into the arena at a NUL-terminated piece.
+    unsafe { std::ffi::CStr::from_ptr(q.c_ptr(r).cast()) }
+        .to_bytes()
+        .to_vec()
+}
+
+#[test]
+fn path_and_query_are_nul_terminated_pieces_in_every_target_form() {
+    for (target, path, query) in [
+        ("/plain", "/plain", ""),
+        ("/p?a=1&b", "/p", "a=1&b"),
+        ("/p?", "/p", ""),
+        ("http://h:1/x/y", "/x/y", ""),
+        ("http://h:1/x?z=1", "/x", "z=1"),
+        ("http://h:1", "/", ""),
+        ("http://h:1?q", "/", "q"),
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+        let (r, s) = parse(req.as_bytes());
+        assert_eq!(r, Ok(Outcome::Continue), "{target}");
+        let q = &s.done[0];
+        assert_eq!((q.target(), q.path(), q.query()), (target, path, query));
+        let [m, t, p, qr] = q.ranges();
+        assert_eq!(c_piece(q, &m), b"GET");
+        assert_eq!(c_piece(q, &t), target.as_bytes());
+        assert_eq!(c_piece(q, &p), path.as_bytes(), "{target}");
+        assert_eq!(c_piece(q, &qr), query.as_bytes(), "{target}");
+    }
+}
+
 #[test]
 fn a_streamed_body_has_its_own_limit() {
     // Content-Length above the stream's limit: refused with the head, before any event.
@@ -483,4 +515,52 @@ fn body_remaining_counts_down_a_content_length() {
         &mut sink,
     );
     assert_eq!(p.body_remaining(), None);
+}
+
+#[test]
+fn text_accessors_refuse_bytes_that_are_not_utf8() {
+    // obs-text in a header value: the head is not ASCII, so each accessor validates its piece.
+    let (r, s) =
+        parse(b"GET /ok HTTP/1.1\r\nHost: h\r\nX-Latin: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\n\r\n");
+    assert_eq!(r, Ok(Outcome::Continue));
+    let q = &s.done[0];
+    assert_eq!(q.path(), "/ok");
+    assert_eq!(q.header("x-latin"), Some(""));
+    assert_eq!(q.header("x-utf8"), Some("café"));
+    // A trailer after an ASCII head is appended after the check, and is checked by itself.
+    let (r, s) = parse(
+        b"POST /t HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: \xff\r\n\r\n",
+    );
+    assert_eq!(r, Ok(Outcome::Continue));
+    let q = &s.done[0];
+    assert_eq!(q.path(), "/t");
+    assert_eq!(q.header("x-t"), Some(""));
+}
+
+#[test]
+fn methods_come_from_llhttp_whole_or_split() {
+    for m in [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "PROPFIND",
+    ] {
+        let req = format!("{m} /x HTTP/1.1\r\nHost: h\r\n\r\n{m} /y HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut p = RequestParser::new(Limits::default());
+        let mut sink = Collect::default();
+        // The first request whole, the second byte by byte.
+        let split = req.len() / 2;
+        assert_eq!(
+            p.execute(&req.as_bytes()[..split], &mut sink),
+            Ok(Outcome::Continue)
+        );
+        for b in req.as_bytes()[split..].iter() {
+            assert_eq!(
+                p.execute(std::slice::from_ref(b), &mut sink),
+                Ok(Outcome::Continue)
+            );
+        }
+        assert_eq!(sink.done.len(), 2, "{m}");
+        for (q, path) in sink.done.iter().zip(["/x", "/y"]) {
+            assert_eq!((q.method(), q.path()), (m, path));
+            assert_eq!(c_piece(q, &q.ranges()[0]), m.as_bytes());
+        }
+    }
 }

@@ -17,6 +17,9 @@ pub struct RequestData {
     pub(crate) version_minor: u8,
     pub(crate) keep_alive: bool,
     pub(crate) expect_continue: bool,
+    /// The head (the whole arena) is ASCII, checked once when it is complete: the text
+    /// accessors then need no UTF-8 validation of their own.
+    pub(crate) head_ascii: bool,
 }
 
 /// Whether `m` is a method name the server can route and the client can send: methods are
@@ -34,21 +37,12 @@ fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl RequestData {
-    /// Empties it for reuse, keeping capacity (bounded so one huge request does not pin memory).
+    /// Empties it for the next request, keeping capacity (the parser does this at the start of
+    /// every request).
     pub(crate) fn clear(&mut self) {
-        const KEEP: usize = 64 * 1024;
         self.arena.clear();
         self.headers.clear();
         self.body.clear();
-        if self.arena.capacity() > KEEP {
-            self.arena.shrink_to(KEEP);
-        }
-        if self.body.capacity() > KEEP {
-            self.body.shrink_to(KEEP);
-        }
-        if self.headers.capacity() > 128 {
-            self.headers.shrink_to(128);
-        }
         self.method = 0..0;
         self.target = 0..0;
         self.path = 0..0;
@@ -56,12 +50,48 @@ impl RequestData {
         self.version_minor = 1;
         self.keep_alive = true;
         self.expect_continue = false;
+        self.head_ascii = false;
+    }
+
+    /// Bounds the memory it keeps while pooled, so one huge request does not pin its buffers
+    /// (what is above the bound is emptied first: `shrink_to` keeps the length).
+    pub(crate) fn trim(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.arena.capacity() > KEEP {
+            self.arena.clear();
+            self.arena.shrink_to(KEEP);
+        }
+        if self.body.capacity() > KEEP {
+            self.body.clear();
+            self.body.shrink_to(KEEP);
+        }
+        if self.headers.capacity() > 128 {
+            self.headers.clear();
+            self.headers.shrink_to(128);
+        }
+    }
+
+    /// Whether the method is HEAD (no text conversion).
+    pub(crate) fn is_head(&self) -> bool {
+        &self.arena[self.method.clone()] == b"HEAD"
+    }
+
+    /// Records whether the head is ASCII (call when it is complete).
+    pub(crate) fn check_ascii(&mut self) {
+        self.head_ascii = self.arena.is_ascii();
     }
 
     fn str_at(&self, r: &Range<usize>) -> &str {
+        let bytes = &self.arena[r.clone()];
+        if self.head_ascii {
+            // SAFETY: the whole arena was found to be ASCII (`check_ascii`) and has not changed
+            // since (it is only appended to while the head is parsed, and cleared for reuse,
+            // which resets the flag); ASCII is valid UTF-8.
+            return unsafe { std::str::from_utf8_unchecked(bytes) };
+        }
         // Head bytes are checked by llhttp to be visible ASCII or obs-text; obs-text (>= 0x80)
         // may not be UTF-8, in which case the accessor gives "".
-        std::str::from_utf8(&self.arena[r.clone()]).unwrap_or("")
+        std::str::from_utf8(bytes).unwrap_or("")
     }
 
     /// Pointer to a NUL-terminated copy of the piece at `r` (for the C API).

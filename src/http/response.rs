@@ -44,23 +44,71 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The bytes of a token (RFC 9110 `tchar`), as a table: one lookup per byte of every header
+/// name the application gives.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 /// A header name must be a token (RFC 9110).
 pub fn valid_name(n: &[u8]) -> bool {
-    !n.is_empty()
-        && n.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !n.is_empty() && n.iter().all(|&b| TCHAR[b as usize])
 }
 
 /// A header value must not contain CR, LF, NUL or other controls (HTAB allowed).
 pub fn valid_value(v: &[u8]) -> bool {
-    v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    fn byte_ok(b: &u8) -> bool {
+        *b == b'\t' || (*b >= 0x20 && *b != 0x7f)
+    }
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        // Eight bytes at a time: is any below 0x20, or equal to 0x7f? (Exact tests for the
+        // presence of such a byte; a chunk that has one, an HTAB maybe, is checked bytewise.)
+        let x = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
+        let y = x ^ (0x7f * ONES);
+        let suspect = (x.wrapping_sub(0x20 * ONES) & !x | y.wrapping_sub(ONES) & !y) & HIGH;
+        if suspect != 0 && !c.iter().all(byte_ok) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(byte_ok)
 }
 
 /// Headers the library writes itself; the application's copies are ignored.
 pub fn is_framing(n: &[u8]) -> bool {
-    n.eq_ignore_ascii_case(b"content-length")
-        || n.eq_ignore_ascii_case(b"transfer-encoding")
-        || n.eq_ignore_ascii_case(b"connection")
+    // By length first: most names are none of these three.
+    match n.len() {
+        14 => n.eq_ignore_ascii_case(b"content-length"),
+        17 => n.eq_ignore_ascii_case(b"transfer-encoding"),
+        10 => n.eq_ignore_ascii_case(b"connection"),
+        _ => false,
+    }
 }
 
 /// How the body is framed.
@@ -81,17 +129,31 @@ pub fn write_head<'a>(
     close: bool,
     http10_keep_alive: bool,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, status as u64);
-    out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
     let mut has_server = false;
     let mut has_date = false;
-    for (n, _) in headers.clone() {
-        has_server |= n.eq_ignore_ascii_case(b"server");
-        has_date |= n.eq_ignore_ascii_case(b"date");
+    let mut len = 0;
+    for (n, v) in headers.clone() {
+        // A header's first byte tells whether it can be one of these (any case).
+        match n.first().map(u8::to_ascii_lowercase) {
+            Some(b's') => has_server |= n.eq_ignore_ascii_case(b"server"),
+            Some(b'd') => has_date |= n.eq_ignore_ascii_case(b"date"),
+            _ => {}
+        }
+        len += n.len() + v.len() + 4;
     }
+    // One reservation for the whole head: the fixed lines are under 160 bytes.
+    out.reserve(len + date.len() + 160);
+    let reason = reason(status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    // A status has three digits (the callers check 100..=999).
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if !has_server {
         out.extend_from_slice(b"Server: asyncloop\r\n");
     }
@@ -125,8 +187,17 @@ pub fn write_head<'a>(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `n` in decimal (no formatting machinery: this runs for every response).
+/// Appends `n` in decimal (no formatting machinery: this runs for every response). Bodies
+/// under 100 bytes, the common case of small answers, take one branch.
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    if n < 100 {
+        if n < 10 {
+            out.push(b'0' + n as u8);
+        } else {
+            out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        }
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -182,6 +253,32 @@ mod tests {
     }
 
     #[test]
+    fn application_server_and_date_replace_ours_and_framing_is_ours() {
+        let mut out = Vec::new();
+        let hs: Vec<(&[u8], &[u8])> = vec![
+            (b"sErVeR", b"mine"),
+            (b"DATE", b"yesterday"),
+            (b"Connection", b"upgrade"),
+            (b"Transfer-Encoding", b"gzip"),
+            (b"Content-Length", b"1"),
+            (b"Sec", b"1"),
+        ];
+        write_head(
+            &mut out,
+            404,
+            b"Sun, 06 Nov 1994 08:49:37 GMT",
+            hs.iter().copied(),
+            Framing::Length(1234),
+            true,
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nsErVeR: mine\r\nDATE: yesterday\r\nSec: 1\r\nContent-Length: 1234\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn decimals() {
         for n in [0u64, 7, 10, 99, 100, 404, 65535, 1 << 40, u64::MAX] {
             let mut out = b"x".to_vec();
@@ -196,9 +293,25 @@ mod tests {
         assert!(!valid_name(b"X Bad"));
         assert!(!valid_name(b"X:Bad"));
         assert!(!valid_name(b""));
+        assert!(valid_name(b"!#$%&'*+-.^_`|~09azAZ"));
+        for b in [
+            b'(', b')', b',', b'/', b';', b'=', b'@', b'[', b'"', b'{', 0x7f, 0x80, 0,
+        ] {
+            assert!(!valid_name(&[b'X', b]), "{b:#x}");
+        }
         assert!(valid_value(b"a\tb c"));
         assert!(!valid_value(b"a\r\nInjected: 1"));
         assert!(!valid_value(b"a\nb"));
         assert!(!valid_value(b"a\0b"));
+        // Every byte in every position of a long value, against the bytewise rule.
+        for b in 0..=255u8 {
+            let ok = b == b'\t' || (b >= 0x20 && b != 0x7f);
+            for pos in 0..20 {
+                let mut v = vec![b'a'; 20];
+                v[pos] = b;
+                assert_eq!(valid_value(&v), ok, "byte {b:#x} at {pos}");
+            }
+        }
+        assert!(valid_value("caf\u{e9}, \t\u{80}\u{ff}ok".as_bytes()));
     }
 }

@@ -4,6 +4,7 @@
 //! collected before the handler runs, or streamed to it as they arrive.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use super::parser::BodyMode;
@@ -38,10 +39,45 @@ struct Entry {
     body: BodyMode,
 }
 
+/// An Fx-style hash (as rustc's FxHasher: rotate, xor, multiply, eight bytes at a time):
+/// routes are the application's own strings, so the table needs no defence against chosen
+/// collisions, and SipHash would cost more than the rest of the lookup (it runs for every
+/// request).
+#[derive(Clone, Copy, Default)]
+struct Fx(u64);
+
+impl Fx {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("chunks of 8")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The routing table of a server.
 #[derive(Default)]
 pub struct Router {
-    exact: HashMap<String, Vec<Entry>>,
+    exact: HashMap<String, Vec<Entry>, BuildHasherDefault<Fx>>,
     prefixes: Vec<(String, Vec<Entry>)>,
     fallback: Option<Handler>,
 }
@@ -132,5 +168,76 @@ impl Router {
             Some(allow) => Route::MethodNotAllowed(allow),
             None => Route::NotFound,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler of its own (the tests only look at which handler a route gives).
+    fn handler() -> Handler {
+        Rc::new(|_req| {})
+    }
+
+    fn same(route: Route, h: &Handler) -> bool {
+        matches!(route, Route::Found(f, _) if Rc::ptr_eq(&f, h))
+    }
+
+    #[test]
+    fn exact_routes_of_every_length_and_methods() {
+        let mut r = Router::default();
+        let paths: Vec<String> = (0..20).map(|n| format!("/{}", "p".repeat(n))).collect();
+        let handlers: Vec<Handler> = paths
+            .iter()
+            .map(|p| {
+                let h = handler();
+                r.exact(Some("GET"), p, h.clone(), BodyMode::Buffer);
+                h
+            })
+            .collect();
+        for (p, h) in paths.iter().zip(&handlers) {
+            assert!(same(r.resolve("GET", p), h), "{p}");
+            assert!(same(r.resolve("HEAD", p), h), "HEAD falls back to GET: {p}");
+            match r.resolve("POST", p) {
+                Route::MethodNotAllowed(allow) => assert_eq!(allow, "GET, HEAD"),
+                _ => panic!("POST {p} should be 405"),
+            }
+        }
+        assert!(matches!(r.resolve("GET", "/q"), Route::NotFound));
+        assert!(matches!(r.resolve("GET", "/pp/"), Route::NotFound));
+        // A route without a method takes every method; a later one for the same method and
+        // path replaces the earlier one.
+        let any = handler();
+        r.exact(None, "/any", any.clone(), BodyMode::Buffer);
+        assert!(same(r.resolve("DELETE", "/any"), &any));
+        let again = handler();
+        r.exact(Some("GET"), "/p", again.clone(), BodyMode::Buffer);
+        assert!(same(r.resolve("GET", "/p"), &again));
+    }
+
+    #[test]
+    fn prefixes_longest_first_then_fallback() {
+        let mut r = Router::default();
+        let short = handler();
+        let long = handler();
+        r.prefix(None, "/api/", short.clone(), BodyMode::Buffer);
+        r.prefix(
+            None,
+            "/api/v2/",
+            long.clone(),
+            BodyMode::Stream { limit: 5 },
+        );
+        assert!(same(r.resolve("GET", "/api/x"), &short));
+        assert!(same(r.resolve("GET", "/api/v2/x"), &long));
+        assert_eq!(
+            r.resolve("GET", "/api/v2/x").body_mode(),
+            BodyMode::Stream { limit: 5 }
+        );
+        assert_eq!(r.resolve("GET", "/api/x").body_mode(), BodyMode::Buffer);
+        assert!(matches!(r.resolve("GET", "/other"), Route::NotFound));
+        let fb = handler();
+        r.fallback(fb.clone());
+        assert!(same(r.resolve("GET", "/other"), &fb));
     }
 }

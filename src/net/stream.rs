@@ -623,6 +623,8 @@ impl<H: StreamEvents> Stream<H> {
         }
         self.set_flag(CLOSING, true);
         self.set_flag(READING, false);
+        // Closing keeps the loop running until it is done, unref'd receive included.
+        self.set_keeps_loop_alive(true);
         inner.events.on_closing();
         let timer = inner.extra.borrow_mut().as_mut().and_then(|e| {
             e.stash = Vec::new();

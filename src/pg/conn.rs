@@ -1,8 +1,9 @@
 //! One libpq connection driven by the loop: non-blocking connect (`PQconnectStartParams` and
-//! `PQconnectPoll` on socket readiness, re-registered when libpq changes sockets), then
-//! pipeline mode with one `PQpipelineSync` per query, `PQflush` while the socket takes more,
-//! and results read with `PQconsumeInput`/`PQisBusy`/`PQgetResult` as they arrive.
-//! The pool owns connections; a broken one fails every query in flight on it and is dropped.
+//! `PQconnectPoll` on socket readiness, re-registered when libpq changes sockets), then the
+//! socket watch, corking, cancels and teardown. What runs on a connection lives beside it:
+//! the pipeline of queries (`pipeline.rs`) and COPY, which leaves pipeline mode for its
+//! duration (`copy.rs`). The owner (a pool or a listener) hears `ready`, `capacity`, `broken`
+//! and notifications; a broken connection fails every query in flight on it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
@@ -15,79 +16,14 @@ use std::time::{Duration, Instant};
 
 use pq_sys as pq;
 
+use super::copy::CopyState;
 use super::hosts::{hosts_to_resolve, Resolved};
-use super::result::{PgError, PgResult};
+use super::notify::Notification;
+use super::pipeline::InFlight;
+use super::result::PgError;
 use crate::error::Error;
 use crate::net::resolve::resolve_all_off_loop;
 use crate::reactor::{FdWatch, Loop, Readiness, Timer};
-
-/// Called once with a query's outcome.
-pub type QueryCb = Box<dyn FnOnce(Result<PgResult, PgError>)>;
-/// Called once with the outcomes of a batch, one per statement, in order.
-pub type BatchCb = Box<dyn FnOnce(Vec<Result<PgResult, PgError>>)>;
-
-/// What to run.
-pub enum Statement {
-    /// SQL with `$n` parameters, parsed for this call.
-    Sql(String),
-    /// A named statement, prepared on each connection the first time it runs there.
-    Prepared { name: String, sql: String },
-}
-
-/// One statement of a query: the statement and its parameters (text, copied, NUL-terminated;
-/// `None` is SQL NULL).
-pub(crate) struct Step {
-    pub(crate) stmt: Rc<Statement>,
-    pub(crate) params: Vec<Option<CString>>,
-}
-
-/// Who hears the outcome.
-pub(crate) enum Done {
-    One(QueryCb),
-    Many(BatchCb),
-}
-
-/// A query waiting to be sent: one statement, or several sent back to back with a single sync
-/// (they then run in one implicit transaction: after a failure the rest are skipped).
-pub(crate) struct Query {
-    pub(crate) steps: Vec<Step>,
-    pub(crate) done: Done,
-    pub(crate) deadline: Option<Instant>,
-}
-
-impl Query {
-    /// Fails the query without sending it.
-    pub(crate) fn fail(self, e: PgError) {
-        match self.done {
-            Done::One(cb) => cb(Err(e)),
-            Done::Many(cb) => cb(self.steps.iter().map(|_| Err(e.clone())).collect()),
-        }
-    }
-}
-
-/// A result group libpq will report for the query (each ends with a NULL from PQgetResult).
-enum Group {
-    Prepare(String),
-    Exec(usize),
-}
-
-struct InFlight {
-    done: Option<Done>,
-    /// What was sent, kept for one resend (see `resend_if_stray_cancelled`).
-    steps: Vec<Step>,
-    resent: bool,
-    groups: Vec<Group>,
-    cursor: usize,
-    /// Whether a result arrived for the group at `cursor` (a NULL then ends it).
-    seen: bool,
-    outcomes: Vec<Option<Result<PgResult, PgError>>>,
-    /// The error of a failed prepare, reported for the statement it was for.
-    prepare_error: Option<PgError>,
-    deadline: Option<Instant>,
-    timed_out: bool,
-    /// When it was sent (the loop's time of that turn).
-    sent_at: Instant,
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum State {
@@ -101,28 +37,40 @@ pub(crate) trait ConnEvents {
     fn ready(&self, id: usize);
     fn capacity(&self, id: usize);
     fn broken(&self, id: usize, why: &str);
+    /// A `NOTIFY` for a channel this connection listens on (only listeners do).
+    fn notification(&self, _id: usize, _n: Notification) {}
 }
 
 /// The cancel requests of a connection, shared with the workers that send them (no closure
 /// goes back to the loop, so none is left behind when the loop is gone first).
 #[derive(Default)]
-struct CancelsSent {
+pub(super) struct CancelsSent {
     /// Handed to the pool, `PQcancel` not returned yet.
-    pending: AtomicUsize,
+    pub(super) pending: AtomicUsize,
     /// When the last `PQcancel` returned.
-    delivered_at: parking_lot::Mutex<Option<Instant>>,
+    pub(super) delivered_at: parking_lot::Mutex<Option<Instant>>,
+}
+
+/// How a connection runs statements.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ConnOptions {
+    pub(crate) connect_timeout: Duration,
+    /// Never prepare named statements: `Statement::Prepared` is sent as its SQL, parsed as the
+    /// unnamed statement each time (what PgBouncer's transaction pooling needs).
+    pub(crate) no_prepare: bool,
 }
 
 pub(crate) struct Conn {
-    id: usize,
-    lp: Loop,
-    owner: Weak<dyn ConnEvents>,
-    pg: Cell<*mut pq::PGconn>,
+    pub(super) id: usize,
+    pub(super) lp: Loop,
+    pub(super) owner: Weak<dyn ConnEvents>,
+    pub(super) pg: Cell<*mut pq::PGconn>,
     watch: RefCell<Option<FdWatch>>,
     sock: Cell<RawFd>,
-    state: Cell<State>,
-    inflight: RefCell<VecDeque<InFlight>>,
-    prepared: RefCell<HashSet<String>>,
+    pub(super) state: Cell<State>,
+    pub(super) inflight: RefCell<VecDeque<InFlight>>,
+    pub(super) prepared: RefCell<HashSet<String>>,
+    pub(super) no_prepare: bool,
     /// Fails the connect when it takes longer than the pool allows.
     connect_timer: RefCell<Option<Timer>>,
     /// The socket corked (TCP_CORK) until the end of this loop turn, if any.
@@ -130,18 +78,24 @@ pub(crate) struct Conn {
     /// A cancel was sent for a query that then finished by itself: until it is spent, it may
     /// reach this connection's backend and cancel a later query instead, which is then sent
     /// again (see `resend_if_stray_cancelled`).
-    stray_cancel: Cell<bool>,
+    pub(super) stray_cancel: Cell<bool>,
     /// Cancel requests on their way and when the last one was delivered: the blocking-work
     /// pool may hold one back behind other work.
-    cancels: Arc<CancelsSent>,
+    pub(super) cancels: Arc<CancelsSent>,
     /// False once corking failed (a Unix socket): not tried again.
     can_cork: Cell<bool>,
-    me: Weak<Conn>,
+    /// Lent to one transaction or COPY (see `lease.rs`): the pool sends it nothing else.
+    pub(super) leased: Cell<bool>,
+    /// A COPY in progress: the connection is out of pipeline mode until it ends.
+    pub(super) copy: RefCell<Option<CopyState>>,
+    /// Runs once when nothing is in flight any more (a lease waiting to start a COPY).
+    pub(super) idle_hook: RefCell<Option<Box<dyn FnOnce()>>>,
+    pub(super) me: Weak<Conn>,
 }
 
 unsafe extern "C" fn ignore_notice(_arg: *mut c_void, _message: *const c_char) {}
 
-fn error_message(pg: *mut pq::PGconn) -> String {
+pub(super) fn error_message(pg: *mut pq::PGconn) -> String {
     // SAFETY: pg is a live connection; the message is owned by it.
     let m = unsafe { CStr::from_ptr(pq::PQerrorMessage(pg)) }.to_string_lossy();
     m.trim_end().to_string()
@@ -155,7 +109,7 @@ impl Conn {
         lp: &Loop,
         id: usize,
         conninfo: &str,
-        connect_timeout: Duration,
+        opts: ConnOptions,
         owner: Weak<dyn ConnEvents>,
     ) -> Rc<Conn> {
         let conn = Rc::new_cyclic(|me| Conn {
@@ -168,16 +122,20 @@ impl Conn {
             state: Cell::new(State::Connecting),
             inflight: RefCell::new(VecDeque::new()),
             prepared: RefCell::new(HashSet::new()),
+            no_prepare: opts.no_prepare,
             connect_timer: RefCell::new(None),
             corked: Cell::new(None),
             stray_cancel: Cell::new(false),
             cancels: Arc::default(),
             can_cork: Cell::new(true),
+            leased: Cell::new(false),
+            copy: RefCell::new(None),
+            idle_hook: RefCell::new(None),
             me: me.clone(),
         });
         let t = Timer::new(lp);
         let weak = conn.me.clone();
-        t.start(connect_timeout, None, move || {
+        t.start(opts.connect_timeout, None, move || {
             if let Some(c) = weak.upgrade() {
                 if c.state.get() == State::Connecting {
                     c.fail("timed out connecting to the database");
@@ -261,8 +219,37 @@ impl Conn {
         self.inflight.borrow().len()
     }
 
+    /// Whether a transaction or COPY holds this connection.
+    pub(crate) fn is_leased(&self) -> bool {
+        self.leased.get()
+    }
+
+    /// Whether a COPY runs (the connection takes no queries until it ends).
+    pub(crate) fn copying(&self) -> bool {
+        self.copy.borrow().is_some()
+    }
+
+    /// Runs `f` once nothing is in flight (deferred to the loop when that is already so).
+    pub(crate) fn when_idle(&self, f: Box<dyn FnOnce()>) {
+        if self.in_flight() == 0 && !self.copying() {
+            self.lp.defer(f);
+        } else {
+            *self.idle_hook.borrow_mut() = Some(f);
+        }
+    }
+
+    /// Runs the idle hook if nothing is in flight.
+    pub(super) fn fire_idle_hook(&self) {
+        if self.in_flight() == 0 && !self.copying() {
+            let hook = self.idle_hook.borrow_mut().take();
+            if let Some(h) = hook {
+                h();
+            }
+        }
+    }
+
     /// Watches libpq's current socket (a new watch when the socket changed).
-    fn watch_socket(&self, want: Readiness) {
+    pub(super) fn watch_socket(&self, want: Readiness) {
         // SAFETY: live connection.
         let fd = unsafe { pq::PQsocket(self.pg.get()) };
         if fd < 0 {
@@ -294,6 +281,7 @@ impl Conn {
     fn on_ready(&self, r: Readiness) {
         match self.state.get() {
             State::Connecting => self.poll_connect(),
+            State::Ready if self.copying() => self.copy_on_ready(r),
             State::Ready => {
                 if r.writable {
                     self.flush();
@@ -339,109 +327,11 @@ impl Conn {
         }
     }
 
-    /// Sends `q`. On failure the connection is broken and `q` is handed back, unsent.
-    pub(crate) fn send(&self, q: Query) -> Result<(), Query> {
-        self.send_inner(q, false)
-    }
-
-    fn send_inner(&self, q: Query, resent: bool) -> Result<(), Query> {
-        if self.state.get() != State::Ready {
-            return Err(q);
-        }
-        let pg = self.pg.get();
-        self.cork_for_this_turn();
-        let mut groups = Vec::with_capacity(q.steps.len());
-        let mut ok = true;
-        for (i, step) in q.steps.iter().enumerate() {
-            let params: Vec<*const c_char> = step
-                .params
-                .iter()
-                .map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
-                .collect();
-            let n = params.len() as i32;
-            // SAFETY: pg is a live connection in pipeline mode; every string is NUL-terminated
-            // and lives for the call; NULL lengths/formats mean text parameters.
-            ok = unsafe {
-                match &*step.stmt {
-                    Statement::Sql(sql) => {
-                        let sql = CString::new(sql.as_str()).unwrap_or_default();
-                        let (types, lens, fmts) =
-                            (std::ptr::null(), std::ptr::null(), std::ptr::null());
-                        pq::PQsendQueryParams(
-                            pg,
-                            sql.as_ptr(),
-                            n,
-                            types,
-                            params.as_ptr(),
-                            lens,
-                            fmts,
-                            0,
-                        ) == 1
-                    }
-                    Statement::Prepared { name, sql } => {
-                        let cname = CString::new(name.as_str()).unwrap_or_default();
-                        let mut ok = true;
-                        if !self.prepared.borrow().contains(name) {
-                            let csql = CString::new(sql.as_str()).unwrap_or_default();
-                            ok = pq::PQsendPrepare(
-                                pg,
-                                cname.as_ptr(),
-                                csql.as_ptr(),
-                                n,
-                                std::ptr::null(),
-                            ) == 1;
-                            if ok {
-                                self.prepared.borrow_mut().insert(name.clone());
-                                groups.push(Group::Prepare(name.clone()));
-                            }
-                        }
-                        let (lens, fmts) = (std::ptr::null(), std::ptr::null());
-                        ok && pq::PQsendQueryPrepared(
-                            pg,
-                            cname.as_ptr(),
-                            n,
-                            params.as_ptr(),
-                            lens,
-                            fmts,
-                            0,
-                        ) == 1
-                    }
-                }
-            };
-            if !ok {
-                break;
-            }
-            groups.push(Group::Exec(i));
-        }
-        // SAFETY: live connection in pipeline mode.
-        if !ok || unsafe { pq::PQpipelineSync(pg) } != 1 {
-            let why = error_message(pg);
-            self.fail(&why);
-            return Err(q);
-        }
-        let n = q.steps.len();
-        self.inflight.borrow_mut().push_back(InFlight {
-            done: Some(q.done),
-            steps: q.steps,
-            resent,
-            groups,
-            cursor: 0,
-            seen: false,
-            outcomes: (0..n).map(|_| None).collect(),
-            prepare_error: None,
-            deadline: q.deadline,
-            timed_out: false,
-            sent_at: self.lp.now(),
-        });
-        self.flush();
-        Ok(())
-    }
-
     /// Holds the socket's output back until the end of this loop turn (TCP_CORK). libpq 15
     /// flushes at every `PQpipelineSync`, and each query has its own sync: without the cork, a
     /// handler that sends 20 queries sends 20 segments and wakes the server 20 times; with it,
     /// they leave together when the turn ends.
-    fn cork_for_this_turn(&self) {
+    pub(super) fn cork_for_this_turn(&self) {
         if self.corked.get().is_some() || !self.can_cork.get() {
             return;
         }
@@ -474,225 +364,9 @@ impl Conn {
         }
     }
 
-    fn flush(&self) {
-        if self.state.get() != State::Ready {
-            return;
-        }
-        // SAFETY: live connection in non-blocking mode.
-        match unsafe { pq::PQflush(self.pg.get()) } {
-            0 => self.watch_socket(Readiness {
-                readable: true,
-                writable: false,
-            }),
-            1 => self.watch_socket(Readiness {
-                readable: true,
-                writable: true,
-            }),
-            _ => {
-                let why = error_message(self.pg.get());
-                self.fail(&why);
-            }
-        }
-    }
-
-    fn read(&self) {
-        let pg = self.pg.get();
-        // SAFETY: live connection.
-        if unsafe { pq::PQconsumeInput(pg) } == 0 {
-            let why = error_message(pg);
-            self.fail(&why);
-            return;
-        }
-        let mut nulls = 0;
-        loop {
-            if self.state.get() != State::Ready {
-                return;
-            }
-            // SAFETY: live connection.
-            if unsafe { pq::PQisBusy(pg) } != 0 {
-                break;
-            }
-            // SAFETY: not busy, so this does not block.
-            let res = unsafe { pq::PQgetResult(pg) };
-            if res.is_null() {
-                // The end of one command's results; a NULL with nothing before it is idle.
-                let mut q = self.inflight.borrow_mut();
-                match q.front_mut() {
-                    Some(f) if f.seen => {
-                        f.seen = false;
-                        f.cursor += 1;
-                        nulls = 0;
-                        continue;
-                    }
-                    _ => {
-                        nulls += 1;
-                        if nulls >= 2 || q.is_empty() {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            }
-            nulls = 0;
-            // SAFETY: res is a live result.
-            let status = unsafe { pq::PQresultStatus(res) };
-            if status == pq::ExecStatusType::PGRES_PIPELINE_SYNC {
-                // SAFETY: we own res.
-                unsafe { pq::PQclear(res) };
-                self.complete_front();
-                continue;
-            }
-            self.record(res, status);
-        }
-        // SAFETY: live connection: more queued output may remain.
-        if self.state.get() == State::Ready && unsafe { pq::PQisBusy(pg) } == 0 {
-            self.flush();
-        }
-    }
-
-    /// Files one result under the command it belongs to.
-    fn record(&self, res: *mut pq::PGresult, status: pq::ExecStatusType) {
-        use pq::ExecStatusType::*;
-        let mut q = self.inflight.borrow_mut();
-        let Some(f) = q.front_mut() else {
-            // SAFETY: a result nobody waits for: free it.
-            unsafe { pq::PQclear(res) };
-            return;
-        };
-        f.seen = true;
-        let outcome = match status {
-            PGRES_TUPLES_OK | PGRES_COMMAND_OK | PGRES_EMPTY_QUERY => Ok(PgResult::from_raw(res)),
-            PGRES_PIPELINE_ABORTED => {
-                // SAFETY: we own res.
-                unsafe { pq::PQclear(res) };
-                Err(f.prepare_error.take().unwrap_or_else(|| {
-                    PgError::new(
-                        Error::PG_ABORTED,
-                        "an earlier statement in the same transaction failed",
-                    )
-                }))
-            }
-            _ => {
-                let mut e = PgError::from_result(res);
-                // SAFETY: we own res.
-                unsafe { pq::PQclear(res) };
-                let expired = f.deadline.is_some_and(|d| d <= self.lp.now());
-                if (f.timed_out || expired) && e.sqlstate == "57014" {
-                    e = PgError::new(Error::TIMEOUT, "the query timed out and was cancelled");
-                }
-                Err(e)
-            }
-        };
-        match f.groups.get(f.cursor) {
-            Some(Group::Prepare(name)) => {
-                if let Err(e) = outcome {
-                    self.prepared.borrow_mut().remove(name);
-                    f.prepare_error = Some(e);
-                }
-            }
-            Some(Group::Exec(i)) => {
-                let slot = &mut f.outcomes[*i];
-                // The first error of a statement stands; a later success replaces nothing.
-                if !matches!(slot, Some(Err(_))) {
-                    *slot = Some(outcome);
-                }
-            }
-            None => {}
-        }
-    }
-
-    fn complete_front(&self) {
-        let f = self.inflight.borrow_mut().pop_front();
-        let Some(mut f) = f else { return };
-        if self.resend_if_stray_cancelled(&mut f) {
-            return;
-        }
-        let mut outcomes: Vec<Result<PgResult, PgError>> = f
-            .outcomes
-            .drain(..)
-            .map(|o| o.unwrap_or_else(|| Err(PgError::new(Error::PG_QUERY, "no result"))))
-            .collect();
-        match f.done.take() {
-            Some(Done::One(cb)) => cb(outcomes
-                .pop()
-                .unwrap_or_else(|| Err(PgError::new(Error::PG_QUERY, "no result")))),
-            Some(Done::Many(cb)) => cb(outcomes),
-            None => {}
-        }
-        if let Some(o) = self.owner.upgrade() {
-            o.capacity(self.id);
-        }
-    }
-
-    /// A cancel is sent for the query the backend runs when the cancel arrives, which may no
-    /// longer be the one it was meant for. When a query that was being cancelled finishes by
-    /// itself, its cancel is stray: the query the backend runs when it arrives fails with
-    /// `query_canceled` instead, and is sent again, once (a cancelled statement ran in its own
-    /// implicit transaction, which was rolled back). Only a query sent before the cancel was
-    /// delivered can have been hit (a backend between statements ignores a cancel), so the
-    /// order of events decides, not a clock: the stray cancel is spent when a query sent after
-    /// its delivery completes, or when it hit one. Returns true when `f` was resent.
-    fn resend_if_stray_cancelled(&self, f: &mut InFlight) -> bool {
-        let cancelled = |o: &Option<Result<PgResult, PgError>>| matches!(o, Some(Err(e)) if e.sqlstate == "57014");
-        let hit = f.outcomes.iter().any(cancelled);
-        if f.timed_out {
-            // Hit by its own cancel, or finished first: then the cancel is stray.
-            self.stray_cancel.set(!hit);
-            return false;
-        }
-        if !self.stray_cancel.get() {
-            return false;
-        }
-        let pending = self.cancels.pending.load(Ordering::Acquire) > 0;
-        let delivered = *self.cancels.delivered_at.lock();
-        let sent_before_delivery = pending || delivered.is_some_and(|d| d >= f.sent_at);
-        if !sent_before_delivery {
-            self.stray_cancel.set(false); // the backend had it before this query: spent
-            return false;
-        }
-        if !hit || f.resent {
-            return false;
-        }
-        self.stray_cancel.set(false); // one cancel ends one query at most
-        let Some(done) = f.done.take() else {
-            return false;
-        };
-        let q = Query {
-            steps: std::mem::take(&mut f.steps),
-            done,
-            deadline: f.deadline,
-        };
-        if let Err(q) = self.send_inner(q, true) {
-            q.fail(PgError::new(Error::PG_CONNECTION, "the connection broke"));
-        }
-        true
-    }
-
-    /// Simulates the race `resend_if_stray_cancelled` handles, for tests: as if a query had
-    /// timed out and then finished just before its cancel arrived, sends a cancel now (it hits
-    /// whatever the backend runs).
-    #[doc(hidden)]
-    pub fn send_stray_cancel_for_tests(&self) {
-        self.stray_cancel.set(true);
-        self.send_cancel();
-    }
-
-    /// Cancels the query the server runs now if it is the front one and its deadline passed:
-    /// `PQcancel` blocks, so it runs on the blocking-work pool, never on the loop.
-    pub(crate) fn cancel_if_expired(&self, now: Instant) {
-        let mut q = self.inflight.borrow_mut();
-        let Some(f) = q.front_mut() else { return };
-        if f.timed_out || f.deadline.is_none_or(|d| d > now) {
-            return;
-        }
-        f.timed_out = true;
-        drop(q);
-        self.send_cancel();
-    }
-
     /// Sends a cancel request for whatever the backend runs now. `PQcancel` blocks, so it runs
     /// on the blocking-work pool, never on the loop.
-    fn send_cancel(&self) {
+    pub(super) fn send_cancel(&self) {
         // SAFETY: live connection; PQgetCancel copies what the cancel request needs.
         let cancel = unsafe { pq::PQgetCancel(self.pg.get()) };
         if cancel.is_null() {
@@ -724,7 +398,7 @@ impl Conn {
         self.fail_with(Error::PG_CONNECTION, why);
     }
 
-    /// As `fail`, with `code` for the queries in flight (`CANCELLED` when the pool closes).
+    /// As `fail`, with `code` for the work in flight (`CANCELLED` when the pool closes).
     pub(crate) fn fail_with(&self, code: Error, why: &str) {
         if self.state.replace(State::Closed) == State::Closed {
             return;
@@ -739,13 +413,16 @@ impl Conn {
             unsafe { pq::PQfinish(pg) };
         }
         let failed: Vec<InFlight> = self.inflight.borrow_mut().drain(..).collect();
-        for mut f in failed {
-            let e = PgError::new(code, why);
-            match f.done.take() {
-                Some(Done::One(cb)) => cb(Err(e)),
-                Some(Done::Many(cb)) => cb(f.outcomes.iter().map(|_| Err(e.clone())).collect()),
-                None => {}
-            }
+        for f in failed {
+            f.fail(PgError::new(code, why));
+        }
+        let copy = self.copy.borrow_mut().take();
+        if let Some(c) = copy {
+            c.fail(PgError::new(code, why));
+        }
+        let hook = self.idle_hook.borrow_mut().take();
+        if let Some(h) = hook {
+            h(); // whoever waits sees the connection closed
         }
         if let Some(o) = self.owner.upgrade() {
             o.broken(self.id, why);

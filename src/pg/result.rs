@@ -1,5 +1,5 @@
 //! Query results and errors. A `PgResult` owns a libpq `PGresult` (cleared on drop); values are
-//! borrowed from it.
+//! borrowed from it. Typed access (by column name, type OIDs, getters) is in `value.rs`.
 
 use std::ffi::CStr;
 
@@ -7,9 +7,10 @@ use pq_sys as pq;
 
 use crate::error::Error;
 
-/// A successful result: rows and columns of text values, or a command tag.
+/// A successful result: rows and columns of values (text, or binary when asked for), or a
+/// command tag.
 pub struct PgResult {
-    res: *mut pq::PGresult,
+    pub(super) res: *mut pq::PGresult,
 }
 
 impl PgResult {
@@ -41,7 +42,8 @@ impl PgResult {
         (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_str().unwrap_or(""))
     }
 
-    /// Value at (`row`, `col`) as text bytes; `None` for SQL NULL or out of range.
+    /// Value at (`row`, `col`) as its bytes (text, or the binary form for a binary result);
+    /// `None` for SQL NULL or out of range.
     pub fn value(&self, row: usize, col: usize) -> Option<&[u8]> {
         if row >= self.rows() || col >= self.columns() {
             return None;
@@ -58,7 +60,7 @@ impl PgResult {
         }
     }
 
-    /// Value at (`row`, `col`) as libpq's NUL-terminated text; NULL for SQL NULL or out of range.
+    /// Value at (`row`, `col`) as libpq's NUL-terminated bytes; NULL for SQL NULL or out of range.
     pub(crate) fn c_value(&self, row: usize, col: usize) -> *const std::ffi::c_char {
         match self.value(row, col) {
             Some(v) => v.as_ptr().cast(),
@@ -66,15 +68,27 @@ impl PgResult {
         }
     }
 
-    /// Value as UTF-8 text.
+    /// Value as UTF-8 text, whatever its type (`get_text` checks the type).
     pub fn text(&self, row: usize, col: usize) -> Option<&str> {
         self.value(row, col)
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    /// Value parsed as an integer.
+    /// Value as an integer: text parsed whatever its type, binary integers decoded
+    /// (`get_i64` checks the type and says why not).
     pub fn int(&self, row: usize, col: usize) -> Option<i64> {
+        if self.is_binary(col) {
+            return self.get_i64(row, col).ok();
+        }
         self.text(row, col).and_then(|t| t.parse().ok())
+    }
+
+    /// The command tag (`"INSERT 0 1"`, `"COMMIT"`, `"ROLLBACK"`, ...).
+    pub fn command_tag(&self) -> &str {
+        // SAFETY: live result; PQcmdStatus returns a string owned by it.
+        unsafe { CStr::from_ptr(pq::PQcmdStatus(self.res)) }
+            .to_str()
+            .unwrap_or("")
     }
 
     /// Rows affected by INSERT/UPDATE/DELETE (0 for others).
@@ -82,6 +96,16 @@ impl PgResult {
         // SAFETY: live result; PQcmdTuples returns a string owned by it ("" when none).
         let s = unsafe { CStr::from_ptr(pq::PQcmdTuples(self.res)) };
         s.to_str().ok().and_then(|t| t.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl std::fmt::Debug for PgResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgResult")
+            .field("tag", &self.command_tag())
+            .field("rows", &self.rows())
+            .field("columns", &self.columns())
+            .finish()
     }
 }
 

@@ -71,6 +71,15 @@ impl Driver {
     pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
         both!(self, d => d.wait(timeout, out))
     }
+    /// Completions the driver already has without asking the kernel (epoll: sends and
+    /// connects finished at submission, cancellations), for the loop to report in the turn
+    /// that made them.
+    pub fn take_ready(&mut self, out: &mut Vec<Completion>) {
+        match self {
+            Driver::Uring(_) => {}
+            Driver::Epoll(d) => d.take_ready(out),
+        }
+    }
     pub fn buffer(&mut self, bid: u16) -> *const u8 {
         both!(self, d => d.buffer(bid))
     }

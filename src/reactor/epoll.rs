@@ -526,6 +526,12 @@ impl EpollDriver {
         Ok(())
     }
 
+    /// Moves the completions made at submission (sends, connects, closes, cancellations) to
+    /// `out` without waiting.
+    pub fn take_ready(&mut self, out: &mut Vec<Completion>) {
+        out.append(&mut self.ready);
+    }
+
     /// Start of buffer `bid`.
     pub fn buffer(&mut self, bid: u16) -> *const u8 {
         self.pool.ptr(bid)

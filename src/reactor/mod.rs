@@ -343,9 +343,14 @@ impl Loop {
         }
     }
 
+    /// Runs the timers due at the loop's time (read before and after each wait).
     fn run_timers(&self) {
-        self.inner.now.set(Instant::now());
         timer::run_expired(self, self.now());
+    }
+
+    /// Reads the clock into the loop's time.
+    fn update_time(&self) {
+        self.inner.now.set(Instant::now());
     }
 
     fn dispatch(&self, c: Completion) {
@@ -387,6 +392,7 @@ impl Loop {
             }
         }
         let _reset = Reset(&self.inner.running);
+        self.update_time(); // the loop may have been idle since the last run
         let mut batch = std::mem::take(&mut *self.inner.completions.borrow_mut());
         let result = self.run_turns(mode, &mut batch);
         batch.clear();
@@ -411,11 +417,23 @@ impl Loop {
             let timeout = if mode == RunMode::NoWait || !self.inner.deferred.borrow().is_empty() {
                 Some(Duration::ZERO)
             } else {
+                // The clock is read here, before blocking, and after the wait: the wait ends
+                // on time however long this turn's callbacks took, and a timer started between
+                // two runs of the loop counts from when it was started.
+                self.update_time();
                 let next = self.inner.timers.borrow_mut().next_deadline();
-                next.map(|d| d.saturating_duration_since(Instant::now()))
+                next.map(|d| d.saturating_duration_since(self.now()))
             };
             self.inner.driver.borrow_mut().wait(timeout, batch)?;
-            self.inner.now.set(Instant::now());
+            self.update_time();
+            for c in batch.drain(..) {
+                self.dispatch(c);
+            }
+            self.run_deferred();
+            // What the callbacks started and the driver finished at once (an epoll send that
+            // went out whole) completes in this turn rather than costing a turn of its own;
+            // once per turn, so callbacks that keep writing cannot starve the wait.
+            self.inner.driver.borrow_mut().take_ready(batch);
             for c in batch.drain(..) {
                 self.dispatch(c);
             }

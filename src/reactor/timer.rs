@@ -30,6 +30,9 @@ pub struct TimerQueue {
     armed: usize,
     /// Armed timers that do not keep the loop alive.
     armed_unref: usize,
+    /// No live deadline is earlier than this (None: the heap is empty), so a turn with no
+    /// timer due returns without looking at the heap.
+    earliest: Option<Instant>,
 }
 
 impl TimerQueue {
@@ -43,6 +46,7 @@ impl TimerQueue {
         }
         s.armed_seq = seq;
         s.deadline = deadline;
+        self.earliest = Some(self.earliest.map_or(deadline, |e| e.min(deadline)));
         self.heap.push(Reverse((deadline, seq, t)));
         if self.heap.len() > 64 && self.heap.len() > 2 * self.armed {
             self.compact();
@@ -89,12 +93,16 @@ impl TimerQueue {
     /// cannot make the loop spin), disarms a one-shot one, and hands out its callback.
     fn pop_expired(&mut self, now: Instant) -> Option<(Token, TimerCb)> {
         loop {
-            let Reverse((d, seq, t)) = *self.heap.peek()?;
+            let Some(&Reverse((d, seq, t))) = self.heap.peek() else {
+                self.earliest = None;
+                return None;
+            };
             if !self.is_live(seq, t) {
                 self.heap.pop();
                 continue;
             }
             if d > now {
+                self.earliest = Some(d);
                 return None;
             }
             self.heap.pop();
@@ -120,6 +128,9 @@ impl TimerQueue {
 
 /// Runs expired timers. Called by the loop between waits.
 pub(super) fn run_expired(lp: &Loop, now: Instant) {
+    if lp.inner.timers.borrow().earliest.is_none_or(|e| e > now) {
+        return; // nothing due: the common turn
+    }
     loop {
         let popped = lp.inner.timers.borrow_mut().pop_expired(now);
         let Some((t, mut cb)) = popped else { break };

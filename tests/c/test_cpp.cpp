@@ -39,6 +39,12 @@ void run(int backend) {
     http.shutdown(100, [&] { stopped = true; });
     loop.run();
     CHECK(stopped);
+    // A second shutdown is refused (it used to return 0 and never run its callback, which
+    // leaked the C++ callable).
+    bool again = false;
+    CHECK_RC(code_of([&] { http.shutdown(100, [&] { again = true; }); }), ALOOP_E_ALREADY);
+    loop.run();
+    CHECK(!again);
 }
 
 } // namespace

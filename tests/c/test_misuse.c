@@ -449,9 +449,18 @@ static void http_client_lifecycle(void) {
     CHECK_RC(aloop_http_client_request(k.client, "GET", url, NULL, 0, NULL, 0, keep_client, &k, NULL, NULL), 0);
     CHECK_RC(aloop_loop_run(lp, ALOOP_RUN_DEFAULT), 0);
     CHECK(k.http_status == 200);
+    /* More pooled connections: eight requests at once leave eight idle connections. */
+    struct client_ctx many = {0};
+    many.client = k.client;
+    for (int i = 0; i < 8; i++)
+        CHECK_RC(aloop_http_client_request(k.client, "GET", url, NULL, 0, NULL, 0, keep_client, &many, count_dtor, NULL),
+                 0);
+    CHECK_RC(aloop_loop_run(lp, ALOOP_RUN_DEFAULT), 0);
+    CHECK(many.dtors == 8);
     CHECK_RC(aloop_http_client_free(k.client), 0);
-    CHECK_RC(aloop_loop_free(lp), ALOOP_E_BUSY); /* its connection is still closing */
-    aloop_loop_run(lp, ALOOP_RUN_DEFAULT);
+    CHECK_RC(aloop_loop_free(lp), ALOOP_E_BUSY); /* its connections are still closing */
+    /* One run finishes closing them all: their reads, unref'd while pooled, count again. */
+    CHECK_RC(aloop_loop_run(lp, ALOOP_RUN_DEFAULT), 0);
     CHECK_RC(aloop_loop_free(lp), 0);
 
     stop_upstream(&u);
@@ -520,7 +529,10 @@ static void requests_and_methods(void) {
     CHECK_RC(aloop_http_respond(r.answered, 200, NULL, 0, NULL, 0), ALOOP_E_ALREADY);
     CHECK_RC(aloop_http_client_free(client), 0);
     CHECK_RC(aloop_http_server_shutdown(srv, 100, NULL, NULL), 0);
+    /* A second shutdown is refused: its callback would never run. */
+    CHECK_RC(aloop_http_server_shutdown(srv, 100, (aloop_http_stopped_cb)NULL, NULL), ALOOP_E_ALREADY);
     aloop_loop_run(lp, ALOOP_RUN_DEFAULT);
+    CHECK_RC(aloop_http_server_shutdown(srv, 100, NULL, NULL), ALOOP_E_ALREADY);
     CHECK_RC(aloop_http_server_free(srv), 0);
     CHECK_RC(aloop_loop_free(lp), 0);
 }

@@ -172,7 +172,8 @@ class Cluster:
         cmd = [f"{bindir}/pg_ctl", "-D", os.path.join(self.dir, "data"), "-w", "-m", "fast",
                "-l", os.path.join(self.dir, "server.log")]
         if action == "start":
-            cmd += ["-o", f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1"]
+            # As scripts/pg.sh starts it (a standby needs max_connections as high as its primary's).
+            cmd += ["-o", f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off"]
         if os.getuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--"] + cmd
         subprocess.run(cmd + [action], check=True, capture_output=True)

@@ -10,7 +10,6 @@ use super::body::{body_error, SlotExtra};
 use super::work::ConnWork;
 use super::{Request, ServerInner};
 use crate::error::{Error, Result};
-use crate::http::date::http_date;
 use crate::http::parser::{BodyMode, HttpError, Outcome, RequestParser, Sink, Streamed};
 use crate::http::request::RequestData;
 use crate::http::response::{self, Framing};
@@ -436,7 +435,7 @@ impl ServerInner {
             Vec::new()
         };
         let body = format!("{} {}: {}\n", status, response::reason(status), reason);
-        let date = http_date(self.lp.now());
+        let date = self.http_date();
         let headers: [(&[u8], &[u8]); 1] = [(b"Content-Type", b"text/plain")];
         response::write_head(
             &mut buf,

@@ -33,6 +33,7 @@ pub use self::body::{BodyEvent, DISCARD_MAX};
 use self::connection::ConnRef;
 use self::slots::SlotEntry;
 use self::work::ConnWork;
+use super::date::DateCache;
 use super::parser::{BodyMode, Limits};
 use super::request::RequestData;
 use super::router::{Handler, Router};
@@ -93,6 +94,11 @@ pub struct ServerInner {
     work_pool: RefCell<Vec<Box<ConnWork>>>,
     /// The origin of `now_ms`.
     epoch: Instant,
+    /// `now_ms` of the loop time it was last computed for: several calls per request, one
+    /// computation per loop turn.
+    clock: Cell<(Instant, u64)>,
+    /// The `Date` header's text, formatted once per second.
+    date: DateCache,
     /// Requests completed by the parse in progress, in order (scratch, shared by connections:
     /// they are handed to their handlers right after each parse).
     completed: RefCell<Vec<Token>>,
@@ -134,6 +140,8 @@ impl HttpServer {
                 data_pool: RefCell::new(Vec::new()),
                 work_pool: RefCell::new(Vec::new()),
                 epoch: lp.now(),
+                clock: Cell::new((lp.now(), 0)),
+                date: DateCache::default(),
                 completed: RefCell::new(Vec::new()),
                 sweeper: RefCell::new(None),
                 sweep_buf: RefCell::new(Vec::new()),
@@ -271,9 +279,10 @@ impl HttpServer {
     /// in-flight requests finish for up to `grace` (every response already given is sent, in
     /// whatever order it was given; the last one on a connection carries `Connection: close`
     /// when it is made after the call), then close the rest. `done` runs once every listener
-    /// and connection is closed.
-    pub fn shutdown(&self, grace: Duration, done: impl FnOnce() + 'static) {
-        self.inner.clone().shutdown(grace, Box::new(done));
+    /// and connection is closed. `ALREADY` for a second shutdown (`done` is then dropped,
+    /// never run).
+    pub fn shutdown(&self, grace: Duration, done: impl FnOnce() + 'static) -> Result<()> {
+        self.inner.clone().shutdown(grace, Box::new(done))
     }
 
     /// Whether a shutdown finished (no listener, no connection).
@@ -291,10 +300,19 @@ impl ServerInner {
 
     /// Milliseconds of loop time since the server was made (connection phase times).
     fn now_ms(&self) -> u64 {
-        self.lp
-            .now()
-            .saturating_duration_since(self.epoch)
-            .as_millis() as u64
+        let now = self.lp.now();
+        let (at, ms) = self.clock.get();
+        if at == now {
+            return ms;
+        }
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.clock.set((now, ms));
+        ms
+    }
+
+    /// The `Date` header's value for a response made now.
+    fn http_date(&self) -> [u8; crate::http::date::DATE_LEN] {
+        self.date.get(self.lp.now())
     }
 
     fn me(&self) -> Rc<ServerInner> {

@@ -5,7 +5,6 @@ use super::connection::{Conn, ConnRef, Phase};
 use super::slots::SlotState;
 use super::ServerInner;
 use crate::error::{Error, Result};
-use crate::http::date::http_date;
 use crate::http::request::RequestData;
 use crate::http::response::{self, Framing};
 use crate::net::WeakStream;
@@ -66,7 +65,7 @@ impl ServerInner {
         framing: Framing,
         close: bool,
     ) {
-        let date = http_date(self.lp.now());
+        let date = self.http_date();
         response::write_head(
             buf,
             status,
@@ -90,27 +89,35 @@ impl ServerInner {
             return Err(Error::INVALID);
         }
         Self::check_headers(headers)?;
-        let (conn, seq) = self.live(slot, SlotState::Waiting)?;
-        let data = self.slot_data(slot).ok_or(Error::ALREADY)?;
+        let (conn, seq, data) = self.live_data(slot, SlotState::Waiting)?;
         // SAFETY: the slot is live; its data stays until free_slot below.
         let data = unsafe { &*data };
-        let is_head = data.method() == "HEAD";
         let no_body = matches!(status, 204 | 304);
         let framing = Framing::Length(if no_body { 0 } else { body.len() });
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
         let early = self.body_unfinished(&conn, slot);
         let early_close = early && self.early_answer_closes(&conn, slot);
         let close = self.ends_connection(&conn, data, pos) || early_close;
-        self.with_buf(&conn, pos, |buf| {
+        {
+            // The output when this response is at the front, its own buffer otherwise (as
+            // `with_buf`), and its pipeline entry, under one borrow.
+            let mut w = self.work(&conn);
+            let w = &mut *w;
+            let buf = if pos == 0 {
+                &mut w.out
+            } else {
+                &mut w.pipeline[pos].buf
+            };
+            if buf.capacity() == 0 {
+                *buf = self.lp.take_buffer();
+            }
             self.write_head(buf, data, status, headers, framing, close);
-            if !is_head && !no_body {
+            if !no_body && !data.is_head() {
                 buf.extend_from_slice(body);
             }
-        });
-        {
-            let mut w = self.work(&conn);
-            w.pipeline[pos].done = true;
-            w.pipeline[pos].close = close;
+            let entry = &mut w.pipeline[pos];
+            entry.done = true;
+            entry.close = close;
         }
         self.free_slot(slot);
         if early {

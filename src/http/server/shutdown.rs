@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use super::connection::ConnRef;
 use super::ServerInner;
+use crate::error::{Error, Result};
 use crate::reactor::Timer;
 
 impl ServerInner {
-    pub(super) fn shutdown(self: Rc<Self>, grace: Duration, done: Box<dyn FnOnce()>) {
+    /// `ALREADY` (and `done` is dropped unrun) when a shutdown was asked for before.
+    pub(super) fn shutdown(self: Rc<Self>, grace: Duration, done: Box<dyn FnOnce()>) -> Result<()> {
         if self.stopping.replace(true) {
-            return;
+            return Err(Error::ALREADY);
         }
         *self.on_stopped.borrow_mut() = Some(done);
         for l in self.listeners.borrow_mut().drain(..) {
@@ -47,6 +49,7 @@ impl ServerInner {
         });
         *self.grace.borrow_mut() = Some(t);
         self.check_stopped();
+        Ok(())
     }
 
     pub(super) fn check_stopped(&self) {

@@ -93,6 +93,29 @@ impl ServerInner {
         }
     }
 
+    /// `live` and `slot_data` in one lookup.
+    pub(super) fn live_data(
+        &self,
+        t: Token,
+        want: SlotState,
+    ) -> Result<(ConnRef, u64, *const RequestData)> {
+        let (conn, seq, data) = {
+            let slots = self.slots.borrow();
+            let e = slots.get(t).ok_or(Error::ALREADY)?;
+            if e.state != want {
+                return Err(Error::ALREADY);
+            }
+            (e.conn.upgrade(), e.seq, &*e.data as *const RequestData)
+        };
+        match conn {
+            Some(c) if !c.closing.get() => Ok((c, seq, data)),
+            _ => {
+                self.free_slot(t);
+                Err(Error::CANCELLED)
+            }
+        }
+    }
+
     /// Registers `cb` to run once if the client goes away before the request is answered.
     pub(crate) fn on_abort(&self, t: Token, cb: Box<dyn FnOnce()>) -> Result<()> {
         let mut slots = self.slots.borrow_mut();

@@ -110,11 +110,12 @@ impl ServerInner {
     }
 
     /// Keeps request storage for reuse, up to `DATA_POOL` of them: the pool serves steady
-    /// traffic without allocating, but does not keep a burst's peak forever.
+    /// traffic without allocating, but does not keep a burst's peak forever. (The parser
+    /// clears it when it takes it for the next request.)
     pub(super) fn recycle_data(&self, mut d: Box<RequestData>) {
         let mut pool = self.data_pool.borrow_mut();
         if pool.len() < DATA_POOL {
-            d.clear();
+            d.trim();
             pool.push(d);
         }
     }
