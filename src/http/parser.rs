@@ -74,8 +74,9 @@ pub enum BodyMode {
 pub trait Sink {
     /// A request starts: the storage to fill (from the pool).
     fn new_request(&mut self) -> Box<RequestData>;
-    /// Its head is complete (method, target and headers are there): how to take its body.
-    /// Called before the body limits and `head_complete`.
+    /// Its head is complete (method, target and headers are there) and a body follows
+    /// (`Content-Length` above 0, or chunked): how to take it. Called before the body limits
+    /// and `head_complete`; a request without a body is always collected (it is complete).
     fn body_mode(&mut self, _req: &RequestData) -> BodyMode {
         BodyMode::Buffer
     }
@@ -460,18 +461,28 @@ unsafe extern "C" fn on_headers_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
         );
     }
     // The route (body_mode) reads the method and path: check the head's bytes first.
-    st.cur.as_mut().unwrap().check_ascii();
-    let mode = c.sink.body_mode(st.cur.as_ref().unwrap());
+    let r = st.cur.as_mut().unwrap();
+    r.check_ascii();
+    if flags & (ll::F_CONTENT_LENGTH | ll::F_CHUNKED) == 0 {
+        // No body (the common case): collected, complete, nothing to wait for.
+        r.expect_continue = false;
+        return match c.sink.head_complete(r) {
+            Ok(()) => 0,
+            Err(e) => fail(st, e),
+        };
+    }
+    let has_body = flags & ll::F_CHUNKED != 0 || content_length > 0;
+    let mode = if has_body {
+        c.sink.body_mode(r)
+    } else {
+        BodyMode::Buffer
+    };
     st.body_limit = match mode {
         BodyMode::Buffer => st.limits.max_body as u64,
         BodyMode::Stream { limit } => limit,
     };
     if flags & ll::F_CONTENT_LENGTH != 0 && content_length > st.body_limit {
         return fail(st, HttpError::new(413, "request body too large"));
-    }
-    let r = st.cur.as_mut().unwrap();
-    if flags & (ll::F_CONTENT_LENGTH | ll::F_CHUNKED) == 0 {
-        r.expect_continue = false; // no body to wait for
     }
     if let BodyMode::Stream { .. } = mode {
         // SAFETY: p is the live parser; its flags are final once the head is complete.
@@ -484,7 +495,7 @@ unsafe extern "C" fn on_headers_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
         c.sink.stream_start(req);
         return ll::HPE_PAUSED as c_int;
     }
-    match c.sink.head_complete(r) {
+    match c.sink.head_complete(st.cur.as_mut().unwrap()) {
         Ok(()) => 0,
         Err(e) => fail(st, e),
     }

@@ -80,6 +80,9 @@ pub struct Router {
     exact: HashMap<String, Vec<Entry>, BuildHasherDefault<Fx>>,
     prefixes: Vec<(String, Vec<Entry>)>,
     fallback: Option<Handler>,
+    /// The paths with a streaming route (few), so that a request's body mode is known at its
+    /// head without routing it twice: only these paths are routed there.
+    streaming_paths: Vec<String>,
 }
 
 fn pick(entries: &[Entry], method: &str) -> Result<Route, String> {
@@ -113,6 +116,20 @@ impl Router {
             handler,
             body,
         });
+        let streams = entries.iter().any(|e| e.body != BodyMode::Buffer);
+        self.streaming_paths.retain(|p| p != path);
+        if streams {
+            self.streaming_paths.push(path.to_string());
+        }
+    }
+
+    /// How the body of a request for `method` and `path` arrives: cheap for every path
+    /// without a streaming route (the common case), a full look-up for the others.
+    pub fn body_mode(&self, method: &str, path: &str) -> BodyMode {
+        if !self.streaming_paths.iter().any(|p| p == path) {
+            return BodyMode::Buffer;
+        }
+        self.resolve(method, path).body_mode()
     }
 
     /// Adds a route for every path starting with `prefix`.
@@ -239,5 +256,22 @@ mod tests {
         let fb = handler();
         r.fallback(fb.clone());
         assert!(same(r.resolve("GET", "/other"), &fb));
+    }
+
+    #[test]
+    fn body_modes_follow_the_route_a_request_takes() {
+        let mut r = Router::default();
+        let stream = BodyMode::Stream { limit: 9 };
+        r.exact(Some("POST"), "/up", handler(), stream);
+        r.exact(Some("GET"), "/up", handler(), BodyMode::Buffer);
+        r.exact(None, "/any", handler(), stream);
+        assert_eq!(r.body_mode("POST", "/up"), stream);
+        assert_eq!(r.body_mode("GET", "/up"), BodyMode::Buffer);
+        assert_eq!(r.body_mode("PUT", "/up"), BodyMode::Buffer); // 405: the server answers
+        assert_eq!(r.body_mode("PATCH", "/any"), stream);
+        assert_eq!(r.body_mode("POST", "/other"), BodyMode::Buffer);
+        // Replaced by a buffered route: no longer streamed.
+        r.exact(Some("POST"), "/up", handler(), BodyMode::Buffer);
+        assert_eq!(r.body_mode("POST", "/up"), BodyMode::Buffer);
     }
 }

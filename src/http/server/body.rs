@@ -44,9 +44,12 @@ pub enum BodyEvent<'a> {
 pub(super) type BodyCb = Box<dyn FnMut(BodyEvent<'_>)>;
 pub(super) type DrainCb = Box<dyn FnMut()>;
 
-/// A slot's streaming state: its streamed body's reader, its chunked response's drain callback.
+/// The rarely used part of a slot: its abort callback, its streamed body's reader, its chunked
+/// response's drain callback.
 #[derive(Default)]
 pub(crate) struct SlotExtra {
+    /// Runs once if the client goes away before the answer.
+    pub(super) abort: Option<Box<dyn FnOnce()>>,
     /// The request's body streams (its route asked for it).
     pub(super) streamed: bool,
     /// The reader started (`body_read`).
@@ -63,12 +66,24 @@ pub(crate) struct SlotExtra {
     drain: Option<DrainCb>,
     /// The drain callback runs at the next drain.
     drain_armed: bool,
+    /// A drain callback was registered: the connection counts it in `Conn::paced`.
+    paced: bool,
 }
 
 impl SlotExtra {
     pub(super) fn streamed() -> Box<SlotExtra> {
         Box::new(SlotExtra {
             streamed: true,
+            ..Default::default()
+        })
+    }
+
+    /// A streaming route's request that came complete (it had no body): its reader gets the
+    /// end at once.
+    pub(super) fn streamed_complete() -> Box<SlotExtra> {
+        Box::new(SlotExtra {
+            streamed: true,
+            outcome: Some(Ok(())),
             ..Default::default()
         })
     }
@@ -89,14 +104,33 @@ impl ServerInner {
         slots.get_mut(t).and_then(|e| e.extra.as_deref_mut()).map(f)
     }
 
-    /// The request whose body is streaming in on `conn`.
+    /// The request whose body is streaming in on `conn` (a flag spares the look-up on every
+    /// other connection).
+    #[inline]
     pub(super) fn streaming_slot(&self, conn: &Conn) -> Option<Token> {
+        if !conn.body_open.get() {
+            return None;
+        }
         conn.work.borrow().as_ref().and_then(|w| w.streaming)
+    }
+
+    /// Ends the streamed body in progress on `conn` (its request may go on): returns its slot.
+    fn end_streaming(&self, conn: &Conn) -> Option<Token> {
+        conn.body_open.set(false);
+        conn.work
+            .borrow_mut()
+            .as_mut()
+            .and_then(|w| w.streaming.take())
     }
 
     /// Whether `conn` must hold its input: the body streaming in waits for its reader (not
     /// started, or paused). An answered request's body is discarded, never held.
+    #[inline]
     pub(super) fn body_blocked(&self, conn: &Conn) -> bool {
+        conn.body_open.get() && self.body_waits(conn)
+    }
+
+    fn body_waits(&self, conn: &Conn) -> bool {
         match self.streaming_slot(conn) {
             Some(t) => self.extra_mut(t, |x| !x.reading).unwrap_or(false),
             None => false,
@@ -144,7 +178,7 @@ impl ServerInner {
 
     /// The body streaming in on `conn` is complete.
     pub(super) fn body_ended(&self, conn: &ConnRef) {
-        let t = self.work(conn).streaming.take();
+        let t = self.end_streaming(conn);
         let Some(t) = t else { return };
         let reading = self.extra_mut(t, |x| {
             if !x.reading {
@@ -163,7 +197,7 @@ impl ServerInner {
     /// The body streaming in on `conn` failed with `e`: parsing ends for the connection, and
     /// it closes after the request's answer (given already, or to come).
     pub(super) fn body_failed(&self, conn: &ConnRef, e: Error) {
-        let t = self.work(conn).streaming.take();
+        let t = self.end_streaming(conn);
         self.drop_parser(conn);
         conn.stop_parsing.set(true);
         conn.close_after.set(true);
@@ -358,7 +392,7 @@ impl ServerInner {
     /// goes on with the next request.
     pub(super) fn after_early_answer(&self, conn: &ConnRef, close: bool) {
         if close {
-            self.work(conn).streaming = None;
+            self.end_streaming(conn);
             self.drop_parser(conn);
             conn.stop_parsing.set(true);
             conn.discarding.set(true);
@@ -406,6 +440,10 @@ impl ServerInner {
             let e = slots.get_mut(t).ok_or(Error::ALREADY)?;
             let x = e.extra.get_or_insert_with(Default::default);
             x.drain_armed = true;
+            if !x.paced {
+                x.paced = true;
+                conn.paced.set(conn.paced.get() + 1);
+            }
             x.drain.replace(cb)
         };
         drop(old);
@@ -419,9 +457,23 @@ impl ServerInner {
         self.extra_mut(t, |x| x.drain_armed = true);
     }
 
+    /// A paced chunked response of `conn` ends (its slot `t` is about to be freed).
+    pub(super) fn unpace(&self, conn: &Conn, t: Token) {
+        if self.extra_mut(t, |x| x.paced) == Some(true) {
+            conn.paced.set(conn.paced.get().saturating_sub(1));
+        }
+    }
+
     /// Runs the drain callback of the response at the front of `conn`'s pipeline if it waits
     /// for one and everything it wrote has been handed to the kernel.
+    #[inline]
     pub(super) fn check_drain(&self, conn: &ConnRef) {
+        if conn.paced.get() > 0 {
+            self.check_paced(conn);
+        }
+    }
+
+    fn check_paced(&self, conn: &ConnRef) {
         if conn.closing.get() || conn.write_queue_size() > 0 {
             return;
         }

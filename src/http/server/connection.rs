@@ -60,6 +60,10 @@ pub(super) struct Conn {
     /// A framing error or an upgrade ended parsing: later bytes are not requests.
     pub(super) stop_parsing: Cell<bool>,
     pub(super) read_paused: Cell<bool>,
+    /// A streamed request's body is coming in (`ConnWork::streaming` names it).
+    pub(super) body_open: Cell<bool>,
+    /// Chunked responses of this connection with a drain callback (see `body`).
+    pub(super) paced: Cell<u8>,
     /// Reading is held for a streamed body whose reader is paused or not started.
     pub(super) body_wait: Cell<bool>,
     /// An answer given before its body ended closes the connection: until then, everything
@@ -82,12 +86,7 @@ impl Sink for ConnSink {
     }
 
     fn body_mode(&mut self, req: &RequestData) -> BodyMode {
-        // Routed once, here: the route decides how the body arrives, and goes with the
-        // request to its handler.
-        let route = self.srv.router.borrow().resolve(req.method(), req.path());
-        let mode = route.body_mode();
-        self.srv.work(&self.conn).route = Some(route);
-        mode
+        self.srv.router.borrow().body_mode(req.method(), req.path())
     }
 
     fn head_complete(&mut self, req: &mut RequestData) -> std::result::Result<(), HttpError> {
@@ -104,8 +103,7 @@ impl Sink for ConnSink {
 
     fn stream_start(&mut self, req: Box<RequestData>) {
         let seq = self.conn.take_seq();
-        let route = self.srv.work(&self.conn).route.take();
-        let id = self.srv.alloc_slot(req, &self.conn, seq, route);
+        let id = self.srv.alloc_slot(req, &self.conn, seq);
         if let Some(e) = self.srv.slots.borrow_mut().get_mut(id) {
             e.extra = Some(SlotExtra::streamed());
         }
@@ -119,13 +117,13 @@ impl Sink for ConnSink {
         });
         w.streaming = Some(id);
         drop(w);
+        self.conn.body_open.set(true);
         self.conn.set_phase(Phase::Body, self.srv.now_ms());
     }
 
     fn request_complete(&mut self, req: Box<RequestData>) {
         let seq = self.conn.take_seq();
-        let route = self.srv.work(&self.conn).route.take();
-        let id = self.srv.alloc_slot(req, &self.conn, seq, route);
+        let id = self.srv.alloc_slot(req, &self.conn, seq);
         self.srv.work(&self.conn).pipeline.push_back(Pending {
             seq,
             slot: Some(id),
@@ -243,6 +241,8 @@ impl ServerInner {
                 close_after: Cell::new(false),
                 stop_parsing: Cell::new(false),
                 read_paused: Cell::new(false),
+                body_open: Cell::new(false),
+                paced: Cell::new(0),
                 body_wait: Cell::new(false),
                 discarding: Cell::new(false),
                 eof: Cell::new(false),
@@ -270,12 +270,16 @@ impl ServerInner {
     /// Reading paused for backpressure or a streamed body starts again when none of the
     /// reasons holds: too many unanswered requests, too much unsent output, a body's reader
     /// that waits. A connection discarding before it closes always reads.
+    #[inline]
     pub(super) fn maybe_resume_reading(&self, conn: &ConnRef) {
+        if !conn.read_paused.get() {
+            return;
+        }
         let wanted = conn.discarding.get()
             || (!conn.close_after.get()
                 && conn.pipeline_len() < self.opts.max_pipeline
                 && conn.write_queue_size() <= self.opts.max_output);
-        if conn.read_paused.get() && wanted && !conn.closing.get() {
+        if wanted && !conn.closing.get() {
             let _ = self.start_reading(conn);
         }
     }
@@ -463,22 +467,23 @@ impl ServerInner {
     }
 
     pub(super) fn dispatch(&self, slot: Token) {
-        let (data, route) = {
-            let mut slots = self.slots.borrow_mut();
-            match slots.get_mut(slot) {
-                Some(e) => (&*e.data as *const RequestData, e.route.take()),
-                None => return,
-            }
+        let data = match self.slot_data(slot) {
+            Some(d) => d,
+            None => return,
         };
-        let route = route.unwrap_or_else(|| {
-            // SAFETY: the slot's data lives until the request is answered; the references end
-            // before the handler (which may answer) runs.
-            unsafe {
-                self.router
-                    .borrow()
-                    .resolve((*data).method(), (*data).path())
+        // SAFETY: the slot's data lives until the request is answered; the references end
+        // before the handler (which may answer) runs.
+        let route = unsafe {
+            self.router
+                .borrow()
+                .resolve((*data).method(), (*data).path())
+        };
+        if let Route::Found(_, BodyMode::Stream { .. }) = route {
+            // A streaming route's request without a body: its reader gets the end at once.
+            if let Some(e) = self.slots.borrow_mut().get_mut(slot) {
+                e.extra.get_or_insert_with(SlotExtra::streamed_complete);
             }
-        });
+        }
         let req = Request {
             srv: self.me(),
             slot,
@@ -543,6 +548,7 @@ impl ServerInner {
         }
         self.abort_pipeline(conn);
         let work = conn.work.borrow_mut().take();
+        conn.body_open.set(false);
         self.recycle_work(work); // ends a partial request too
         conn.begin_close(); // Conn::on_closed finishes
     }

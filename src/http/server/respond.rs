@@ -179,6 +179,7 @@ impl ServerInner {
                 w.pipeline[pos].done = true;
                 w.pipeline[pos].close |= early_close;
             }
+            self.unpace(&conn, slot);
             self.free_slot(slot);
             if early {
                 self.after_early_answer(&conn, early_close);
@@ -240,7 +241,7 @@ impl ServerInner {
             if let Some(t) = e.slot {
                 let abort = self.slots.borrow_mut().get_mut(t).and_then(|s| {
                     s.conn = WeakStream::default();
-                    s.abort.take()
+                    s.extra.as_mut().and_then(|x| x.abort.take())
                 });
                 if let Some(cb) = abort {
                     cb();

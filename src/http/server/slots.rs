@@ -8,7 +8,6 @@ use super::connection::{Conn, ConnRef};
 use super::ServerInner;
 use crate::error::{Error, Result};
 use crate::http::request::RequestData;
-use crate::http::router::Route;
 use crate::net::WeakStream;
 use crate::reactor::Token;
 
@@ -23,29 +22,19 @@ pub(super) struct SlotEntry {
     pub(super) data: Box<RequestData>,
     pub(super) conn: WeakStream<Conn>,
     pub(super) seq: u64,
-    pub(super) abort: Option<Box<dyn FnOnce()>>,
-    /// The route the request takes, from its head until it is handed to its handler.
-    pub(super) route: Option<Route>,
-    /// A streamed body's reader, a chunked response's drain callback: only for the requests
-    /// that use them.
+    /// The abort callback, a streamed body's reader, a chunked response's drain callback: only
+    /// for the requests that use them (a request's slot stays small).
     pub(super) extra: Option<Box<SlotExtra>>,
 }
 
 impl ServerInner {
-    pub(super) fn alloc_slot(
-        &self,
-        data: Box<RequestData>,
-        conn: &ConnRef,
-        seq: u64,
-        route: Option<Route>,
-    ) -> Token {
+    #[inline(always)] // once per request: keep it inlined at its two callers
+    pub(super) fn alloc_slot(&self, data: Box<RequestData>, conn: &ConnRef, seq: u64) -> Token {
         self.slots.borrow_mut().insert(SlotEntry {
             state: SlotState::Waiting,
             data,
             conn: conn.downgrade(),
             seq,
-            abort: None,
-            route,
             extra: None,
         })
     }
@@ -55,7 +44,7 @@ impl ServerInner {
     pub(super) fn free_slot(&self, t: Token) {
         let entry = self.slots.borrow_mut().remove(t);
         if let Some(e) = entry {
-            drop((e.abort, e.extra, e.route));
+            drop(e.extra);
             self.recycle_data(e.data);
         }
     }
@@ -123,7 +112,13 @@ impl ServerInner {
         if e.conn.upgrade().is_none_or(|c| c.closing.get()) {
             return Err(Error::CANCELLED);
         }
-        e.abort = Some(cb);
+        let old = e
+            .extra
+            .get_or_insert_with(Default::default)
+            .abort
+            .replace(cb);
+        drop(slots);
+        drop(old);
         Ok(())
     }
 }

@@ -7,7 +7,6 @@ use super::connection::{Conn, ConnSink, Pending};
 use super::ServerInner;
 use crate::http::parser::RequestParser;
 use crate::http::request::RequestData;
-use crate::http::router::Route;
 use crate::reactor::Token;
 
 /// Request storage kept for reuse per server (see `recycle_data`).
@@ -22,8 +21,6 @@ pub(super) struct ConnWork {
     pub(super) pipeline: VecDeque<Pending>,
     /// Response bytes ready to be written, in order.
     pub(super) out: Vec<u8>,
-    /// The route of the request whose head was parsed last, until the request has a slot.
-    pub(super) route: Option<Route>,
     /// The request whose body is streaming in (its slot, which may be answered already).
     pub(super) streaming: Option<Token>,
     /// Input held back while a streamed body waits for its reader (at most one read's worth).
@@ -63,7 +60,6 @@ impl ServerInner {
                         parser: Some(RequestParser::new(self.opts.limits)),
                         pipeline: VecDeque::new(),
                         out: Vec::new(),
-                        route: None,
                         streaming: None,
                         unparsed: Vec::new(),
                     })
@@ -92,8 +88,9 @@ impl ServerInner {
     pub(super) fn recycle_work(&self, w: Option<Box<ConnWork>>) {
         let Some(mut w) = w else { return };
         self.lp.recycle_buffer(std::mem::take(&mut w.out));
-        self.lp.recycle_buffer(std::mem::take(&mut w.unparsed));
-        w.route = None;
+        if w.unparsed.capacity() > 0 {
+            self.lp.recycle_buffer(std::mem::take(&mut w.unparsed));
+        }
         w.streaming = None;
         for e in w.pipeline.drain(..) {
             self.lp.recycle_buffer(e.buf);
