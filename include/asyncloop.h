@@ -413,14 +413,15 @@ typedef struct aloop_pg_txn_t aloop_pg_txn_t;
 typedef struct aloop_poll_t aloop_poll_t;
 
 /**
- * A listening socket (opaque). Owned by the caller of `aloop_tcp_listen`; ends with
+ * A listening socket (opaque), TCP or Unix. Owned by the caller of `aloop_tcp_listen` or
+ * `aloop_unix_listen`; ends with
  * `aloop_tcp_listener_close`, freed after its close callback (then the handle is stale).
  */
 typedef struct aloop_tcp_listener_t aloop_tcp_listener_t;
 
 /**
- * A TCP connection (opaque). Owned by the application from `aloop_tcp_connect` or the accept
- * callback; ends with `aloop_tcp_close`, freed after its close callback (then the handle is
+ * A connection (opaque), TCP or Unix stream socket. Owned by the application from
+ * `aloop_tcp_connect`, `aloop_unix_connect` or the accept callback; ends with `aloop_tcp_close`, freed after its close callback (then the handle is
  * stale: every call returns `ALOOP_E_STALE`).
  */
 typedef struct aloop_tcp_t aloop_tcp_t;
@@ -487,6 +488,13 @@ typedef struct aloop_http_client_options_t {
    * `ALOOP_E_READ_TIMEOUT` past it).
    */
   uint64_t read_timeout_ms;
+  /**
+   * NULL (default): requests connect to their URL's host and port. Otherwise the path of a
+   * Unix stream socket (`@name`: an abstract one) every request of the client connects to
+   * instead, the URL's host and port only naming the `Host` header (curl's
+   * `--unix-socket`). Copied by `aloop_http_client_new`.
+   */
+  const char *unix_socket;
 } aloop_http_client_options_t;
 
 /**
@@ -998,9 +1006,11 @@ uint64_t aloop_loop_now_ms(const struct aloop_loop_t *lp);
 int aloop_http_client_options_init(struct aloop_http_client_options_t *opts);
 
 /**
- * Creates a client on `lp`. `opts` may be NULL for the defaults. On success `*out` owns the
- * client; on failure `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero
- * timeout or pool size), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ * Creates a client on `lp`. `opts` may be NULL for the defaults; it is read during the call
+ * only (its `unix_socket` string is copied). On success `*out` owns the client; on failure
+ * `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or pool
+ * size, an empty `unix_socket` or one longer than 107 bytes), `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_client_new(struct aloop_loop_t *lp,
                           const struct aloop_http_client_options_t *opts,
@@ -1378,6 +1388,18 @@ int aloop_http_server_fallback(struct aloop_http_server_t *srv,
  * shutdown, ...). May be called again for more addresses.
  */
 int aloop_http_server_listen(struct aloop_http_server_t *srv, const char *ip, uint16_t port);
+
+/**
+ * Listens on the Unix stream socket `path` (`@name`: Linux's abstract namespace) and
+ * starts serving, beside any TCP listener (a reverse proxy on the same machine, nginx's
+ * `proxy_pass http://unix:PATH:`). A socket file left by a server that died is replaced; a
+ * live one is not: `-EADDRINUSE`, with `aloop_last_error_message()` saying a server listens
+ * there; `-EEXIST` when the path is not a socket; `ALOOP_E_INVALID` for an empty path or one
+ * longer than 107 bytes; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`. The socket file is removed when the server shuts down. `path` is
+ * borrowed during the call. Returns 0.
+ */
+int aloop_http_server_listen_unix(struct aloop_http_server_t *srv, const char *path);
 
 /**
  * Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
@@ -1939,7 +1961,27 @@ int aloop_tcp_listen(struct aloop_loop_t *lp,
                      struct aloop_tcp_listener_t **out);
 
 /**
- * The port the listener is bound to (useful after binding port 0), or a negative error.
+ * Listens on the Unix stream socket `path` (`@name` for Linux's abstract namespace, where
+ * no file is made) and starts accepting, as `aloop_tcp_listen` does: connections arrive as
+ * `aloop_tcp_t` handles, and every `aloop_tcp_*` call applies to them. A socket file left
+ * by a server that died (connecting to it is refused) is replaced; a live one is not: the
+ * call fails with `-EADDRINUSE` (`aloop_last_error_message()` says a server listens there);
+ * `-EEXIST` when the path exists and is not a socket. The file is removed when the listener
+ * closes, unless another socket has replaced it meanwhile. Only `backlog` of `opts` applies
+ * (it may be NULL). `path` is borrowed during the call. Errors otherwise as for
+ * `aloop_tcp_listen`, and `ALOOP_E_INVALID` for a path longer than 107 bytes.
+ */
+int aloop_unix_listen(struct aloop_loop_t *lp,
+                      const char *path,
+                      const struct aloop_listen_options_t *opts,
+                      aloop_accept_cb cb,
+                      void *user_data,
+                      aloop_free_fn dtor,
+                      struct aloop_tcp_listener_t **out);
+
+/**
+ * The port the listener is bound to (useful after binding port 0), or a negative error
+ * (`ALOOP_E_INVALID` for a Unix listener).
  */
 int aloop_tcp_listener_port(const struct aloop_tcp_listener_t *l);
 
@@ -1985,6 +2027,22 @@ int aloop_tcp_connect(struct aloop_loop_t *lp,
                       void *user_data,
                       aloop_free_fn dtor,
                       struct aloop_tcp_t **out);
+
+/**
+ * Starts connecting to the Unix stream socket `path` (`@name`: an abstract one; borrowed
+ * during the call), as `aloop_tcp_connect` does: `cb(tcp, status, user_data)` runs once with
+ * 0, `-ENOENT` (no such socket), `-ECONNREFUSED` (nobody accepts on it), `-EAGAIN` (its
+ * backlog is full), another negative errno, `ALOOP_E_TIMEOUT` or `ALOOP_E_CANCELLED`. The
+ * handle, ownership and errors are as for `aloop_tcp_connect` (`ALOOP_E_INVALID` for an
+ * empty path or one longer than 107 bytes).
+ */
+int aloop_unix_connect(struct aloop_loop_t *lp,
+                       const char *path,
+                       uint64_t timeout_ms,
+                       aloop_connect_cb cb,
+                       void *user_data,
+                       aloop_free_fn dtor,
+                       struct aloop_tcp_t **out);
 
 /**
  * Starts reading: `cb(tcp, nread, data, user_data)` per received chunk, then once with
@@ -2049,8 +2107,10 @@ int aloop_tcp_nodelay(struct aloop_tcp_t *tcp, int on);
 int aloop_tcp_fd(const struct aloop_tcp_t *tcp);
 
 /**
- * Writes the peer's IP as text into `ip` (`ip_len` bytes; 46 always suffice) and its port into
- * `*port`; either may be NULL. `-ENOSPC` if `ip_len` is too small.
+ * Writes the peer's IP as text into `ip` (`ip_len` bytes; 46 always suffice for an IP) and
+ * its port into `*port`; either may be NULL. For a Unix socket: its path (`@name` for an
+ * abstract one; "" for an unnamed peer, as connecting clients are) and port 0 (108 bytes
+ * suffice). `-ENOSPC` if `ip_len` is too small (nothing written).
  */
 int aloop_tcp_peer_address(const struct aloop_tcp_t *tcp, char *ip, size_t ip_len, uint16_t *port);
 

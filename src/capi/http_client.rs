@@ -44,6 +44,11 @@ pub struct aloop_http_client_options_t {
     /// Longest silence while waiting for a response, ms (default 15000;
     /// `ALOOP_E_READ_TIMEOUT` past it).
     pub read_timeout_ms: u64,
+    /// NULL (default): requests connect to their URL's host and port. Otherwise the path of a
+    /// Unix stream socket (`@name`: an abstract one) every request of the client connects to
+    /// instead, the URL's host and port only naming the `Host` header (curl's
+    /// `--unix-socket`). Copied by `aloop_http_client_new`.
+    pub unix_socket: *const c_char,
 }
 
 /// A client's requests not yet answered, by id; shared with their callbacks.
@@ -56,6 +61,8 @@ pub struct aloop_http_client_t {
     lp: LoopId,
     /// Requests not yet answered, by id; shared with their callbacks.
     requests: Requests,
+    /// The Unix socket every request connects to (options' `unix_socket`).
+    unix_socket: Option<std::path::PathBuf>,
 }
 
 impl Handle for aloop_http_client_t {
@@ -144,15 +151,18 @@ pub extern "C" fn aloop_http_client_options_init(opts: *mut aloop_http_client_op
                 max_per_origin: d.max_per_origin,
                 idle_timeout_ms: d.idle_timeout.as_millis() as u64,
                 read_timeout_ms: d.read_timeout.as_millis() as u64,
+                unix_socket: std::ptr::null(),
             })
         };
         0
     })
 }
 
-/// Creates a client on `lp`. `opts` may be NULL for the defaults. On success `*out` owns the
-/// client; on failure `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero
-/// timeout or pool size), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+/// Creates a client on `lp`. `opts` may be NULL for the defaults; it is read during the call
+/// only (its `unix_socket` string is copied). On success `*out` owns the client; on failure
+/// `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or pool
+/// size, an empty `unix_socket` or one longer than 107 bytes), `ALOOP_E_STALE`,
+/// `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_http_client_new(
     lp: *mut aloop_loop_t,
@@ -162,6 +172,7 @@ pub extern "C" fn aloop_http_client_new(
     guard(|| {
         not_null!(lp, out);
         let mut o = ClientOptions::default();
+        let mut unix_socket = None;
         if !opts.is_null() {
             // SAFETY: non-NULL, read during the call.
             let c = unsafe { &*opts };
@@ -180,6 +191,13 @@ pub extern "C" fn aloop_http_client_new(
                 idle_timeout: Duration::from_millis(c.idle_timeout_ms),
                 read_timeout: Duration::from_millis(c.read_timeout_ms),
             };
+            if !c.unix_socket.is_null() {
+                // SAFETY: a C string per the contract, read during the call.
+                match unsafe { super::tcp::unix_path(c.unix_socket) } {
+                    Ok(p) if crate::net::SockAddr::from_unix(&p).is_ok() => unix_socket = Some(p),
+                    _ => return Error::INVALID.code(),
+                }
+            }
         }
         let (core, id) = match loop_of(lp) {
             Ok(x) => x,
@@ -190,6 +208,7 @@ pub extern "C" fn aloop_http_client_new(
             client,
             lp: id,
             requests: Default::default(),
+            unix_socket,
         });
         let h = handle::register(id, c);
         // SAFETY: out is non-NULL and writable.
@@ -327,9 +346,14 @@ unsafe fn build_request(
     Ok(req)
 }
 
-/// The parts of a client handle a request needs.
-fn client_parts(client: *mut aloop_http_client_t) -> Result<(HttpClient, LoopId, Requests)> {
+/// The parts of a client handle a request needs; sets the request's Unix socket to the
+/// client's.
+fn client_parts(
+    client: *mut aloop_http_client_t,
+    req: &mut ClientRequest,
+) -> Result<(HttpClient, LoopId, Requests)> {
     handle::with(client, |c: &aloop_http_client_t| {
+        req.unix_socket = c.unix_socket.clone();
         (c.client.clone(), c.lp, c.requests.clone())
     })
 }
@@ -370,11 +394,11 @@ fn start_request(
         return Error::NULL_ARG.code();
     };
     // SAFETY: per this function's callers' contract.
-    let req = match unsafe { build_request(method, url, headers, nheaders, body, len) } {
+    let mut req = match unsafe { build_request(method, url, headers, nheaders, body, len) } {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let (core, lp, requests) = match client_parts(client) {
+    let (core, lp, requests) = match client_parts(client, &mut req) {
         Ok(x) => x,
         Err(e) => return e.code(),
     };
@@ -450,11 +474,11 @@ pub extern "C" fn aloop_http_client_request_stream(
             return Error::NULL_ARG.code();
         };
         // SAFETY: per this function's contract.
-        let req = match unsafe { build_request(method, url, headers, nheaders, body, len) } {
+        let mut req = match unsafe { build_request(method, url, headers, nheaders, body, len) } {
             Ok(r) => r,
             Err(code) => return code,
         };
-        let (core, lp, requests) = match client_parts(client) {
+        let (core, lp, requests) = match client_parts(client, &mut req) {
             Ok(x) => x,
             Err(e) => return e.code(),
         };

@@ -342,6 +342,34 @@ pub extern "C" fn aloop_http_server_listen(
     })
 }
 
+/// Listens on the Unix stream socket `path` (`@name`: Linux's abstract namespace) and
+/// starts serving, beside any TCP listener (a reverse proxy on the same machine, nginx's
+/// `proxy_pass http://unix:PATH:`). A socket file left by a server that died is replaced; a
+/// live one is not: `-EADDRINUSE`, with `aloop_last_error_message()` saying a server listens
+/// there; `-EEXIST` when the path is not a socket; `ALOOP_E_INVALID` for an empty path or one
+/// longer than 107 bytes; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+/// `ALOOP_E_WRONG_THREAD`. The socket file is removed when the server shuts down. `path` is
+/// borrowed during the call. Returns 0.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_listen_unix(
+    srv: *mut aloop_http_server_t,
+    path: *const c_char,
+) -> c_int {
+    guard(|| {
+        not_null!(srv, path);
+        // SAFETY: path is a C string per the contract.
+        let path = match unsafe { super::tcp::unix_path(path) } {
+            Ok(p) => p,
+            Err(e) => return e.code(),
+        };
+        let r = with_server(srv, |s| s.listen_unix(&path)).and_then(|r| r);
+        if let Err(e) = r {
+            super::tcp::explain_unix_listen(&path, e);
+        }
+        rc(r)
+    })
+}
+
 /// Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
 /// descriptor, one end of a `socketpair`. `fd` must be a connected stream socket; it is made
 /// non-blocking. On success (0) the server owns `fd` and closes it; on an error

@@ -117,6 +117,9 @@ pub struct ClientRequest {
     pub url: Url,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Connect to this Unix stream socket instead of the URL's host and port, which then only
+    /// name the `Host` header (curl's `--unix-socket`). Connections are pooled per socket.
+    pub unix_socket: Option<std::path::PathBuf>,
 }
 
 impl ClientRequest {
@@ -130,7 +133,17 @@ impl ClientRequest {
             url: Url::parse(url)?,
             headers: Vec::new(),
             body: Vec::new(),
+            unix_socket: None,
         })
+    }
+
+    /// Where the request goes: its pool's key.
+    fn origin(&self) -> Origin {
+        (
+            self.url.host.clone(),
+            self.url.port,
+            self.unix_socket.clone(),
+        )
     }
 
     fn idempotent(&self) -> bool {
@@ -174,7 +187,8 @@ pub enum ClientEvent<'a> {
 
 type ResponseCb = Box<dyn FnOnce(Result<Response>)>;
 type EventCb = Box<dyn FnMut(ClientEvent<'_>)>;
-type Origin = (String, u16);
+/// Host, port and Unix socket path: requests to the same origin share connections.
+type Origin = (String, u16, Option<std::path::PathBuf>);
 
 /// How a request's outcome is delivered.
 enum Deliver {
@@ -464,7 +478,7 @@ impl ClientInner {
         }
         let t = p.timer.borrow_mut().take();
         drop(t);
-        let key = (p.req.url.host.clone(), p.req.url.port);
+        let key = p.req.origin();
         if let Some(o) = self.origins.borrow_mut().get_mut(&key) {
             o.queue.retain(|q| !Rc::ptr_eq(q, p));
         }
@@ -576,7 +590,7 @@ impl ClientInner {
             self.finish(&p, Err(Error::CANCELLED));
             return;
         }
-        let key = (p.req.url.host.clone(), p.req.url.port);
+        let key = p.req.origin();
         let idle = {
             let mut origins = self.origins.borrow_mut();
             let o = origins.entry(key.clone()).or_default();
@@ -616,6 +630,10 @@ impl ClientInner {
             held: RefCell::new(Vec::new()),
         });
         *p.conn.borrow_mut() = Some(conn.clone());
+        if let Some(path) = key.2.clone() {
+            self.connect_unix(conn, &path, p);
+            return;
+        }
         match key.0.parse::<IpAddr>() {
             Ok(ip) => self.connect(conn, vec![SocketAddr::new(ip, key.1)], p),
             Err(_) => {
@@ -670,6 +688,36 @@ impl ClientInner {
                 }
             },
         );
+    }
+
+    /// Connects to the Unix socket of the origin, within the connect timeout.
+    fn connect_unix(&self, conn: Rc<Conn>, path: &std::path::Path, p: Rc<Pending>) {
+        let me = self.me.clone();
+        let (c2, p2) = (conn.clone(), p.clone());
+        let r =
+            TcpStream::connect_unix(&self.lp, path, Some(self.opts.connect_timeout), move |r| {
+                let Some(me) = me.upgrade() else { return };
+                match r {
+                    Ok(()) => me.connected(&c2, p2),
+                    Err(e) => {
+                        me.close_conn(&c2);
+                        let e = if e == Error::TIMEOUT {
+                            Error::CONNECT_TIMEOUT
+                        } else {
+                            e
+                        };
+                        me.finish(&p2, Err(e));
+                    }
+                }
+            });
+        match r {
+            Ok(s) if conn.closed.get() => s.close(|| {}),
+            Ok(s) => *conn.stream.borrow_mut() = Some(s),
+            Err(e) => {
+                self.close_conn(&conn);
+                self.finish(&p, Err(e));
+            }
+        }
     }
 
     fn connected(&self, conn: &Rc<Conn>, p: Rc<Pending>) {

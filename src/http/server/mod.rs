@@ -219,6 +219,27 @@ impl HttpServer {
             return Err(Error::CLOSED);
         }
         let l = TcpListener::bind(&srv.lp, addr, srv.opts.listen)?;
+        let bound = l.local_addr();
+        self.serve_listener(l)?;
+        Ok(bound)
+    }
+
+    /// Listens on the Unix stream socket `path` (`@name`: an abstract one) and starts serving,
+    /// beside any other listener. A stale socket file left by a server that died is
+    /// replaced; `-EADDRINUSE` when a server listens there, `-EEXIST` when the path is not a
+    /// socket. The file is removed when the server shuts down.
+    pub fn listen_unix(&self, path: &std::path::Path) -> Result<()> {
+        let srv = &self.inner;
+        if srv.stopping.get() {
+            return Err(Error::CLOSED);
+        }
+        let l = TcpListener::bind_unix(&srv.lp, path, srv.opts.listen)?;
+        self.serve_listener(l)?;
+        Ok(())
+    }
+
+    fn serve_listener(&self, l: TcpListener) -> Result<()> {
+        let srv = &self.inner;
         let weak = srv.me.clone();
         l.start_raw(move |r| {
             if let Ok(fd) = r {
@@ -230,11 +251,10 @@ impl HttpServer {
             }
         })
         .inspect_err(|_| l.close(|| {}))?;
-        let bound = l.local_addr();
         srv.listeners.borrow_mut().push(l);
         srv.listeners_open.set(srv.listeners_open.get() + 1);
         srv.start_sweeper();
-        Ok(bound)
+        Ok(())
     }
 
     /// Serves a connection accepted elsewhere (socket activation, another acceptor, or one end
