@@ -23,7 +23,7 @@ EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server $(BINDIR)/client
-C_TESTS    := test_version test_loop test_tcp test_http test_http_client test_shutdown test_pg test_pg_app test_pg_cpp test_misuse test_cpp test_blocking_pool test_stream test_client_stream
+C_TESTS    := test_version test_loop test_tcp test_http test_http_client test_shutdown test_pg test_pg_app test_pg_cpp test_misuse test_cpp test_blocking_pool test_stream test_client_stream test_tls test_ws
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
@@ -224,7 +224,7 @@ test-e2e: examples
 # Side-by-side benchmark (see bench/README.md); BENCH_DURATION and BENCH_ROUNDS shorten it.
 bench:
 	@scripts/deps.sh bench
-	@$(MAKE) --no-print-directory lib examples $(BUILD)/bench/nothing
+	@$(MAKE) --no-print-directory lib examples $(BUILD)/bench/nothing $(BUILD)/bench/wsload
 	python3 bench/bench.py
 
 # Instructions per request under callgrind (see bench/README.md): our server on both backends,
@@ -254,7 +254,7 @@ soak:
 # Fuzzing (libFuzzer through cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain build the
 # sanitizer-instrumented targets). `make test` replays the corpora (tests/fuzz_corpus.rs).
 FUZZ_TIME    ?= 60
-FUZZ_TARGETS ?= http_parser http_server http_response http_connection
+FUZZ_TARGETS ?= http_parser http_server http_response http_connection tls_server ws_frame
 fuzz:
 	@scripts/deps.sh fuzz
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

@@ -5,6 +5,10 @@ run. Servers are pinned to CPU 0 and load generators to CPU 1; each scenario run
 rounds with its subjects in rotated order (HTTP-only scenarios first, the database ones after),
 and the medians give the ratios. Writes
 bench/results/latest.md (a table) and bench/results/ratios.svg (a chart of the ratios).
+
+TLS rows (beside nginx with the same ECDSA P-256 certificate, TLS 1.3): HTTPS /plaintext at 256
+keep-alive connections (wrk), new full handshakes per second (h2load --h1 with Connection:
+close), idle TLS connection memory. `BENCH_SCENARIOS=TLS make bench` runs just those.
 """
 import argparse
 import asyncio
@@ -67,6 +71,23 @@ class Proc:
                 total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
 
+    def rss_total(self):
+        """Resident memory of the server's whole session (nginx's master and worker)."""
+        total = 0
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[3]) != self.p.pid:
+                    continue
+                with open(f"/proc/{d}/status") as f:
+                    total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) * 1024
+            except (OSError, StopIteration):
+                continue
+        return total
+
     def rss(self):
         # The pinned process is taskset's exec target: same pid.
         with open(f"/proc/{self.p.pid}/status") as f:
@@ -115,6 +136,91 @@ http {{
 }}
 """)
     return Proc(["nginx", "-c", conf, "-p", d], port)
+
+
+def tls_files(tmp):
+    """An ECDSA P-256 CA and a server certificate it signed for localhost/127.0.0.1 (openssl
+    command line, in `tmp`): (ca, cert, key)."""
+    d = os.path.join(tmp, "tls")
+    os.makedirs(d, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench CA", "-days", "2")
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "ext", "-out", "server.pem")
+    os.chmod(d, 0o755)
+    for f in os.listdir(d):
+        os.chmod(os.path.join(d, f), 0o644)  # nginx's workers read nothing here, but be plain
+    return tuple(os.path.join(d, f) for f in ("ca.pem", "server.pem", "server.key"))
+
+
+def asyncloop_tls_server(backend, port, cert, key):
+    return Proc([os.path.join(BIN, "server"), "--backend", backend, "--threads", "1", "--tls-cert", cert,
+                 "--tls-key", key, "127.0.0.1", str(port)], port)
+
+
+def nginx_tls_server(tmp, port, cert, key):
+    """nginx with the same certificate, TLS 1.3, its default session handling (tickets on)."""
+    d = os.path.join(tmp, f"nginx-tls-{port}")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log error;
+events {{ worker_connections 65536; use epoll; multi_accept on; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{
+    listen 127.0.0.1:{port} ssl reuseport backlog=4096;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    location = /plaintext {{ default_type text/plain; return 200 "Hello, World!"; }}
+  }}
+}}
+""")
+    return Proc(["nginx", "-c", conf, "-p", d], port)
+
+
+def negotiated(port):
+    """The protocol and cipher suite a default OpenSSL client (wrk's) gets from the server."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-brief"], input=b"",
+                       capture_output=True, timeout=10)
+    text = r.stderr.decode(errors="replace")
+    v = re.search(r"Protocol version: (\S+)", text)
+    c = re.search(r"Ciphersuite: (\S+)", text)
+    return f"{v.group(1) if v else '?'} {c.group(1) if c else '?'}"
+
+
+def h2load_handshakes(url, conns, duration):
+    """New TLS connections per second: h2load --h1 with `Connection: close`, so every request
+    is a full handshake (h2load keeps no sessions), TLS 1.3 with TLS_AES_128_GCM_SHA256 on
+    both subjects. A short probe sizes the run to about `duration` seconds (h2load's own -D
+    does not end when the server closes every connection)."""
+    def run(n):
+        argv = ["taskset", "-c", LOAD_CPU, "h2load", "--h1", "-n", str(n), "-c", str(conns), "-H", "Connection: close",
+                "--tls13-ciphers", "TLS_AES_128_GCM_SHA256", url]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration * 10 + 60).stdout
+        m = re.search(r"finished in ([\d.]+)(?:ms|s), ([\d.]+) req/s", out)
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+        if not m or not done:
+            raise RuntimeError(f"h2load: {out[-500:]}")
+        return float(m.group(2)), int(done.group(1)) - int(done.group(2))
+    rate, _ = run(conns * 8)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    rps, failed = run(max(conns * 8, int(rate * duration)))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / (time.time() - t0)
+    return {"rps": rps, "p99_ms": float("nan"), "non2xx": failed, "load_cpu": load_cpu}
 
 
 def h2o_server(tmp, port):
@@ -185,6 +291,87 @@ def client_load(url_host, port, path, conns, duration, rps_hint):
     return {"rps": float(fields["rps"]), "p99_ms": float(fields["p99_ms"]), "non2xx": int(fields["errors"])}
 
 
+def wsload(port, path, conns, duration, size=64):
+    """WebSocket echo load (bench/wsload.c): `conns` connections, each one message of `size`
+    bytes in flight at a time; messages echoed per second."""
+    argv = ["taskset", "-c", LOAD_CPU, os.path.join(ROOT, "build", "bench", "wsload"), "-c", str(conns), "-d",
+            str(duration), "-s", str(size), "-p", path, "127.0.0.1", str(port)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fields = dict(kv.split("=") for kv in p.stdout.split())
+    if "mps" not in fields:
+        raise RuntimeError(f"wsload: {p.stdout} {p.stderr}")
+    load_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / duration
+    return {"rps": float(fields["mps"]), "p99_ms": float(fields["p99_ms"]), "non2xx": int(fields["errors"]),
+            "load_cpu": load_cpu}
+
+
+# The reference WebSocket echo servers: Python's websockets (installed by scripts/deps.sh bench),
+# and uWebSockets where a binary of its echo example is found (it is not installed by anything
+# here: build one locally and point BENCH_UWS_ECHO at it, see bench/README.md; the row is
+# skipped without it).
+PY_WS_ECHO = """import asyncio, sys, websockets
+async def echo(ws):
+    try:
+        async for m in ws:
+            await ws.send(m)
+    except websockets.exceptions.ConnectionClosed:
+        pass  # wsload leaves without a closing handshake: no traceback for each connection
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None, max_size=None):
+        await asyncio.Future()
+asyncio.run(main())
+"""
+UWS_ECHO = os.environ.get("BENCH_UWS_ECHO", os.path.join(ROOT, "build", "bench", "uws-echo"))
+
+
+def python_ws_server(tmp, port):
+    script = os.path.join(tmp, "ws_echo.py")
+    with open(script, "w") as f:
+        f.write(PY_WS_ECHO)
+    return Proc(["python3", script, str(port)], port)
+
+
+def ws_idle_bytes_per_connection(backend, n, warm=500):
+    """User-space memory per idle WebSocket connection: the server's RSS growth over `n`
+    connections past a warm-up of `warm`, each of which made the handshake and one echo and
+    then stays open. Returns (bytes per connection, connections held)."""
+    srv = asyncloop_server(backend, None, free_port())
+    socks = []
+    hello = bytes([0x81, 0x85, 1, 2, 3, 4]) + bytes(b ^ (1, 2, 3, 4)[i % 4] for i, b in enumerate(b"hello"))
+    req = (b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+    def open_some(k):
+        new = []
+        for _ in range(k):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            s.sendall(req)
+            new.append(s)
+        for s in new:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(4096)
+            s.sendall(hello)
+        for s in new:
+            got = b""
+            while len(got) < 7:
+                got += s.recv(64)
+        socks.extend(new)
+    try:
+        open_some(warm)
+        time.sleep(0.5)
+        base = srv.rss()
+        open_some(n - warm)
+        time.sleep(1)
+        return (srv.rss() - base) / (n - warm), len(socks)
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
 def pgbench(pg_url, clients, duration, script):
     argv = ["taskset", "-c", LOAD_CPU, "pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "1", "-T", str(duration),
             "-f", script, pg_url]
@@ -219,7 +406,7 @@ def listeners_on(port):
     return n
 
 
-def _hold_connections(port, count, warm, local_ip, ctl):
+def _hold_connections(port, count, warm, local_ip, ctl, tls_ca=None):
     """Client process: opens `warm` connections, reports, waits; opens the rest, reports, waits
     until told to close. Each connection makes one request and then stays open, idle.
 
@@ -228,6 +415,11 @@ def _hold_connections(port, count, warm, local_ip, ctl):
     most recent buffer first). So a burst in the warm-up, not a random one later, shows the
     pool's pages in the baseline, and what grows afterwards is the connections' own memory."""
     REQUEST = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+    ctx = None
+    if tls_ca:
+        import ssl
+        ctx = ssl.create_default_context(cafile=tls_ca)
+        ctx.set_alpn_protocols(["http/1.1"])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -248,7 +440,10 @@ def _hold_connections(port, count, warm, local_ip, ctl):
                 except OSError:
                     s.close()
                     raise
-                r, w = await asyncio.open_connection(sock=s)
+                if ctx:
+                    r, w = await asyncio.open_connection(sock=s, ssl=ctx, server_hostname="localhost")
+                else:
+                    r, w = await asyncio.open_connection(sock=s)
                 w.write(REQUEST)
                 await r.readuntil(b"Hello, World!")
             held.append((r, w))
@@ -277,18 +472,20 @@ def _hold_connections(port, count, warm, local_ip, ctl):
     asyncio.run(run())
 
 
-def idle_bytes_per_connection(backend, pg_url, n):
+def idle_bytes_per_connection(backend, pg_url, n, make_server=None, tls_ca=None):
     """User-space memory per idle keep-alive connection: the servers' RSS growth over n
     connections (past a warm-up of IDLE_WARMUP) that each made one request and stay open.
-    Returns (bytes per connection, connections held, server processes)."""
+    `make_server(port)` and `tls_ca` measure another server, or TLS connections (a handshake,
+    one request, then idle). Returns (bytes per connection, connections held, server processes)."""
     import multiprocessing as mp
     procs = max(1, -(-n // FDS_PER_PROCESS))
     port = free_port()
     servers = []
     clients = []
+    make_server = make_server or (lambda p: asyncloop_server(backend, pg_url, p))
     try:
         for _ in range(procs):
-            servers.append(asyncloop_server(backend, pg_url, port))
+            servers.append(make_server(port))
         deadline = time.time() + 10
         while listeners_on(port) < procs and time.time() < deadline:
             time.sleep(0.05)
@@ -298,15 +495,15 @@ def idle_bytes_per_connection(backend, pg_url, n):
         warm = [min(IDLE_WARMUP, k) for k in share]
         for i in range(procs):
             here, there = ctx.Pipe()
-            c = ctx.Process(target=_hold_connections, args=(port, share[i], warm[i], f"127.0.0.{i + 2}", there))
+            c = ctx.Process(target=_hold_connections, args=(port, share[i], warm[i], f"127.0.0.{i + 2}", there, tls_ca))
             c.start()
             clients.append((c, here))
         warmed = [h.recv() for _, h in clients]
-        base = sum(s.rss() for s in servers)
+        base = sum(s.rss_total() for s in servers)
         for _, h in clients:
             h.send("go")
         done = [h.recv() for _, h in clients]
-        grown = sum(s.rss() for s in servers) - base
+        grown = sum(s.rss_total() for s in servers) - base
         held = sum(k for k, _ in done)
         errors = [e for _, errs in warmed + done for e in errs]
         if errors:
@@ -324,6 +521,10 @@ def idle_bytes_per_connection(backend, pg_url, n):
 
 
 # The rows beyond one database server (PgBouncer, a standby) and the /counter row.
+# The TLS scenarios (BENCH_SCENARIOS=TLS selects them all) and their subjects.
+TLS_ROWS = ["TLS https plaintext, 256 conns", "TLS new handshakes, 64 conns", "TLS idle connections"]
+UT, NT = "asyncloop-uring tls", "nginx tls"
+
 TOPOLOGY_ROWS = ["/db direct, 64 conns", "/db pgbouncer, 64 conns", "/db standby, 64 conns", "POST /counter, 64 conns"]
 
 
@@ -336,9 +537,11 @@ def main():
     ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "10")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     ap.add_argument("--idle-connections", type=int, default=int(os.environ.get("BENCH_IDLE", "50000")))
+    ap.add_argument("--ws-idle-connections", type=int, default=int(os.environ.get("BENCH_WS_IDLE", "10000")))
     ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", ""),
                     help="comma-separated substrings of scenario labels to run (default: all); "
-                         "'idle' selects the idle-connection memory")
+                         "'idle' selects the idle-connection memory, 'TLS' the TLS rows")
+    ap.add_argument("--tls-idle-connections", type=int, default=int(os.environ.get("BENCH_TLS_IDLE", "5000")))
     a = ap.parse_args()
     only = [w.strip() for w in a.scenarios.split(",") if w.strip()]
 
@@ -376,6 +579,8 @@ def main():
             runs.setdefault(key, []).append(run())
 
     d = a.duration
+    ca, cert, key = tls_files(tmp)
+    suites = {}
     try:
         for rnd in range(a.rounds):
             print(f"round {rnd + 1}/{a.rounds}", flush=True)
@@ -394,7 +599,9 @@ def main():
             # HTTP-only scenarios first for every subject; then the database, client and
             # 1,024-connection runs of ours. PostgreSQL keeps working for a while after
             # /updates (WAL, vacuum), and no subject's HTTP rows should share the machine with that.
-            for name in names:
+            http_rows = ["plaintext pipelined 16, 256 conns", "plaintext, 256 conns", "json, 256 conns",
+                         "plaintext pipelined 16, 1024 conns", "plaintext, 1024 conns", "client -c 32 vs wrk -c 32"]
+            for name in names if any(want(r) for r in http_rows) else []:
                 srv = subjects[name](free_port())
                 try:
                     base = f"http://127.0.0.1:{srv.port}"
@@ -413,6 +620,26 @@ def main():
                             record(("client -c 32 vs wrk -c 32", name + " wrk"), lambda: w)
                 finally:
                     srv.stop()
+            # WebSocket echo: ours beside the reference servers, the same load for each.
+            ws_row = "ws echo 64 B, 256 conns"
+            if want(ws_row):
+                ws_subjects = {
+                    "asyncloop-uring": lambda p: asyncloop_server("uring", None, p),
+                    "asyncloop-epoll": lambda p: asyncloop_server("epoll", None, p),
+                    "websockets": lambda p: python_ws_server(tmp, p),
+                }
+                if os.access(UWS_ECHO, os.X_OK):
+                    ws_subjects["uwebsockets"] = lambda p: Proc([UWS_ECHO, str(p)], p)
+                ws_names = list(ws_subjects)
+                ws_names = ws_names[rnd % len(ws_names):] + ws_names[:rnd % len(ws_names)]
+                for name in ws_names:
+                    srv = ws_subjects[name](free_port())
+                    try:
+                        path = "/ws/echo" if name.startswith("asyncloop") else "/"
+                        wsload(srv.port, path, 256, 1)  # warm: every connection open once
+                        record((ws_row, name), lambda: on_cpu(srv, lambda: wsload(srv.port, path, 256, d), d))
+                    finally:
+                        srv.stop()
             db_rows = ["/db, 64 conns", "/queries?queries=20, 64 conns", "/fortunes, 64 conns", "/updates?queries=20, 64 conns"]
             for name in [n for n in names if n.startswith("asyncloop") and any(want(r) for r in db_rows)]:
                 srv = subjects[name](free_port())
@@ -455,6 +682,33 @@ def main():
         if want("idle"):
             per_conn, held, idle_procs = idle_bytes_per_connection("uring", pg_url, a.idle_connections)
             epoll_per_conn, epoll_held, _ = idle_bytes_per_connection("epoll", pg_url, a.idle_connections)
+        # TLS: the same certificate (ECDSA P-256) on both, TLS 1.3 (BENCH_SCENARIOS=TLS runs
+        # only these).
+        tls_subjects = {
+            UT: lambda p: asyncloop_tls_server("uring", p, cert, key),
+            NT: lambda p: nginx_tls_server(tmp, p, cert, key),
+        }
+        for rnd in range(a.rounds if any(want(r) for r in TLS_ROWS) else 0):
+            print(f"TLS round {rnd + 1}/{a.rounds}", flush=True)
+            names = list(tls_subjects)
+            names = names[rnd % len(names):] + names[:rnd % len(names)]
+            for name in names:
+                srv = tls_subjects[name](free_port())
+                try:
+                    url = f"https://127.0.0.1:{srv.port}/plaintext"
+                    suites[name] = negotiated(srv.port)
+                    record((TLS_ROWS[0], name), lambda: on_cpu(srv, lambda: wrk(url, 256, d), d))
+                    record((TLS_ROWS[1], name), lambda: on_cpu(srv, lambda: h2load_handshakes(url, 64, d), d))
+                finally:
+                    srv.stop()
+        tls_idle = {}
+        if want(TLS_ROWS[2]):
+            for name, make in tls_subjects.items():
+                tls_idle[name] = idle_bytes_per_connection("uring", pg_url, a.tls_idle_connections, make, ca)
+        ws_idle = {}
+        if want("ws idle"):
+            for backend in ("uring", "epoll"):
+                ws_idle[backend] = ws_idle_bytes_per_connection(backend, a.ws_idle_connections)
     finally:
         if bouncer_dir:
             subprocess.run([os.path.join(ROOT, "scripts", "pgbouncer.sh"), "stop", bouncer_dir], capture_output=True)
@@ -520,9 +774,33 @@ def main():
           get("/db direct, 64 conns", U)["rps"], float("nan"), "transaction pooling, --pg-no-prepare")
     ratio("/db from a standby vs the primary, 64 conns (information)", get("/db standby, 64 conns", U)["rps"],
           get("/db direct, 64 conns", U)["rps"], float("nan"), "--pg-replica, streaming standby on this machine")
+    ws_row = "ws echo 64 B, 256 conns"
+    for peer, name in (("websockets", "Python websockets"), ("uwebsockets", "uWebSockets")):
+        if (ws_row, peer) not in med:
+            continue  # uWebSockets: no binary here (BENCH_UWS_ECHO)
+        for backend in (U, E):
+            info = "" if backend == U else ", information"
+            ws_us, ws_peer = get(ws_row, backend), get(ws_row, peer)
+            ratio(f"{ws_row} vs {name}, messages/s, {backend.split('-')[1]}{info}", ws_us["rps"], ws_peer["rps"], float("nan"),
+                  f"p99 {ws_us['p99_ms']:.2f} ms vs {ws_peer['p99_ms']:.2f} ms; ours: server CPU {ws_us['server_cpu']:.0%}, "
+                  f"wsload CPU {ws_us['load_cpu']:.0%}; peer: server CPU {ws_peer['server_cpu']:.0%}")
+            ratio(f"{ws_row} vs {name}, messages per server CPU-second, {backend.split('-')[1]}{info}", ws_us["per_cpu"],
+                  ws_peer["per_cpu"], float("nan"))
     c = get("POST /counter, 64 conns", U)
     ratio("POST /counter increments/s, 64 conns, one row (information)", c["rps"], get("/db direct, 64 conns", U)["rps"],
           float("nan"), f"vs /db direct; p99 {c['p99_ms']:.1f} ms; each a transaction of 4 round trips on one locked row")
+    ratio("https plaintext, 256 conns vs nginx (TLS 1.3)", get(TLS_ROWS[0], UT)["rps"],
+          get(TLS_ROWS[0], NT)["rps"], 1.0,
+          f"ours {suites.get(UT, '?')}: {busy(TLS_ROWS[0], UT)}; nginx {suites.get(NT, '?')}: "
+          f"{busy(TLS_ROWS[0], NT)}")
+    ratio("https plaintext, 256 conns vs nginx, requests per server CPU-second",
+          get(TLS_ROWS[0], UT)["per_cpu"], get(TLS_ROWS[0], NT)["per_cpu"], 1.0)
+    ratio("new TLS handshakes/s vs nginx (ECDSA P-256, h2load --h1, Connection: close)",
+          get(TLS_ROWS[1], UT)["rps"], get(TLS_ROWS[1], NT)["rps"], 0.8,
+          f"ours: {busy(TLS_ROWS[1], UT)}; nginx: {busy(TLS_ROWS[1], NT)} "
+          f"(the load generator is h2load)")
+    ratio("new TLS handshakes per server CPU-second vs nginx (information)",
+          get(TLS_ROWS[1], UT)["per_cpu"], get(TLS_ROWS[1], NT)["per_cpu"], float("nan"))
 
     os.makedirs(RESULTS, exist_ok=True)
     lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
@@ -545,7 +823,17 @@ def main():
             f"(target <= 256 bytes with 50,000 held: {met}). The same on epoll: {epoll_per_conn:,.0f} bytes each, "
             f"{epoll_held:,} held (information)." if held else
             f"Idle keep-alive connections: not measured (BENCH_SCENARIOS={a.scenarios}).")
-    lines += ["", idle, "", "## All medians (requests/s, p99 ms)", "",
+    lines += ["", idle]
+    if tls_idle:
+        (t_us, t_us_held, _), (t_ng, t_ng_held, _) = tls_idle[UT], tls_idle[NT]
+        lines += ["", f"Idle TLS keep-alive connections (a TLS 1.3 handshake and one request each, then idle): ours "
+                  f"{t_us:,.0f} bytes of user-space memory each ({t_us_held:,} held), nginx {t_ng:,.0f} bytes each "
+                  f"({t_ng_held:,} held, master and worker): {t_us / t_ng if t_ng else float('nan'):.2f}x nginx's "
+                  f"(target below nginx's: {'met' if t_us < t_ng else 'not met'})."]
+    ws_idle_line = ("Idle WebSocket connections (handshake and one echo each, then silent): " + "; ".join(
+        f"{b}: {v[0]:,.0f} bytes of user-space memory each, {v[1]:,} held" for b, v in ws_idle.items()) + "."
+        if ws_idle else "Idle WebSocket connections: not measured.")
+    lines += ["", ws_idle_line, "", "## All medians (requests/s or messages/s, p99 ms)", "",
               "| scenario | subject | req/s | p99 ms | non-2xx | req per server CPU-s | server CPU | load generator CPU |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     pct = lambda x: "" if x != x else f"{x:.0%}"

@@ -4,11 +4,23 @@
 //     -X METHOD  -d DATA  -H "Name: value" (repeatable)  --timeout MS (default 10000)
 //     --backend auto|uring|epoll
 //     -n N   total requests (default 1)      -c C   concurrent keep-alive connections (default 1)
+//     --tls          HTTPS (SNI and verification use <address> as the host name)
+//     --cacert FILE  trust this CA (default: the system's roots)   --insecure  no verification
 //
 // With -n 1: prints the status line, the headers, a blank line and the body; exits 0 when a
 // response arrived (any status), non-zero with a one-line reason on stderr otherwise.
 // With -n above 1: runs the requests over C connections and prints one summary line,
 //   requests=N ok=K errors=E rps=X p50_ms=A p99_ms=B      (ok = 2xx/3xx); exits 0 when errors=0.
+//
+//   client --ws [options] <address> <port> [path]    a WebSocket session with ws://address:port/path
+//     -d DATA (repeatable) a text message (binary with --binary)   --ws-bytes N (repeatable) a binary
+//     message of N bytes, byte i = i % 251   --ws-text N (repeatable) a text message of N bytes,
+//     byte i = 'a' + i % 26   -n N  messages to receive, then close (default: one per message
+//     sent)   --close CODE (default 1000)   --max-message BYTES (default 16 MiB)   -H extra
+//     handshake headers
+// Prints "text LEN DATA" (text over 200 bytes: "text LEN FNV1A64") or "binary LEN FNV1A64" per
+// message received, then "close STATUS CODE REASON" (STATUS as aloop_err_name names it: OK
+// after a closing handshake); exits 0 on OK.
 #include <asyncloop.hpp>
 
 #include <algorithm>
@@ -16,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,13 +48,25 @@ struct Config {
     std::string host;
     int port = 0;
     std::string path = "/";
+    bool tls = false;
+    std::string cacert;
+    bool insecure = false;
+    bool n_given = false;
+    // --ws
+    bool ws = false;
+    bool binary = false;
+    std::vector<std::pair<bool, std::string>> messages; // (binary, bytes)
+    int close_code = ALOOP_WS_CLOSE_NORMAL;
+    size_t max_message = 16u << 20;
 };
 
 [[noreturn]] void usage(const std::string &msg) {
     if (!msg.empty())
         std::fprintf(stderr, "client: %s\n", msg.c_str());
     std::fprintf(stderr, "usage: client [-X METHOD] [-d DATA] [-H 'Name: value'] [--timeout MS] [--backend auto|uring|epoll]\n"
-                         "              [-n N] [-c C] <address> <port> [path]\n");
+                         "              [-n N] [-c C] [--tls [--cacert FILE] [--insecure]] <address> <port> [path]\n"
+                         "       client --ws [-d MESSAGE]... [--binary] [--ws-bytes N]... [--ws-text N]... [-n N] [--close CODE]\n"
+                         "              [--max-message BYTES] [-H 'Name: value'] <address> <port> [path]\n");
     std::exit(2);
 }
 
@@ -71,7 +96,26 @@ Config parse(int argc, char **argv) {
         else if (a == "-d") {
             c.data = value();
             c.has_data = true;
-        } else if (a == "-H") {
+            c.messages.emplace_back(false, c.data);
+        } else if (a == "--ws")
+            c.ws = true;
+        else if (a == "--binary")
+            c.binary = true;
+        else if (a == "--ws-bytes") {
+            std::string m(static_cast<size_t>(number(a, value(), 0, 1l << 30)), '\0');
+            for (size_t i = 0; i < m.size(); i++)
+                m[i] = static_cast<char>(i % 251);
+            c.messages.emplace_back(true, std::move(m));
+        } else if (a == "--ws-text") {
+            std::string m(static_cast<size_t>(number(a, value(), 0, 1l << 30)), '\0');
+            for (size_t i = 0; i < m.size(); i++)
+                m[i] = static_cast<char>('a' + i % 26);
+            c.messages.emplace_back(false, std::move(m));
+        } else if (a == "--close")
+            c.close_code = static_cast<int>(number(a, value(), 1000, 4999));
+        else if (a == "--max-message")
+            c.max_message = static_cast<size_t>(number(a, value(), 0, 1l << 40));
+        else if (a == "-H") {
             std::string h = value();
             auto colon = h.find(':');
             if (colon == std::string::npos || colon == 0)
@@ -91,10 +135,18 @@ Config parse(int argc, char **argv) {
                 c.backend = aloop::Loop::Backend::Epoll;
             else
                 usage("unknown backend " + b);
-        } else if (a == "-n")
-            c.n = number(a, value(), 1, 100000000);
+        } else if (a == "-n") {
+            c.n = number(a, value(), 0, 100000000);
+            c.n_given = true;
+        }
         else if (a == "-c")
             c.c = number(a, value(), 1, 100000);
+        else if (a == "--tls")
+            c.tls = true;
+        else if (a == "--cacert")
+            c.cacert = value();
+        else if (a == "--insecure")
+            c.insecure = true;
         else if (a.size() > 1 && a[0] == '-')
             usage("unknown option " + a);
         else
@@ -108,12 +160,20 @@ Config parse(int argc, char **argv) {
         c.path = pos[2][0] == '/' ? pos[2] : "/" + pos[2];
     if (c.has_data && c.method == "GET")
         c.method = "POST";
+    if ((!c.cacert.empty() || c.insecure) && !c.tls)
+        usage("--cacert and --insecure go with --tls");
+    if (!c.ws && c.n < 1)
+        usage("-n must be at least 1");
+    if (c.binary)
+        for (auto &m : c.messages)
+            m.first = true;
     return c;
 }
 
 std::string url_of(const Config &c) {
     bool v6 = c.host.find(':') != std::string::npos;
-    return "http://" + (v6 ? "[" + c.host + "]" : c.host) + ":" + std::to_string(c.port) + c.path;
+    return std::string(c.tls ? "https://" : "http://") + (v6 ? "[" + c.host + "]" : c.host) + ":" +
+           std::to_string(c.port) + c.path;
 }
 
 std::string describe(int status) {
@@ -123,7 +183,12 @@ std::string describe(int status) {
     case ALOOP_E_TIMEOUT: return "request timed out";
     case ALOOP_E_HTTP_PROTOCOL: return "protocol error: malformed or truncated response";
     case ALOOP_E_HTTP_TOO_LARGE: return "response body too large";
-    default: return std::string(aloop_strerror(status)) + " (" + aloop_err_name(status) + ")";
+    default: {
+        // Inside the callback: the reason of this failure (a TLS verifier's words, ...).
+        std::string why = aloop::last_error_message();
+        std::string text = std::string(aloop_strerror(status)) + " (" + aloop_err_name(status) + ")";
+        return why.empty() ? text : text + ": " + why;
+    }
     }
 }
 
@@ -145,6 +210,60 @@ int single(const Config &cfg, aloop::Loop &loop, aloop::HttpClient &http) {
     });
     // Runs until the answer (or error) stopped it; idle keep-alive connections would keep it.
     loop.run();
+    return rc;
+}
+
+/// FNV-1a, 64 bits: a checksum of a binary message that a test can compute too.
+uint64_t fnv1a(std::string_view d) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (unsigned char c : d)
+        h = (h ^ c) * 0x100000001b3ull;
+    return h;
+}
+
+/// --ws: one WebSocket session (see the top of the file).
+int websocket(const Config &cfg, aloop::Loop &loop) {
+    bool v6 = cfg.host.find(':') != std::string::npos;
+    std::string url = "ws://" + (v6 ? "[" + cfg.host + "]" : cfg.host) + ":" + std::to_string(cfg.port) + cfg.path;
+    aloop::WsOptions o;
+    o.c.connect_timeout_ms = cfg.timeout_ms;
+    o.c.max_message = cfg.max_message;
+    size_t total = 0;
+    for (const auto &m : cfg.messages)
+        total += m.second.size() + 14;
+    o.c.max_queue = std::max<size_t>(o.c.max_queue, total); // everything is queued before the open
+    o.headers = cfg.headers;
+    long want = cfg.n_given ? cfg.n : static_cast<long>(cfg.messages.size());
+    long got = 0;
+    int rc = 1;
+    aloop::WsCallbacks cbs;
+    cbs.on_open = [&](aloop::WebSocket ws) {
+        if (want == 0)
+            ws.close(cfg.close_code);
+    };
+    cbs.on_message = [&](aloop::WebSocket ws, const aloop::WsMessage &m) {
+        if (m.text && m.data.size() <= 200)
+            std::printf("text %zu %.*s\n", m.data.size(), static_cast<int>(m.data.size()), m.data.data());
+        else if (m.text)
+            std::printf("text %zu %016llx\n", m.data.size(), static_cast<unsigned long long>(fnv1a(m.data)));
+        else
+            std::printf("binary %zu %016llx\n", m.data.size(), static_cast<unsigned long long>(fnv1a(m.data)));
+        if (++got == want)
+            ws.close(cfg.close_code);
+    };
+    cbs.on_close = [&](aloop::WebSocket, int status, int code, std::string_view reason) {
+        std::printf("close %s %d %.*s\n", aloop_err_name(status), code, static_cast<int>(reason.size()), reason.data());
+        rc = status == 0 ? 0 : 1;
+        loop.stop();
+    };
+    aloop::WebSocket ws = aloop::ws_connect(loop, url, o, std::move(cbs));
+    for (const auto &m : cfg.messages) {
+        int r = m.first ? ws.send_binary(m.second) : ws.send_text(m.second);
+        if (r != 0)
+            std::fprintf(stderr, "client: send: %s\n", aloop_strerror(r));
+    }
+    loop.run();
+    std::fflush(stdout);
     return rc;
 }
 
@@ -199,9 +318,18 @@ int main(int argc, char **argv) {
     Config cfg = parse(argc, argv);
     try {
         aloop::Loop loop(cfg.backend);
+        if (cfg.ws)
+            return websocket(cfg, loop);
         int rc;
         {
+            std::optional<aloop::TlsClientConfig> tls;
             aloop::HttpClient::Options opts;
+            if (cfg.tls) {
+                if (cfg.insecure)
+                    std::fprintf(stderr, "client: WARNING: --insecure: the server's certificate is not verified\n");
+                tls.emplace(aloop::TlsClientConfig::trusting(cfg.cacert, cfg.insecure));
+                opts.tls(*tls);
+            }
             opts.c.request_timeout_ms = cfg.timeout_ms;
             opts.c.connect_timeout_ms = cfg.timeout_ms;
             opts.c.max_per_origin = static_cast<size_t>(cfg.c);

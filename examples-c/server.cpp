@@ -5,10 +5,13 @@
 // Routes: /plaintext, /json, /db, /queries, /updates, /fortunes (TechEmpower rules), POST
 // /palindrome, GET and POST /books, and the upstream routes /api/<rest>, /chain/api-db/<rest>,
 // /chain/db-api?id=N (see docs/examples.md). One loop per thread, each with its own SO_REUSEPORT
-// listener, PostgreSQL pool and HTTP client. SIGINT/SIGTERM: graceful stop, exit 0.
+// listener, PostgreSQL pool and HTTP client. SIGINT/SIGTERM: graceful stop, exit 0. With
+// --tls-cert/--tls-key it serves HTTPS; SIGHUP reloads those files (new connections get the new
+// certificate, open ones keep theirs).
 #include <asyncloop.hpp>
 #include <nlohmann/json.hpp>
 
+#include <set>
 #include <pthread.h>
 #include <signal.h>
 
@@ -41,6 +44,8 @@ struct Config {
     uint64_t idle_timeout_ms = 60000;
     uint64_t write_timeout_ms = 30000;
     size_t max_body = 1048576;
+    std::string tls_cert, tls_key, tls_client_ca, upstream_cacert;
+    uint64_t ws_ping_ms = 0;
     std::string address;
     int port = -1;
 };
@@ -63,7 +68,12 @@ struct Config {
                  "  --header-timeout MS          time to receive a request head (default 10000)\n"
                  "  --idle-timeout MS            keep-alive idle time (default 60000)\n"
                  "  --write-timeout MS           time a response may wait for the client to read (default 30000)\n"
-                 "  --max-body BYTES             request body limit (default 1048576)\n");
+                 "  --max-body BYTES             request body limit (default 1048576)\n"
+                 "  --tls-cert FILE --tls-key FILE   serve HTTPS on the listen port (PEM; RSA or ECDSA;\n"
+                 "                               SIGHUP reloads them)\n"
+                 "  --tls-client-ca FILE         require client certificates signed by this CA\n"
+                 "  --upstream-cacert FILE       trust this CA for an https:// upstream (default: system roots)\n"
+                 "  --ws-ping MS                 WebSocket keep-alive: ping after MS of silence, drop after MS more (default 0: off)\n");
     std::exit(2);
 }
 
@@ -124,12 +134,22 @@ Config parse_args(int argc, char **argv) {
             c.upstream_timeout_ms = number("--upstream-timeout", value(), 1, 86400000);
         else if (a == "--header-timeout")
             c.header_timeout_ms = number("--header-timeout", value(), 1, 86400000);
+        else if (a == "--ws-ping")
+            c.ws_ping_ms = number("--ws-ping", value(), 0, 86400000);
         else if (a == "--idle-timeout")
             c.idle_timeout_ms = number("--idle-timeout", value(), 1, 86400000);
         else if (a == "--write-timeout")
             c.write_timeout_ms = number("--write-timeout", value(), 1, 86400000);
         else if (a == "--max-body")
             c.max_body = static_cast<size_t>(number("--max-body", value(), 0, 1ull << 40));
+        else if (a == "--tls-cert")
+            c.tls_cert = value();
+        else if (a == "--tls-key")
+            c.tls_key = value();
+        else if (a == "--tls-client-ca")
+            c.tls_client_ca = value();
+        else if (a == "--upstream-cacert")
+            c.upstream_cacert = value();
         else if (a.size() > 1 && a[0] == '-')
             usage(("unknown option " + a).c_str());
         else
@@ -137,6 +157,10 @@ Config parse_args(int argc, char **argv) {
     }
     if (positional.size() != 2)
         usage("expected <listen_address> <listen_port>");
+    if (c.tls_cert.empty() != c.tls_key.empty())
+        usage("--tls-cert and --tls-key go together");
+    if (!c.tls_client_ca.empty() && c.tls_cert.empty())
+        usage("--tls-client-ca needs --tls-cert and --tls-key");
     c.address = positional[0];
     c.port = static_cast<int>(number("listen_port", positional[1], 0, 65535));
     return c;
@@ -450,17 +474,36 @@ void increment(PgPool &db, Responder r, std::string name) {
                    });
 }
 
-/// GET /events?channel=C: one listening connection per loop (made on first use), shared by
-/// every stream; a channel is listened to while it has streams. Each NOTIFY payload becomes
-/// one `data:` event. A stream ends when its client goes away (a reset is noticed at once, a
-/// plain close at the next write: an event, or the heartbeat comment sent every 15 s), or at
-/// shutdown.
+/// GET /events?channel=C and the WebSocket GET /ws/events?channel=C: one listening connection
+/// per loop (made on first use), shared by every subscriber; a channel is listened to while it
+/// has subscribers. Each NOTIFY payload becomes one `data:` event, or one text message. An
+/// event stream ends when its client goes away (a reset is noticed at once, a plain close at
+/// the next write: an event, or the heartbeat comment sent every 15 s), or at shutdown; a
+/// WebSocket when either side closes it (the server's shutdown says 1001).
 class Events {
-  public:
-    Events(aloop::Loop &loop, std::string conninfo)
-        : loop_(loop), conninfo_(std::move(conninfo)), heartbeat_(loop) {}
+    struct Subscriber {
+        explicit Subscriber(aloop_http_request_t *req) : stream(req) {}
+        Stream stream;                         // an event stream, or
+        std::optional<Responder> pending;      // a WebSocket upgrade waiting for the LISTEN,
+        std::optional<aloop::WebSocket> ws;    // then the WebSocket
+        bool greeted = false;
+    };
 
-    void subscribe(Responder r) {
+  public:
+    Events(aloop::Loop &loop, std::string conninfo, uint64_t ws_ping_ms)
+        : loop_(loop), conninfo_(std::move(conninfo)), heartbeat_(loop) {
+        ws_opts_.c.ping_interval_ms = ws_ping_ms;
+        if (ws_ping_ms)
+            ws_opts_.c.ping_timeout_ms = ws_ping_ms;
+    }
+
+    void subscribe(Responder r) { add(std::move(r), false); }
+    /// The upgrade is accepted once the channel is listened to: a client whose handshake is
+    /// done gets every notification sent from then on. A LISTEN that fails is a 503.
+    void subscribe_ws(Responder r) { add(std::move(r), true); }
+
+  private:
+    void add(Responder r, bool websocket) {
         auto channel = r.query_param("channel");
         if (!channel || channel->empty() || channel->size() > 63)
             return json_error(r, 400, "channel must be 1 to 63 characters");
@@ -474,6 +517,8 @@ class Events {
                 return json_error(r, 503, std::string("cannot listen: ") + e.what());
             }
         }
+        if (websocket)
+            return add_ws(std::move(r), *channel);
         auto sub = std::make_shared<Subscriber>(r.get());
         std::weak_ptr<Subscriber> weak = sub;
         std::string ch = *channel;
@@ -493,42 +538,77 @@ class Events {
         if (!heartbeat_.active())
             heartbeat_.start(kHeartbeatMs, kHeartbeatMs, [this] { beat(); });
         if (subs.size() == 1) {
-            // The first stream of the channel: LISTEN, then say so on the stream.
-            listener_->listen(ch, [this, ch](int status, std::string_view, std::string_view msg) {
-                auto it = channels_.find(ch);
-                if (it == channels_.end())
-                    return;
-                std::string line = status == 0 ? ": listening\n\n" : ": listen failed: " + std::string(msg) + "\n\n";
-                for (auto &s : std::vector<std::shared_ptr<Subscriber>>(it->second)) {
-                    if (s->greeted)
-                        continue;
-                    s->greeted = true;
-                    send(ch, s, line);
-                }
-            });
-        } else {
+            listen(ch);
+        } else if (listening_.count(ch)) {
             sub->greeted = true;
             send(ch, sub, ": listening\n\n");
         }
     }
 
+    void add_ws(Responder r, const std::string &ch) {
+        auto sub = std::make_shared<Subscriber>(nullptr);
+        sub->pending.emplace(std::move(r));
+        auto &subs = channels_[ch];
+        subs.push_back(sub);
+        if (subs.size() == 1)
+            listen(ch);
+        else if (listening_.count(ch))
+            greet(ch, sub, 0, "");
+    }
+
+    /// The first subscriber of the channel: LISTEN, then greet every subscriber waiting.
+    void listen(const std::string &ch) {
+        listener_->listen(ch, [this, ch](int status, std::string_view, std::string_view msg) {
+            auto it = channels_.find(ch);
+            if (it == channels_.end())
+                return;
+            if (status == 0)
+                listening_.insert(ch);
+            for (auto &s : std::vector<std::shared_ptr<Subscriber>>(it->second))
+                if (!s->greeted)
+                    greet(ch, s, status, msg);
+        });
+    }
+
+    /// Says the channel is listened to: a comment on an event stream, the accept of a
+    /// WebSocket (a 503 if the LISTEN failed).
+    void greet(const std::string &ch, const std::shared_ptr<Subscriber> &s, int status, std::string_view msg) {
+        s->greeted = true;
+        if (!s->pending)
+            return send(ch, s, status == 0 ? ": listening\n\n" : ": listen failed: " + std::string(msg) + "\n\n");
+        Responder r = std::move(*s->pending);
+        s->pending.reset();
+        if (status != 0) {
+            json_error(r, 503, "listen failed: " + std::string(msg));
+            return drop(ch, s.get());
+        }
+        std::weak_ptr<Subscriber> weak = s;
+        aloop::WsCallbacks cbs;
+        cbs.on_close = [this, weak, ch](aloop::WebSocket, int, int, std::string_view) {
+            if (auto sub = weak.lock()) {
+                sub->ws.reset();
+                drop(ch, sub.get());
+            }
+        };
+        s->ws = aloop::ws_accept(std::move(r), ws_opts_, std::move(cbs));
+        if (!s->ws)
+            drop(ch, s.get());
+    }
+
+  public:
     /// Ends every stream (before a graceful shutdown: SSE streams never end by themselves).
     void close_all() {
         heartbeat_.stop();
         auto all = std::move(channels_);
         channels_.clear();
+        listening_.clear();
         for (auto &[ch, subs] : all)
             for (auto &s : subs)
-                s->stream.end();
+                s->stream.end(); // WebSockets are closed by the server's shutdown (1001)
         listener_.reset();
     }
 
   private:
-    struct Subscriber {
-        explicit Subscriber(aloop_http_request_t *req) : stream(req) {}
-        Stream stream;
-        bool greeted = false;
-    };
 
     void deliver(const std::string &ch, std::string_view payload) {
         auto it = channels_.find(ch);
@@ -547,8 +627,25 @@ class Events {
             start = nl + 1;
         }
         event += '\n';
-        for (auto &s : std::vector<std::shared_ptr<Subscriber>>(it->second))
-            send(ch, s, event);
+        for (auto &s : std::vector<std::shared_ptr<Subscriber>>(it->second)) {
+            if (s->ws)
+                send_ws(*s->ws, payload);
+            else if (!s->pending)
+                send(ch, s, event);
+        }
+    }
+
+    /// A notification as a text message (binary if it is not UTF-8). A subscriber whose queue
+    /// is full is not reading: it is closed rather than sent less than everything.
+    static void send_ws(aloop::WebSocket ws, std::string_view payload) {
+        int rc;
+        try {
+            rc = ws.send_text(payload);
+        } catch (const aloop::Error &) {
+            rc = ws.send_binary(payload);
+        }
+        if (rc == ALOOP_E_WS_QUEUE_FULL)
+            ws.close(ALOOP_WS_CLOSE_POLICY_VIOLATION, "not reading: notifications would be lost");
     }
 
     static constexpr uint64_t kHeartbeatMs = 15000;
@@ -558,7 +655,8 @@ class Events {
         auto all = channels_;
         for (auto &[ch, subs] : all)
             for (auto &s : subs)
-                send(ch, s, ": ping\n\n");
+                if (!s->ws && !s->pending)
+                    send(ch, s, ": ping\n\n");
         if (channels_.empty())
             heartbeat_.stop();
     }
@@ -576,6 +674,7 @@ class Events {
         v.erase(std::remove_if(v.begin(), v.end(), [s](const auto &x) { return x.get() == s; }), v.end());
         if (v.empty()) {
             channels_.erase(it);
+            listening_.erase(ch);
             if (listener_)
                 listener_->unlisten(ch);
         }
@@ -583,6 +682,8 @@ class Events {
 
     aloop::Loop &loop_;
     std::string conninfo_;
+    aloop::WsOptions ws_opts_;
+    std::set<std::string> listening_;
     aloop::Timer heartbeat_;
     std::unique_ptr<aloop::PgListener> listener_;
     std::map<std::string, std::vector<std::shared_ptr<Subscriber>>> channels_;
@@ -653,6 +754,7 @@ void add_app_routes(aloop::HttpServer &http, PgPool &db, Events &events) {
     });
     Events *ev = &events;
     http.route("GET", "/events", [ev](Responder r) { ev->subscribe(std::move(r)); });
+    http.route("GET", "/ws/events", [ev](Responder r) { ev->subscribe_ws(std::move(r)); });
     http.route("GET", "/world.csv", [pool](Responder r) { world_csv(*pool, std::move(r)); });
 }
 
@@ -754,6 +856,21 @@ void add_routes(aloop::HttpServer &http) {
     });
 }
 
+/// GET /ws/echo: a WebSocket that sends every message back as it came (text as text, binary
+/// as binary), up to 16 MiB a message (1009 beyond).
+void add_websocket_routes(aloop::HttpServer &http, uint64_t ping_ms) {
+    auto opts = std::make_shared<aloop::WsOptions>();
+    opts->c.max_message = 16u << 20;
+    opts->c.max_queue = 16u << 20;
+    opts->c.ping_interval_ms = ping_ms;
+    if (ping_ms)
+        opts->c.ping_timeout_ms = ping_ms;
+    auto echo = std::make_shared<aloop::WsCallbacks>();
+    echo->on_message = [](aloop::WebSocket ws, const aloop::WsMessage &m) { ws.send(m); };
+    std::shared_ptr<const aloop::WsCallbacks> cbs = echo; // one copy for every connection
+    http.route("GET", "/ws/echo", [opts, cbs](Responder r) { aloop::ws_accept(std::move(r), *opts, cbs); });
+}
+
 /// One loop, its HTTP server, and the thread running them.
 struct Worker {
     std::unique_ptr<aloop::Loop> loop;
@@ -774,7 +891,22 @@ int main(int argc, char **argv) {
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    // TLS configurations, made once and shared by every thread's server and client.
+    std::shared_ptr<aloop::TlsServerConfig> tls;
+    std::unique_ptr<aloop::TlsClientConfig> upstream_tls;
+    try {
+        if (!cfg.tls_cert.empty())
+            tls = std::make_shared<aloop::TlsServerConfig>(
+                aloop::TlsServerConfig::from_files(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca));
+        if (!cfg.upstream_cacert.empty())
+            upstream_tls = std::make_unique<aloop::TlsClientConfig>(aloop::TlsClientConfig::trusting(cfg.upstream_cacert));
+    } catch (const aloop::Error &e) {
+        std::fprintf(stderr, "server: %s\n", e.what());
+        return 1;
+    }
 
     aloop::HttpServer::Options opts;
     opts.c.header_timeout_ms = cfg.header_timeout_ms;
@@ -782,6 +914,8 @@ int main(int argc, char **argv) {
     opts.c.write_timeout_ms = cfg.write_timeout_ms;
     opts.c.max_body = cfg.max_body;
     opts.c.reuse_port = 1;
+    if (tls)
+        opts.c.tls = tls->get();
 
     std::vector<Worker> workers(static_cast<size_t>(cfg.threads));
     int port = cfg.port;
@@ -800,16 +934,19 @@ int main(int argc, char **argv) {
             popts.c.nreplicas = replicas.size();
             popts.c.no_prepare = cfg.pg_no_prepare ? 1 : 0;
             w.db = std::make_unique<PgPool>(*w.loop, cfg.pg, popts);
-            w.events = std::make_unique<Events>(*w.loop, cfg.pg_listen.empty() ? cfg.pg : cfg.pg_listen);
+            w.events = std::make_unique<Events>(*w.loop, cfg.pg_listen.empty() ? cfg.pg : cfg.pg_listen, cfg.ws_ping_ms);
             prepare_statements(*w.db);
             w.http = std::make_unique<aloop::HttpServer>(*w.loop, opts);
             add_routes(*w.http);
+            add_websocket_routes(*w.http, cfg.ws_ping_ms);
             add_database_routes(*w.http, *w.db);
             add_app_routes(*w.http, *w.db, *w.events);
             aloop::HttpClient::Options copts;
             copts.c.request_timeout_ms = cfg.upstream_timeout_ms;
             copts.c.connect_timeout_ms = cfg.upstream_timeout_ms;
             copts.c.max_per_origin = 64;
+            if (upstream_tls)
+                copts.tls(*upstream_tls);
             w.api = std::make_unique<aloop::HttpClient>(*w.loop, copts);
             add_upstream_routes(*w.http, *w.api, *w.db, cfg.upstream);
             port = w.http->listen(cfg.address.c_str(), static_cast<uint16_t>(port));
@@ -839,7 +976,23 @@ int main(int argc, char **argv) {
     }
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    while (sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
+        if (cfg.tls_cert.empty())
+            continue;
+        // A new certificate for new connections; open ones keep theirs. A file that does not
+        // load leaves the current configuration in place.
+        try {
+            auto fresh = std::make_shared<aloop::TlsServerConfig>(
+                aloop::TlsServerConfig::from_files(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca));
+            for (auto &w : workers) {
+                aloop::HttpServer *http = w.http.get();
+                w.loop->post([http, fresh] { http->set_tls(*fresh); });
+            }
+            std::fprintf(stderr, "server: SIGHUP: TLS certificate reloaded\n");
+        } catch (const aloop::Error &e) {
+            std::fprintf(stderr, "server: SIGHUP: %s (keeping the current certificate)\n", e.what());
+        }
+    }
     for (auto &w : workers) {
         aloop::Loop *loop = w.loop.get();
         aloop::HttpServer *http = w.http.get();

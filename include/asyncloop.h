@@ -176,7 +176,7 @@
 #define ALOOP_E_CONNECT_TIMEOUT (-10203)
 
 /**
- * The URL is not an http:// URL the client can use.
+ * The URL is not an http:// or https:// URL the client can use.
  */
 #define ALOOP_E_URL (-10204)
 
@@ -334,6 +334,136 @@
 #define ALOOP_WRITABLE 2
 
 /**
+ * The TLS handshake failed (no common protocol or cipher, an alert from the peer, a
+ * malformed handshake, the peer closed during it). `aloop_last_error_message` has the reason.
+ */
+#define ALOOP_E_TLS_HANDSHAKE (-10300)
+
+/**
+ * The peer's certificate is not issued by a trusted CA.
+ */
+#define ALOOP_E_TLS_UNTRUSTED (-10301)
+
+/**
+ * The peer's certificate is self-signed and not itself trusted.
+ */
+#define ALOOP_E_TLS_SELF_SIGNED (-10302)
+
+/**
+ * The peer's certificate is valid, but not for the host name asked for.
+ */
+#define ALOOP_E_TLS_NAME_MISMATCH (-10303)
+
+/**
+ * The peer's certificate has expired or is not valid yet.
+ */
+#define ALOOP_E_TLS_EXPIRED (-10304)
+
+/**
+ * A TLS error after the handshake (a record that fails to decrypt, an unexpected message).
+ */
+#define ALOOP_E_TLS_PROTOCOL (-10305)
+
+/**
+ * The peer sent plain, unencrypted data on a TLS connection.
+ */
+#define ALOOP_E_TLS_PLAINTEXT (-10306)
+
+/**
+ * A TLS configuration could not be made (unreadable or invalid PEM, a key that does not
+ * match its certificate, no usable trusted roots). `aloop_last_error_message` says which.
+ */
+#define ALOOP_E_TLS_CONFIG (-10307)
+
+/**
+ * Lowest protocol version: TLS 1.2 (the default) or TLS 1.3.
+ */
+#define ALOOP_TLS_1_2 0
+
+/**
+ * TLS 1.3 only.
+ */
+#define ALOOP_TLS_1_3 1
+
+/**
+ * The WebSocket peer broke the protocol: this end closed with 1002, 1007 or 1009 (the `code`
+ * of the close callback says which).
+ */
+#define ALOOP_E_WS_PROTOCOL (-10400)
+
+/**
+ * A WebSocket handshake failed: an upgrade request that is not valid (answered 400, or 426 for
+ * another protocol version), or a server's answer that is not a valid 101.
+ */
+#define ALOOP_E_WS_HANDSHAKE (-10401)
+
+/**
+ * The WebSocket's output queue is over `max_queue`: the message was not queued (retry after
+ * the drain callback).
+ */
+#define ALOOP_E_WS_QUEUE_FULL (-10402)
+
+/**
+ * A text message (UTF-8).
+ */
+#define ALOOP_WS_TEXT 1
+
+/**
+ * A binary message.
+ */
+#define ALOOP_WS_BINARY 2
+
+/**
+ * Close code: the purpose of the connection was fulfilled.
+ */
+#define ALOOP_WS_CLOSE_NORMAL 1000
+
+/**
+ * Close code: the endpoint is going away (the server sends it when it shuts down).
+ */
+#define ALOOP_WS_CLOSE_GOING_AWAY 1001
+
+/**
+ * Close code: a protocol error (bad framing, masking, opcode, control frame or close code).
+ */
+#define ALOOP_WS_CLOSE_PROTOCOL_ERROR 1002
+
+/**
+ * Close code: a message of a type the endpoint does not take.
+ */
+#define ALOOP_WS_CLOSE_UNSUPPORTED_DATA 1003
+
+/**
+ * Reported, never sent: the peer's close frame had no code.
+ */
+#define ALOOP_WS_CLOSE_NO_STATUS 1005
+
+/**
+ * Reported, never sent: the connection ended without a closing handshake.
+ */
+#define ALOOP_WS_CLOSE_ABNORMAL 1006
+
+/**
+ * Close code: a text message (or close reason) that is not UTF-8.
+ */
+#define ALOOP_WS_CLOSE_INVALID_DATA 1007
+
+/**
+ * Close code: a message that breaks the endpoint's policy.
+ */
+#define ALOOP_WS_CLOSE_POLICY_VIOLATION 1008
+
+/**
+ * Close code: a message over the endpoint's `max_message`.
+ */
+#define ALOOP_WS_CLOSE_MESSAGE_TOO_BIG 1009
+
+/**
+ * Close code: an unexpected condition on the server.
+ */
+#define ALOOP_WS_CLOSE_INTERNAL_ERROR 1011
+
+/**
  * The most body bytes still to come that an early answer reads and discards to keep the
  * connection open; with more (or an unknown amount, chunked) the answer closes it.
  */
@@ -433,6 +563,27 @@ typedef struct aloop_tcp_t aloop_tcp_t;
 typedef struct aloop_timer_t aloop_timer_t;
 
 /**
+ * A client's TLS configuration (opaque, immutable). Owned as `aloop_tls_server_config_t`.
+ */
+typedef struct aloop_tls_client_config_t aloop_tls_client_config_t;
+
+/**
+ * A server's TLS configuration (opaque, immutable). Owned by the caller of
+ * `aloop_tls_server_config_new` until `aloop_tls_server_config_free`; servers using it keep
+ * their own reference, so it may be freed right after being handed to them.
+ */
+typedef struct aloop_tls_server_config_t aloop_tls_server_config_t;
+
+/**
+ * A WebSocket connection (opaque), server or client side. Made by `aloop_ws_accept` or
+ * `aloop_ws_connect`; the application uses it until its close callback returns, when the
+ * library frees it (from then on the handle is stale: `ALOOP_E_STALE`). There is no free:
+ * close it (`aloop_ws_close`), or the peer does; the close callback always comes, last.
+ * Bound to its loop's thread.
+ */
+typedef struct aloop_ws_t aloop_ws_t;
+
+/**
  * Options for `aloop_loop_new`; fill with `aloop_loop_options_init` first.
  */
 typedef struct aloop_loop_options_t {
@@ -489,6 +640,11 @@ typedef struct aloop_http_client_options_t {
    */
   uint64_t read_timeout_ms;
   /**
+   * TLS for https:// URLs (borrowed during `aloop_http_client_new`; the client keeps its
+   * own reference). NULL (the default): verify against the system's roots.
+   */
+  const struct aloop_tls_client_config_t *tls;
+  /**
    * NULL (default): requests connect to their URL's host and port. Otherwise the path of a
    * Unix stream socket (`@name`: an abstract one) every request of the client connects to
    * instead, the URL's host and port only naming the `Host` header (curl's
@@ -515,8 +671,13 @@ typedef struct aloop_http_header_t {
 /**
  * Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
  * HTTP status), or an error code with `resp` NULL: `ALOOP_E_DNS`, a negative errno from
- * connect, `ALOOP_E_CONNECT_TIMEOUT`, `ALOOP_E_TIMEOUT`, `ALOOP_E_HTTP_PROTOCOL`,
- * `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
+ * connect, `ALOOP_E_CONNECT_TIMEOUT` (the TLS handshake included), `ALOOP_E_TIMEOUT`,
+ * `ALOOP_E_HTTP_PROTOCOL`, `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`,
+ * `ALOOP_E_CANCELLED`, and for https: `ALOOP_E_TLS_HANDSHAKE`, `ALOOP_E_TLS_UNTRUSTED`,
+ * `ALOOP_E_TLS_SELF_SIGNED`, `ALOOP_E_TLS_NAME_MISMATCH`, `ALOOP_E_TLS_EXPIRED`,
+ * `ALOOP_E_TLS_PROTOCOL`, `ALOOP_E_TLS_CONFIG`. With an error, `aloop_last_error_message()`
+ * called inside the callback gives its reason (the verifier's words for a certificate, the
+ * address a connect failed on).
  */
 typedef void (*aloop_http_response_cb)(int status,
                                        const struct aloop_http_response_t *resp,
@@ -625,6 +786,12 @@ typedef struct aloop_http_server_options_t {
    * listen(2) backlog (default 1024).
    */
   int backlog;
+  /**
+   * Serve TLS (HTTPS) with this configuration on every connection (borrowed during
+   * `aloop_http_server_new`; the server keeps its own reference). NULL (the default):
+   * plain HTTP. `aloop_http_server_set_tls` replaces it later.
+   */
+  const struct aloop_tls_server_config_t *tls;
 } aloop_http_server_options_t;
 
 /**
@@ -905,6 +1072,244 @@ typedef void (*aloop_tcp_close_cb)(struct aloop_tcp_t *tcp, void *user_data);
  */
 typedef void (*aloop_timer_cb)(struct aloop_timer_t *timer, void *user_data);
 
+/**
+ * Options for `aloop_tls_server_config_new`; fill with `aloop_tls_server_options_init`
+ * first. Each PEM input is a file (`*_file`, a path) or memory (`*_pem` and `*_pem_len`),
+ * not both; everything is borrowed during the call only.
+ */
+typedef struct aloop_tls_server_options_t {
+  /**
+   * Path of the server's certificate followed by its intermediates (PEM). This or
+   * `cert_chain_pem` is required.
+   */
+  const char *cert_chain_file;
+  /**
+   * The same chain in memory: `cert_chain_pem_len` bytes of PEM.
+   */
+  const void *cert_chain_pem;
+  /**
+   * Length of `cert_chain_pem`, bytes.
+   */
+  size_t cert_chain_pem_len;
+  /**
+   * Path of its private key, RSA or ECDSA (PEM: PKCS#8, PKCS#1 or SEC1). This or `key_pem`
+   * is required.
+   */
+  const char *key_file;
+  /**
+   * The same key in memory: `key_pem_len` bytes of PEM.
+   */
+  const void *key_pem;
+  /**
+   * Length of `key_pem`, bytes.
+   */
+  size_t key_pem_len;
+  /**
+   * Path of CA certificates (PEM): when set, clients must present a certificate signed by
+   * one of them (mTLS).
+   */
+  const char *client_ca_file;
+  /**
+   * The same CAs in memory: `client_ca_pem_len` bytes of PEM.
+   */
+  const void *client_ca_pem;
+  /**
+   * Length of `client_ca_pem`, bytes.
+   */
+  size_t client_ca_pem_len;
+  /**
+   * Non-zero with a client CA: clients without a certificate are let in too (one that is
+   * presented must still verify).
+   */
+  int client_cert_optional;
+  /**
+   * `ALOOP_TLS_1_2` (default: TLS 1.2 and 1.3) or `ALOOP_TLS_1_3`.
+   */
+  int min_version;
+} aloop_tls_server_options_t;
+
+/**
+ * Options for `aloop_tls_client_config_new`; fill with `aloop_tls_client_options_init`
+ * first. PEM inputs as in `aloop_tls_server_options_t`.
+ */
+typedef struct aloop_tls_client_options_t {
+  /**
+   * Path of the trusted CAs (PEM). Neither this nor `ca_pem` set: the system's roots
+   * (Debian's ca-certificates; `SSL_CERT_FILE` and `SSL_CERT_DIR` override), read once per
+   * process.
+   */
+  const char *ca_file;
+  /**
+   * The trusted CAs in memory: `ca_pem_len` bytes of PEM.
+   */
+  const void *ca_pem;
+  /**
+   * Length of `ca_pem`, bytes.
+   */
+  size_t ca_pem_len;
+  /**
+   * Path of a client certificate chain (PEM), for servers that ask for one; with its key.
+   */
+  const char *cert_chain_file;
+  /**
+   * The same chain in memory: `cert_chain_pem_len` bytes of PEM.
+   */
+  const void *cert_chain_pem;
+  /**
+   * Length of `cert_chain_pem`, bytes.
+   */
+  size_t cert_chain_pem_len;
+  /**
+   * Path of the client certificate's private key (PEM).
+   */
+  const char *key_file;
+  /**
+   * The same key in memory: `key_pem_len` bytes of PEM.
+   */
+  const void *key_pem;
+  /**
+   * Length of `key_pem`, bytes.
+   */
+  size_t key_pem_len;
+  /**
+   * `ALOOP_TLS_1_2` (default) or `ALOOP_TLS_1_3`.
+   */
+  int min_version;
+  /**
+   * DANGEROUS. Non-zero: accept any certificate for any name, so anyone on the path can
+   * read and change the traffic. For tests against throwaway certificates only.
+   */
+  int insecure_skip_verify;
+} aloop_tls_client_options_t;
+
+/**
+ * Options for `aloop_ws_accept` and `aloop_ws_connect`; fill with `aloop_ws_options_init`.
+ * Everything is read during the call only.
+ */
+typedef struct aloop_ws_options_t {
+  /**
+   * Largest message taken, its fragments reassembled, bytes (default 1048576); a larger one
+   * closes the connection with 1009.
+   */
+  size_t max_message;
+  /**
+   * Output bytes waiting to be sent beyond which `aloop_ws_send` is refused with
+   * `ALOOP_E_WS_QUEUE_FULL` and reading from the peer pauses until the queue has drained
+   * (default 1048576).
+   */
+  size_t max_queue;
+  /**
+   * Keep-alive: a ping after this much silence from the peer, ms; 0 (the default): none.
+   */
+  uint64_t ping_interval_ms;
+  /**
+   * Time a pinged peer has to send anything before the connection is dropped, ms (default
+   * 10000; the close callback then gets `ALOOP_E_TIMEOUT`).
+   */
+  uint64_t ping_timeout_ms;
+  /**
+   * Time the closing handshake may take (the peer's close frame, then the end of the TCP
+   * connection) before the connection is dropped, ms (default 5000).
+   */
+  uint64_t close_timeout_ms;
+  /**
+   * Subprotocols, comma-separated ("chat, superchat"), or NULL for none. A server picks the
+   * first of its list that the client offered; a client offers them in this order.
+   */
+  const char *subprotocols;
+  /**
+   * Client: time to connect and complete the handshake, ms (default 10000).
+   */
+  uint64_t connect_timeout_ms;
+  /**
+   * Client: `nheaders` extra headers for the handshake request (`Origin`,
+   * `Authorization`, ...); may be NULL when `nheaders` is 0.
+   */
+  const struct aloop_http_header_t *headers;
+  /**
+   * Client: how many `headers` there are.
+   */
+  size_t nheaders;
+} aloop_ws_options_t;
+
+/**
+ * The connection is open (the handshake is done); sends made before it are queued until
+ * then and go out now.
+ */
+typedef void (*aloop_ws_open_cb)(struct aloop_ws_t *ws, void *user_data);
+
+/**
+ * A whole message: `type` is `ALOOP_WS_TEXT` (valid UTF-8, not NUL-terminated) or
+ * `ALOOP_WS_BINARY`; `data` (NULL when `len` is 0) is borrowed until the callback returns.
+ */
+typedef void (*aloop_ws_message_cb)(struct aloop_ws_t *ws,
+                                    int type_,
+                                    const void *data,
+                                    size_t len,
+                                    void *user_data);
+
+/**
+ * A pong arrived (the answer to `aloop_ws_ping`, or unsolicited); `data` borrowed until the
+ * callback returns.
+ */
+typedef void (*aloop_ws_pong_cb)(struct aloop_ws_t *ws,
+                                 const void *data,
+                                 size_t len,
+                                 void *user_data);
+
+/**
+ * The output queue has emptied after `aloop_ws_send` was refused with `ALOOP_E_WS_QUEUE_FULL`.
+ */
+typedef void (*aloop_ws_drain_cb)(struct aloop_ws_t *ws, void *user_data);
+
+/**
+ * The connection is over: the last callback. `status` is 0 after a closing handshake (started
+ * by either side), else why not: `ALOOP_E_WS_PROTOCOL` (this end failed the connection; `code`
+ * says which rule), `ALOOP_E_TIMEOUT` (an unanswered ping or closing handshake, or a client's
+ * opening past its time), `ALOOP_E_EOF` or a negative errno (the connection ended without a
+ * closing handshake), and for a client that never opened `ALOOP_E_DNS`, a connect errno or
+ * `ALOOP_E_WS_HANDSHAKE` (the reason then quotes the server's answer). `code` is the peer's
+ * close code (`ALOOP_WS_CLOSE_NO_STATUS` when it sent none) after a handshake, the one this
+ * end sent when it failed the connection, `ALOOP_WS_CLOSE_ABNORMAL` when no close frame was
+ * exchanged; `reason` (UTF-8, `reason_len` bytes, NUL-terminated) is borrowed until the
+ * callback returns. When it returns, the handle is freed and the user data's destructor runs.
+ */
+typedef void (*aloop_ws_close_cb)(struct aloop_ws_t *ws,
+                                  int status,
+                                  int code,
+                                  const char *reason,
+                                  size_t reason_len,
+                                  void *user_data);
+
+/**
+ * A connection's callbacks, copied by the call that takes them; any may be NULL (a message
+ * without a callback is dropped). All run on the loop's thread, never inside the call that
+ * made the connection, with the `user_data` given to it; each may call any `aloop_ws_*`
+ * function on its connection, `aloop_ws_close` included.
+ */
+typedef struct aloop_ws_callbacks_t {
+  /**
+   * The handshake is done (from the loop, after the accept or connect call returned).
+   */
+  aloop_ws_open_cb on_open;
+  /**
+   * Each whole message.
+   */
+  aloop_ws_message_cb on_message;
+  /**
+   * Each pong.
+   */
+  aloop_ws_pong_cb on_pong;
+  /**
+   * The queue emptied after a refused send.
+   */
+  aloop_ws_drain_cb on_drain;
+  /**
+   * The end, once: the last callback; the handle is freed when it returns.
+   */
+  aloop_ws_close_cb on_close;
+} aloop_ws_callbacks_t;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1009,7 +1414,8 @@ int aloop_http_client_options_init(struct aloop_http_client_options_t *opts);
  * Creates a client on `lp`. `opts` may be NULL for the defaults; it is read during the call
  * only (its `unix_socket` string is copied). On success `*out` owns the client; on failure
  * `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or pool
- * size, an empty `unix_socket` or one longer than 107 bytes), `ALOOP_E_STALE`,
+ * size, an empty `unix_socket` or one longer than 107 bytes), `ALOOP_E_STALE` (for the loop
+ * or `opts->tls`),
  * `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_client_new(struct aloop_loop_t *lp,
@@ -1025,8 +1431,9 @@ int aloop_http_client_new(struct aloop_loop_t *lp,
 int aloop_http_client_free(struct aloop_http_client_t *client);
 
 /**
- * Sends `method` (upper case) to `url` (`http://host[:port]/path?query`; the host may be a
- * name, resolved off the loop) with `nheaders` headers and `len` bytes of `body` (all copied
+ * Sends `method` (upper case) to `url` (`http://host[:port]/path?query` or `https://...`,
+ * verified as the client's TLS configuration says; the host may be a name, resolved off the
+ * loop) with `nheaders` headers and `len` bytes of `body` (all copied
  * before the call returns). `cb` runs once from the loop; `dtor(user_data)` right after it.
  * `*id` (may be NULL) gets an id for `aloop_http_client_cancel` (not written on failure).
  * Errors (`cb` and `dtor` then never run): `ALOOP_E_URL`, `ALOOP_E_INVALID` (a method not in
@@ -1321,8 +1728,8 @@ int aloop_http_server_options_init(struct aloop_http_server_options_t *opts);
 /**
  * Creates a server on `lp` (no listener yet). `opts` may be NULL for the defaults; it is read
  * during the call only. On success `*out` owns the server; on failure `*out` is not written.
- * Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE`,
- * `ALOOP_E_WRONG_THREAD`.
+ * Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE` (for
+ * the loop or `opts->tls`), `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_server_new(struct aloop_loop_t *lp,
                           const struct aloop_http_server_options_t *opts,
@@ -2180,6 +2587,155 @@ struct aloop_loop_t *aloop_timer_loop(const struct aloop_timer_t *t);
  * ignored (0).
  */
 int aloop_timer_free(struct aloop_timer_t *t);
+
+/**
+ * Fills `opts` with the defaults: every input NULL, TLS 1.2 and 1.3, no client
+ * certificates asked for. 0, or `ALOOP_E_NULL`. Thread-safe.
+ */
+int aloop_tls_server_options_init(struct aloop_tls_server_options_t *opts);
+
+/**
+ * Makes a server configuration: the certificate chain and key (which must match), ALPN
+ * `http/1.1`, session resumption (tickets and a session cache), and client-certificate
+ * verification when a client CA is given. Reads the files during the call (blocking). On
+ * success `*out` owns the configuration; on failure `*out` is not written and
+ * `aloop_last_error_message` says what was wrong. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID`
+ * (an input given twice, an unknown `min_version`), `ALOOP_E_TLS_CONFIG`. Thread-safe.
+ */
+int aloop_tls_server_config_new(const struct aloop_tls_server_options_t *opts,
+                                struct aloop_tls_server_config_t **out);
+
+/**
+ * Frees a server configuration. Servers that were given it keep using it (they hold their
+ * own reference). NULL is ignored (0); a configuration freed already gives `ALOOP_E_STALE`.
+ * Thread-safe, but not while another thread is passing the same configuration to a call.
+ */
+int aloop_tls_server_config_free(struct aloop_tls_server_config_t *cfg);
+
+/**
+ * Fills `opts` with the defaults: the system's roots, no client certificate, TLS 1.2 and
+ * 1.3, verification on. 0, or `ALOOP_E_NULL`. Thread-safe.
+ */
+int aloop_tls_client_options_init(struct aloop_tls_client_options_t *opts);
+
+/**
+ * Makes a client configuration for `aloop_http_client_options_t.tls`. Reads the files (and,
+ * for the system's roots, the system's CA store the first time in the process) during the
+ * call. On success `*out` owns the configuration; on failure `*out` is not written and
+ * `aloop_last_error_message` says what was wrong. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID`,
+ * `ALOOP_E_TLS_CONFIG`. Thread-safe.
+ */
+int aloop_tls_client_config_new(const struct aloop_tls_client_options_t *opts,
+                                struct aloop_tls_client_config_t **out);
+
+/**
+ * Frees a client configuration; clients that were given it keep using it. NULL is ignored
+ * (0); freed already: `ALOOP_E_STALE`. Thread-safe, as `aloop_tls_server_config_free`.
+ */
+int aloop_tls_client_config_free(struct aloop_tls_client_config_t *cfg);
+
+/**
+ * Serves TLS with `cfg` on the connections `server` accepts from now on (its listeners and
+ * `aloop_http_server_serve_fd`); connections already open keep the configuration they began
+ * with, so a renewed certificate takes effect without a restart. The server keeps its own
+ * reference: `cfg` may be freed afterwards. On the server's loop thread. Errors:
+ * `ALOOP_E_NULL`, `ALOOP_E_STALE` (a freed server or configuration), `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_server_set_tls(struct aloop_http_server_t *server,
+                              const struct aloop_tls_server_config_t *cfg);
+
+/**
+ * Fills `opts` with the defaults given on each field.
+ */
+int aloop_ws_options_init(struct aloop_ws_options_t *opts);
+
+/**
+ * Accepts the WebSocket upgrade that `req` asks for, from its handler or later (loop thread
+ * only): checks the handshake (GET, HTTP/1.1, `Upgrade: websocket`, `Connection: upgrade`,
+ * `Sec-WebSocket-Key`, `Sec-WebSocket-Version: 13`), picks the subprotocol (the first of
+ * `opts->subprotocols` the client offered) and answers 101; the connection becomes a
+ * WebSocket once every response before this one is out, and the bytes the client sent after
+ * its request are read first. `opts` may be NULL for the defaults; `cbs` (required) is
+ * copied. On success `req` is consumed and `*out` is the connection, which is the
+ * application's until its close callback returns; `dtor(user_data)` runs after that callback.
+ * Sends made before the open callback are queued. Errors (`*out` unwritten, no callback and
+ * no `dtor` ever): `ALOOP_E_NULL`; `ALOOP_E_INVALID` for bad options (`req` is still
+ * unanswered: answer it); `ALOOP_E_WS_HANDSHAKE` (`req` was answered 400, or 426 with
+ * `Sec-WebSocket-Version: 13`, and consumed); `ALOOP_E_CLOSED` (the server is shutting
+ * down: answered 503 and consumed); `ALOOP_E_CANCELLED` (the client has gone: consumed);
+ * `ALOOP_E_ALREADY` (`req` was answered before); `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_ws_accept(struct aloop_http_request_t *req,
+                    const struct aloop_ws_options_t *opts,
+                    const struct aloop_ws_callbacks_t *cbs,
+                    void *user_data,
+                    aloop_free_fn dtor,
+                    struct aloop_ws_t **out);
+
+/**
+ * Connects to `url` (`ws://host[:port][/path][?query]`; the host may be a name, resolved off
+ * the loop, its addresses tried in turn) and starts the handshake (offering
+ * `opts->subprotocols`, sending `opts->headers`), all within `opts->connect_timeout_ms`. `opts`
+ * may be NULL for the defaults; `url` and `cbs` (required) are read during the call. On
+ * success `*out` is the connection at once: sends are queued until the open callback; if the
+ * opening fails, the close callback says why (`ALOOP_E_DNS`, a connect errno,
+ * `ALOOP_E_TIMEOUT`, `ALOOP_E_WS_HANDSHAKE` with the server's answer as the reason). The
+ * handle is the application's until its close callback returns; `dtor(user_data)` runs after
+ * it. Errors (`*out` unwritten, no callback, no `dtor`): `ALOOP_E_NULL`, `ALOOP_E_URL` (not a
+ * `ws://` URL), `ALOOP_E_INVALID` (bad options), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_ws_connect(struct aloop_loop_t *lp,
+                     const char *url,
+                     const struct aloop_ws_options_t *opts,
+                     const struct aloop_ws_callbacks_t *cbs,
+                     void *user_data,
+                     aloop_free_fn dtor,
+                     struct aloop_ws_t **out);
+
+/**
+ * Queues a message of `type` (`ALOOP_WS_TEXT`: `data` must be UTF-8; `ALOOP_WS_BINARY`) of
+ * `len` bytes, copied (`data` may be NULL when `len` is 0). Messages go out in order, after
+ * the handshake; queued ones are sent before a close frame. Errors: `ALOOP_E_WS_QUEUE_FULL`
+ * (more than `max_queue` bytes wait: nothing was queued; the drain callback follows when the
+ * queue empties), `ALOOP_E_CLOSED` (closing), `ALOOP_E_INVALID` (another type, or text that
+ * is not UTF-8), `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_ws_send(struct aloop_ws_t *ws, int type_, const void *data, size_t len);
+
+/**
+ * Sends a ping with `len` bytes of `data` (at most 125; copied); the pong goes to the pong
+ * callback. Errors as for `aloop_ws_send` (`ALOOP_E_INVALID` over 125 bytes; never
+ * `ALOOP_E_WS_QUEUE_FULL`).
+ */
+int aloop_ws_ping(struct aloop_ws_t *ws, const void *data, size_t len);
+
+/**
+ * Starts the closing handshake: the queued messages go out, then a close frame with `code`
+ * (1000..1003, 1007..1014 or 3000..4999) and `reason` (UTF-8, at most 123 bytes, NUL-terminated;
+ * NULL for none); the close callback follows the peer's answer and the end of the TCP
+ * connection, or the close timeout (`ALOOP_E_TIMEOUT`). May be called inside any callback of
+ * the connection. Errors: `ALOOP_E_ALREADY` (closing already), `ALOOP_E_INVALID` (a code that
+ * may not be sent, a reason too long or not UTF-8), `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_ws_close(struct aloop_ws_t *ws, int code, const char *reason);
+
+/**
+ * Output bytes waiting to be sent (0 for a NULL, stale or wrong-thread handle).
+ */
+size_t aloop_ws_buffered_amount(const struct aloop_ws_t *ws);
+
+/**
+ * The subprotocol agreed in the handshake (NUL-terminated, valid until the close callback
+ * returns), or NULL when none was (or, for a client, before the open callback; and for a
+ * NULL, stale or wrong-thread handle).
+ */
+const char *aloop_ws_subprotocol(const struct aloop_ws_t *ws);
+
+/**
+ * The loop of a connection (NULL for a NULL, stale or wrong-thread handle).
+ */
+struct aloop_loop_t *aloop_ws_loop(const struct aloop_ws_t *ws);
 
 #ifdef __cplusplus
 }  // extern "C"

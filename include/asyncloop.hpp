@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -255,6 +256,86 @@ class Responder {
     aloop_http_request_t *req_ = nullptr;
 };
 
+/// The reason text of the failure just reported on this thread (read it inside the callback
+/// that got the error code, or right after a call failed); "" when there is none.
+inline std::string last_error_message() { return aloop_last_error_message(); }
+
+/// A server's TLS configuration (certificate chain and key, optional client-certificate
+/// verification), owned and move-only. Servers keep their own reference: it may be destroyed
+/// once handed to them. Throws `Error` with the reason (`ALOOP_E_TLS_CONFIG`: unreadable or
+/// invalid PEM, a key that does not match its certificate).
+class TlsServerConfig {
+  public:
+    struct Options {
+        aloop_tls_server_options_t c;
+        Options() { aloop_tls_server_options_init(&c); }
+    };
+
+    explicit TlsServerConfig(const Options &o) {
+        int rc = aloop_tls_server_config_new(&o.c, &cfg_);
+        if (rc != 0)
+            throw Error(rc, std::string("TLS server configuration: ") + aloop_last_error_message());
+    }
+    /// From PEM files; with `client_ca`, clients must present a certificate signed by it.
+    static TlsServerConfig from_files(const std::string &cert_chain, const std::string &key,
+                                      const std::string &client_ca = "") {
+        Options o;
+        o.c.cert_chain_file = cert_chain.c_str();
+        o.c.key_file = key.c_str();
+        if (!client_ca.empty())
+            o.c.client_ca_file = client_ca.c_str();
+        return TlsServerConfig(o);
+    }
+    TlsServerConfig(TlsServerConfig &&o) noexcept : cfg_(std::exchange(o.cfg_, nullptr)) {}
+    TlsServerConfig &operator=(TlsServerConfig &&o) noexcept {
+        std::swap(cfg_, o.cfg_);
+        return *this;
+    }
+    TlsServerConfig(const TlsServerConfig &) = delete;
+    TlsServerConfig &operator=(const TlsServerConfig &) = delete;
+    ~TlsServerConfig() { aloop_tls_server_config_free(cfg_); }
+    const aloop_tls_server_config_t *get() const noexcept { return cfg_; }
+
+  private:
+    aloop_tls_server_config_t *cfg_ = nullptr;
+};
+
+/// A client's TLS configuration (trusted roots, client certificate), owned and move-only.
+class TlsClientConfig {
+  public:
+    struct Options {
+        aloop_tls_client_options_t c;
+        Options() { aloop_tls_client_options_init(&c); }
+    };
+
+    explicit TlsClientConfig(const Options &o) {
+        int rc = aloop_tls_client_config_new(&o.c, &cfg_);
+        if (rc != 0)
+            throw Error(rc, std::string("TLS client configuration: ") + aloop_last_error_message());
+    }
+    /// Trusting the CA file `ca` ("" for the system's roots). `insecure_skip_verify` turns
+    /// verification off: anyone on the path can read and change the traffic.
+    static TlsClientConfig trusting(const std::string &ca, bool insecure_skip_verify = false) {
+        Options o;
+        if (!ca.empty())
+            o.c.ca_file = ca.c_str();
+        o.c.insecure_skip_verify = insecure_skip_verify;
+        return TlsClientConfig(o);
+    }
+    TlsClientConfig(TlsClientConfig &&o) noexcept : cfg_(std::exchange(o.cfg_, nullptr)) {}
+    TlsClientConfig &operator=(TlsClientConfig &&o) noexcept {
+        std::swap(cfg_, o.cfg_);
+        return *this;
+    }
+    TlsClientConfig(const TlsClientConfig &) = delete;
+    TlsClientConfig &operator=(const TlsClientConfig &) = delete;
+    ~TlsClientConfig() { aloop_tls_client_config_free(cfg_); }
+    const aloop_tls_client_config_t *get() const noexcept { return cfg_; }
+
+  private:
+    aloop_tls_client_config_t *cfg_ = nullptr;
+};
+
 /// An HTTP server on one loop, owned. Shut it down (and let the loop run until the shutdown
 /// callback) before destroying it.
 class HttpServer {
@@ -297,6 +378,9 @@ class HttpServer {
     }
     /// Returns the bound port.
     int listen(const char *ip, uint16_t port) { return check(aloop_http_server_listen(srv_, ip, port), "listen"); }
+    /// Serves TLS with `cfg` on new connections from now on (open ones keep theirs); the
+    /// server keeps its own reference. On the loop's thread.
+    void set_tls(const TlsServerConfig &cfg) { check(aloop_http_server_set_tls(srv_, cfg.get()), "aloop_http_server_set_tls"); }
     size_t connections() const { return aloop_http_server_connections(srv_); }
     /// Graceful stop; `done` runs on the loop when every connection is closed.
     void shutdown(uint64_t grace_ms, std::function<void()> done) {
@@ -847,12 +931,19 @@ class HttpResponse {
 /// An HTTP client on one loop, owned. Destroying it cancels what is pending.
 class HttpClient {
   public:
-    /// `status` 0 and a response, or an error code and nullptr.
+    /// `status` 0 and a response, or an error code and nullptr (`last_error_message()` inside
+    /// the callback gives the reason).
     using Callback = std::function<void(int status, const HttpResponse *resp)>;
 
     struct Options {
         aloop_http_client_options_t c;
         Options() { aloop_http_client_options_init(&c); }
+        /// TLS for https:// URLs (the client keeps its own reference; default: the system's
+        /// roots).
+        Options &tls(const TlsClientConfig &cfg) {
+            c.tls = cfg.get();
+            return *this;
+        }
     };
 
     explicit HttpClient(Loop &loop, const Options &opts = Options()) {
@@ -898,6 +989,177 @@ class HttpClient {
     aloop_http_client_t *client_ = nullptr;
 };
 
+/// A WebSocket message, borrowed during its callback.
+struct WsMessage {
+    bool text;              ///< a text message (UTF-8), else binary
+    std::string_view data;  ///< its bytes
+};
+
+/// A WebSocket connection, server or client side: a copyable, non-owning handle, valid from
+/// `ws_accept` or `ws_connect` until its `on_close` callback returns (the library frees the
+/// connection then; calls after that throw `Error(ALOOP_E_STALE)`).
+class WebSocket {
+  public:
+    explicit WebSocket(aloop_ws_t *ws) noexcept : ws_(ws) {}
+    aloop_ws_t *get() const noexcept { return ws_; }
+
+    /// Queues a message. Returns 0, `ALOOP_E_WS_QUEUE_FULL` (nothing queued: retry after
+    /// `on_drain`) or `ALOOP_E_CLOSED` (closing); throws `Error` for anything else (text that
+    /// is not UTF-8, a stale handle, the wrong thread).
+    int send_text(std::string_view text) { return sent(aloop_ws_send(ws_, ALOOP_WS_TEXT, text.data(), text.size())); }
+    int send_binary(std::string_view data) {
+        return sent(aloop_ws_send(ws_, ALOOP_WS_BINARY, data.data(), data.size()));
+    }
+    int send(const WsMessage &m) { return m.text ? send_text(m.data) : send_binary(m.data); }
+    /// A ping (at most 125 bytes); its pong goes to `on_pong`.
+    int ping(std::string_view data = {}) { return sent(aloop_ws_ping(ws_, data.data(), data.size())); }
+    /// Starts the closing handshake; returns 0 or `ALOOP_E_ALREADY`, throws `Error` for a code
+    /// that may not be sent or a reason over 123 bytes.
+    int close(int code = ALOOP_WS_CLOSE_NORMAL, const std::string &reason = "") {
+        int rc = aloop_ws_close(ws_, code, reason.c_str());
+        if (rc != 0 && rc != ALOOP_E_ALREADY)
+            throw Error(rc, "aloop_ws_close");
+        return rc;
+    }
+    size_t buffered_amount() const { return aloop_ws_buffered_amount(ws_); }
+    /// The subprotocol agreed in the handshake, if any.
+    std::optional<std::string_view> subprotocol() const {
+        const char *p = aloop_ws_subprotocol(ws_);
+        return p ? std::optional<std::string_view>(p) : std::nullopt;
+    }
+
+  private:
+    static int sent(int rc) {
+        if (rc != 0 && rc != ALOOP_E_WS_QUEUE_FULL && rc != ALOOP_E_CLOSED)
+            throw Error(rc, "aloop_ws_send");
+        return rc;
+    }
+    aloop_ws_t *ws_;
+};
+
+/// A WebSocket's callbacks; any may be left empty (a message without `on_message` is
+/// dropped). They run on the loop's thread; an exception escaping one is reported on stderr.
+struct WsCallbacks {
+    std::function<void(WebSocket)> on_open;
+    std::function<void(WebSocket, const WsMessage &)> on_message;
+    std::function<void(WebSocket, std::string_view)> on_pong;
+    std::function<void(WebSocket)> on_drain;
+    /// The last call: `status` 0 after a closing handshake, else why not (`ALOOP_E_WS_PROTOCOL`,
+    /// `ALOOP_E_TIMEOUT`, `ALOOP_E_EOF`, ...); `code` and `reason` as `aloop_ws_close_cb` says.
+    std::function<void(WebSocket, int status, int code, std::string_view reason)> on_close;
+};
+
+/// Options of a WebSocket (all of aloop_ws_options_t; `subprotocols` and `headers` are given
+/// here and pointed to by the calls).
+struct WsOptions {
+    aloop_ws_options_t c;
+    /// Comma-separated, preferred first.
+    std::string subprotocols;
+    /// Client: extra handshake headers.
+    std::vector<Header> headers;
+    WsOptions() { aloop_ws_options_init(&c); }
+};
+
+namespace detail {
+template <class F, class... A> void ws_call(const F &f, const char *where, A &&...a) noexcept {
+    if (!f)
+        return;
+    try {
+        f(std::forward<A>(a)...);
+    } catch (...) {
+        report(where);
+    }
+}
+
+/// `opts.c` with its pointers aimed at `opts`' strings and at `hs` (filled here).
+inline aloop_ws_options_t ws_c_options(const WsOptions &opts, std::vector<aloop_http_header_t> &hs) {
+    aloop_ws_options_t c = opts.c;
+    c.subprotocols = opts.subprotocols.empty() ? nullptr : opts.subprotocols.c_str();
+    for (const auto &h : opts.headers)
+        hs.push_back({h.name.c_str(), h.value.c_str()});
+    c.headers = hs.data();
+    c.nheaders = hs.size();
+    return c;
+}
+/// The callbacks behind a connection's user data: a `WsCallbacks` of its own, or one shared
+/// by many connections (through a `shared_ptr` of its own).
+inline const WsCallbacks &ws_cbs(const WsCallbacks *p) { return *p; }
+inline const WsCallbacks &ws_cbs(const std::shared_ptr<const WsCallbacks> *p) { return **p; }
+
+template <class Holder> aloop_ws_callbacks_t ws_trampolines() {
+    aloop_ws_callbacks_t t{};
+    t.on_open = [](aloop_ws_t *ws, void *ud) { ws_call(ws_cbs(static_cast<Holder *>(ud)).on_open, "WebSocket open", WebSocket(ws)); };
+    t.on_message = [](aloop_ws_t *ws, int type, const void *data, size_t len, void *ud) {
+        WsMessage m{type == ALOOP_WS_TEXT, std::string_view(static_cast<const char *>(data), len)};
+        ws_call(ws_cbs(static_cast<Holder *>(ud)).on_message, "WebSocket message", WebSocket(ws), m);
+    };
+    t.on_pong = [](aloop_ws_t *ws, const void *data, size_t len, void *ud) {
+        ws_call(ws_cbs(static_cast<Holder *>(ud)).on_pong, "WebSocket pong", WebSocket(ws),
+                std::string_view(static_cast<const char *>(data), len));
+    };
+    t.on_drain = [](aloop_ws_t *ws, void *ud) { ws_call(ws_cbs(static_cast<Holder *>(ud)).on_drain, "WebSocket drain", WebSocket(ws)); };
+    t.on_close = [](aloop_ws_t *ws, int status, int code, const char *reason, size_t len, void *ud) {
+        ws_call(ws_cbs(static_cast<Holder *>(ud)).on_close, "WebSocket close", WebSocket(ws), status, code,
+                std::string_view(reason, len));
+    };
+    return t;
+}
+
+/// aloop_ws_accept with `holder` (a heap `Holder`) as the user data; deletes it if refused.
+template <class Holder>
+std::optional<WebSocket> ws_accept_with(Responder &r, const WsOptions &opts, Holder *holder) {
+    std::vector<aloop_http_header_t> hs;
+    aloop_ws_options_t c = ws_c_options(opts, hs);
+    static const aloop_ws_callbacks_t tramps = ws_trampolines<Holder>();
+    aloop_ws_t *ws = nullptr;
+    int rc = aloop_ws_accept(r.get(), &c, &tramps, holder, delete_fn<Holder>, &ws);
+    if (rc == 0) {
+        r.release();
+        return WebSocket(ws);
+    }
+    delete holder;
+    if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL || rc == ALOOP_E_WRONG_THREAD)
+        throw Error(rc, "aloop_ws_accept");
+    r.release(); // answered by the library, or already gone
+    return std::nullopt;
+}
+
+} // namespace detail
+
+/// Accepts the WebSocket upgrade that `r` asks for (see aloop_ws_accept). Returns the
+/// connection; or std::nullopt when the request was answered otherwise and consumed: a bad
+/// handshake (400/426), the server shutting down (503), the client gone. Throws `Error` for bad
+/// options, and `r` then stays unanswered.
+inline std::optional<WebSocket> ws_accept(Responder &&r, const WsOptions &opts, WsCallbacks cbs) {
+    return detail::ws_accept_with(r, opts, new WsCallbacks(std::move(cbs)));
+}
+
+/// As `ws_accept`, with callbacks shared by many connections (a route's): each connection
+/// keeps a reference to them instead of a copy of its own, which is what an idle connection
+/// costs least with.
+inline std::optional<WebSocket> ws_accept(Responder &&r, const WsOptions &opts,
+                                          std::shared_ptr<const WsCallbacks> cbs) {
+    return detail::ws_accept_with(r, opts, new std::shared_ptr<const WsCallbacks>(std::move(cbs)));
+}
+
+/// Connects to a `ws://` URL (see aloop_ws_connect): the connection at once, `on_open` when
+/// the handshake is done, or `on_close` with why it failed. Throws `Error` for a bad URL or
+/// options.
+inline WebSocket ws_connect(Loop &loop, const std::string &url, const WsOptions &opts, WsCallbacks cbs) {
+    std::vector<aloop_http_header_t> hs;
+    aloop_ws_options_t c = detail::ws_c_options(opts, hs);
+    static const aloop_ws_callbacks_t tramps = detail::ws_trampolines<WsCallbacks>();
+    auto *heap = new WsCallbacks(std::move(cbs));
+    aloop_ws_t *ws = nullptr;
+    int rc = aloop_ws_connect(loop.get(), url.c_str(), &c, &tramps, heap, detail::delete_fn<WsCallbacks>, &ws);
+    if (rc != 0) {
+        delete heap;
+        throw Error(rc, "aloop_ws_connect");
+    }
+    return WebSocket(ws);
+}
+
 } // namespace aloop
 
 #endif
+

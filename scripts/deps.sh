@@ -3,8 +3,9 @@
 # (as root, through apt-get; otherwise prints the exact command) and llhttp's C sources.
 # Usage: scripts/deps.sh [--check] [build|test|run|bench|fuzz|docs]   (default: test)
 #   build  compilers, pkg-config, libpq and nlohmann-json headers
-#   test   build's, plus valgrind, curl, PostgreSQL, ASan runtimes, Doxygen, Chromium, CMake
-#   run    build's, plus curl and PostgreSQL          bench  build's, plus wrk, nginx, h2o
+#   test   build's, plus valgrind, curl, PostgreSQL, ASan runtimes, Doxygen, Chromium, CMake,
+#          Python's websockets (PyPI, pinned: the WebSocket peer of the end-to-end tests)
+#   run    build's, plus curl and PostgreSQL          bench  build's, plus wrk, nginx, h2o, websockets
 #   fuzz   build's, plus cargo-fuzz                   docs   build's, plus Doxygen
 # --check installs nothing: it lists what is missing with the command that installs it, and
 # fails. Plain `make` uses it; `make deps`, `make test`, `make run`, `make bench`, `make fuzz`
@@ -37,6 +38,11 @@ want_cmd pkg-config pkg-config
 case "$what" in
   test|run)
     want_cmd curl curl
+    # TLS tests: the openssl command line makes the test certificates and is a peer
+    # (s_client, s_server); nginx-light serves TLS to the client; the system's CA store.
+    want_cmd openssl openssl
+    want_cmd nginx nginx-light
+    [ -f /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
     # A throwaway PostgreSQL cluster needs the server binaries and runuser (util-linux).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
     # The PgBouncer tests run a throwaway pgbouncer in front of a throwaway cluster.
@@ -59,6 +65,9 @@ case "$what" in
     want_cmd wrk wrk
     want_cmd nginx nginx
     want_cmd h2o h2o
+    # New TLS handshakes per second (h2load --h1).
+    want_cmd h2load nghttp2-client
+    want_cmd openssl openssl
     want_cmd valgrind valgrind   # make bench-instr: callgrind
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
     ;;
@@ -91,6 +100,22 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   else
     echo "deps: missing packages. Run:  sudo apt-get install -y ${need_pkgs[*]}" >&2
     exit 1
+  fi
+fi
+
+# Python's websockets, pinned: the other WebSocket implementation of the end-to-end tests and
+# the reference echo server of the bench. Installed for the python3 that runs them.
+WEBSOCKETS_VERSION=17.4
+if [ "$what" = test ] || [ "$what" = bench ]; then
+  have_ws=$(python3 -c 'import websockets; print(websockets.__version__)' 2>/dev/null || true)
+  if [ "$have_ws" != "$WEBSOCKETS_VERSION" ]; then
+    if [ "$check_only" = 1 ]; then
+      echo "deps: Python's websockets $WEBSOCKETS_VERSION is missing; run  python3 -m pip install websockets==$WEBSOCKETS_VERSION" >&2
+      exit 1
+    fi
+    echo "deps: installing websockets==$WEBSOCKETS_VERSION (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check "websockets==$WEBSOCKETS_VERSION" 2>&1 | grep -v "^WARNING: Running pip as the 'root' user" || true
+    python3 -c 'import websockets' || { echo "deps: websockets did not install" >&2; exit 1; }
   fi
 fi
 

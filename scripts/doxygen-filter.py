@@ -38,7 +38,8 @@ GROUPS = [
     (r"aloop_tcp|aloop_listen|aloop_accept_cb$|aloop_listener_|aloop_connect_cb$|"
      r"aloop_read_cb$|aloop_write_cb$|aloop_unix", "tcp"),
     (r"aloop_http_client|aloop_http_response|aloop_http_chunk_cb$", "http_client"),
-    (r"aloop_http|aloop_ws", "http_server"),
+    (r"aloop_ws|ALOOP_WS_", "websocket"),
+    (r"aloop_http", "http_server"),
     (r"aloop_pg|ALOOP_PG", "pg"),
 ]
 DEFAULT_GROUP = "basics"

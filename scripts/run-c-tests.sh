@@ -52,6 +52,7 @@ if command -v valgrind >/dev/null; then
   vg=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite)
   run "test_tcp (valgrind)" "${vg[@]}" "$dir/test_tcp"
   run "test_http (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_http"
+  run "test_ws (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_ws"
 else
   failed=$((failed + 1))
   echo "FAIL  valgrind is not installed (scripts/deps.sh test installs it)"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make test-sanitize: the examples built with AddressSanitizer+UBSan, with the library itself
 # built with AddressSanitizer, driven through a scripted session of real requests on both
-# backends; the C tests the same way; then palindrome and server under valgrind memcheck.
+# backends, over plain HTTP and over TLS (an HTTPS server with an HTTPS upstream, certificates
+# made here by the openssl command line); the C tests the same way; then palindrome and server
+# under valgrind memcheck (plain HTTP; see the note there about TLS).
 # Every run must exit 0 with no sanitizer report and no definite leak.
 # Usage: scripts/sanitize-session.sh SAN_BIN_DIR BIN_DIR SAN_LIB_DIR C_TEST_DIR
 set -u
@@ -31,6 +33,7 @@ chmod 755 "$tmp"
 pgdir="$tmp/pg"
 cleanup() {
   [ -n "${up:-}" ] && kill "$up" 2>/dev/null
+  [ -n "${tlsup:-}" ] && kill "$tlsup" 2>/dev/null
   "$top/scripts/pg.sh" stop "$pgdir" >/dev/null 2>&1
   rm -rf "$tmp"
 }
@@ -40,6 +43,21 @@ python3 "$top/tests/helpers/upstream.py" > "$tmp/up.out" &
 up=$!
 for _ in $(seq 50); do grep -q listening "$tmp/up.out" && break; sleep 0.1; done
 upport=$(awk '{print $3}' "$tmp/up.out")
+# TLS: a CA and a certificate for localhost it signed, and an HTTPS upstream using it.
+tls="$tmp/tls"
+mkdir -p "$tls"
+(
+  cd "$tls" || exit 1
+  ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+  openssl req -x509 $ec -keyout ca.key -out ca.pem -subj /CN=sanitize-ca -days 2 &&
+    printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' > ext &&
+    openssl req -new $ec -keyout server.key -out server.csr -subj /CN=localhost &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.pem
+) > "$tmp/openssl.log" 2>&1 || bad "test certificates (openssl)" "$tmp/openssl.log"
+python3 "$top/tests/helpers/upstream.py" --tls "$tls/server.pem" "$tls/server.key" > "$tmp/tlsup.out" &
+tlsup=$!
+for _ in $(seq 50); do grep -q listening "$tmp/tlsup.out" && break; sleep 0.1; done
+tlsupport=$(awk '{print $3}' "$tmp/tlsup.out")
 
 # A scripted session against palindrome and server; `run_session NAME CMD...` runs the binary,
 # drives it, stops it with SIGTERM and checks its exit status and stderr.
@@ -108,12 +126,80 @@ PY
   else ok "$name${label:-}"; fi
 }
 
+# The same over TLS: `tls_session NAME PORT CMD...` drives an HTTPS server.
+tls_session() {
+  local name=$1 port=$2
+  shift 2
+  "$@" > "$tmp/$name.out" 2> "$tmp/$name.err" &
+  local pid=$!
+  if ! wait_port "$port"; then bad "$name${label:-} did not start" "$tmp/$name.err"; kill -9 $pid 2>/dev/null; return; fi
+  python3 - "$port" "$tls/ca.pem" > "$tmp/$name.drive" 2>&1 <<'PY'
+import socket, ssl, sys, urllib.request, urllib.error
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+def get(path, data=None, method=None):
+    try:
+        req = urllib.request.Request(f"https://localhost:{port}{path}", data=data, method=method)
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+def raw(b, shut=True):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            out += d
+    except (socket.timeout, ConnectionResetError):
+        out = b""
+    s.close(); return out
+for path in ["/plaintext", "/json", "/db", "/queries?queries=5", "/api/hello", "/chain/api-db/hello", "/chain/db-api?id=7"]:
+    st, body = get(path)
+    assert st == 200, (path, st, body)
+assert get("/palindrome", b"x" * 40000 + b"y" + b"x" * 40000, "POST")[1].endswith(b"is a palindrome.")
+assert raw(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 400"), "plain HTTP"
+for junk in [b"\x16\x03\x01\x00\x04\x01\x00\x00\x00", b"\x16\x03\x01\x01\x00\x01\x00", bytes(range(256)) * 8]:
+    raw(junk)
+for _ in range(20):   # resets in the middle of a handshake
+    s = socket.create_connection(("127.0.0.1", port)); s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"); s.close()
+for _ in range(20):   # resets after the handshake, mid-request
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+    s.sendall(b"POST /palindrome HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nab")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"); s.close()
+print("tls session ok")
+PY
+  local drive=$?
+  if [ -x "$san/client" ]; then
+    "$san/client" --tls --cacert "$tls/ca.pem" -n 1000 -c 8 localhost "$port" /json > "$tmp/tlsclient.out" 2> "$tmp/tlsclient.err" \
+      && ! grep -qE "AddressSanitizer|runtime error" "$tmp/tlsclient.err" \
+      && ok "client --tls (asan) load run${label:-}" || bad "client --tls (asan) load run${label:-}" "$tmp/tlsclient.err"
+  fi
+  kill -TERM $pid
+  wait $pid
+  local rc=$?
+  if [ $drive -ne 0 ]; then bad "$name${label:-}: scripted TLS session" "$tmp/$name.drive"
+  elif [ $rc -ne 0 ] || grep -qE "AddressSanitizer|LeakSanitizer|runtime error|ERROR SUMMARY: [1-9]|definitely lost: [1-9]" "$tmp/$name.err"; then
+    bad "$name${label:-}: exit $rc or a report" "$tmp/$name.err"
+  else ok "$name${label:-}"; fi
+}
+# The upstream by address: a host name would be resolved on a blocking-pool thread, which
+# valgrind reports at exit (a thread TLS block from pthread_create), independently of TLS.
+tls_args() { echo --tls-cert "$tls/server.pem" --tls-key "$tls/server.key" --upstream "https://127.0.0.1:$tlsupport" --upstream-cacert "$tls/ca.pem"; }
+
 export LD_LIBRARY_PATH=$sanlib
 for backend in uring epoll; do
   export ASYNCLOOP_BACKEND=$backend
   label=" (ASan, library with ASan, $backend)"
   p=$(free_port); session "palindrome" "$p" "$san/palindrome" "$p"
   p=$(free_port); session "server" "$p" "$san/server" --pg "$url" --upstream "http://127.0.0.1:$upport" --upstream-timeout 500 127.0.0.1 "$p"
+  # shellcheck disable=SC2046
+  p=$(free_port); label=" (TLS, ASan, library with ASan, $backend)" tls_session "server-tls" "$p" "$san/server" --pg "$url" $(tls_args) 127.0.0.1 "$p"
 done
 unset ASYNCLOOP_BACKEND
 for t in "$ctests"/*.asan; do
@@ -131,6 +217,10 @@ export ASYNCLOOP_BACKEND=epoll
 label=" (valgrind, epoll)"
 p=$(free_port); session "palindrome" "$p" "${vg[@]}" "$bin/palindrome" "$p"
 p=$(free_port); session "server" "$p" "${vg[@]}" "$bin/server" --pg "$url" --upstream "http://127.0.0.1:$upport" --upstream-timeout 500 127.0.0.1 "$p"
+# No TLS session under valgrind: memcheck 3.19 does not follow ring's AES-GCM assembly and
+# reports its output as uninitialised (a conditional jump in ring's open_within, then the sealed
+# records "uninitialised" in send), though every output buffer is zero-filled before ring
+# writes it. The TLS sessions above run under ASan+UBSan with the library instrumented.
 unset ASYNCLOOP_BACKEND
 
 echo "sanitize: $passed passed, $failed failed"

@@ -82,6 +82,33 @@ library_codes! {
     BAD_URL = -10204, c"ALOOP_E_URL", c"invalid or unsupported URL";
     /// No bytes arrived on the connection for longer than the read timeout.
     READ_TIMEOUT = -10205, c"ALOOP_E_READ_TIMEOUT", c"no data received within the read timeout";
+    /// The TLS handshake failed (no common protocol or cipher, an alert from the peer, a
+    /// malformed handshake, the peer closed during the handshake, ...).
+    TLS_HANDSHAKE = -10300, c"ALOOP_E_TLS_HANDSHAKE", c"TLS handshake failed";
+    /// The peer's certificate is not issued by a trusted CA (unknown issuer, bad signature,
+    /// wrong key usage).
+    TLS_UNTRUSTED = -10301, c"ALOOP_E_TLS_UNTRUSTED", c"TLS certificate is not trusted";
+    /// The peer's certificate is self-signed and not itself trusted.
+    TLS_SELF_SIGNED = -10302, c"ALOOP_E_TLS_SELF_SIGNED", c"TLS certificate is self-signed";
+    /// The peer's certificate is valid, but not for the host name asked for.
+    TLS_NAME_MISMATCH = -10303, c"ALOOP_E_TLS_NAME_MISMATCH", c"TLS certificate does not match the host name";
+    /// The peer's certificate has expired or is not valid yet.
+    TLS_EXPIRED = -10304, c"ALOOP_E_TLS_EXPIRED", c"TLS certificate has expired or is not yet valid";
+    /// A TLS error after the handshake (a record that fails to decrypt, an unexpected message).
+    TLS_PROTOCOL = -10305, c"ALOOP_E_TLS_PROTOCOL", c"TLS protocol error";
+    /// The peer sent plain, unencrypted data (such as an HTTP request) on a TLS connection.
+    TLS_PLAINTEXT = -10306, c"ALOOP_E_TLS_PLAINTEXT", c"plain (non-TLS) data on a TLS connection";
+    /// A TLS configuration could not be made: unreadable or invalid certificate, key or CA
+    /// file, a key that does not match its certificate, no usable trusted roots.
+    TLS_CONFIG = -10307, c"ALOOP_E_TLS_CONFIG", c"invalid TLS configuration";
+    /// The WebSocket peer broke the protocol (bad framing, masking, UTF-8, or a message over the
+    /// limit): this end closed the connection with the matching close code.
+    WS_PROTOCOL = -10400, c"ALOOP_E_WS_PROTOCOL", c"WebSocket protocol violation";
+    /// A WebSocket opening handshake failed: a request that is not a valid upgrade (answered
+    /// 400 or 426), or a server's answer that is not a valid 101.
+    WS_HANDSHAKE = -10401, c"ALOOP_E_WS_HANDSHAKE", c"WebSocket handshake failed";
+    /// The WebSocket's output queue is over its limit: the message was not queued.
+    WS_QUEUE_FULL = -10402, c"ALOOP_E_WS_QUEUE_FULL", c"WebSocket output queue full";
 }
 
 impl Error {
@@ -154,6 +181,40 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+thread_local! {
+    /// The reason text of the failure being reported on this thread (see `with_error_detail`).
+    static DETAIL: std::cell::RefCell<Option<(i32, std::ffi::CString)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (which reports the failure `code` to a callback) with `text` readable through
+/// `error_detail` on this thread, then forgets the text.
+pub fn with_error_detail<R>(code: Error, text: Option<String>, f: impl FnOnce() -> R) -> R {
+    let text =
+        text.map(|t| std::ffi::CString::new(t.replace('\0', " ")).unwrap_or_else(|_| c"?".into()));
+    let before = DETAIL.with(|d| d.replace(text.map(|t| (code.0, t))));
+    let r = f();
+    DETAIL.with(|d| *d.borrow_mut() = before);
+    r
+}
+
+/// The reason text of the failure being reported right now on this thread (for TLS failures the
+/// verifier's or the peer's words, such as "certificate expired: ..."), or `None`. Meant to be
+/// called from the callback that receives the error.
+pub fn error_detail() -> Option<String> {
+    DETAIL.with(|d| {
+        d.borrow()
+            .as_ref()
+            .map(|(_, t)| t.to_string_lossy().into_owned())
+    })
+}
+
+/// `error_detail` as a C string with its code, for the C API: the pointer stays valid until
+/// the reporting callback returns.
+pub fn error_detail_ptr() -> Option<(i32, *const std::ffi::c_char)> {
+    DETAIL.with(|d| d.borrow().as_ref().map(|(c, t)| (*c, t.as_ptr())))
+}
 
 /// Message for a code: 0 is "success", library codes have their own text, errno values use the C
 /// library's text (computed once per code and kept for the life of the process).

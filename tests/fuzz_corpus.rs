@@ -46,6 +46,11 @@ fn http_server_corpus() {
 }
 
 #[test]
+fn tls_server_corpus() {
+    replay("tls_server", asyncloop::net::tls::fuzz_support::server);
+}
+
+#[test]
 fn http_connection_corpus() {
     replay("http_connection", asyncloop::http::fuzz_support::connection);
 }
@@ -91,4 +96,9 @@ fn server_harness_sees_real_answers() {
         text.ends_with("400 Bad Request: exactly one Host header is required\n"),
         "{text}"
     );
+}
+
+#[test]
+fn ws_frame_corpus() {
+    replay("ws_frame", asyncloop::http::ws::fuzz_reader);
 }

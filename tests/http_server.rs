@@ -233,7 +233,77 @@ fn upgrade_is_answered_then_closed(b: Backend) {
     assert_eq!(resp.matches("HTTP/1.1").count(), 1, "{resp}");
 }
 
+/// `max_pipeline` bounds the requests a connection has in flight even when far more arrive in
+/// one read: the parser stops at the limit and keeps the rest for later, instead of handing
+/// every request of the read to its handler at once (the output of a client that sends
+/// without reading would grow with each read, unbounded by `max_output`).
+fn pipeline_limit_holds_within_one_read(b: Backend) {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    let opts = ServerOptions {
+        max_pipeline: 8,
+        ..Default::default()
+    };
+    let (lp, srv, addr) = server(b, opts);
+    let held: Rc<RefCell<Vec<asyncloop::http::Request>>> = Rc::default();
+    let most = Rc::new(Cell::new(0usize));
+    let (h2, m2) = (held.clone(), most.clone());
+    srv.route(Some("GET"), "/later", move |r| {
+        h2.borrow_mut().push(r);
+        m2.set(m2.get().max(h2.borrow().len()));
+    });
+    // Held requests are answered every 10 ms, in arrival order.
+    let t = asyncloop::reactor::Timer::new(&lp);
+    let h3 = held.clone();
+    t.start(
+        Duration::from_millis(10),
+        Some(Duration::from_millis(10)),
+        move || {
+            for r in h3.borrow_mut().drain(..) {
+                let q = r.data().query().to_owned();
+                let _ = r.respond(200, &[], q.as_bytes());
+            }
+        },
+    );
+    const N: usize = 1000;
+    let got = run_with_client(&lp, &srv, move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut all = Vec::new();
+        for i in 0..N {
+            all.extend_from_slice(
+                format!("GET /later?{i:04} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            );
+        }
+        s.write_all(&all).unwrap(); // about 34 KB: one or two reads on the server
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while out.windows(4).filter(|w| w == b"HTTP").count() < N
+            || !out.ends_with(format!("{:04}", N - 1).as_bytes())
+        {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early");
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(out).unwrap()
+    });
+    t.stop();
+    let bodies: Vec<&str> = got
+        .split("HTTP/1.1 200 OK\r\n")
+        .skip(1)
+        .map(|r| &r[r.find("\r\n\r\n").unwrap() + 4..])
+        .collect();
+    let want: Vec<String> = (0..N).map(|i| format!("{i:04}")).collect();
+    assert_eq!(bodies, want, "every request answered, in order");
+    assert!(
+        most.get() <= 8,
+        "{} requests were in flight at once; max_pipeline is 8",
+        most.get()
+    );
+}
+
 both_backends!(
+    pipeline_limit_holds_within_one_read,
     upgrade_is_answered_then_closed,
     body_timeout_sends_408,
     write_timeout_drops_a_client_that_never_reads,

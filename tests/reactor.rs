@@ -264,7 +264,53 @@ fn fd_watch_reports_readable_and_writable(b: Backend) {
     assert_eq!(lp.pending_ops(), 0);
 }
 
+/// A program that polls the loop with `NoWait` turns (a game loop, a host event loop) sees
+/// its I/O complete: on io_uring with deferred task work, a zero-timeout turn must still run
+/// the kernel's pending work.
+fn no_wait_turns_complete_io(b: Backend) {
+    let lp = new_loop(b);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"ping").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    let stream = Rc::new(RefCell::new(None));
+    let s2 = stream.clone();
+    let conn = asyncloop::net::TcpStream::connect(&lp, addr, None, move |r| {
+        r.expect("connect");
+        let s: asyncloop::net::TcpStream = s2.borrow().clone().unwrap();
+        s.read_start(move |ev| {
+            if let asyncloop::net::ReadEvent::Data(d) = ev {
+                g.borrow_mut().extend_from_slice(d);
+            }
+        })
+        .unwrap();
+    })
+    .unwrap();
+    *stream.borrow_mut() = Some(conn.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.borrow().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "NoWait turns never completed the read"
+        );
+        lp.run(RunMode::NoWait).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(&got.borrow()[..], b"ping");
+    conn.close(|| ());
+    stream.borrow_mut().take();
+    lp.run(RunMode::Default).unwrap();
+    peer.join().unwrap();
+}
+
 both_backends! {
+    no_wait_turns_complete_io,
     timers_fire_in_deadline_order,
     repeating_timer_stops_itself,
     stopped_and_dropped_timers_never_fire,

@@ -117,6 +117,9 @@ mod tests {
             ),
             (super::super::ALOOP_E_URL, Error::BAD_URL),
             (super::super::ALOOP_E_READ_TIMEOUT, Error::READ_TIMEOUT),
+            (super::super::ALOOP_E_WS_PROTOCOL, Error::WS_PROTOCOL),
+            (super::super::ALOOP_E_WS_HANDSHAKE, Error::WS_HANDSHAKE),
+            (super::super::ALOOP_E_WS_QUEUE_FULL, Error::WS_QUEUE_FULL),
         ] {
             assert_eq!(c, e.code(), "{e:?}");
         }

@@ -62,6 +62,9 @@ pub(crate) enum Kind {
     PgTxn,
     PgCopy,
     PgListener,
+    TlsServerConfig,
+    TlsClientConfig,
+    WebSocket,
 }
 
 /// A Rust value handed to C as `*mut Self::C` (an opaque type; often `Self`).
@@ -77,6 +80,9 @@ pub(crate) trait Handle: Sized + 'static {
 pub(crate) struct LoopId(u64);
 
 impl LoopId {
+    /// For handles bound to no loop (TLS configurations): usable from any thread.
+    pub(crate) const UNBOUND: LoopId = LoopId(0);
+
     /// The loop's C handle.
     pub(crate) fn as_ptr<C>(self) -> *mut C {
         self.0 as *mut C
@@ -393,6 +399,12 @@ pub(crate) fn register_inline(kind: Kind, lp: LoopId, words: [u64; 2]) -> u64 {
 /// The payload of a live inline handle, thread-checked.
 pub(crate) fn inline_words(raw: u64, kind: Kind) -> Result<[u64; 2]> {
     checked(raw, kind).map(|(_, w)| w)
+}
+
+/// The loop a live handle of `kind` is bound to, thread-checked.
+pub(crate) fn bound_loop(raw: u64, kind: Kind) -> Result<LoopId> {
+    let (e, _) = checked(raw, kind)?;
+    Ok(LoopId(e.link.load(Ordering::Relaxed)))
 }
 
 /// Retires a live inline handle that this same call already checked for this thread, giving

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::event_loop::{aloop_loop_t, loop_of};
 use super::handle::{self, Handle, Kind, LoopId};
 use super::http_request::aloop_http_header_t;
+use super::tls::{aloop_tls_client_config_t, client_config};
 use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
 use crate::error::{Error, Result};
 use crate::http::client::{ClientEvent, ClientOptions, ClientRequest, HttpClient, RequestHandle};
@@ -22,7 +23,7 @@ pub const ALOOP_E_HTTP_PROTOCOL: c_int = -10201;
 pub const ALOOP_E_HTTP_TOO_LARGE: c_int = -10202;
 /// The connection could not be established in time.
 pub const ALOOP_E_CONNECT_TIMEOUT: c_int = -10203;
-/// The URL is not an http:// URL the client can use.
+/// The URL is not an http:// or https:// URL the client can use.
 pub const ALOOP_E_URL: c_int = -10204;
 /// No bytes arrived for longer than the read timeout while waiting for a response.
 pub const ALOOP_E_READ_TIMEOUT: c_int = -10205;
@@ -44,6 +45,9 @@ pub struct aloop_http_client_options_t {
     /// Longest silence while waiting for a response, ms (default 15000;
     /// `ALOOP_E_READ_TIMEOUT` past it).
     pub read_timeout_ms: u64,
+    /// TLS for https:// URLs (borrowed during `aloop_http_client_new`; the client keeps its
+    /// own reference). NULL (the default): verify against the system's roots.
+    pub tls: *const aloop_tls_client_config_t,
     /// NULL (default): requests connect to their URL's host and port. Otherwise the path of a
     /// Unix stream socket (`@name`: an abstract one) every request of the client connects to
     /// instead, the URL's host and port only naming the `Host` header (curl's
@@ -112,8 +116,13 @@ fn with_response<R>(
 
 /// Called once per request on the loop's thread: `status` 0 with the response in `resp` (any
 /// HTTP status), or an error code with `resp` NULL: `ALOOP_E_DNS`, a negative errno from
-/// connect, `ALOOP_E_CONNECT_TIMEOUT`, `ALOOP_E_TIMEOUT`, `ALOOP_E_HTTP_PROTOCOL`,
-/// `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`, `ALOOP_E_CANCELLED`.
+/// connect, `ALOOP_E_CONNECT_TIMEOUT` (the TLS handshake included), `ALOOP_E_TIMEOUT`,
+/// `ALOOP_E_HTTP_PROTOCOL`, `ALOOP_E_READ_TIMEOUT`, `ALOOP_E_HTTP_TOO_LARGE`,
+/// `ALOOP_E_CANCELLED`, and for https: `ALOOP_E_TLS_HANDSHAKE`, `ALOOP_E_TLS_UNTRUSTED`,
+/// `ALOOP_E_TLS_SELF_SIGNED`, `ALOOP_E_TLS_NAME_MISMATCH`, `ALOOP_E_TLS_EXPIRED`,
+/// `ALOOP_E_TLS_PROTOCOL`, `ALOOP_E_TLS_CONFIG`. With an error, `aloop_last_error_message()`
+/// called inside the callback gives its reason (the verifier's words for a certificate, the
+/// address a connect failed on).
 pub type aloop_http_response_cb = Option<
     unsafe extern "C" fn(status: c_int, resp: *const aloop_http_response_t, user_data: *mut c_void),
 >;
@@ -151,6 +160,7 @@ pub extern "C" fn aloop_http_client_options_init(opts: *mut aloop_http_client_op
                 max_per_origin: d.max_per_origin,
                 idle_timeout_ms: d.idle_timeout.as_millis() as u64,
                 read_timeout_ms: d.read_timeout.as_millis() as u64,
+                tls: std::ptr::null(),
                 unix_socket: std::ptr::null(),
             })
         };
@@ -161,7 +171,8 @@ pub extern "C" fn aloop_http_client_options_init(opts: *mut aloop_http_client_op
 /// Creates a client on `lp`. `opts` may be NULL for the defaults; it is read during the call
 /// only (its `unix_socket` string is copied). On success `*out` owns the client; on failure
 /// `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or pool
-/// size, an empty `unix_socket` or one longer than 107 bytes), `ALOOP_E_STALE`,
+/// size, an empty `unix_socket` or one longer than 107 bytes), `ALOOP_E_STALE` (for the loop
+/// or `opts->tls`),
 /// `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_http_client_new(
@@ -173,6 +184,7 @@ pub extern "C" fn aloop_http_client_new(
         not_null!(lp, out);
         let mut o = ClientOptions::default();
         let mut unix_socket = None;
+        let mut tls = None;
         if !opts.is_null() {
             // SAFETY: non-NULL, read during the call.
             let c = unsafe { &*opts };
@@ -198,12 +210,21 @@ pub extern "C" fn aloop_http_client_new(
                     _ => return Error::INVALID.code(),
                 }
             }
+            if !c.tls.is_null() {
+                match client_config(c.tls) {
+                    Ok(t) => tls = Some(t),
+                    Err(e) => return e.code(),
+                }
+            }
         }
         let (core, id) = match loop_of(lp) {
             Ok(x) => x,
             Err(e) => return e.code(),
         };
         let client = HttpClient::new(&core, o);
+        if let Some(t) = tls {
+            client.set_tls(t);
+        }
         let c = Box::new(aloop_http_client_t {
             client,
             lp: id,
@@ -237,8 +258,9 @@ pub extern "C" fn aloop_http_client_free(client: *mut aloop_http_client_t) -> c_
     })
 }
 
-/// Sends `method` (upper case) to `url` (`http://host[:port]/path?query`; the host may be a
-/// name, resolved off the loop) with `nheaders` headers and `len` bytes of `body` (all copied
+/// Sends `method` (upper case) to `url` (`http://host[:port]/path?query` or `https://...`,
+/// verified as the client's TLS configuration says; the host may be a name, resolved off the
+/// loop) with `nheaders` headers and `len` bytes of `body` (all copied
 /// before the call returns). `cb` runs once from the loop; `dtor(user_data)` right after it.
 /// `*id` (may be NULL) gets an id for `aloop_http_client_cancel` (not written on failure).
 /// Errors (`cb` and `dtor` then never run): `ALOOP_E_URL`, `ALOOP_E_INVALID` (a method not in
@@ -419,8 +441,13 @@ fn start_request(
                 unsafe { cb(0, h, ud.ptr()) };
                 drop(handle::take::<aloop_http_response_t>(h));
             }
-            // SAFETY: as above, with no response.
-            Err(e) => unsafe { cb(e.code(), std::ptr::null(), ud.ptr()) },
+            Err(e) => {
+                if let Some(why) = crate::error::error_detail() {
+                    super::set_last_error(&why);
+                }
+                // SAFETY: as above, with no response.
+                unsafe { cb(e.code(), std::ptr::null(), ud.ptr()) }
+            }
         }
     };
     let h = match on_chunk {
@@ -509,6 +536,11 @@ pub extern "C" fn aloop_http_client_request_stream(
                 ClientEvent::Done(r) => {
                     if let (Some(t), Some(reqs)) = (slot2.get(), weak_requests.upgrade()) {
                         reqs.borrow_mut().remove(t);
+                    }
+                    if r.is_err() {
+                        if let Some(why) = crate::error::error_detail() {
+                            super::set_last_error(&why);
+                        }
                     }
                     // SAFETY: the application's callback with its user data; the destructor
                     // runs right after (the user data is dropped here).

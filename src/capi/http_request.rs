@@ -104,6 +104,21 @@ fn settle(req: *mut aloop_http_request_t, slot: &Slot) {
     }
 }
 
+/// Runs `f` with the `Request` behind a live handle, for a call that answers it its own way (a
+/// WebSocket accept), and retires the handle if `f` answered it. Also gives the loop the
+/// request is bound to. Errors as for the accessors (`ALREADY` for an answered request).
+pub(crate) fn with_request<R>(
+    req: *mut aloop_http_request_t,
+    f: impl FnOnce(Request, LoopId) -> R,
+) -> Result<R> {
+    let slot = resolve(req)?;
+    let lp = handle::bound_loop(req as u64, Kind::HttpRequest)?;
+    let request = Request::from_raw(slot.srv.clone(), slot.token).ok_or(Error::ALREADY)?;
+    let r = f(request, lp);
+    settle(req, &slot);
+    Ok(r)
+}
+
 fn data<'a>(req: *mut aloop_http_request_t) -> Option<&'a RequestData> {
     let slot = resolve(req).ok()?;
     // SAFETY: the data of a live slot stays until the request is answered, and the accessors'

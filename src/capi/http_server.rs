@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::event_loop::{aloop_loop_t, loop_of};
 use super::handle::{self, Handle, Kind, LoopId};
 use super::http_request::{aloop_http_request_t, register_request};
+use super::tls::{aloop_tls_server_config_t, server_config};
 use super::{aloop_free_fn, c_str, guard, not_null, rc, SendBox, UserData};
 use crate::error::{Error, Result};
 use crate::http::{HttpServer, Request, ServerOptions};
@@ -15,7 +16,7 @@ use crate::net::parse_ip_port;
 /// An HTTP server (opaque) on one loop. Owned by the caller of `aloop_http_server_new`; free it
 /// with `aloop_http_server_free` after `aloop_http_server_shutdown` completed.
 pub struct aloop_http_server_t {
-    server: HttpServer,
+    pub(crate) server: HttpServer,
     lp: LoopId,
 }
 
@@ -52,6 +53,10 @@ pub struct aloop_http_server_options_t {
     pub reuse_port: c_int,
     /// listen(2) backlog (default 1024).
     pub backlog: c_int,
+    /// Serve TLS (HTTPS) with this configuration on every connection (borrowed during
+    /// `aloop_http_server_new`; the server keeps its own reference). NULL (the default):
+    /// plain HTTP. `aloop_http_server_set_tls` replaces it later.
+    pub tls: *const aloop_tls_server_config_t,
 }
 
 /// A request handler: answer `req` exactly once, now or later.
@@ -87,6 +92,7 @@ pub extern "C" fn aloop_http_server_options_init(opts: *mut aloop_http_server_op
                 max_output: d.max_output,
                 reuse_port: d.listen.reuse_port as c_int,
                 backlog: d.listen.backlog,
+                tls: std::ptr::null(),
             })
         };
         0
@@ -131,8 +137,8 @@ fn server_options(c: &aloop_http_server_options_t) -> Result<ServerOptions> {
 
 /// Creates a server on `lp` (no listener yet). `opts` may be NULL for the defaults; it is read
 /// during the call only. On success `*out` owns the server; on failure `*out` is not written.
-/// Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE`,
-/// `ALOOP_E_WRONG_THREAD`.
+/// Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or limit), `ALOOP_E_STALE` (for
+/// the loop or `opts->tls`), `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_http_server_new(
     lp: *mut aloop_loop_t,
@@ -150,11 +156,28 @@ pub extern "C" fn aloop_http_server_new(
                 Err(e) => return e.code(),
             }
         };
+        // SAFETY: non-NULL options, read only here.
+        let tls_ptr = if opts.is_null() {
+            std::ptr::null()
+        } else {
+            unsafe { (*opts).tls }
+        };
+        let tls = if tls_ptr.is_null() {
+            None
+        } else {
+            match server_config(tls_ptr) {
+                Ok(t) => Some(t),
+                Err(e) => return e.code(),
+            }
+        };
         let (core, id) = match loop_of(lp) {
             Ok(x) => x,
             Err(e) => return e.code(),
         };
         let server = HttpServer::new(&core, o);
+        if let Some(t) = tls {
+            server.set_tls(t);
+        }
         let h = handle::register(id, Box::new(aloop_http_server_t { server, lp: id }));
         // SAFETY: out is non-NULL and writable.
         unsafe { out.write(h) };

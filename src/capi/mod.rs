@@ -23,6 +23,8 @@ mod pg_value;
 mod poll;
 mod tcp;
 mod timer;
+mod tls;
+mod ws;
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -46,6 +48,8 @@ pub use pg_value::*;
 pub use poll::*;
 pub use tcp::*;
 pub use timer::*;
+pub use tls::*;
+pub use ws::*;
 
 /// Destructor for a registration's user data; called exactly once, on the loop's thread, when
 /// the registration ends (see each function). Never called when the registering call fails.

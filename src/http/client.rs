@@ -10,6 +10,13 @@
 //! end; `RequestHandle::pause` stops reading the connection until `resume`, so a slow consumer
 //! holds at most one read's worth. Its whole-request timeout ends with the head; the body is
 //! bounded by the read timeout (no byte for that long) instead.
+//!
+//! `https://` URLs run over TLS (`net::tls`): the certificate is verified against the system's
+//! roots unless `set_tls` gave another configuration, the host name is sent as SNI and checked,
+//! ALPN offers http/1.1, each origin keeps its own session cache (resumption) and its own
+//! keep-alive pool, as for `http://`. The handshake counts against the connect timeout. A
+//! failed request's reason text (a TLS verifier's words, the address a connect failed on) is
+//! readable with `error::error_detail` inside its callback.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -18,9 +25,11 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::response_parser::{Response, ResponseError, ResponseParser, StreamStep};
+use crate::error::with_error_detail;
 use crate::error::{Error, Result};
 use crate::net::connect::connect_first;
 use crate::net::resolve::resolve_off_loop;
+use crate::net::tls::TlsClientConfig;
 use crate::net::{ReadEvent, TcpStream};
 use crate::reactor::{Loop, Slab, Timer, Token};
 
@@ -28,13 +37,13 @@ use crate::reactor::{Loop, Slab, Timer, Token};
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
     /// Time to establish a connection (`CONNECT_TIMEOUT` past it), over all of a host name's
-    /// addresses, which are tried in turn.
+    /// addresses, which are tried in turn; for https, the TLS handshake gets as long again.
     pub connect_timeout: Duration,
     /// Time for the whole request, queueing included (`TIMEOUT` past it).
     pub request_timeout: Duration,
     /// Largest response body (`HTTP_TOO_LARGE` beyond).
     pub max_body: usize,
-    /// Connections per origin (host and port); more requests wait.
+    /// Connections per origin (scheme, host and port); more requests wait.
     pub max_per_origin: usize,
     /// How long an idle pooled connection is kept.
     pub idle_timeout: Duration,
@@ -55,9 +64,11 @@ impl Default for ClientOptions {
     }
 }
 
-/// A parsed `http://host[:port]/path?query` URL.
+/// A parsed `http://host[:port]/path?query` or `https://...` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
+    /// https: over TLS.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path and query, at least "/".
@@ -65,9 +76,17 @@ pub struct Url {
 }
 
 impl Url {
-    /// Parses an http:// URL (https is not supported: `BAD_URL`).
+    /// Parses an http:// or https:// URL (default ports 80 and 443); anything else is
+    /// `BAD_URL`.
     pub fn parse(s: &str) -> Result<Url> {
-        let rest = s.strip_prefix("http://").ok_or(Error::BAD_URL)?;
+        let (tls, rest) = if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(Error::BAD_URL);
+        };
+        let default_port = if tls { 443 } else { 80 };
         let (authority, target) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -77,7 +96,7 @@ impl Url {
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let end = v6.find(']').ok_or(Error::BAD_URL)?;
             let port = match &v6[end + 1..] {
-                "" => 80,
+                "" => default_port,
                 p => p
                     .strip_prefix(':')
                     .and_then(|p| p.parse().ok())
@@ -87,22 +106,27 @@ impl Url {
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse().map_err(|_| Error::BAD_URL)?),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         if host.is_empty() || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(Error::BAD_URL);
         }
-        Ok(Url { host, port, target })
+        Ok(Url {
+            tls,
+            host,
+            port,
+            target,
+        })
     }
 
-    fn host_header(&self) -> String {
+    pub(crate) fn host_header(&self) -> String {
         let h = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == if self.tls { 443 } else { 80 } {
             h
         } else {
             format!("{h}:{}", self.port)
@@ -142,6 +166,7 @@ impl ClientRequest {
         (
             self.url.host.clone(),
             self.url.port,
+            self.url.tls,
             self.unix_socket.clone(),
         )
     }
@@ -187,8 +212,8 @@ pub enum ClientEvent<'a> {
 
 type ResponseCb = Box<dyn FnOnce(Result<Response>)>;
 type EventCb = Box<dyn FnMut(ClientEvent<'_>)>;
-/// Host, port and Unix socket path: requests to the same origin share connections.
-type Origin = (String, u16, Option<std::path::PathBuf>);
+/// Host, port, TLS and Unix socket path: requests to the same origin share connections.
+type Origin = (String, u16, bool, Option<std::path::PathBuf>);
 
 /// How a request's outcome is delivered.
 enum Deliver {
@@ -214,6 +239,8 @@ struct Pending {
     conn: RefCell<Option<Rc<Conn>>>,
     timer: RefCell<Option<Timer>>,
     retried: Cell<bool>,
+    /// The reason of a failure about to be reported (see `error::error_detail`).
+    detail: RefCell<Option<String>>,
 }
 
 struct Conn {
@@ -247,7 +274,12 @@ struct OriginState {
     idle: Vec<Rc<Conn>>,
     open: usize,
     queue: VecDeque<Rc<Pending>>,
+    /// An https origin's TLS configuration, with a session cache of its own.
+    tls: Option<TlsClientConfig>,
 }
+
+/// Sessions an https origin's cache keeps for resumption.
+const SESSIONS_PER_ORIGIN: usize = 8;
 
 struct ClientInner {
     lp: Loop,
@@ -257,6 +289,8 @@ struct ClientInner {
     live: RefCell<Slab<Weak<Pending>>>,
     /// Checks read timeouts while requests are pending.
     sweeper: RefCell<Option<Timer>>,
+    /// For https origins; the system's roots when unset.
+    tls: RefCell<Option<TlsClientConfig>>,
     /// `shut_down` was called: connections close instead of returning to the pool, and new
     /// requests are cancelled.
     shut: Cell<bool>,
@@ -331,9 +365,20 @@ impl HttpClient {
                 origins: RefCell::new(HashMap::new()),
                 live: RefCell::new(Slab::default()),
                 sweeper: RefCell::new(None),
+                tls: RefCell::new(None),
                 shut: Cell::new(false),
                 me: me.clone(),
             }),
+        }
+    }
+
+    /// Sets the TLS configuration of https:// requests made from now on (trusted roots, a
+    /// client certificate, or no verification); origins already contacted keep theirs. The
+    /// default verifies against the system's roots.
+    pub fn set_tls(&self, config: TlsClientConfig) {
+        *self.inner.tls.borrow_mut() = Some(config);
+        for o in self.inner.origins.borrow_mut().values_mut() {
+            o.tls = None;
         }
     }
 
@@ -393,6 +438,7 @@ impl HttpClient {
             conn: RefCell::new(None),
             timer: RefCell::new(None),
             retried: Cell::new(false),
+            detail: RefCell::new(None),
         });
         let t = Timer::new(&inner.lp);
         let (weak_p, weak_c) = (Rc::downgrade(&p), inner.me.clone());
@@ -489,13 +535,28 @@ impl ClientInner {
                 self.close_conn(&c);
             }
         }
-        match cb {
-            Some(Deliver::Whole(cb)) => cb(r),
-            Some(Deliver::Stream(mut cb)) => cb(ClientEvent::Done(r.map(drop))),
+        let detail = if r.is_err() {
+            p.detail.borrow_mut().take()
+        } else {
+            None
+        };
+        match (cb, r) {
+            (Some(Deliver::Whole(cb)), Err(e)) => with_error_detail(e, detail, || cb(Err(e))),
+            (Some(Deliver::Whole(cb)), ok) => cb(ok),
+            (Some(Deliver::Stream(mut cb)), Err(e)) => {
+                with_error_detail(e, detail, || cb(ClientEvent::Done(Err(e))))
+            }
+            (Some(Deliver::Stream(mut cb)), Ok(_)) => cb(ClientEvent::Done(Ok(()))),
             // Its callback is running (this is a cancel from inside it): `emit` delivers the
             // end when it returns.
-            None => p.late_done.set(Some(r.map(drop))),
+            (None, r) => p.late_done.set(Some(r.map(drop))),
         }
+    }
+
+    /// `finish` with an error and its reason.
+    fn fail(&self, p: &Rc<Pending>, e: Error, reason: String) {
+        *p.detail.borrow_mut() = Some(reason);
+        self.finish(p, Err(e));
     }
 
     /// Gives a streamed request's callback one event (not `Done`: see `finish`). Returns
@@ -617,6 +678,17 @@ impl ClientInner {
     }
 
     fn open(&self, key: Origin, p: Rc<Pending>) {
+        if key.2 {
+            // Made before connecting: loading the system's roots the first time blocks a
+            // little, and a server's handshake timer runs from the connect on.
+            if let Err((e, why)) = self.origin_tls(&key) {
+                if let Some(o) = self.origins.borrow_mut().get_mut(&key) {
+                    o.open = o.open.saturating_sub(1);
+                }
+                self.fail(&p, e, why);
+                return;
+            }
+        }
         let conn = Rc::new(Conn {
             origin: key.clone(),
             stream: RefCell::new(None),
@@ -630,7 +702,7 @@ impl ClientInner {
             held: RefCell::new(Vec::new()),
         });
         *p.conn.borrow_mut() = Some(conn.clone());
-        if let Some(path) = key.2.clone() {
+        if let Some(path) = key.3.clone() {
             self.connect_unix(conn, &path, p);
             return;
         }
@@ -638,11 +710,12 @@ impl ClientInner {
             Ok(ip) => self.connect(conn, vec![SocketAddr::new(ip, key.1)], p),
             Err(_) => {
                 let (client, host) = (self.me.clone(), key.0.clone());
+                let host2 = host.clone();
                 resolve_off_loop(&self.lp, host, key.1, move |addrs| {
                     let Some(c) = client.upgrade() else { return };
                     if addrs.is_empty() {
                         c.close_conn(&conn);
-                        c.finish(&p, Err(Error::DNS));
+                        c.fail(&p, Error::DNS, format!("no address found for {host2}"));
                     } else {
                         c.connect(conn, addrs, p);
                     }
@@ -675,6 +748,7 @@ impl ClientInner {
             move |r| {
                 let Some(me) = me.upgrade() else { return };
                 match r {
+                    Ok(()) if conn.origin.2 => me.handshake(&conn, p),
                     Ok(()) => me.connected(&conn, p),
                     Err(e) => {
                         me.close_conn(&conn);
@@ -683,11 +757,94 @@ impl ClientInner {
                         } else {
                             e
                         };
-                        me.finish(&p, Err(e));
+                        let (h, port) = (&conn.origin.0, conn.origin.1);
+                        me.fail(&p, e, format!("connect to {h} port {port}: {e}"));
                     }
                 }
             },
         );
+    }
+
+    /// The origin's TLS configuration: the client's (or the system's roots), with a session
+    /// cache of the origin's own.
+    fn origin_tls(&self, origin: &Origin) -> std::result::Result<TlsClientConfig, (Error, String)> {
+        if let Some(c) = self
+            .origins
+            .borrow()
+            .get(origin)
+            .and_then(|o| o.tls.clone())
+        {
+            return Ok(c);
+        }
+        let base = match self.tls.borrow().clone() {
+            Some(c) => c,
+            None => TlsClientConfig::system().map_err(|e| (e.code, e.reason))?,
+        };
+        let cfg = base.with_own_session_cache(SESSIONS_PER_ORIGIN);
+        if let Some(o) = self.origins.borrow_mut().get_mut(origin) {
+            o.tls = Some(cfg.clone());
+        }
+        Ok(cfg)
+    }
+
+    /// Runs the TLS handshake of a new https connection, within the connect timeout.
+    fn handshake(&self, conn: &Rc<Conn>, p: Rc<Pending>) {
+        let stream = conn.stream.borrow().clone();
+        let Some(stream) = stream else { return };
+        let cfg = match self.origin_tls(&conn.origin) {
+            Ok(c) => c,
+            Err((e, why)) => {
+                self.close_conn(conn);
+                self.fail(&p, e, why);
+                return;
+            }
+        };
+        let timer = Timer::new(&self.lp);
+        let (me, weak, weak_p) = (self.me.clone(), Rc::downgrade(conn), Rc::downgrade(&p));
+        let ms = self.opts.connect_timeout.as_millis();
+        timer.start(self.opts.connect_timeout, None, move || {
+            if let (Some(me), Some(c), Some(p)) = (me.upgrade(), weak.upgrade(), weak_p.upgrade()) {
+                me.close_conn(&c);
+                me.fail(
+                    &p,
+                    Error::CONNECT_TIMEOUT,
+                    format!("TLS handshake not finished within {ms} ms"),
+                );
+            }
+        });
+        *conn.idle_timer.borrow_mut() = Some(timer);
+        let (me, weak, s2, p2) = (
+            self.me.clone(),
+            Rc::downgrade(conn),
+            stream.clone(),
+            p.clone(),
+        );
+        let r = stream.start_tls_client(&cfg, &conn.origin.0, move |r| {
+            let p = p2;
+            let (Some(me), Some(c)) = (me.upgrade(), weak.upgrade()) else {
+                return;
+            };
+            let t = c.idle_timer.borrow_mut().take();
+            drop(t);
+            match r {
+                Ok(()) => me.connected(&c, p),
+                Err(e) => {
+                    let why = s2
+                        .tls_failure()
+                        .map(|f| f.reason)
+                        .unwrap_or_else(|| e.to_string());
+                    me.close_conn(&c);
+                    me.fail(&p, e, why);
+                }
+            }
+        });
+        if let Err(e) = r {
+            let t = conn.idle_timer.borrow_mut().take();
+            drop(t);
+            self.close_conn(conn);
+            let host = &conn.origin.0;
+            self.fail(&p, e, format!("cannot start TLS for {host:?}"));
+        }
     }
 
     /// Connects to the Unix socket of the origin, within the connect timeout.
@@ -698,6 +855,7 @@ impl ClientInner {
             TcpStream::connect_unix(&self.lp, path, Some(self.opts.connect_timeout), move |r| {
                 let Some(me) = me.upgrade() else { return };
                 match r {
+                    Ok(()) if c2.origin.2 => me.handshake(&c2, p2),
                     Ok(()) => me.connected(&c2, p2),
                     Err(e) => {
                         me.close_conn(&c2);
@@ -706,7 +864,8 @@ impl ClientInner {
                         } else {
                             e
                         };
-                        me.finish(&p2, Err(e));
+                        let path = c2.origin.3.as_deref().unwrap_or(std::path::Path::new(""));
+                        me.fail(&p2, e, format!("connect to {}: {e}", path.display()));
                     }
                 }
             });
@@ -1028,7 +1187,18 @@ mod tests {
             (u.host.as_str(), u.port, u.target.as_str(), u.host_header()),
             ("::1", 9000, "/?x", "[::1]:9000".into())
         );
-        assert_eq!(Url::parse("https://x/").unwrap_err(), Error::BAD_URL);
+        let u = Url::parse("https://example.com/a").unwrap();
+        assert_eq!(
+            (u.tls, u.port, u.host_header()),
+            (true, 443, "example.com".to_string())
+        );
+        let u = Url::parse("https://[::1]:8443").unwrap();
+        assert_eq!(
+            (u.tls, u.port, u.host_header()),
+            (true, 8443, "[::1]:8443".into())
+        );
+        assert!(!Url::parse("http://x").unwrap().tls);
+        assert_eq!(Url::parse("ftp://x/").unwrap_err(), Error::BAD_URL);
         assert_eq!(
             Url::parse("http://x:notaport/").unwrap_err(),
             Error::BAD_URL

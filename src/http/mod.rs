@@ -20,5 +20,6 @@ pub mod response_parser;
 pub mod router;
 pub mod server;
 mod target;
+pub mod ws;
 
 pub use server::{BodyEvent, ChunkedWriter, HttpServer, Request, ServerOptions};

@@ -88,6 +88,11 @@ pub trait Sink {
     fn stream_start(&mut self, _req: Box<RequestData>) {}
     /// It is complete, body included (buffered requests only).
     fn request_complete(&mut self, req: Box<RequestData>);
+    /// Asked after each complete request: `false` stops parsing there, and `execute` returns
+    /// `Outcome::Paused` with the bytes not parsed yet (a connection at its pipeline limit).
+    fn wants_more(&mut self) -> bool {
+        true
+    }
 }
 
 /// What a pause of `execute` hands out, for a request whose body streams.
@@ -106,11 +111,17 @@ pub enum Streamed {
 pub enum Outcome {
     /// All bytes consumed; more may follow.
     Continue,
-    /// The request asked for a protocol upgrade (not supported: answer it, then close).
-    Upgrade,
-    /// Stopped after `consumed` bytes to hand out `event`; call again with the rest (even
-    /// when nothing is left: the parser may have more to say).
-    Paused { consumed: usize, event: Streamed },
+    /// The request asked for a protocol upgrade (`Connection: upgrade` with `Upgrade`): it was
+    /// handed over (marked `upgrade`), and parsing stopped after its head. The first `consumed`
+    /// bytes of the input were HTTP; what follows belongs to the protocol asked for (if the
+    /// handler switches to it) and is never parsed as a request.
+    Upgrade { consumed: usize },
+    /// The sink asked to stop after a request (`Sink::wants_more`): the first `consumed` bytes
+    /// were parsed, the rest were not. The parser is ready to go on with them.
+    Paused { consumed: usize },
+    /// Stopped after `consumed` bytes to hand out `event` of a streamed request; call again
+    /// with the rest (even when nothing is left: the parser may have more to say).
+    Streamed { consumed: usize, event: Streamed },
 }
 
 #[derive(Default)]
@@ -558,10 +569,14 @@ unsafe extern "C" fn on_message_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
         return ll::HPE_PAUSED as c_int;
     }
     if let Some(mut req) = c.st.cur.take() {
-        // Upgrades are not supported: the request is answered, then the connection closes
-        // (what follows it is another protocol's).
+        // An upgrade request is answered, then the connection closes (what follows it is
+        // another protocol's), unless its handler switches protocols (a WebSocket accept).
         req.keep_alive = keep_alive && !upgrade;
+        req.upgrade = upgrade;
         c.sink.request_complete(req);
+        if !upgrade && !c.sink.wants_more() {
+            return ll::HPE_PAUSED;
+        }
     }
     0
 }
@@ -631,17 +646,24 @@ impl<S: Sink> RequestParser<S> {
         parser.data = std::ptr::null_mut();
         match errno {
             ll::HPE_OK => Ok(Outcome::Continue),
-            ll::HPE_PAUSED_UPGRADE => Ok(Outcome::Upgrade),
-            ll::HPE_PAUSED if c.st.paused.is_some() => {
-                // SAFETY: the parser is live; after a pause its error position points into
-                // `data` (or at its end).
-                let at = unsafe { ll::llhttp_get_error_pos(parser) } as usize;
-                let consumed = at.saturating_sub(c.st.base).min(data.len());
-                // SAFETY: live parser, paused by one of our callbacks: resuming continues
-                // from where it stopped at the next call.
+            ll::HPE_PAUSED_UPGRADE => {
+                // SAFETY: after a pause llhttp's error position points into `data`.
+                let pos = unsafe { ll::llhttp_get_error_pos(parser) } as usize;
+                let consumed = pos.saturating_sub(c.st.base).min(data.len());
+                Ok(Outcome::Upgrade { consumed })
+            }
+            ll::HPE_PAUSED => {
+                // SAFETY: after a pause llhttp's error position points into `data` (or at its
+                // end).
+                let pos = unsafe { ll::llhttp_get_error_pos(parser) } as usize;
+                // SAFETY: the parser is initialised, paused by one of our callbacks: resuming
+                // clears the pause, and the next call goes on from the state llhttp kept.
                 unsafe { ll::llhttp_resume(parser) };
-                let event = c.st.paused.take().unwrap();
-                Ok(Outcome::Paused { consumed, event })
+                let consumed = pos.saturating_sub(c.st.base).min(data.len());
+                Ok(match c.st.paused.take() {
+                    Some(event) => Outcome::Streamed { consumed, event },
+                    None => Outcome::Paused { consumed },
+                })
             }
             e => {
                 // SAFETY: llhttp's reason is a static C string (or NULL).

@@ -236,11 +236,21 @@ fn limits() {
 
 #[test]
 fn upgrade_is_reported() {
-    let (r, s) =
-        parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
-    assert_eq!(r, Ok(Outcome::Upgrade));
+    let head: &[u8] =
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let mut input = head.to_vec();
+    input.extend_from_slice(b"\x81\x85frames, not HTTP");
+    let (r, s) = parse(&input);
+    // Parsing stops after the head: the rest is the new protocol's.
+    assert_eq!(
+        r,
+        Ok(Outcome::Upgrade {
+            consumed: head.len()
+        })
+    );
     assert_eq!(s.done.len(), 1);
-    // Answered, then closed: what follows the request is not HTTP.
+    assert!(s.done[0].upgrade);
+    // Answered, then closed unless the handler switches protocols.
     assert!(!s.done[0].keep_alive);
     let (r, s) = parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(r, Ok(Outcome::Continue));
@@ -373,7 +383,7 @@ fn stream_events(input: &[u8], step: usize) -> (Vec<String>, Result<(), HttpErro
             }
             match r {
                 Ok(Outcome::Continue) => break,
-                Ok(Outcome::Paused { consumed, event }) => {
+                Ok(Outcome::Streamed { consumed, event }) => {
                     let at = off;
                     off += consumed;
                     events.push(match event {
@@ -385,7 +395,7 @@ fn stream_events(input: &[u8], step: usize) -> (Vec<String>, Result<(), HttpErro
                         Streamed::End => "end".to_string(),
                     });
                 }
-                Ok(Outcome::Upgrade) => panic!("upgrade"),
+                Ok(o) => panic!("{o:?}"),
                 Err(e) => return (events, Err(e), sink),
             }
         }
@@ -492,7 +502,7 @@ fn body_remaining_counts_down_a_content_length() {
     let mut sink = Streams::default();
     let input = b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\nabcd";
     let r = p.execute(input, &mut sink).unwrap();
-    let Outcome::Paused { consumed, event } = r else {
+    let Outcome::Streamed { consumed, event } = r else {
         panic!("{r:?}")
     };
     assert_eq!((event, consumed), (Streamed::Head, input.len() - 4));
@@ -501,7 +511,7 @@ fn body_remaining_counts_down_a_content_length() {
     let r = p.execute(&input[consumed..], &mut sink).unwrap();
     assert_eq!(
         r,
-        Outcome::Paused {
+        Outcome::Streamed {
             consumed: 4,
             event: Streamed::Body(0..4)
         }

@@ -20,6 +20,9 @@ pub struct RequestData {
     /// The head (the whole arena) is ASCII, checked once when it is complete: the text
     /// accessors then need no UTF-8 validation of their own.
     pub(crate) head_ascii: bool,
+    /// It asked to switch protocols (`Connection: upgrade` and `Upgrade`); parsing stopped
+    /// after it.
+    pub(crate) upgrade: bool,
 }
 
 /// Whether `m` is a method name the server can route and the client can send: methods are
@@ -51,6 +54,7 @@ impl RequestData {
         self.keep_alive = true;
         self.expect_continue = false;
         self.head_ascii = false;
+        self.upgrade = false;
     }
 
     /// Bounds the memory it keeps while pooled, so one huge request does not pin its buffers
@@ -115,6 +119,10 @@ impl RequestData {
     /// The raw query after '?', without it ("" when none).
     pub fn query(&self) -> &str {
         self.str_at(&self.query)
+    }
+    /// Whether it asked to switch protocols (`Connection: upgrade` with an `Upgrade` header).
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade
     }
     /// HTTP/1.x minor version.
     pub fn version_minor(&self) -> u8 {

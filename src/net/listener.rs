@@ -275,7 +275,7 @@ impl ListenerInner {
 }
 
 impl OpOwner for ListenerInner {
-    fn complete(self: Rc<Self>, _lp: &Loop, op: Op, c: &Completion, _data: &[u8]) {
+    fn complete(self: Rc<Self>, _lp: &Loop, op: Op, c: &Completion, _data: &mut [u8]) {
         if let Op::Close { .. } = op {
             self.close_op.set(None);
             self.maybe_finish_close();

@@ -2,7 +2,8 @@
 //! paths whose stale files are replaced), streams (connect with timeout,
 //! read start/stop, queued writev writes, shutdown, close; a stream may carry its owner's
 //! per-connection state, see `Stream`), socket options and addresses, host names resolved off
-//! the loop and their addresses tried in turn.
+//! the loop and their addresses tried in turn; TLS (rustls) as a transform of a stream
+//! (`tls`).
 
 mod addr;
 pub(crate) mod connect;
@@ -10,6 +11,7 @@ mod listener;
 pub(crate) mod resolve;
 pub(crate) mod socket;
 mod stream;
+pub mod tls;
 mod unix;
 
 pub use addr::{parse_ip_port, Address, SockAddr};

@@ -7,6 +7,10 @@
 //! server keeps its connection record there, so an idle connection is one allocation); `H`
 //! receives the stream's events through `StreamEvents`. `TcpStream` is the stream whose events
 //! go to closures set at run time (`read_start`, `set_on_drain`, `close`).
+//!
+//! A stream may carry TLS (`start_tls_server`, `start_tls_client`; see `net::tls`): then
+//! ciphertext received is decrypted before `on_read` sees it and every write is sealed into
+//! the same write queue, so the owner reads and writes plaintext through the same calls.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::addr::{Address, SockAddr};
 use super::socket;
+use super::tls::TlsSession;
 use crate::error::{Error, Result};
 use crate::reactor::{Completion, Loop, Op, OpOwner, Timer, Token};
 
@@ -27,8 +32,9 @@ const MAX_IOV: usize = 64;
 /// What a read callback receives.
 #[derive(Debug)]
 pub enum ReadEvent<'a> {
-    /// Bytes received, borrowed until the callback returns.
-    Data(&'a [u8]),
+    /// Bytes received, borrowed until the callback returns. They are the receiver's to modify
+    /// in place meanwhile (a WebSocket unmasks frames there instead of copying them).
+    Data(&'a mut [u8]),
     /// The peer shut down its sending side; no more data will come.
     Eof,
     /// The connection failed (reset, ...); reading has stopped.
@@ -39,7 +45,8 @@ pub enum ReadEvent<'a> {
 /// Events are delivered from the loop, one at a time; an event handler may call any method of
 /// the stream, including `begin_close`.
 pub trait StreamEvents: Sized + 'static {
-    /// Data while reading is on, then `Eof` or `Error` once (reading is then off).
+    /// Data while reading is on, then `Eof` or `Error` once (reading is then off; the one
+    /// exception, `TLS_PLAINTEXT` on a TLS stream, is described at `write_plaintext_reply`).
     fn on_read(stream: &Stream<Self>, ev: ReadEvent<'_>);
     /// The write queue emptied: `Ok` after a successful send, the error when queued writes
     /// failed (the peer went away). Not reported for writes cancelled by closing.
@@ -53,7 +60,7 @@ pub trait StreamEvents: Sized + 'static {
 }
 
 type ReadCb = Box<dyn FnMut(ReadEvent<'_>)>;
-type DoneCb = Box<dyn FnOnce(Result<()>)>;
+pub(in crate::net) type DoneCb = Box<dyn FnOnce(Result<()>)>;
 type DrainCb = Box<dyn FnMut(Result<()>)>;
 
 struct WriteReq {
@@ -64,37 +71,41 @@ struct WriteReq {
 
 /// How reading ended while nobody was reading (reported at the next read start).
 #[derive(Clone, Copy)]
-enum ReadEnd {
+pub(in crate::net) enum ReadEnd {
     Eof,
     Error(Error),
 }
 
 /// Bits of `StreamInner::flags`.
-const READING: u8 = 1;
+pub(in crate::net) const READING: u8 = 1;
 const CLOSING: u8 = 2;
 const SHUTDOWN_DONE: u8 = 4;
 /// `on_closed` was scheduled.
 const CLOSE_REPORTED: u8 = 8;
 /// The pending receive does not keep the loop running (`set_keeps_loop_alive(false)`).
 const UNREF: u8 = 16;
+/// The stream carries TLS: nothing is ever written unsealed (`tls` holds the session).
+pub(in crate::net) const TLS: u8 = 32;
 
 /// A stream's state. Everything an idle connection does not need lives in boxes that exist
 /// only while needed (`writer`) or only for streams that ever need them (`extra`).
-struct StreamInner<H> {
-    lp: Loop,
+pub(in crate::net) struct StreamInner<H> {
+    pub(in crate::net) lp: Loop,
     fd: Cell<RawFd>,
     flags: Cell<u8>,
-    read_end: Cell<Option<ReadEnd>>,
+    pub(in crate::net) read_end: Cell<Option<ReadEnd>>,
     /// The multishot receive in flight.
-    recv: Cell<Option<Token>>,
+    pub(in crate::net) recv: Cell<Option<Token>>,
     /// The send in flight.
-    send: Cell<Option<Token>>,
+    pub(in crate::net) send: Cell<Option<Token>>,
     close_op: Cell<Option<Token>>,
     /// Present only while output is queued or a send is in flight; lent from a per-thread pool.
     writer: RefCell<Option<Box<Writer>>>,
     /// Made on first need, kept until the stream is freed (the connect address in it must not
     /// move while the kernel may read it).
     extra: RefCell<Option<Box<Extra>>>,
+    /// The TLS session of a TLS stream (taken out while it is being driven).
+    pub(in crate::net) tls: Cell<Option<Box<TlsSession>>>,
     events: H,
 }
 
@@ -180,7 +191,7 @@ struct Connecting {
 /// A TCP connection carrying the state `H` (reachable through `Deref`). Clones share it; it
 /// must be closed (`begin_close`, or `close` for a `TcpStream`).
 pub struct Stream<H: StreamEvents> {
-    inner: Rc<StreamInner<H>>,
+    pub(in crate::net) inner: Rc<StreamInner<H>>,
 }
 
 impl<H: StreamEvents> Clone for Stream<H> {
@@ -366,6 +377,7 @@ impl<H: StreamEvents> Stream<H> {
                 close_op: Cell::new(None),
                 writer: RefCell::new(None),
                 extra: RefCell::new(None),
+                tls: Cell::new(None),
                 events,
             }),
         }
@@ -384,11 +396,11 @@ impl<H: StreamEvents> Stream<H> {
         Ok(Stream::from_fd(lp, fd.into_raw_fd(), events))
     }
 
-    fn flag(&self, bit: u8) -> bool {
+    pub(in crate::net) fn flag(&self, bit: u8) -> bool {
         self.inner.flags.get() & bit != 0
     }
 
-    fn set_flag(&self, bit: u8, on: bool) {
+    pub(in crate::net) fn set_flag(&self, bit: u8, on: bool) {
         let f = self.inner.flags.get();
         self.inner.flags.set(if on { f | bit } else { f & !bit });
     }
@@ -400,7 +412,7 @@ impl<H: StreamEvents> Stream<H> {
         })
     }
 
-    fn connect_token(&self) -> Option<Token> {
+    pub(in crate::net) fn connect_token(&self) -> Option<Token> {
         self.inner.extra.borrow().as_ref().and_then(|e| e.connect)
     }
 
@@ -559,6 +571,9 @@ impl<H: StreamEvents> Stream<H> {
             return Err(Error::ALREADY);
         }
         self.set_flag(READING, true);
+        if self.flag(TLS) {
+            return self.tls_start_reading();
+        }
         let stashed = self
             .inner
             .extra
@@ -577,12 +592,33 @@ impl<H: StreamEvents> Stream<H> {
         Ok(())
     }
 
+    /// Puts `data` back in front of what is still to be read: the next read start delivers it
+    /// first. For a reader that stops in the middle of what it was given (a protocol switch,
+    /// or backpressure), so the rest is not lost; nothing happens while closing.
+    pub fn unread(&self, data: &[u8]) {
+        if self.is_closing() || data.is_empty() {
+            return;
+        }
+        if self.flag(TLS) {
+            // Plaintext waits in the session's own stash, delivered by `tls_deliver_pending`.
+            let _ = self.with_tls(|s| {
+                s.stash.splice(0..0, data.iter().copied());
+            });
+            return;
+        }
+        let mut extra = self.extra();
+        let stash = &mut extra.stash;
+        stash.splice(0..0, data.iter().copied());
+    }
+
     /// Stops reading. Data that still arrives is kept for the next read start.
     pub fn read_stop(&self) {
         self.set_flag(READING, false);
         self.inner.events.on_read_stopped();
         if let Some(t) = self.inner.recv.get() {
-            self.inner.lp.cancel(t);
+            if !self.tls_handshaking() {
+                self.inner.lp.cancel(t); // a TLS handshake reads on by itself
+            }
         }
     }
 
@@ -590,7 +626,6 @@ impl<H: StreamEvents> Stream<H> {
     /// all of it was handed to the kernel, or the error (`CANCELLED` on close). `CLOSED` if
     /// closing, `-EPIPE` after `shutdown`.
     pub fn write(&self, data: Vec<u8>, cb: Option<DoneCb>) -> Result<()> {
-        let inner = &self.inner;
         if self.is_closing() {
             return Err(Error::CLOSED);
         }
@@ -600,6 +635,16 @@ impl<H: StreamEvents> Stream<H> {
         if self.connect_token().is_some() {
             return Err(Error::from_errno(libc::ENOTCONN));
         }
+        if self.flag(TLS) {
+            return self.tls_write(data, cb);
+        }
+        self.queue_raw(data, cb);
+        Ok(())
+    }
+
+    /// Queues `data` as it is (ciphertext on a TLS stream) and starts sending it.
+    pub(in crate::net) fn queue_raw(&self, data: Vec<u8>, cb: Option<DoneCb>) {
+        let inner = &self.inner;
         {
             let mut w = inner.writer.borrow_mut();
             let w = w.get_or_insert_with(Writer::take);
@@ -620,7 +665,16 @@ impl<H: StreamEvents> Stream<H> {
                 inner.lp.defer(move || s.fail_writes(e));
             }
         }
-        Ok(())
+    }
+
+    /// Tells the owner reading stopped.
+    pub(in crate::net) fn read_stopped_event(&self) {
+        self.inner.events.on_read_stopped();
+    }
+
+    /// Whether a send is in flight or anything is queued.
+    pub(in crate::net) fn sending(&self) -> bool {
+        self.inner.send.get().is_some() || self.has_queued()
     }
 
     /// Shuts down the sending side once queued writes are sent; `cb` gets the result.
@@ -630,6 +684,9 @@ impl<H: StreamEvents> Stream<H> {
         }
         if self.shutdown_pending() || self.flag(SHUTDOWN_DONE) {
             return Err(Error::ALREADY);
+        }
+        if self.flag(TLS) {
+            self.tls_close_notify();
         }
         self.extra().shutdown = Some(Box::new(cb));
         if self.inner.send.get().is_none() && !self.has_queued() {
@@ -652,6 +709,9 @@ impl<H: StreamEvents> Stream<H> {
         // Closing keeps the loop running until it is done, unref'd receive included.
         self.set_keeps_loop_alive(true);
         inner.events.on_closing();
+        if self.flag(TLS) {
+            self.tls_on_close();
+        }
         let timer = inner.extra.borrow_mut().as_mut().and_then(|e| {
             e.stash = Vec::new();
             e.connecting.as_mut().and_then(|c| c.timer.take())
@@ -672,7 +732,7 @@ impl<H: StreamEvents> Stream<H> {
         self.maybe_finish_close();
     }
 
-    fn arm_recv(&self) -> Result<()> {
+    pub(in crate::net) fn arm_recv(&self) -> Result<()> {
         let inner = &self.inner;
         let t = inner
             .lp
@@ -710,7 +770,7 @@ impl<H: StreamEvents> Stream<H> {
         self.set_flag(UNREF, !keeps);
     }
 
-    fn end_reading(&self, end: ReadEnd) {
+    pub(in crate::net) fn end_reading(&self, end: ReadEnd) {
         self.inner.read_end.set(Some(end));
         if self.is_reading() {
             self.set_flag(READING, false);
@@ -729,7 +789,7 @@ impl<H: StreamEvents> Stream<H> {
         if !self.is_reading() || self.is_closing() {
             return;
         }
-        let data = self
+        let mut data = self
             .inner
             .extra
             .borrow_mut()
@@ -737,7 +797,7 @@ impl<H: StreamEvents> Stream<H> {
             .map(|e| std::mem::take(&mut e.stash))
             .unwrap_or_default();
         if !data.is_empty() {
-            H::on_read(self, ReadEvent::Data(&data));
+            H::on_read(self, ReadEvent::Data(&mut data));
         }
         if !self.is_reading() {
             return;
@@ -751,7 +811,7 @@ impl<H: StreamEvents> Stream<H> {
         }
     }
 
-    fn on_recv(&self, c: &Completion, data: &[u8]) {
+    fn on_recv(&self, c: &Completion, data: &mut [u8]) {
         let inner = &self.inner;
         if !c.more && inner.recv.get() == Some(c.token) {
             self.set_recv(None);
@@ -760,20 +820,22 @@ impl<H: StreamEvents> Stream<H> {
             return;
         }
         if c.res > 0 {
-            if self.is_reading() {
+            if self.flag(TLS) {
+                self.tls_on_data(data);
+            } else if self.is_reading() {
                 H::on_read(self, ReadEvent::Data(data));
             } else {
                 self.extra().stash.extend_from_slice(data);
             }
         } else if c.res == 0 {
-            self.end_reading(ReadEnd::Eof);
+            self.read_ended(ReadEnd::Eof);
             return;
         } else if c.res != -libc::ECANCELED && c.res != -libc::ENOBUFS {
-            self.end_reading(ReadEnd::Error(Error::from_code(c.res)));
+            self.read_ended(ReadEnd::Error(Error::from_code(c.res)));
             return;
         }
         // Multishot ended (buffers ran out, or a cancel raced with a read start): re-arm.
-        if self.is_reading()
+        if self.wants_recv()
             && !self.is_closing()
             && inner.recv.get().is_none()
             && inner.read_end.get().is_none()
@@ -782,6 +844,20 @@ impl<H: StreamEvents> Stream<H> {
                 self.end_reading(ReadEnd::Error(e));
             }
         }
+    }
+
+    /// The connection's read side ended (EOF or an error).
+    fn read_ended(&self, end: ReadEnd) {
+        if self.flag(TLS) {
+            self.tls_on_end(end);
+        } else {
+            self.end_reading(end);
+        }
+    }
+
+    /// Whether a receive should stay armed: while reading, or while a TLS handshake runs.
+    fn wants_recv(&self) -> bool {
+        self.is_reading() || self.tls_handshaking()
     }
 
     /// Whether any write is queued.
@@ -1022,7 +1098,7 @@ impl<H: StreamEvents> Stream<H> {
 }
 
 impl<H: StreamEvents> OpOwner for StreamInner<H> {
-    fn complete(self: Rc<Self>, _lp: &Loop, op: Op, c: &Completion, data: &[u8]) {
+    fn complete(self: Rc<Self>, _lp: &Loop, op: Op, c: &Completion, data: &mut [u8]) {
         let s = Stream { inner: self };
         match op {
             Op::Recv { .. } => s.on_recv(c, data),

@@ -80,7 +80,7 @@ impl Driver {
             Driver::Epoll(d) => d.take_ready(out),
         }
     }
-    pub fn buffer(&mut self, bid: u16) -> *const u8 {
+    pub fn buffer(&mut self, bid: u16) -> *mut u8 {
         both!(self, d => d.buffer(bid))
     }
     pub fn recycle(&mut self, bid: u16) {

@@ -535,7 +535,7 @@ impl EpollDriver {
     }
 
     /// Start of buffer `bid`.
-    pub fn buffer(&mut self, bid: u16) -> *const u8 {
+    pub fn buffer(&mut self, bid: u16) -> *mut u8 {
         self.pool.ptr(bid)
     }
 

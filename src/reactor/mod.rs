@@ -71,8 +71,9 @@ pub enum RunMode {
 /// owner until the operation's final completion, so resources the operation points to live
 /// that long.
 pub trait OpOwner {
-    /// One completion of `op`; `data` is the received bytes for a `Recv`, borrowed until return.
-    fn complete(self: Rc<Self>, lp: &Loop, op: Op, c: &Completion, data: &[u8]);
+    /// One completion of `op`; `data` is the received bytes for a `Recv`, borrowed until return
+    /// (the owner may modify them in place: a WebSocket unmasks its frames there).
+    fn complete(self: Rc<Self>, lp: &Loop, op: Op, c: &Completion, data: &mut [u8]);
 }
 
 struct OpSlot {
@@ -110,7 +111,7 @@ pub struct Loop {
 struct WakeOwner;
 
 impl OpOwner for WakeOwner {
-    fn complete(self: Rc<Self>, lp: &Loop, _op: Op, c: &Completion, _data: &[u8]) {
+    fn complete(self: Rc<Self>, lp: &Loop, _op: Op, c: &Completion, _data: &mut [u8]) {
         if !c.more {
             lp.inner.wake_token.set(None);
             if c.res != -libc::ECANCELED {
@@ -362,14 +363,15 @@ impl Loop {
                 ops.remove(c.token).map(|s| (s.op, s.owner))
             }
         };
-        let data: &[u8] = match c.buf {
+        let data: &mut [u8] = match c.buf {
             Some(bid) if c.res > 0 && found.is_some() => {
                 let p = self.inner.driver.borrow_mut().buffer(bid);
-                // SAFETY: the driver wrote `res` bytes into buffer `bid`, which is not reused
-                // until it is recycled below, after the owner has returned.
-                unsafe { std::slice::from_raw_parts(p, c.res as usize) }
+                // SAFETY: the driver wrote `res` bytes into buffer `bid`, which belongs to this
+                // completion alone (neither the kernel nor another owner touches it) until it
+                // is recycled below, after the owner has returned.
+                unsafe { std::slice::from_raw_parts_mut(p, c.res as usize) }
             }
-            _ => &[],
+            _ => &mut [],
         };
         if let Some((op, owner)) = found {
             owner.complete(self, op, &c, data);

@@ -101,8 +101,12 @@ impl UringDriver {
             b.setup_cqsize(entries * 4);
             match level {
                 0 => {
+                    // TASKRUN_FLAG: the kernel flags pending deferred work in the SQ ring, so a
+                    // zero-timeout wait (a `NoWait` turn) still enters with GETEVENTS and runs
+                    // it; without it such a turn never sees a completion.
                     b.setup_single_issuer()
                         .setup_defer_taskrun()
+                        .setup_taskrun_flag()
                         .setup_r_disabled()
                         .setup_submit_all();
                 }
@@ -262,7 +266,7 @@ impl UringDriver {
     }
 
     /// Start of buffer `bid`.
-    pub fn buffer(&mut self, bid: u16) -> *const u8 {
+    pub fn buffer(&mut self, bid: u16) -> *mut u8 {
         self.pool.ptr(bid)
     }
 

@@ -32,7 +32,7 @@ pub struct FdWatch {
 }
 
 impl OpOwner for WatchInner {
-    fn complete(self: Rc<Self>, lp: &Loop, op: Op, c: &Completion, _data: &[u8]) {
+    fn complete(self: Rc<Self>, lp: &Loop, op: Op, c: &Completion, _data: &mut [u8]) {
         let is_read = matches!(op, Op::PollRead { .. });
         let slot = if is_read { &self.read } else { &self.write };
         if slot.get() != Some(c.token) {

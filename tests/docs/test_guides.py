@@ -232,6 +232,50 @@ class GuidePrograms(unittest.TestCase):
         finally:
             p.kill()
 
+    # ---- websocket.md --------------------------------------------------------------------
+
+    def test_run_ws_server(self):
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+        p = Program(self.exe("ws_server.c"), 0)
+        try:
+            ws_url = f"ws://127.0.0.1:{p.port}"
+            with connect(ws_url + "/echo") as ws:
+                ws.send("hi")
+                self.assertEqual(ws.recv(timeout=10), "hi")
+                ws.send(b"\x00\x01")
+                self.assertEqual(ws.recv(timeout=10), b"\x00\x01")
+            a, b = connect(ws_url + "/room"), connect(ws_url + "/room")
+            time.sleep(0.3)  # both joined (their open callbacks ran)
+            a.send("hello room")
+            self.assertEqual((a.recv(timeout=10), b.recv(timeout=10)), ("hello room", "hello room"))
+            a.send("x" * 5000)  # over the room's max_message
+            with self.assertRaises(ConnectionClosed):
+                a.recv(timeout=10)
+            self.assertEqual(a.close_code, 1009)
+            # SIGTERM: the client still in the room gets 1001; the program stops and exits 0.
+            code, out, err = p.stop(signal.SIGTERM)
+            with self.assertRaises(ConnectionClosed):
+                b.recv(timeout=10)
+            self.assertEqual(b.close_code, 1001)
+            self.assertEqual((code, out, err), (0, "stopped\n", ""))
+        finally:
+            p.kill()
+
+    def test_run_ws_client(self):
+        p = Program(self.exe("ws_server.c"), 0)
+        try:
+            r = subprocess.run([self.exe("ws_client.cpp"), str(p.port), "one", "two words"],
+                               capture_output=True, text=True, timeout=TIMEOUT)
+            self.assertEqual((r.returncode, r.stdout), (0, "one\ntwo words\nclosed: OK, code 1000 \n"), r.stderr)
+            # Nothing listening: the close callback says why, and the exit code is 1.
+            p.stop(signal.SIGTERM)
+            r = subprocess.run([self.exe("ws_client.cpp"), str(p.port), "x"], capture_output=True, text=True,
+                               timeout=TIMEOUT)
+            self.assertEqual((r.returncode, r.stdout), (1, "closed: ECONNREFUSED, code 1006 \n"), r.stderr)
+        finally:
+            p.kill()
+
     # ---- getting-started-cpp.md ----------------------------------------------------------
 
     def test_run_hello(self):
@@ -280,7 +324,7 @@ class GuidePrograms(unittest.TestCase):
                                capture_output=True, text=True, timeout=TIMEOUT)
         self.assertEqual(r.returncode, 1)
         self.assertIn("(ECONNREFUSED)", r.stderr)
-        r = subprocess.run([self.exe("fetch.c"), "https://127.0.0.1/"], capture_output=True,
+        r = subprocess.run([self.exe("fetch.c"), "ftp://127.0.0.1/"], capture_output=True,
                            text=True, timeout=TIMEOUT)
         self.assertEqual(r.returncode, 1)
         self.assertIn("(ALOOP_E_URL)", r.stderr)

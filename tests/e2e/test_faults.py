@@ -11,7 +11,9 @@ normal request is answered, and its file descriptors are back where they started
 - clients resetting in the middle of large responses;
 - a client that sends and never reads: output stays bounded, the write timeout closes it;
 - 1,000 slowloris connections beside normal traffic, which stays fast, until the header timeout;
-- thousands of randomly mutated requests: each connection ends, none hangs, the server lives.
+- thousands of randomly mutated requests: each connection ends, none hangs, the server lives;
+- over TLS: 1,000 concurrent handshakes beside a TLS load run, which stays error-free; resets
+  in the middle of handshakes and of large responses; mutated client hellos.
 """
 import os
 import random
@@ -419,8 +421,144 @@ def mutate(rng):
     return bytes(data)
 
 
+def make_tls_tests(backend):
+    class TlsFaults(unittest.TestCase):
+        @classmethod
+        def setUpClass(cls):
+            from tlscerts import Certs
+            cls.certs = Certs()
+            # A thousand handshakes at once take a while on two CPUs: the default header timeout.
+            cls.srv = server("--tls-cert", cls.certs.path("server.pem"), "--tls-key", cls.certs.path("server.key"),
+                             "--write-timeout", str(WRITE_TIMEOUT_MS), backend=backend)
+
+        @classmethod
+        def tearDownClass(cls):
+            try:
+                assert cls.srv.stop() == 0
+            finally:
+                cls.certs.remove()
+
+        def context(self):
+            import ssl
+            return ssl.create_default_context(cafile=self.certs.path("ca.pem"))
+
+        def https_ok(self):
+            import http.client
+            c = http.client.HTTPSConnection("localhost", self.srv.port, context=self.context(), timeout=10)
+            try:
+                c.request("GET", "/plaintext")
+                return c.getresponse().read() == b"Hello, World!"
+            finally:
+                c.close()
+
+        def setUp(self):
+            self.assertTrue(self.srv.alive())
+            self.assertTrue(self.https_ok())
+            self.fds = settled_fds(self.srv.pid)
+
+        def tearDown(self):
+            self.assertTrue(self.srv.alive(), "the server died")
+            self.assertTrue(self.https_ok())
+            self.assertEqual(settled_fds(self.srv.pid), self.fds, "file descriptors leaked")
+
+        def client_load(self, n, c):
+            return subprocess.run([os.path.join(BIN, "client"), "--tls", "--cacert", self.certs.path("ca.pem"), "-n",
+                                   str(n), "-c", str(c), "localhost", str(self.srv.port), "/plaintext"],
+                                  capture_output=True, text=True, timeout=120)
+
+        def test_thousand_concurrent_handshakes_beside_a_tls_load(self):
+            import asyncio
+            import ssl
+            ctx = self.context()
+            port = self.srv.port
+            results = {}
+
+            async def one(gate):
+                async with gate:
+                    r, w = await asyncio.wait_for(
+                        asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost"), 60)
+                w.write(b"GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                body = await asyncio.wait_for(r.read(), 60)
+                w.close()
+                return body.endswith(b"Hello, World!")
+
+            async def storm():
+                gate = asyncio.Semaphore(1000)  # all at once
+                out = await asyncio.gather(*(one(gate) for _ in range(1000)), return_exceptions=True)
+                results["ok"] = sum(1 for x in out if x is True)
+                results["errors"] = [repr(x) for x in out if x is not True][:3]
+
+            t = threading.Thread(target=lambda: asyncio.run(storm()))
+            t.start()
+            try:
+                out = self.client_load(3000, 16)
+            finally:
+                t.join(timeout=180)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("ok=3000 errors=0", out.stdout)
+            self.assertEqual(results.get("ok"), 1000, results.get("errors"))
+
+        def test_resets_mid_handshake_and_mid_response(self):
+            import ssl
+            ctx = self.context()
+            for _ in range(50):
+                s = socket.create_connection(("127.0.0.1", self.srv.port))
+                s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(30))
+                reset(s)
+            for _ in range(30):
+                s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.srv.port)), server_hostname="localhost")
+                # Pipelined requests whose answers fill the socket, then a reset.
+                s.sendall(b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+                s.recv(100)
+                reset(s)
+
+        def test_mutated_client_hellos(self):
+            import ssl
+            # A real client hello, captured from Python's ssl module, then mutated.
+            ls = socket.socket()
+            ls.bind(("127.0.0.1", 0))
+            ls.listen(1)
+
+            def hello():
+                try:
+                    ctx = self.context()
+                    ctx.wrap_socket(socket.create_connection(ls.getsockname(), timeout=2), server_hostname="localhost")
+                except (OSError, ssl.SSLError):
+                    pass
+            t = threading.Thread(target=hello)
+            t.start()
+            c, _ = ls.accept()
+            c.settimeout(2)
+            seed_hello = c.recv(65536)
+            c.close()
+            ls.close()
+            t.join()
+            self.assertEqual(seed_hello[0], 0x16)
+            rng = random.Random(int(os.environ.get("E2E_SEED", time.time())))
+            for _ in range(300):
+                data = bytearray(seed_hello)
+                for _ in range(rng.randint(1, 8)):
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+                if rng.random() < 0.3:
+                    data = data[:rng.randrange(len(data))]
+                s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+                try:
+                    s.sendall(bytes(data))
+                    s.shutdown(socket.SHUT_WR)
+                    while s.recv(65536):
+                        pass
+                except (socket.timeout, ConnectionResetError, BrokenPipeError):
+                    pass
+                finally:
+                    s.close()
+
+    TlsFaults.__name__ = f"TlsFaults_{backend}"
+    return TlsFaults
+
+
 for _b in BACKENDS:
     globals()[f"Faults_{_b}"] = make_tests(_b)
+    globals()[f"TlsFaults_{_b}"] = make_tls_tests(_b)
 del _b
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A small real HTTP/1.1 upstream for client and relay tests (Python's http.server).
 
-usage: upstream.py [PORT]   prints "listening on PORT" and serves until killed.
+usage: upstream.py [PORT] [--tls CERT KEY]   prints "listening on PORT" and serves until killed;
+       with --tls, over TLS (HTTPS) with that certificate and key.
 
   GET  /hello            200 text/plain "hello" (Content-Length)
   GET  /port             200 the client's source port (tells connection reuse)
@@ -17,6 +18,7 @@ Keep-alive connections idle for more than 150 ms are closed by the server.
 """
 import json
 import socket
+import ssl
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,12 +91,35 @@ class Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         # Clients that reset (tests and the soak run do it on purpose) are not errors here.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):
             super().handle_error(request, client_address)
 
 
 if __name__ == "__main__":
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    args = sys.argv[1:]
+    tls = None
+    if "--tls" in args:
+        i = args.index("--tls")
+        tls = args[i + 1:i + 3]
+        del args[i:i + 3]
+    port = int(args[0]) if args else 0
     srv = Server(("127.0.0.1", port), Handler)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls[0], tls[1])
+        ctx.set_alpn_protocols(["http/1.1"])
+        # The handshake runs in each connection's thread, not in accept, with a timeout of its
+        # own (a client under valgrind is slow); the handler's idle timeout applies after it.
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+        plain_finish = srv.finish_request
+
+        def finish_request(request, client_address):
+            request.settimeout(30)
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError):
+                return
+            plain_finish(request, client_address)
+        srv.finish_request = finish_request
     print(f"listening on {srv.server_address[1]}", flush=True)
     srv.serve_forever()

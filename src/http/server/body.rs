@@ -351,9 +351,9 @@ impl ServerInner {
             return;
         }
         conn.body_wait.set(false);
-        let held = std::mem::take(&mut self.work(conn).unparsed);
+        let mut held = std::mem::take(&mut self.work(conn).unparsed);
         if !held.is_empty() && !conn.stop_parsing.get() {
-            self.parse(conn, &held);
+            self.parse(conn, &mut held);
         }
         self.lp.recycle_buffer(held);
         if !conn.body_wait.get() {

@@ -10,6 +10,7 @@ use super::body::{body_error, SlotExtra};
 use super::work::ConnWork;
 use super::{Request, ServerInner};
 use crate::error::{Error, Result};
+use crate::http::date::http_date;
 use crate::http::parser::{BodyMode, HttpError, Outcome, RequestParser, Sink, Streamed};
 use crate::http::request::RequestData;
 use crate::http::response::{self, Framing};
@@ -29,6 +30,8 @@ pub(super) enum Phase {
     Idle,
     /// Last response sent, write side shut down, discarding input until EOF.
     Linger,
+    /// Switched protocols: the stream belongs to an `UpgradeHandler` (see `upgrade`).
+    Upgraded,
 }
 
 /// One request's place in a connection's pipeline.
@@ -38,6 +41,8 @@ pub(super) struct Pending {
     pub(super) slot: Option<Token>,
     pub(super) done: bool,
     pub(super) close: bool,
+    /// A switch (101) answer: once it is out, the connection is upgraded.
+    pub(super) upgrade: bool,
     /// Response bytes made while earlier responses were still outstanding.
     pub(super) buf: Vec<u8>,
 }
@@ -113,6 +118,7 @@ impl Sink for ConnSink {
             slot: Some(id),
             done: false,
             close: false,
+            upgrade: false,
             buf: Vec::new(),
         });
         w.streaming = Some(id);
@@ -129,10 +135,15 @@ impl Sink for ConnSink {
             slot: Some(id),
             done: false,
             close: false,
+            upgrade: false,
             buf: Vec::new(),
         });
         self.srv.completed.borrow_mut().push(id);
         self.conn.set_phase(Phase::Busy, self.srv.now_ms());
+    }
+
+    fn wants_more(&mut self) -> bool {
+        self.conn.pipeline_len() < self.srv.opts.max_pipeline
     }
 }
 
@@ -146,6 +157,7 @@ impl StreamEvents for Conn {
     fn on_drain(conn: &ConnRef, r: Result<()>) {
         if let Some(srv) = conn.srv.upgrade() {
             match r {
+                Ok(()) if conn.phase.get() == Phase::Upgraded => srv.upgraded_drain(conn),
                 Ok(()) => {
                     srv.on_drain(conn);
                     srv.check_drain(conn);
@@ -161,12 +173,18 @@ impl StreamEvents for Conn {
             if let Some(key) = conn.key.get() {
                 srv.conns.borrow_mut().remove(key);
             }
+            srv.upgraded_closed(conn);
             srv.check_stopped();
         }
     }
 }
 
 impl Conn {
+    /// Its key in the server's connection table (set as it is accepted).
+    pub(super) fn key(&self) -> Option<Token> {
+        self.key.get()
+    }
+
     /// True between the first byte of a request and its completion.
     pub(super) fn in_request(&self) -> bool {
         self.work
@@ -253,8 +271,39 @@ impl ServerInner {
         );
         let key = self.conns.borrow_mut().insert(conn.clone());
         conn.key.set(Some(key));
+        let tls = self.tls.borrow().clone();
+        if let Some(cfg) = tls {
+            if conn.start_tls_server(&cfg).is_err() {
+                self.close_now(&conn);
+                return;
+            }
+        }
         if let Err(_e) = self.start_reading(&conn) {
             self.close_now(&conn);
+        }
+    }
+
+    /// A plain-HTTP request on a TLS connection: a plain 400 saying so (as nginx does), then
+    /// the connection closes.
+    fn refuse_plain_http(&self, conn: &ConnRef) {
+        conn.stop_parsing.set(true);
+        conn.close_after.set(true);
+        let body = "400 Bad Request: plain HTTP request was sent to HTTPS port\n";
+        let date = http_date(self.lp.now());
+        let headers: [(&[u8], &[u8]); 1] = [(b"Content-Type", b"text/plain")];
+        let mut buf = self.lp.take_buffer();
+        response::write_head(
+            &mut buf,
+            400,
+            &date,
+            headers.iter().copied(),
+            Framing::Length(body.len()),
+            true,
+            false,
+        );
+        buf.extend_from_slice(body.as_bytes());
+        if conn.write_plaintext_reply(buf).is_err() {
+            self.close_now(conn);
         }
     }
 
@@ -294,6 +343,9 @@ impl ServerInner {
         if conn.closing.get() {
             return;
         }
+        if conn.phase.get() == Phase::Upgraded {
+            return self.upgraded_read(conn, ev);
+        }
         match ev {
             ReadEvent::Data(data) => {
                 if conn.phase.get() == Phase::Linger {
@@ -324,6 +376,7 @@ impl ServerInner {
                     self.maybe_finish(conn);
                 }
             }
+            ReadEvent::Error(e) if e == Error::TLS_PLAINTEXT => self.refuse_plain_http(conn),
             ReadEvent::Error(_) => self.close_now(conn),
         }
     }
@@ -336,7 +389,11 @@ impl ServerInner {
             && conn.write_queue_size() == 0
     }
 
-    pub(super) fn parse(&self, conn: &ConnRef, data: &[u8]) {
+    /// Parses what was read and hands complete requests to their handlers, at most
+    /// `max_pipeline` in flight: at the limit, or with `max_output` bytes waiting to be sent,
+    /// the rest of `data` is put back on the stream and reading pauses until the answers
+    /// drain. One read may hold thousands of small pipelined requests.
+    pub(super) fn parse(&self, conn: &ConnRef, data: &mut [u8]) {
         let mut sink = ConnSink {
             srv: self.me(),
             conn: conn.clone(),
@@ -356,33 +413,26 @@ impl ServerInner {
             });
             let r = parser.execute(&data[off..], &mut sink);
             self.work(conn).parser = Some(parser);
-            self.dispatch_completed();
+            let mut paused = false;
+            let mut streamed = None;
             match r {
-                Ok(Outcome::Continue) => break,
-                Ok(Outcome::Upgrade) => {
-                    // Upgrades are not supported: the request is answered (the parser made it
-                    // not keep-alive, so with Connection: close), then the connection closes.
+                Ok(Outcome::Continue) => {}
+                Ok(Outcome::Paused { consumed }) => {
+                    off += consumed;
+                    paused = true;
+                }
+                Ok(Outcome::Streamed { consumed, event }) => {
+                    streamed = Some((off, event));
+                    off += consumed;
+                }
+                Ok(Outcome::Upgrade { consumed }) => {
+                    // No more requests: the handler switches protocols (the bytes after the
+                    // head are the new protocol's, put back for it), or answers (the parser
+                    // made the request not keep-alive, so with Connection: close) and the
+                    // connection closes.
                     conn.stop_parsing.set(true);
                     self.pause_reading(conn);
-                    break;
-                }
-                Ok(Outcome::Paused { consumed, event }) => {
-                    let at = off;
-                    off += consumed;
-                    match event {
-                        Streamed::Head => {
-                            if let Some(t) = self.streaming_slot(conn) {
-                                self.dispatch(t);
-                            }
-                        }
-                        Streamed::Body(r) => {
-                            self.deliver_body(conn, &data[at + r.start..at + r.end]);
-                        }
-                        Streamed::End => self.body_ended(conn),
-                    }
-                    if conn.closing.get() || conn.stop_parsing.get() {
-                        break;
-                    }
+                    conn.unread(&data[off + consumed..]);
                 }
                 Err(e) => {
                     if self.streaming_slot(conn).is_some() {
@@ -391,8 +441,40 @@ impl ServerInner {
                         self.drop_parser(conn);
                         self.queue_error(conn, e.status, e.reason);
                     }
+                }
+            }
+            self.dispatch_completed();
+            if conn.phase.get() == Phase::Upgraded {
+                conn.in_read.set(false);
+                return; // the connection is no longer HTTP: taken over during dispatch
+            }
+            if let Some((at, event)) = streamed {
+                match event {
+                    Streamed::Head => {
+                        if let Some(t) = self.streaming_slot(conn) {
+                            self.dispatch(t);
+                        }
+                    }
+                    Streamed::Body(r) => {
+                        self.deliver_body(conn, &data[at + r.start..at + r.end]);
+                    }
+                    Streamed::End => self.body_ended(conn),
+                }
+                if conn.closing.get() || conn.stop_parsing.get() {
                     break;
                 }
+                continue;
+            }
+            if !paused || conn.closing.get() || conn.close_after.get() || conn.stop_parsing.get() {
+                break;
+            }
+            if conn.pipeline_len() >= self.opts.max_pipeline
+                || self.output_len(conn) > self.opts.max_output
+            {
+                // Answers drain first (on_drain or the pipeline settling resumes reading).
+                self.pause_reading(conn);
+                conn.unread(&data[off..]);
+                break;
             }
         }
         conn.in_read.set(false);
@@ -428,6 +510,12 @@ impl ServerInner {
         *self.completed.borrow_mut() = completed;
     }
 
+    /// Bytes answered but not yet sent: the response buffer and the stream's queue.
+    fn output_len(&self, conn: &ConnRef) -> usize {
+        let out = conn.work.borrow().as_ref().map_or(0, |w| w.out.len());
+        out + conn.write_queue_size()
+    }
+
     /// Queues a response the server makes itself (an error) after those already pending, and
     /// closes once it is sent.
     pub(super) fn queue_error(&self, conn: &ConnRef, status: u16, reason: &str) {
@@ -460,6 +548,7 @@ impl ServerInner {
                 slot: None,
                 done: true,
                 close: true,
+                upgrade: false,
                 buf,
             });
         }

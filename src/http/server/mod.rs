@@ -12,7 +12,9 @@
 //! reading, parsing, dispatch, pausing, closing), `work` (a connection's working state and the
 //! pools it comes from), `respond` (response heads and bodies, chunked bodies, the pipeline's
 //! advance, flushing), `body` (streamed request bodies, early answers, paced chunked
-//! responses), `timeouts` (the sweeper) and `shutdown`. The public types live here.
+//! responses), `timeouts` (the sweeper), `shutdown` and `upgrade` (protocol switches: an
+//! answered upgrade hands the connection to a new owner, a WebSocket). The public types live
+//! here.
 
 mod body;
 mod connection;
@@ -20,9 +22,13 @@ mod respond;
 mod shutdown;
 mod slots;
 mod timeouts;
+mod upgrade;
 mod work;
 
+pub use upgrade::{UpgradeHandler, UpgradedStream};
+
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
@@ -38,6 +44,7 @@ use super::parser::{BodyMode, Limits};
 use super::request::RequestData;
 use super::router::{Handler, Router};
 use crate::error::{Error, Result};
+use crate::net::tls::TlsServerConfig;
 use crate::net::{socket, ListenOptions, TcpListener};
 use crate::reactor::{Loop, Slab, Timer, Token};
 
@@ -107,6 +114,11 @@ pub struct ServerInner {
     stopping: Cell<bool>,
     on_stopped: RefCell<Option<Box<dyn FnOnce()>>>,
     grace: RefCell<Option<Timer>>,
+    /// TLS for connections accepted from now on (each keeps the configuration it began with).
+    tls: RefCell<Option<TlsServerConfig>>,
+    /// The new owners of connections that switched protocols (or are about to), by connection
+    /// key: kept here, not in every connection record.
+    upgraded: RefCell<HashMap<Token, Rc<dyn UpgradeHandler>>>,
     me: Weak<ServerInner>,
 }
 
@@ -148,6 +160,8 @@ impl HttpServer {
                 stopping: Cell::new(false),
                 on_stopped: RefCell::new(None),
                 grace: RefCell::new(None),
+                tls: RefCell::new(None),
+                upgraded: RefCell::new(HashMap::new()),
                 me: me.clone(),
             }),
         }
@@ -285,6 +299,15 @@ impl HttpServer {
         Ok(())
     }
 
+    /// Serves TLS with `config` on every connection accepted from now on, from the listeners
+    /// and `serve_fd` alike: the handshake runs before the first request (within the header
+    /// timeout), handlers see plaintext, and a plain-HTTP request gets 400 "plain HTTP request
+    /// was sent to HTTPS port". Calling it again replaces the configuration (a new certificate)
+    /// for new connections; open ones keep the one they began with.
+    pub fn set_tls(&self, config: TlsServerConfig) {
+        *self.inner.tls.borrow_mut() = Some(config);
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.inner.conns.borrow().len()
@@ -401,6 +424,31 @@ impl Request {
             srv: self.srv.clone(),
             slot: self.slot,
             ended: false,
+        })
+    }
+
+    /// Answers with `head`, a complete switching-protocols (101) head, and hands the connection
+    /// to `handler` once every response before this one is out: see `UpgradeHandler`. On
+    /// success, or `CANCELLED` (the client has gone), the request is answered. `INVALID` (the
+    /// request did not ask to upgrade) and `CLOSED` (the server is shutting down) leave it
+    /// unanswered: answer it otherwise.
+    pub fn switch_protocols(&mut self, head: &[u8], handler: Rc<dyn UpgradeHandler>) -> Result<()> {
+        let r = self.srv.respond_upgrade(self.slot, head, handler);
+        if !matches!(r, Err(Error::INVALID) | Err(Error::CLOSED)) {
+            self.answered = true;
+        }
+        r
+    }
+
+    /// The request of a live slot again, for the C API (the inverse of `into_raw`): `None`
+    /// once it is answered.
+    pub(crate) fn from_raw(srv: Rc<ServerInner>, slot: Token) -> Option<Request> {
+        let data = srv.slot_data(slot)?;
+        Some(Request {
+            srv,
+            slot,
+            data,
+            answered: false,
         })
     }
 

@@ -24,7 +24,12 @@ impl ServerInner {
 
     /// Writes into the buffer of the pipeline entry at `pos`: the connection's output when it
     /// is at the front, its own buffer otherwise.
-    fn with_buf<R>(&self, conn: &Conn, pos: usize, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    pub(super) fn with_buf<R>(
+        &self,
+        conn: &Conn,
+        pos: usize,
+        f: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> R {
         let mut w = self.work(conn);
         if pos == 0 {
             if w.out.capacity() == 0 {
@@ -214,6 +219,11 @@ impl ServerInner {
                 }
                 p.pop_front().unwrap()
             };
+            if front.upgrade {
+                // The switch answer is out of the pipeline: the connection is no longer HTTP.
+                self.take_over(conn);
+                return;
+            }
             if front.close {
                 // Connection: close was sent: later requests are not answered.
                 conn.close_after.set(true);

@@ -29,6 +29,9 @@ impl ServerInner {
         // requests it was given and the responses already made, written or not) and closes.
         let conns: Vec<ConnRef> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         for conn in conns {
+            if self.upgraded_shutdown(&conn) {
+                continue; // its handler closes it (the grace period bounds that)
+            }
             if self.nothing_pending(&conn) && !conn.in_request() {
                 self.close_now(&conn);
             } else {
