@@ -464,12 +464,6 @@
 #define ALOOP_WS_CLOSE_INTERNAL_ERROR 1011
 
 /**
- * The most body bytes still to come that an early answer reads and discards to keep the
- * connection open; with more (or an unknown amount, chunked) the answer closes it.
- */
-#define DISCARD_MAX (64 * 1024)
-
-/**
  * An HTTP client (opaque) on one loop. Owned by the caller of `aloop_http_client_new` until
  * `aloop_http_client_free` (which may be called inside one of its own callbacks).
  */
