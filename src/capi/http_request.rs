@@ -297,6 +297,46 @@ pub extern "C" fn aloop_http_request_query_param(
     })
 }
 
+/// Writes the address of the client that sent `req` into `buf` (`buf_len` bytes,
+/// NUL-terminated; may be NULL): its IP as text (46 bytes always suffice), or for a request
+/// that came on a Unix socket the peer's path, usually "" (connecting sockets are unnamed;
+/// 108 bytes suffice); and its port into `*port` (may be NULL; 0 for a Unix socket). For
+/// logs, rate limits, or checking a proxy before trusting its `X-Forwarded-For`. Returns 0;
+/// `-ENOSPC` when `buf_len` is too small (nothing written), `ALOOP_E_CANCELLED` once the
+/// client has gone, `ALOOP_E_ALREADY` for an answered request, `ALOOP_E_NULL`,
+/// `ALOOP_E_WRONG_THREAD`.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_peer_address(
+    req: *mut aloop_http_request_t,
+    buf: *mut c_char,
+    buf_len: usize,
+    port: *mut u16,
+) -> c_int {
+    guard(|| match resolve(req) {
+        Ok(s) => {
+            super::tcp::write_address(s.srv.request_address(s.token, true), buf, buf_len, port)
+        }
+        Err(e) => e.code(),
+    })
+}
+
+/// As `aloop_http_request_peer_address()`, for the server's end: the address and port the
+/// request came in on (the listener's), or the path of its Unix socket.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_local_address(
+    req: *mut aloop_http_request_t,
+    buf: *mut c_char,
+    buf_len: usize,
+    port: *mut u16,
+) -> c_int {
+    guard(|| match resolve(req) {
+        Ok(s) => {
+            super::tcp::write_address(s.srv.request_address(s.token, false), buf, buf_len, port)
+        }
+        Err(e) => e.code(),
+    })
+}
+
 /// Registers `cb(req, user_data)` to run once if the client goes away before `req` is
 /// answered; `dtor(user_data)` runs when the request ends either way. `ALOOP_E_CANCELLED` if
 /// the client is already gone (nothing registered; answer the request still).
@@ -477,10 +517,15 @@ fn collect_headers(
     Ok(&buf.many)
 }
 
-/// Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
-/// and `Connection` are written by the library; give `Server` or `Date` to replace them) and
-/// `len` bytes of `body` (copied). On success the request is consumed. Errors:
-/// `ALOOP_E_INVALID` (bad status, or CR/LF/NUL in a header: the request stays unanswered),
+/// Answers `req`: `status` (200..999), `nheaders` headers and `len` bytes of `body` (copied).
+/// `Server` and `Date` are added unless given. The framing headers are the library's, and a
+/// handler's own are honoured or refused, never dropped: `Connection: close` closes the
+/// connection after this response (requests pipelined behind it go unanswered), `keep-alive`
+/// is the default; a `Content-Length` must equal `len`, except for a HEAD request or a 304,
+/// where it gives the length a GET would get (no body is sent). Errors:
+/// `ALOOP_E_INVALID` (bad status, CR/LF/NUL in a header, another `Connection` option, a
+/// `Content-Length` that does not fit, any `Transfer-Encoding` (see
+/// `aloop_http_respond_chunked()`): the request stays unanswered),
 /// `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`
 /// (already answered), `ALOOP_E_NULL`. Thread-safe: from a thread other than the one running
 /// the request's loop, the response is copied and handed to that loop, and 0 means "queued".
@@ -532,6 +577,16 @@ pub extern "C" fn aloop_http_respond(
             }) {
                 return Error::INVALID.code();
             }
+            // What can be checked without the request (a HEAD answer's length is checked on
+            // the loop; refused there, the request gets a 500 instead).
+            match crate::http::response::asked_framing(hs.iter().copied()) {
+                Some(a) if a.chunked => return Error::INVALID.code(),
+                Some(a) if a.length.is_some_and(|n| n != len as u64 && len > 0) => {
+                    return Error::INVALID.code()
+                }
+                None => return Error::INVALID.code(),
+                Some(_) => {}
+            }
             let owned = OwnedResponse {
                 status: status as u16,
                 headers: hs.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
@@ -545,7 +600,15 @@ pub extern "C" fn aloop_http_respond(
                 if let Ok(slot) = resolve(req) {
                     let hs: Vec<(&[u8], &[u8])> =
                         r.headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-                    let _ = slot.srv.respond(slot.token, r.status, &hs, &r.body);
+                    let done = slot.srv.respond(slot.token, r.status, &hs, &r.body);
+                    if done == Err(Error::INVALID) {
+                        let _ = slot.srv.respond(
+                            slot.token,
+                            500,
+                            &[(b"Content-Type", b"text/plain")],
+                            b"500 Internal Server Error: the handler's answer was refused\n",
+                        );
+                    }
                     settle(req, &slot);
                 }
             })) {
@@ -564,8 +627,9 @@ pub extern "C" fn aloop_http_respond(
 }
 
 /// Starts a chunked response (`Transfer-Encoding: chunked`) for bodies of unknown length;
-/// then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Errors as for
-/// `aloop_http_respond`. Loop thread only (`ALOOP_E_WRONG_THREAD` from another).
+/// then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Headers as
+/// for `aloop_http_respond()` (`Connection: close` honoured), but a `Content-Length` is
+/// `ALOOP_E_INVALID`. Errors as for `aloop_http_respond`. Loop thread only (`ALOOP_E_WRONG_THREAD` from another).
 #[no_mangle]
 pub extern "C" fn aloop_http_respond_chunked(
     req: *mut aloop_http_request_t,

@@ -3,14 +3,20 @@
  * Expect: 100-continue sent only when the handler reads, an early answer that closes, a
  * chunked download written from the drain callback, the refusals (a buffered route's body,
  * reading twice, pausing before reading, pacing before the chunked head) and every
- * destructor run exactly once. */
+ * destructor run exactly once. A request's peer and local addresses over TCP and over a Unix
+ * socket the server also listens on (a stale socket file replaced, a live one or a non-socket
+ * refused, the file removed at shutdown). A handler's Connection and Content-Length headers
+ * honoured, or refused with ALOOP_E_INVALID (the request still unanswered). */
 #define _GNU_SOURCE /* memmem */
 #include <asyncloop.h>
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +33,7 @@ struct ctx {
     aloop_loop_t *loop;
     aloop_http_server_t *server;
     int port;
+    char unix_path[108];
     int body_dtors, drain_dtors, pauses, events_while_paused;
     int stopped;
 };
@@ -280,6 +287,151 @@ static void check_download(int port) {
     close(fd);
 }
 
+/* Answers with the request's addresses as the server sees them. */
+static void on_whoami(aloop_http_request_t *req, void *ud) {
+    (void)ud;
+    char peer[108], local[108], text[300];
+    uint16_t peer_port = 1, local_port = 1;
+    CHECK_RC(aloop_http_request_peer_address(req, peer, sizeof peer, &peer_port), 0);
+    CHECK_RC(aloop_http_request_local_address(req, local, sizeof local, &local_port), 0);
+    CHECK_RC(aloop_http_request_peer_address(req, peer, 0, NULL), -ENOSPC);
+    CHECK_RC(aloop_http_request_local_address(req, NULL, 0, NULL), 0);
+    snprintf(text, sizeof text, "peer=%s:%u local=%s:%u", peer, peer_port, local, local_port);
+    CHECK_RC(aloop_http_respond(req, 200, text_plain, 1, text, strlen(text)), 0);
+    CHECK_RC(aloop_http_request_peer_address(req, peer, sizeof peer, NULL), ALOOP_E_ALREADY);
+}
+
+static void ask_whoami(int fd, const char *want) {
+    static const char get[] = "GET /whoami HTTP/1.1\r\nHost: t\r\n\r\n";
+    CHECK(write_all(fd, get, sizeof get - 1) == 0);
+    char buf[4096];
+    size_t got = 0;
+    CHECK(read_until(fd, buf, sizeof buf, &got, want));
+    close(fd);
+}
+
+static void check_whoami(int port) {
+    int fd = dial(port);
+    CHECK(fd >= 0);
+    struct sockaddr_in me;
+    socklen_t len = sizeof me;
+    CHECK(getsockname(fd, (struct sockaddr *)&me, &len) == 0);
+    char want[128];
+    snprintf(want, sizeof want, "\r\n\r\npeer=127.0.0.1:%u local=127.0.0.1:%d", ntohs(me.sin_port), port);
+    ask_whoami(fd, want);
+}
+
+static int unix_address(const char *path, struct sockaddr_un *a) {
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    snprintf(a->sun_path, sizeof a->sun_path, "%s", path);
+    return socket(AF_UNIX, SOCK_STREAM, 0);
+}
+
+static void check_whoami_unix(const char *path) {
+    struct sockaddr_un a;
+    int fd = unix_address(path, &a);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char want[200];
+    /* A connecting Unix socket is unnamed: an empty path, port 0. */
+    snprintf(want, sizeof want, "\r\n\r\npeer=:0 local=%s:0", path);
+    ask_whoami(fd, want);
+}
+
+static const aloop_http_header_t conn_close[] = {{"Connection", "close"}};
+
+/* Framing headers a handler gives: those the library cannot honour are refused (the request
+ * stays unanswered), the others are honoured. */
+static void on_length(aloop_http_request_t *req, void *ud) {
+    (void)ud;
+    if (strcmp(aloop_http_request_method(req), "HEAD") == 0) {
+        /* A HEAD answer gives the length a GET would get. */
+        static const aloop_http_header_t get_length[] = {{"Content-Length", "1000"}};
+        CHECK_RC(aloop_http_respond(req, 200, get_length, 1, NULL, 0), 0);
+        return;
+    }
+    static const aloop_http_header_t wrong[] = {{"Content-Length", "5"}};
+    static const aloop_http_header_t te[] = {{"Transfer-Encoding", "chunked"}};
+    static const aloop_http_header_t upgrade[] = {{"Connection", "upgrade"}};
+    CHECK_RC(aloop_http_respond(req, 200, wrong, 1, "abc", 3), ALOOP_E_INVALID);
+    CHECK_RC(aloop_http_respond(req, 200, te, 1, "abc", 3), ALOOP_E_INVALID);
+    CHECK_RC(aloop_http_respond(req, 200, upgrade, 1, "abc", 3), ALOOP_E_INVALID);
+    CHECK_RC(aloop_http_respond_chunked(req, 200, wrong, 1), ALOOP_E_INVALID);
+    static const aloop_http_header_t right[] = {{"content-length", "3"}, {"Connection", "keep-alive"}};
+    CHECK_RC(aloop_http_respond(req, 200, right, 2, "abc", 3), 0);
+}
+
+static void on_close(aloop_http_request_t *req, void *ud) {
+    (void)ud;
+    /* A request pipelined behind an answer that closes is never answered: answering it
+     * finds its connection closing (ALOOP_E_CANCELLED frees it). */
+    int rc = aloop_http_respond(req, 200, conn_close, 1, "bye", 3);
+    CHECK(rc == 0 || rc == ALOOP_E_CANCELLED);
+}
+
+static void on_chunked_close(aloop_http_request_t *req, void *ud) {
+    (void)ud;
+    CHECK_RC(aloop_http_respond_chunked(req, 200, conn_close, 1), 0);
+    CHECK_RC(aloop_http_chunk(req, "x", 1), 0);
+    CHECK_RC(aloop_http_chunk_end(req), 0);
+}
+
+/* Reads until the server closes: the bytes read, or -1 (an error or a 5 s silence). */
+static ssize_t read_to_eof(int fd, char *buf, size_t cap) {
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + got, cap - 1 - got);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        got += (size_t)n;
+        if (got == cap - 1)
+            return -1;
+    }
+    buf[got] = 0;
+    return (ssize_t)got;
+}
+
+static size_t count(const char *s, const char *what) {
+    size_t n = 0;
+    for (const char *p = strstr(s, what); p; p = strstr(p + 1, what))
+        n++;
+    return n;
+}
+
+static void check_framing(int port) {
+    int fd = dial(port);
+    CHECK(fd >= 0);
+    static const char reqs[] = "GET /length HTTP/1.1\r\nHost: t\r\n\r\n"
+                               "HEAD /length HTTP/1.1\r\nHost: t\r\n\r\n"
+                               "GET /close HTTP/1.1\r\nHost: t\r\n\r\n"
+                               "GET /close HTTP/1.1\r\nHost: t\r\n\r\n";
+    CHECK(write_all(fd, reqs, sizeof reqs - 1) == 0);
+    char buf[8192];
+    CHECK(read_to_eof(fd, buf, sizeof buf) > 0);
+    /* Three answers, the last with Connection: close; the request after it is not answered. */
+    CHECK(count(buf, "HTTP/1.1 200 OK\r\n") == 3);
+    CHECK(count(buf, "\r\nContent-Length: 3\r\n") == 2);
+    CHECK(count(buf, "Connection:") == 1);
+    CHECK(strstr(buf, "content-length") == NULL); /* the handler's copy is not repeated */
+    CHECK(strstr(buf, "\r\n\r\nabcHTTP/1.1 200 OK\r\n") != NULL);
+    CHECK(strstr(buf, "\r\nContent-Length: 1000\r\n\r\nHTTP/1.1 200 OK\r\n") != NULL);
+    static const char tail[] = "Content-Length: 3\r\nConnection: close\r\n\r\nbye";
+    size_t len = strlen(buf);
+    CHECK(len > sizeof tail && strcmp(buf + len - (sizeof tail - 1), tail) == 0);
+    close(fd);
+    fd = dial(port);
+    CHECK(fd >= 0);
+    static const char chunked[] = "GET /chunked-close HTTP/1.1\r\nHost: t\r\n\r\n";
+    CHECK(write_all(fd, chunked, sizeof chunked - 1) == 0);
+    CHECK(read_to_eof(fd, buf, sizeof buf) > 0);
+    CHECK(strstr(buf, "\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n") != NULL);
+    close(fd);
+}
+
 static void on_stopped(aloop_http_server_t *s, void *ud) {
     (void)s;
     ((struct ctx *)ud)->stopped = 1;
@@ -296,6 +448,9 @@ static void *client(void *arg) {
     check_upload(c->port);
     check_early(c->port);
     check_download(c->port);
+    check_whoami(c->port);
+    check_whoami_unix(c->unix_path);
+    check_framing(c->port);
     CHECK_RC(aloop_loop_post(c->loop, shut_down, c, NULL), 0);
     return NULL;
 }
@@ -316,13 +471,38 @@ static void run(int backend) {
     CHECK_RC(aloop_http_server_route_stream(c.server, "POST", "no-slash", 0, on_early, &c, NULL), ALOOP_E_INVALID);
     CHECK_RC(aloop_http_server_route(c.server, "POST", "/buffered", on_buffered, &c, NULL), 0);
     CHECK_RC(aloop_http_server_route(c.server, "GET", "/download", on_download, &c, NULL), 0);
+    CHECK_RC(aloop_http_server_route(c.server, "GET", "/whoami", on_whoami, &c, NULL), 0);
+    CHECK_RC(aloop_http_server_route(c.server, NULL, "/length", on_length, &c, NULL), 0);
+    CHECK_RC(aloop_http_server_route(c.server, "GET", "/close", on_close, &c, NULL), 0);
+    CHECK_RC(aloop_http_server_route(c.server, "GET", "/chunked-close", on_chunked_close, &c, NULL), 0);
     c.port = aloop_http_server_listen(c.server, "127.0.0.1", 0);
     CHECK(c.port > 0);
+    /* A socket file whose server died (bound, then closed without unlinking: connecting to it
+     * is refused) is replaced; a live one is not, nor a file that is no socket. */
+    snprintf(c.unix_path, sizeof c.unix_path, "/tmp/aloop-test-stream-%d-%d.sock", (int)getpid(), backend);
+    struct sockaddr_un a;
+    int stale = unix_address(c.unix_path, &a);
+    unlink(c.unix_path);
+    CHECK(bind(stale, (struct sockaddr *)&a, sizeof a) == 0);
+    close(stale);
+    CHECK(access(c.unix_path, F_OK) == 0);
+    CHECK_RC(aloop_http_server_listen_unix(c.server, c.unix_path), 0);
+    CHECK_RC(aloop_http_server_listen_unix(c.server, c.unix_path), -EADDRINUSE);
+    char plain[120];
+    snprintf(plain, sizeof plain, "%s.txt", c.unix_path);
+    FILE *f = fopen(plain, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    CHECK_RC(aloop_http_server_listen_unix(c.server, plain), -EEXIST);
+    CHECK(access(plain, F_OK) == 0); /* not removed */
+    unlink(plain);
+    CHECK_RC(aloop_http_server_listen_unix(c.server, ""), ALOOP_E_INVALID);
     pthread_t th;
     pthread_create(&th, NULL, client, &c);
     CHECK_RC(aloop_loop_run(c.loop, ALOOP_RUN_DEFAULT), 0);
     pthread_join(th, NULL);
     CHECK(c.stopped == 1);
+    CHECK(access(c.unix_path, F_OK) != 0 && errno == ENOENT); /* removed at shutdown */
     CHECK(c.body_dtors == 1);
     CHECK(c.drain_dtors == 1);
     /* A pause every 256 KiB read (io_uring may hand over more at once: what its multishot

@@ -376,14 +376,30 @@ impl Request {
         self.srv.lp()
     }
 
-    /// Answers with `status`, `headers` and `body`. `INVALID` for a bad status or a header with
-    /// CR, LF or NUL (the request stays unanswered), `CANCELLED` if the client has gone.
+    /// Answers with `status`, `headers` and `body`. A `Connection: close` header closes the
+    /// connection after this answer; a `Content-Length` must match the body (or, for a HEAD or
+    /// 304 answer, gives the length a GET would get). `INVALID` for a bad status, a header with
+    /// CR, LF or NUL, or a framing header that cannot be honoured (the request is then dropped:
+    /// a 500, see `Drop`), `CANCELLED` if the client has gone.
     pub fn respond(mut self, status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) -> Result<()> {
         let r = self.srv.respond(self.slot, status, headers, body);
         if r != Err(Error::INVALID) {
             self.answered = true;
         }
         r
+    }
+
+    /// The address of the client that sent the request: an IP and port, or for a Unix socket
+    /// its path (usually empty: connecting sockets are unnamed). `CANCELLED` once the client
+    /// has gone.
+    pub fn peer_address(&self) -> Result<crate::net::Address> {
+        self.srv.request_address(self.slot, true)
+    }
+
+    /// The address the request came in on: the listener's IP and port, or its Unix socket path.
+    /// `CANCELLED` once the client has gone.
+    pub fn local_address(&self) -> Result<crate::net::Address> {
+        self.srv.request_address(self.slot, false)
     }
 
     /// Runs `cb` once if the client goes away before this request is answered.

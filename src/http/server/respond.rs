@@ -11,15 +11,16 @@ use crate::net::WeakStream;
 use crate::reactor::Token;
 
 impl ServerInner {
-    fn check_headers(headers: &[(&[u8], &[u8])]) -> Result<()> {
-        if headers
+    /// Checks a handler's headers, and reads what its framing headers ask for (they are
+    /// honoured, or refused with `INVALID`: never silently dropped).
+    fn check_headers(headers: &[(&[u8], &[u8])]) -> Result<response::Asked> {
+        if !headers
             .iter()
             .all(|(n, v)| response::valid_name(n) && response::valid_value(v))
         {
-            Ok(())
-        } else {
-            Err(Error::INVALID)
+            return Err(Error::INVALID);
         }
+        response::asked_framing(headers.iter().copied()).ok_or(Error::INVALID)
     }
 
     /// Writes into the buffer of the pipeline entry at `pos`: the connection's output when it
@@ -93,16 +94,29 @@ impl ServerInner {
         if !(100..=999).contains(&status) || (100..200).contains(&status) {
             return Err(Error::INVALID);
         }
-        Self::check_headers(headers)?;
+        let asked = Self::check_headers(headers)?;
+        if asked.chunked {
+            return Err(Error::INVALID); // a whole response: `respond_chunked` streams one
+        }
         let (conn, seq, data) = self.live_data(slot, SlotState::Waiting)?;
         // SAFETY: the slot is live; its data stays until free_slot below.
         let data = unsafe { &*data };
         let no_body = matches!(status, 204 | 304);
-        let framing = Framing::Length(if no_body { 0 } else { body.len() });
+        let length = match asked.length {
+            None if no_body => 0,
+            None => body.len(),
+            // A 204 has no body; a 304 or a HEAD answer may give the length of the body a
+            // GET would get (none is sent); anything else must describe its body.
+            Some(n) if status == 204 && n != 0 => return Err(Error::INVALID),
+            Some(n) if status == 304 || data.is_head() => n as usize,
+            Some(n) if n != body.len() as u64 => return Err(Error::INVALID),
+            Some(n) => n as usize,
+        };
+        let framing = Framing::Length(length);
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
         let early = self.body_unfinished(&conn, slot);
         let early_close = early && self.early_answer_closes(&conn, slot);
-        let close = self.ends_connection(&conn, data, pos) || early_close;
+        let close = self.ends_connection(&conn, data, pos) || early_close || asked.close;
         {
             // The output when this response is at the front, its own buffer otherwise (as
             // `with_buf`), and its pipeline entry, under one borrow.
@@ -143,12 +157,15 @@ impl ServerInner {
         if !(200..=999).contains(&status) || matches!(status, 204 | 304) {
             return Err(Error::INVALID);
         }
-        Self::check_headers(headers)?;
+        let asked = Self::check_headers(headers)?;
+        if asked.length.is_some() {
+            return Err(Error::INVALID); // a chunked body has no length
+        }
         let (conn, seq) = self.live(slot, SlotState::Waiting)?;
         // SAFETY: live slot.
         let data = unsafe { &*self.slot_data(slot).ok_or(Error::ALREADY)? };
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
-        let close = self.ends_connection(&conn, data, pos);
+        let close = self.ends_connection(&conn, data, pos) || asked.close;
         self.with_buf(&conn, pos, |buf| {
             self.write_head(buf, data, status, headers, Framing::Chunked, close)
         });

@@ -8,7 +8,7 @@ use super::connection::{Conn, ConnRef};
 use super::ServerInner;
 use crate::error::{Error, Result};
 use crate::http::request::RequestData;
-use crate::net::WeakStream;
+use crate::net::{Address, WeakStream};
 use crate::reactor::Token;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -106,6 +106,24 @@ impl ServerInner {
     }
 
     /// Registers `cb` to run once if the client goes away before the request is answered.
+    /// The peer (`peer`) or local address of the connection request `t` came on: `ALREADY`
+    /// once it is answered, `CANCELLED` when its client has gone.
+    pub(crate) fn request_address(&self, t: Token, peer: bool) -> Result<Address> {
+        let conn = self
+            .slots
+            .borrow()
+            .get(t)
+            .ok_or(Error::ALREADY)?
+            .conn
+            .upgrade();
+        let conn = conn.filter(|c| !c.closing.get()).ok_or(Error::CANCELLED)?;
+        if peer {
+            conn.peer_address()
+        } else {
+            conn.local_address()
+        }
+    }
+
     pub(crate) fn on_abort(&self, t: Token, cb: Box<dyn FnOnce()>) -> Result<()> {
         let mut slots = self.slots.borrow_mut();
         let e = slots.get_mut(t).ok_or(Error::ALREADY)?;
