@@ -128,6 +128,33 @@ fn server(b: Backend, opts: ServerOptions) -> (Loop, HttpServer, SocketAddr) {
         // The timer lives as long as the request's callbacks.
         std::mem::forget(timer);
     });
+    // Pauses after every piece (the last one included) and resumes 1 ms later.
+    let lp3 = lp.clone();
+    srv.route_streaming(Some("POST"), "/each", 0, move |r| {
+        let req: Shared = Rc::new(RefCell::new(Some(r)));
+        let (req2, n) = (req.clone(), Rc::new(Cell::new(0usize)));
+        let timer = Rc::new(Timer::new(&lp3));
+        let timer2 = timer.clone();
+        req.borrow()
+            .as_ref()
+            .unwrap()
+            .read_body(move |ev| match ev {
+                BodyEvent::Data(d) => {
+                    n.set(n.get() + d.len());
+                    let q = req2.clone();
+                    q.borrow().as_ref().unwrap().pause_body().unwrap();
+                    timer2.start(Duration::from_millis(1), None, move || {
+                        if let Some(r) = q.borrow().as_ref() {
+                            r.resume_body().unwrap();
+                        }
+                    });
+                }
+                BodyEvent::End => answer(&req2, 200, n.get().to_string().as_bytes()),
+                BodyEvent::Error(e) => answer(&req2, 400, format!("{e:?}").as_bytes()),
+            })
+            .unwrap();
+        std::mem::forget(timer);
+    });
     srv.route_streaming(Some("POST"), "/small", 1000, move |r| {
         let req: Shared = Rc::new(RefCell::new(Some(r)));
         let (req2, n) = (req.clone(), Rc::new(Cell::new(0usize)));
@@ -265,6 +292,32 @@ fn upload_with_backpressure(b: Backend) {
     );
     assert!(next.0.starts_with("HTTP/1.1 200 "), "{}", next.0);
     assert_eq!(next.1, b"hello");
+}
+
+/// A reader paused by the body's last bytes still gets the end when it resumes: the client has
+/// sent everything and waits, so nothing more arrives to move the parser on (it used to hang).
+fn pause_at_the_last_piece(b: Backend) {
+    let (lp, srv, addr) = server(b, ServerOptions::default());
+    let answers = run_with_client(&lp, &srv, move || {
+        let mut s = connect(addr);
+        let mut buf = Vec::new();
+        let mut answers = Vec::new();
+        for total in [1usize, 5000, 300_000] {
+            s.write_all(
+                format!("POST /each HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            s.write_all(&vec![b'e'; total]).unwrap();
+            let (head, body) = read_response(&mut s, &mut buf);
+            answers.push((head.split("\r\n").next().unwrap().to_string(), body));
+        }
+        answers
+    });
+    for (got, total) in answers.iter().zip([1usize, 5000, 300_000]) {
+        assert_eq!(got.0, "HTTP/1.1 200 OK");
+        assert_eq!(got.1, total.to_string().as_bytes());
+    }
 }
 
 /// A chunked upload, cut in odd places, reaches the reader whole.
@@ -607,6 +660,7 @@ fn paced_chunked_download(b: Backend) {
 }
 
 both_backends!(
+    pause_at_the_last_piece,
     upload_with_backpressure,
     chunked_upload,
     expect_continue_waits_for_the_reader,

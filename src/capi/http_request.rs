@@ -522,7 +522,8 @@ fn collect_headers(
 /// handler's own are honoured or refused, never dropped: `Connection: close` closes the
 /// connection after this response (requests pipelined behind it go unanswered), `keep-alive`
 /// is the default; a `Content-Length` must equal `len`, except for a HEAD request or a 304,
-/// where it gives the length a GET would get (no body is sent). Errors:
+/// where it gives the length a GET would get (no body is sent). On success the request is
+/// consumed. Errors:
 /// `ALOOP_E_INVALID` (bad status, CR/LF/NUL in a header, another `Connection` option, a
 /// `Content-Length` that does not fit, any `Transfer-Encoding` (see
 /// `aloop_http_respond_chunked()`): the request stays unanswered),

@@ -352,7 +352,10 @@ impl ServerInner {
         }
         conn.body_wait.set(false);
         let mut held = std::mem::take(&mut self.work(conn).unparsed);
-        if !held.is_empty() && !conn.stop_parsing.get() {
+        // With nothing held, the parser may still have the body's end to hand out: it paused
+        // after the last body bytes of a read, and the client, done sending, sends no more. It
+        // is asked again, with no input.
+        if (!held.is_empty() || self.streaming_slot(conn).is_some()) && !conn.stop_parsing.get() {
             self.parse(conn, &mut held);
         }
         self.lp.recycle_buffer(held);
