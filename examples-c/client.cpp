@@ -6,9 +6,13 @@
 //     -n N   total requests (default 1)      -c C   concurrent keep-alive connections (default 1)
 //     --tls          HTTPS (SNI and verification use <address> as the host name)
 //     --cacert FILE  trust this CA (default: the system's roots)   --insecure  no verification
+//     --unix PATH    connect to a Unix stream socket instead of <address>:<port> (which still
+//                    name the Host header)
+//     --output FILE  write the body to FILE as it streams (never held whole in memory)
 //
-// With -n 1: prints the status line, the headers, a blank line and the body; exits 0 when a
-// response arrived (any status), non-zero with a one-line reason on stderr otherwise.
+// With -n 1: prints the status line, the headers, a blank line and the body (with --output,
+// the body goes to FILE instead); exits 0 when a response arrived (any status; with --output,
+// when the whole body arrived too), non-zero with a one-line reason on stderr otherwise.
 // With -n above 1: runs the requests over C connections and prints one summary line,
 //   requests=N ok=K errors=E rps=X p50_ms=A p99_ms=B      (ok = 2xx/3xx); exits 0 when errors=0.
 //
@@ -24,6 +28,7 @@
 #include <asyncloop.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -51,6 +56,7 @@ struct Config {
     bool tls = false;
     std::string cacert;
     bool insecure = false;
+    std::string unix_path, output;
     bool n_given = false;
     // --ws
     bool ws = false;
@@ -64,7 +70,8 @@ struct Config {
     if (!msg.empty())
         std::fprintf(stderr, "client: %s\n", msg.c_str());
     std::fprintf(stderr, "usage: client [-X METHOD] [-d DATA] [-H 'Name: value'] [--timeout MS] [--backend auto|uring|epoll]\n"
-                         "              [-n N] [-c C] [--tls [--cacert FILE] [--insecure]] <address> <port> [path]\n"
+                         "              [-n N] [-c C] [--tls [--cacert FILE] [--insecure]] [--unix PATH] [--output FILE]\n"
+                         "              <address> <port> [path]\n"
                          "       client --ws [-d MESSAGE]... [--binary] [--ws-bytes N]... [--ws-text N]... [-n N] [--close CODE]\n"
                          "              [--max-message BYTES] [-H 'Name: value'] [--tls [--cacert FILE] [--insecure]]\n"
                          "              <address> <port> [path]\n");
@@ -148,6 +155,10 @@ Config parse(int argc, char **argv) {
             c.cacert = value();
         else if (a == "--insecure")
             c.insecure = true;
+        else if (a == "--unix")
+            c.unix_path = value();
+        else if (a == "--output")
+            c.output = value();
         else if (a.size() > 1 && a[0] == '-')
             usage("unknown option " + a);
         else
@@ -165,6 +176,8 @@ Config parse(int argc, char **argv) {
         usage("--cacert and --insecure go with --tls");
     if (!c.ws && c.n < 1)
         usage("-n must be at least 1");
+    if (!c.output.empty() && (c.n != 1 || c.ws))
+        usage("--output goes with -n 1");
     if (c.binary)
         for (auto &m : c.messages)
             m.first = true;
@@ -212,6 +225,65 @@ int single(const Config &cfg, aloop::Loop &loop, aloop::HttpClient &http) {
     // Runs until the answer (or error) stopped it; idle keep-alive connections would keep it.
     loop.run();
     return rc;
+}
+
+/// -n 1 --output FILE: the response streams; its head goes to stdout as it arrives, its body to
+/// FILE piece by piece.
+struct Streamed {
+    aloop::Loop *loop;
+    FILE *out;
+    int rc = 1;
+    bool write_failed = false;
+};
+
+int single_to_file(const Config &cfg, aloop::Loop &loop, aloop::HttpClient &http) {
+    FILE *out = std::fopen(cfg.output.c_str(), "wb");
+    if (!out) {
+        std::fprintf(stderr, "client: cannot write %s: %s\n", cfg.output.c_str(), std::strerror(errno));
+        return 1;
+    }
+    Streamed st{&loop, out};
+    std::vector<aloop_http_header_t> hs;
+    for (const auto &h : cfg.headers)
+        hs.push_back({h.name.c_str(), h.value.c_str()});
+    std::string url = url_of(cfg);
+    uint64_t id = 0;
+    int rc = aloop_http_client_request_stream(
+        http.get(), cfg.method.c_str(), url.c_str(), hs.data(), hs.size(), cfg.data.data(), cfg.data.size(),
+        [](uint64_t, const aloop_http_response_t *resp, void *ud) {
+            (void)ud;
+            aloop::HttpResponse r(resp);
+            std::string head = "HTTP/1.1 " + std::to_string(r.status()) + " " + std::string(r.reason()) + "\r\n";
+            for (auto &[n, v] : r.headers())
+                head += std::string(n) + ": " + std::string(v) + "\r\n";
+            head += "\r\n";
+            std::fwrite(head.data(), 1, head.size(), stdout);
+            std::fflush(stdout);
+        },
+        [](uint64_t, const void *data, size_t len, void *ud) {
+            auto *s = static_cast<Streamed *>(ud);
+            if (!s->write_failed && std::fwrite(data, 1, len, s->out) != len)
+                s->write_failed = true;
+        },
+        [](uint64_t, int status, void *ud) {
+            auto *s = static_cast<Streamed *>(ud);
+            s->loop->stop();
+            if (status != 0)
+                std::fprintf(stderr, "client: %s\n", describe(status).c_str());
+            else
+                s->rc = 0;
+        },
+        &st, nullptr, &id);
+    if (rc != 0) {
+        std::fclose(out);
+        throw aloop::Error(rc, "aloop_http_client_request_stream");
+    }
+    loop.run();
+    if (std::fclose(out) != 0 || st.write_failed) {
+        std::fprintf(stderr, "client: cannot write %s\n", cfg.output.c_str());
+        return 1;
+    }
+    return st.rc;
 }
 
 /// FNV-1a, 64 bits: a checksum of a binary message that a test can compute too.
@@ -340,8 +412,13 @@ int main(int argc, char **argv) {
             opts.c.request_timeout_ms = cfg.timeout_ms;
             opts.c.connect_timeout_ms = cfg.timeout_ms;
             opts.c.max_per_origin = static_cast<size_t>(cfg.c);
+            if (!cfg.unix_path.empty())
+                opts.c.unix_socket = cfg.unix_path.c_str();
             aloop::HttpClient http(loop, opts);
-            rc = cfg.n == 1 ? single(cfg, loop, http) : load(cfg, loop, http);
+            if (!cfg.output.empty())
+                rc = single_to_file(cfg, loop, http);
+            else
+                rc = cfg.n == 1 ? single(cfg, loop, http) : load(cfg, loop, http);
         }
         loop.run(); // let the client's connections finish closing
         return rc;

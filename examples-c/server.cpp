@@ -4,12 +4,15 @@
 //
 // Routes: /plaintext, /json, /db, /queries, /updates, /fortunes (TechEmpower rules), POST
 // /palindrome, GET and POST /books, and the upstream routes /api/<rest>, /chain/api-db/<rest>,
-// /chain/db-api?id=N (see docs/examples.md). One loop per thread, each with its own SO_REUSEPORT
+// /chain/db-api?id=N, and the streamed POST /upload and GET /download?bytes=N (see
+// docs/examples.md). One loop per thread, each with its own SO_REUSEPORT
 // listener, PostgreSQL pool and HTTP client. SIGINT/SIGTERM: graceful stop, exit 0. With
 // --tls-cert/--tls-key it serves HTTPS; SIGHUP reloads those files (new connections get the new
 // certificate, open ones keep theirs).
 #include <asyncloop.hpp>
 #include <nlohmann/json.hpp>
+
+#include "sha256.hpp"
 
 #include <set>
 #include <pthread.h>
@@ -44,6 +47,8 @@ struct Config {
     uint64_t idle_timeout_ms = 60000;
     uint64_t write_timeout_ms = 30000;
     size_t max_body = 1048576;
+    uint64_t max_upload = 0; // 0: no limit
+    std::string unix_path;
     std::string tls_cert, tls_key, tls_client_ca, upstream_cacert;
     uint64_t ws_ping_ms = 0;
     std::string address;
@@ -69,6 +74,8 @@ struct Config {
                  "  --idle-timeout MS            keep-alive idle time (default 60000)\n"
                  "  --write-timeout MS           time a response may wait for the client to read (default 30000)\n"
                  "  --max-body BYTES             request body limit (default 1048576)\n"
+                 "  --max-upload BYTES           body limit of the streamed POST /upload (default 0: none)\n"
+                 "  --unix PATH                  also serve on a Unix stream socket at PATH\n"
                  "  --tls-cert FILE --tls-key FILE   serve HTTPS on the listen port (PEM; RSA or ECDSA;\n"
                  "                               SIGHUP reloads them)\n"
                  "  --tls-client-ca FILE         require client certificates signed by this CA\n"
@@ -142,6 +149,10 @@ Config parse_args(int argc, char **argv) {
             c.write_timeout_ms = number("--write-timeout", value(), 1, 86400000);
         else if (a == "--max-body")
             c.max_body = static_cast<size_t>(number("--max-body", value(), 0, 1ull << 40));
+        else if (a == "--max-upload")
+            c.max_upload = number("--max-upload", value(), 0, UINT64_MAX);
+        else if (a == "--unix")
+            c.unix_path = value();
         else if (a == "--tls-cert")
             c.tls_cert = value();
         else if (a == "--tls-key")
@@ -858,6 +869,98 @@ void add_routes(aloop::HttpServer &http) {
 
 /// GET /ws/echo: a WebSocket that sends every message back as it came (text as text, binary
 /// as binary), up to 16 MiB a message (1009 beyond).
+// ---- streamed bodies: POST /upload hashed as it arrives, GET /download?bytes=N paced -------
+
+/// The state of one upload, owned by its body reader (freed when reading ends).
+struct Upload {
+    Sha256 hash;
+    uint64_t bytes = 0;
+};
+
+void upload_body(aloop_http_request_t *req, ptrdiff_t nread, const void *data, void *ud) {
+    auto *u = static_cast<Upload *>(ud);
+    if (nread > 0) {
+        u->hash.update(data, static_cast<size_t>(nread));
+        u->bytes += static_cast<uint64_t>(nread);
+        return;
+    }
+    static const aloop_http_header_t json = {"Content-Type", "application/json"};
+    static const aloop_http_header_t text = {"Content-Type", "text/plain"};
+    if (nread == ALOOP_E_EOF) {
+        std::string body = "{\"bytes\":" + std::to_string(u->bytes) + ",\"sha256\":\"" + u->hash.hex() + "\"}";
+        aloop_http_respond(req, 200, &json, 1, body.data(), body.size());
+        return;
+    }
+    // The request must be answered in every case (to a client gone, the answer frees it).
+    int status = nread == ALOOP_E_HTTP_TOO_LARGE ? 413 : nread == ALOOP_E_TIMEOUT ? 408 : 400;
+    std::string body = std::to_string(status) + " " +
+                       (status == 413 ? "Payload Too Large: the upload exceeds --max-upload"
+                        : status == 408 ? "Request Timeout: the upload stalled"
+                                        : std::string("Bad Request: ") + aloop_strerror(static_cast<int>(nread))) +
+                       "\n";
+    aloop_http_respond(req, status, &text, 1, body.data(), body.size());
+}
+
+/// 64 KiB of the download pattern (byte i is i % 251), plus 251 bytes so that a piece may
+/// start at any phase of it.
+constexpr size_t DOWNLOAD_PIECE = 64 * 1024;
+const unsigned char *download_pattern() {
+    static const auto *p = [] {
+        auto *b = new unsigned char[DOWNLOAD_PIECE + 251];
+        for (size_t i = 0; i < DOWNLOAD_PIECE + 251; i++)
+            b[i] = static_cast<unsigned char>(i % 251);
+        return b;
+    }();
+    return p;
+}
+
+struct Download {
+    uint64_t total, sent = 0;
+};
+
+/// The drain callback: one more piece each time the previous one reached the kernel, so the
+/// client's reading sets the pace and one piece at most is in memory.
+void download_more(aloop_http_request_t *req, void *ud) {
+    auto *d = static_cast<Download *>(ud);
+    if (d->sent == d->total) {
+        aloop_http_chunk_end(req);
+        return;
+    }
+    size_t n = static_cast<size_t>(std::min<uint64_t>(DOWNLOAD_PIECE, d->total - d->sent));
+    const unsigned char *from = download_pattern() + d->sent % 251;
+    d->sent += n;
+    aloop_http_chunk(req, from, n); // ALOOP_E_CANCELLED: the client went away, the request is freed
+}
+
+void add_stream_routes(aloop::HttpServer &http, uint64_t max_upload) {
+    http.route_stream("POST", "/upload", max_upload, [](Responder r) {
+        aloop_http_request_t *req = r.release();
+        auto *u = new Upload();
+        int rc = aloop_http_request_body_start(req, upload_body, u, [](void *p) { delete static_cast<Upload *>(p); });
+        if (rc != 0) {
+            delete u;
+            aloop::Responder(req).respond(500, "text/plain", std::string("500 ") + aloop_strerror(rc) + "\n");
+        }
+    });
+    http.route("GET", "/download", [](Responder r) {
+        auto q = r.query_param("bytes");
+        if (!q || q->empty() || q->size() > 19 || !std::all_of(q->begin(), q->end(), [](char c) { return c >= '0' && c <= '9'; })) {
+            r.respond(400, "text/plain", "400 Bad Request: bytes=N (a decimal count) expected\n");
+            return;
+        }
+        uint64_t n = std::stoull(*q);
+        aloop_http_request_t *req = r.release();
+        static const aloop_http_header_t octets = {"Content-Type", "application/octet-stream"};
+        if (aloop_http_respond_chunked(req, 200, &octets, 1) != 0)
+            return; // the client has gone (the request is freed)
+        auto *d = new Download{n};
+        if (aloop_http_chunk_on_drain(req, download_more, d, [](void *p) { delete static_cast<Download *>(p); }) != 0) {
+            delete d;
+            aloop_http_chunk_end(req);
+        }
+    });
+}
+
 void add_websocket_routes(aloop::HttpServer &http, uint64_t ping_ms) {
     auto opts = std::make_shared<aloop::WsOptions>();
     opts->c.max_message = 16u << 20;
@@ -941,6 +1044,7 @@ int main(int argc, char **argv) {
             add_websocket_routes(*w.http, cfg.ws_ping_ms);
             add_database_routes(*w.http, *w.db);
             add_app_routes(*w.http, *w.db, *w.events);
+            add_stream_routes(*w.http, cfg.max_upload);
             aloop::HttpClient::Options copts;
             copts.c.request_timeout_ms = cfg.upstream_timeout_ms;
             copts.c.connect_timeout_ms = cfg.upstream_timeout_ms;
@@ -950,6 +1054,8 @@ int main(int argc, char **argv) {
             w.api = std::make_unique<aloop::HttpClient>(*w.loop, copts);
             add_upstream_routes(*w.http, *w.api, *w.db, cfg.upstream);
             port = w.http->listen(cfg.address.c_str(), static_cast<uint16_t>(port));
+            if (!cfg.unix_path.empty() && &w == &workers[0])
+                w.http->listen_unix(cfg.unix_path.c_str()); // one socket file: the first loop serves it
         }
     } catch (const aloop::Error &e) {
         std::fprintf(stderr, "server: cannot listen on %s:%d: %s\n", cfg.address.c_str(), cfg.port, e.what());

@@ -537,14 +537,15 @@ typedef struct aloop_pg_txn_t aloop_pg_txn_t;
 typedef struct aloop_poll_t aloop_poll_t;
 
 /**
- * A listening socket (opaque). Owned by the caller of `aloop_tcp_listen`; ends with
+ * A listening socket (opaque), TCP or Unix. Owned by the caller of `aloop_tcp_listen` or
+ * `aloop_unix_listen`; ends with
  * `aloop_tcp_listener_close`, freed after its close callback (then the handle is stale).
  */
 typedef struct aloop_tcp_listener_t aloop_tcp_listener_t;
 
 /**
- * A TCP connection (opaque). Owned by the application from `aloop_tcp_connect` or the accept
- * callback; ends with `aloop_tcp_close`, freed after its close callback (then the handle is
+ * A connection (opaque), TCP or Unix stream socket. Owned by the application from
+ * `aloop_tcp_connect`, `aloop_unix_connect` or the accept callback; ends with `aloop_tcp_close`, freed after its close callback (then the handle is
  * stale: every call returns `ALOOP_E_STALE`).
  */
 typedef struct aloop_tcp_t aloop_tcp_t;
@@ -637,6 +638,13 @@ typedef struct aloop_http_client_options_t {
    * own reference). NULL (the default): verify against the system's roots.
    */
   const struct aloop_tls_client_config_t *tls;
+  /**
+   * NULL (default): requests connect to their URL's host and port. Otherwise the path of a
+   * Unix stream socket (`@name`: an abstract one) every request of the client connects to
+   * instead, the URL's host and port only naming the `Host` header (curl's
+   * `--unix-socket`). Copied by `aloop_http_client_new`.
+   */
+  const char *unix_socket;
 } aloop_http_client_options_t;
 
 /**
@@ -675,10 +683,49 @@ typedef void (*aloop_http_response_cb)(int status,
 typedef void (*aloop_http_chunk_cb)(const void *data, size_t len, void *user_data);
 
 /**
+ * The head of a streamed response (`aloop_http_client_request_stream()`): `resp` holds the
+ * status and headers (its body is empty), borrowed during the call only. `id` is the
+ * request's id (for `aloop_http_client_pause()` and the others).
+ */
+typedef void (*aloop_http_stream_head_cb)(uint64_t id,
+                                          const struct aloop_http_response_t *resp,
+                                          void *user_data);
+
+/**
+ * A piece of a streamed response body: `len` (> 0) bytes at `data`, borrowed during the call.
+ */
+typedef void (*aloop_http_stream_data_cb)(uint64_t id, const void *data, size_t len, void *user_data);
+
+/**
+ * The end of a streamed request, once: `status` 0 when the whole body arrived, or the error
+ * (as for `aloop_http_response_cb`; `ALOOP_E_READ_TIMEOUT` also when the body stalls).
+ */
+typedef void (*aloop_http_stream_done_cb)(uint64_t id, int status, void *user_data);
+
+/**
  * Called once when the client of an unanswered request goes away. `req` is still valid and
  * must still be answered (the answer returns `ALOOP_E_CANCELLED` and frees it).
  */
 typedef void (*aloop_http_abort_cb)(struct aloop_http_request_t *req, void *user_data);
+
+/**
+ * Receives a streamed request body (see `aloop_http_request_body_start()`): `nread` > 0
+ * bytes at `data` (borrowed until the callback returns); then once `ALOOP_E_EOF` (the whole
+ * body arrived) or an error, with `data` NULL: `ALOOP_E_HTTP_TOO_LARGE` (past the route's
+ * limit), `ALOOP_E_HTTP_PROTOCOL` (malformed, or the client closed before the end),
+ * `ALOOP_E_TIMEOUT` (no byte for `body_timeout_ms`), `ALOOP_E_CANCELLED` (the client went
+ * away). `req` is still unanswered in every case and must be answered.
+ */
+typedef void (*aloop_http_body_cb)(struct aloop_http_request_t *req,
+                                   ptrdiff_t nread,
+                                   const void *data,
+                                   void *user_data);
+
+/**
+ * Called when a chunked response's output so far has reached the kernel (see
+ * `aloop_http_chunk_on_drain()`).
+ */
+typedef void (*aloop_http_drain_cb)(struct aloop_http_request_t *req, void *user_data);
 
 /**
  * Options for `aloop_http_server_new`; fill with `aloop_http_server_options_init` first.
@@ -1363,9 +1410,11 @@ uint64_t aloop_loop_now_ms(const struct aloop_loop_t *lp);
 int aloop_http_client_options_init(struct aloop_http_client_options_t *opts);
 
 /**
- * Creates a client on `lp`. `opts` may be NULL for the defaults. On success `*out` owns the
- * client; on failure `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero
- * timeout or pool size), `ALOOP_E_STALE` (for the loop or `opts->tls`),
+ * Creates a client on `lp`. `opts` may be NULL for the defaults; it is read during the call
+ * only (its `unix_socket` string is copied). On success `*out` owns the client; on failure
+ * `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or pool
+ * size, an empty `unix_socket` or one longer than 107 bytes), `ALOOP_E_STALE` (for the loop
+ * or `opts->tls`),
  * `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_http_client_new(struct aloop_loop_t *lp,
@@ -1402,9 +1451,11 @@ int aloop_http_client_request(struct aloop_http_client_t *client,
                               uint64_t *id);
 
 /**
- * As `aloop_http_client_request`, but the response body is not collected: `on_chunk(data,
- * len, user_data)` gets it piece by piece as it arrives (borrowed during each call; no size
- * limit), then `cb` gets the status and headers with an empty body.
+ * The older streaming form, kept working: as `aloop_http_client_request`, but the response
+ * body is not collected: `on_chunk(data, len, user_data)` gets it piece by piece as it
+ * arrives (borrowed during each call; no size limit), and only then `cb` gets the status and
+ * headers (with an empty body). New code should use `aloop_http_client_request_stream()`,
+ * which gives the head first and can pause.
  */
 int aloop_http_client_stream(struct aloop_http_client_t *client,
                              const char *method,
@@ -1418,6 +1469,49 @@ int aloop_http_client_stream(struct aloop_http_client_t *client,
                              void *user_data,
                              aloop_free_fn dtor,
                              uint64_t *id);
+
+/**
+ * Sends a request and streams its response: `on_head(id, resp, user_data)` gets the status
+ * and headers first, then `on_data(id, data, len, user_data)` (may be NULL to discard the
+ * body) each piece of the body as it arrives, straight from the receive buffer (never
+ * collected, no size limit), then `on_done(id, status, user_data)` runs once: 0 when the
+ * whole body arrived, or an error (also alone, for a request that failed before its head;
+ * `ALOOP_E_CANCELLED` after `aloop_http_client_cancel()` or `aloop_http_client_free()`).
+ * `aloop_http_client_pause()` and `_resume()` hold the body back: while paused the
+ * connection is not read, so a slow consumer holds at most one read's worth and the server
+ * is held back by TCP. The whole-request timeout ends when the head arrives; the body is
+ * bounded by the read timeout (no byte for that long: `ALOOP_E_READ_TIMEOUT`) instead.
+ * Arguments, `*id` and errors as for `aloop_http_client_request()` (`ALOOP_E_NULL` also
+ * for a NULL `on_head` or `on_done`); `dtor(user_data)` runs right after `on_done`. The
+ * callbacks run on the loop's thread, never inside this call.
+ */
+int aloop_http_client_request_stream(struct aloop_http_client_t *client,
+                                     const char *method,
+                                     const char *url,
+                                     const struct aloop_http_header_t *headers,
+                                     size_t nheaders,
+                                     const void *body,
+                                     size_t len,
+                                     aloop_http_stream_head_cb on_head,
+                                     aloop_http_stream_data_cb on_data,
+                                     aloop_http_stream_done_cb on_done,
+                                     void *user_data,
+                                     aloop_free_fn dtor,
+                                     uint64_t *id);
+
+/**
+ * Pauses the body of the streamed request `id` (`aloop_http_client_request_stream()`): no
+ * `on_data` until `aloop_http_client_resume()`; its connection stops reading. May be called
+ * from its own callbacks. Errors: `ALOOP_E_INVALID` (not a streamed request),
+ * `ALOOP_E_ALREADY` (finished), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_client_pause(struct aloop_http_client_t *client, uint64_t id);
+
+/**
+ * Resumes a paused streamed request; its callbacks come from the loop, never inside this
+ * call. Errors as for `aloop_http_client_pause()`.
+ */
+int aloop_http_client_resume(struct aloop_http_client_t *client, uint64_t id);
 
 /**
  * Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED`, inside this
@@ -1526,6 +1620,30 @@ ptrdiff_t aloop_http_request_query_param(struct aloop_http_request_t *req,
                                          size_t buf_len);
 
 /**
+ * Writes the address of the client that sent `req` into `buf` (`buf_len` bytes,
+ * NUL-terminated; may be NULL): its IP as text (46 bytes always suffice), or for a request
+ * that came on a Unix socket the peer's path, usually "" (connecting sockets are unnamed;
+ * 108 bytes suffice); and its port into `*port` (may be NULL; 0 for a Unix socket). For
+ * logs, rate limits, or checking a proxy before trusting its `X-Forwarded-For`. Returns 0;
+ * `-ENOSPC` when `buf_len` is too small (nothing written), `ALOOP_E_CANCELLED` once the
+ * client has gone, `ALOOP_E_ALREADY` for an answered request, `ALOOP_E_NULL`,
+ * `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_request_peer_address(struct aloop_http_request_t *req,
+                                    char *buf,
+                                    size_t buf_len,
+                                    uint16_t *port);
+
+/**
+ * As `aloop_http_request_peer_address()`, for the server's end: the address and port the
+ * request came in on (the listener's), or the path of its Unix socket.
+ */
+int aloop_http_request_local_address(struct aloop_http_request_t *req,
+                                     char *buf,
+                                     size_t buf_len,
+                                     uint16_t *port);
+
+/**
  * Registers `cb(req, user_data)` to run once if the client goes away before `req` is
  * answered; `dtor(user_data)` runs when the request ends either way. `ALOOP_E_CANCELLED` if
  * the client is already gone (nothing registered; answer the request still).
@@ -1536,10 +1654,51 @@ int aloop_http_request_on_abort(struct aloop_http_request_t *req,
                                 aloop_free_fn dtor);
 
 /**
- * Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
- * and `Connection` are written by the library; give `Server` or `Date` to replace them) and
- * `len` bytes of `body` (copied). On success the request is consumed. Errors:
- * `ALOOP_E_INVALID` (bad status, or CR/LF/NUL in a header: the request stays unanswered),
+ * Starts reading the body of a request whose route streams
+ * (`aloop_http_server_route_stream()`): `cb(req, nread, data, user_data)` runs for each piece
+ * as it arrives, then once with `ALOOP_E_EOF` or an error (see `aloop_http_body_cb`); never
+ * from inside this call. A client waiting for `100 Continue` is sent it now. The pieces come
+ * straight from the receive buffer: while the reader is paused
+ * (`aloop_http_request_body_pause()`) or not started, the connection stops reading, so memory
+ * stays bounded whatever the body's size. `dtor(user_data)` runs when reading ends: after
+ * the last callback, or when the request is answered first (the rest of the body is then
+ * read and discarded when it is known to be at most 64 KiB, else the connection closes
+ * after the answer). Loop thread only. Errors (`cb` and `dtor` then never run):
+ * `ALOOP_E_INVALID` (the route does not stream), `ALOOP_E_ALREADY` (reading started, or
+ * the request was answered), `ALOOP_E_CANCELLED` (the client has gone: answer the request
+ * still), `ALOOP_E_NULL`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_request_body_start(struct aloop_http_request_t *req,
+                                  aloop_http_body_cb cb,
+                                  void *user_data,
+                                  aloop_free_fn dtor);
+
+/**
+ * Pauses a started body reader: no callback until `aloop_http_request_body_resume()`; the
+ * connection stops reading, and the client's sending stops once the kernel's buffers are
+ * full. At most what one read brought in is held meanwhile. Loop thread only. Errors:
+ * `ALOOP_E_INVALID` (not started, or the route does not stream), `ALOOP_E_ALREADY`
+ * (answered), `ALOOP_E_NULL`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_request_body_pause(struct aloop_http_request_t *req);
+
+/**
+ * Resumes a paused body reader; the callbacks come from the loop, never inside this call.
+ * Errors as for `aloop_http_request_body_pause()`.
+ */
+int aloop_http_request_body_resume(struct aloop_http_request_t *req);
+
+/**
+ * Answers `req`: `status` (200..999), `nheaders` headers and `len` bytes of `body` (copied).
+ * `Server` and `Date` are added unless given. The framing headers are the library's, and a
+ * handler's own are honoured or refused, never dropped: `Connection: close` closes the
+ * connection after this response (requests pipelined behind it go unanswered), `keep-alive`
+ * is the default; a `Content-Length` must equal `len`, except for a HEAD request or a 304,
+ * where it gives the length a GET would get (no body is sent). On success the request is
+ * consumed. Errors:
+ * `ALOOP_E_INVALID` (bad status, CR/LF/NUL in a header, another `Connection` option, a
+ * `Content-Length` that does not fit, any `Transfer-Encoding` (see
+ * `aloop_http_respond_chunked()`): the request stays unanswered),
  * `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`
  * (already answered), `ALOOP_E_NULL`. Thread-safe: from a thread other than the one running
  * the request's loop, the response is copied and handed to that loop, and 0 means "queued".
@@ -1553,8 +1712,9 @@ int aloop_http_respond(struct aloop_http_request_t *req,
 
 /**
  * Starts a chunked response (`Transfer-Encoding: chunked`) for bodies of unknown length;
- * then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Errors as for
- * `aloop_http_respond`. Loop thread only (`ALOOP_E_WRONG_THREAD` from another).
+ * then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Headers as
+ * for `aloop_http_respond()` (`Connection: close` honoured), but a `Content-Length` is
+ * `ALOOP_E_INVALID`. Errors as for `aloop_http_respond`. Loop thread only (`ALOOP_E_WRONG_THREAD` from another).
  */
 int aloop_http_respond_chunked(struct aloop_http_request_t *req,
                                int status,
@@ -1566,6 +1726,24 @@ int aloop_http_respond_chunked(struct aloop_http_request_t *req,
  * client has gone (the request is then consumed: stop writing).
  */
 int aloop_http_chunk(struct aloop_http_request_t *req, const void *data, size_t len);
+
+/**
+ * Paces a chunked response: `cb(req, user_data)` runs once everything the response wrote so
+ * far has been handed to the kernel, and again after each later `aloop_http_chunk()` has
+ * (never from inside this call). A producer writes a piece, then the next one when `cb`
+ * runs: however large the body, it holds one piece at a time, and the client's reading
+ * speed sets the pace. If the client goes away, `cb` runs once more and the next
+ * `aloop_http_chunk()` returns `ALOOP_E_CANCELLED`. Registering again replaces the callback
+ * (the old `dtor` runs). `dtor(user_data)` runs when the response ends (chunk end, or the
+ * request consumed by `ALOOP_E_CANCELLED`). Loop thread only. Errors (`cb` and `dtor` then
+ * never run): `ALOOP_E_INVALID` (`aloop_http_respond_chunked()` not called yet),
+ * `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`,
+ * `ALOOP_E_NULL`, `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_http_chunk_on_drain(struct aloop_http_request_t *req,
+                              aloop_http_drain_cb cb,
+                              void *user_data,
+                              aloop_free_fn dtor);
 
 /**
  * Ends a chunked response; the request is consumed.
@@ -1604,6 +1782,24 @@ int aloop_http_server_route(struct aloop_http_server_t *srv,
                             aloop_free_fn dtor);
 
 /**
+ * Routes like `aloop_http_server_route`, but the request body is not collected: the handler
+ * gets the request as soon as its head has arrived (`aloop_http_request_body()` gives 0
+ * bytes) and reads the body as it comes with `aloop_http_request_body_start()`, pausing and
+ * resuming at will. `max_body` bounds the body (0: no limit; the server's `max_body` does
+ * not apply): a `Content-Length` above it is answered `413` by the server before the handler
+ * runs; a chunked body that grows past it gives the reader `ALOOP_E_HTTP_TOO_LARGE`.
+ * `Expect: 100-continue` is answered when the handler starts reading. Errors and ownership
+ * as for `aloop_http_server_route`.
+ */
+int aloop_http_server_route_stream(struct aloop_http_server_t *srv,
+                                   const char *method,
+                                   const char *path,
+                                   uint64_t max_body,
+                                   aloop_http_handler_cb cb,
+                                   void *user_data,
+                                   aloop_free_fn dtor);
+
+/**
  * Routes every path starting with `prefix` (longest prefix first, after exact routes);
  * otherwise as `aloop_http_server_route`.
  */
@@ -1629,6 +1825,18 @@ int aloop_http_server_fallback(struct aloop_http_server_t *srv,
  * shutdown, ...). May be called again for more addresses.
  */
 int aloop_http_server_listen(struct aloop_http_server_t *srv, const char *ip, uint16_t port);
+
+/**
+ * Listens on the Unix stream socket `path` (`@name`: Linux's abstract namespace) and
+ * starts serving, beside any TCP listener (a reverse proxy on the same machine, nginx's
+ * `proxy_pass http://unix:PATH:`). A socket file left by a server that died is replaced; a
+ * live one is not: `-EADDRINUSE`, with `aloop_last_error_message()` saying a server listens
+ * there; `-EEXIST` when the path is not a socket; `ALOOP_E_INVALID` for an empty path or one
+ * longer than 107 bytes; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`. The socket file is removed when the server shuts down. `path` is
+ * borrowed during the call. Returns 0.
+ */
+int aloop_http_server_listen_unix(struct aloop_http_server_t *srv, const char *path);
 
 /**
  * Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
@@ -2190,7 +2398,27 @@ int aloop_tcp_listen(struct aloop_loop_t *lp,
                      struct aloop_tcp_listener_t **out);
 
 /**
- * The port the listener is bound to (useful after binding port 0), or a negative error.
+ * Listens on the Unix stream socket `path` (`@name` for Linux's abstract namespace, where
+ * no file is made) and starts accepting, as `aloop_tcp_listen` does: connections arrive as
+ * `aloop_tcp_t` handles, and every `aloop_tcp_*` call applies to them. A socket file left
+ * by a server that died (connecting to it is refused) is replaced; a live one is not: the
+ * call fails with `-EADDRINUSE` (`aloop_last_error_message()` says a server listens there);
+ * `-EEXIST` when the path exists and is not a socket. The file is removed when the listener
+ * closes, unless another socket has replaced it meanwhile. Only `backlog` of `opts` applies
+ * (it may be NULL). `path` is borrowed during the call. Errors otherwise as for
+ * `aloop_tcp_listen`, and `ALOOP_E_INVALID` for a path longer than 107 bytes.
+ */
+int aloop_unix_listen(struct aloop_loop_t *lp,
+                      const char *path,
+                      const struct aloop_listen_options_t *opts,
+                      aloop_accept_cb cb,
+                      void *user_data,
+                      aloop_free_fn dtor,
+                      struct aloop_tcp_listener_t **out);
+
+/**
+ * The port the listener is bound to (useful after binding port 0), or a negative error
+ * (`ALOOP_E_INVALID` for a Unix listener).
  */
 int aloop_tcp_listener_port(const struct aloop_tcp_listener_t *l);
 
@@ -2236,6 +2464,22 @@ int aloop_tcp_connect(struct aloop_loop_t *lp,
                       void *user_data,
                       aloop_free_fn dtor,
                       struct aloop_tcp_t **out);
+
+/**
+ * Starts connecting to the Unix stream socket `path` (`@name`: an abstract one; borrowed
+ * during the call), as `aloop_tcp_connect` does: `cb(tcp, status, user_data)` runs once with
+ * 0, `-ENOENT` (no such socket), `-ECONNREFUSED` (nobody accepts on it), `-EAGAIN` (its
+ * backlog is full), another negative errno, `ALOOP_E_TIMEOUT` or `ALOOP_E_CANCELLED`. The
+ * handle, ownership and errors are as for `aloop_tcp_connect` (`ALOOP_E_INVALID` for an
+ * empty path or one longer than 107 bytes).
+ */
+int aloop_unix_connect(struct aloop_loop_t *lp,
+                       const char *path,
+                       uint64_t timeout_ms,
+                       aloop_connect_cb cb,
+                       void *user_data,
+                       aloop_free_fn dtor,
+                       struct aloop_tcp_t **out);
 
 /**
  * Starts reading: `cb(tcp, nread, data, user_data)` per received chunk, then once with
@@ -2300,8 +2544,10 @@ int aloop_tcp_nodelay(struct aloop_tcp_t *tcp, int on);
 int aloop_tcp_fd(const struct aloop_tcp_t *tcp);
 
 /**
- * Writes the peer's IP as text into `ip` (`ip_len` bytes; 46 always suffice) and its port into
- * `*port`; either may be NULL. `-ENOSPC` if `ip_len` is too small.
+ * Writes the peer's IP as text into `ip` (`ip_len` bytes; 46 always suffice for an IP) and
+ * its port into `*port`; either may be NULL. For a Unix socket: its path (`@name` for an
+ * abstract one; "" for an unnamed peer, as connecting clients are) and port 0 (108 bytes
+ * suffice). `-ENOSPC` if `ip_len` is too small (nothing written).
  */
 int aloop_tcp_peer_address(const struct aloop_tcp_t *tcp, char *ip, size_t ip_len, uint16_t *port);
 

@@ -376,8 +376,18 @@ class HttpServer {
         registered(aloop_http_server_fallback(srv_, trampoline, heap, detail::delete_fn<Handler>), heap,
                    "aloop_http_server_fallback");
     }
+    /// As `route`, for a route whose body streams (`aloop_http_server_route_stream`, `max_body`
+    /// 0: no limit): the handler runs once the head is in; it reads the body with
+    /// `aloop_http_request_body_start()` on the request it takes with `Responder::release()`.
+    void route_stream(const char *method, const char *path, uint64_t max_body, Handler h) {
+        auto *heap = new Handler(std::move(h));
+        registered(aloop_http_server_route_stream(srv_, method, path, max_body, trampoline, heap, detail::delete_fn<Handler>),
+                   heap, "aloop_http_server_route_stream");
+    }
     /// Returns the bound port.
     int listen(const char *ip, uint16_t port) { return check(aloop_http_server_listen(srv_, ip, port), "listen"); }
+    /// Also serves on the Unix stream socket `path` (a stale socket file is replaced).
+    void listen_unix(const char *path) { check(aloop_http_server_listen_unix(srv_, path), "aloop_http_server_listen_unix"); }
     /// Serves TLS with `cfg` on new connections from now on (open ones keep theirs); the
     /// server keeps its own reference. On the loop's thread.
     void set_tls(const TlsServerConfig &cfg) { check(aloop_http_server_set_tls(srv_, cfg.get()), "aloop_http_server_set_tls"); }
@@ -952,6 +962,8 @@ class HttpClient {
     HttpClient(const HttpClient &) = delete;
     HttpClient &operator=(const HttpClient &) = delete;
     ~HttpClient() { aloop_http_client_free(client_); }
+
+    aloop_http_client_t *get() const noexcept { return client_; }
 
     /// Returns the request id (for `cancel`).
     uint64_t request(const char *method, const std::string &url, const std::vector<Header> &headers,

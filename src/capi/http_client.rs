@@ -11,7 +11,7 @@ use super::http_request::aloop_http_header_t;
 use super::tls::{aloop_tls_client_config_t, client_config};
 use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
 use crate::error::{Error, Result};
-use crate::http::client::{ClientOptions, ClientRequest, HttpClient, RequestHandle};
+use crate::http::client::{ClientEvent, ClientOptions, ClientRequest, HttpClient, RequestHandle};
 use crate::http::response_parser::Response;
 use crate::reactor::Slab;
 
@@ -48,7 +48,15 @@ pub struct aloop_http_client_options_t {
     /// TLS for https:// URLs (borrowed during `aloop_http_client_new`; the client keeps its
     /// own reference). NULL (the default): verify against the system's roots.
     pub tls: *const aloop_tls_client_config_t,
+    /// NULL (default): requests connect to their URL's host and port. Otherwise the path of a
+    /// Unix stream socket (`@name`: an abstract one) every request of the client connects to
+    /// instead, the URL's host and port only naming the `Host` header (curl's
+    /// `--unix-socket`). Copied by `aloop_http_client_new`.
+    pub unix_socket: *const c_char,
 }
+
+/// A client's requests not yet answered, by id; shared with their callbacks.
+type Requests = Rc<RefCell<Slab<RequestHandle>>>;
 
 /// An HTTP client (opaque) on one loop. Owned by the caller of `aloop_http_client_new` until
 /// `aloop_http_client_free` (which may be called inside one of its own callbacks).
@@ -56,7 +64,9 @@ pub struct aloop_http_client_t {
     client: HttpClient,
     lp: LoopId,
     /// Requests not yet answered, by id; shared with their callbacks.
-    requests: Rc<RefCell<Slab<RequestHandle>>>,
+    requests: Requests,
+    /// The Unix socket every request connects to (options' `unix_socket`).
+    unix_socket: Option<std::path::PathBuf>,
 }
 
 impl Handle for aloop_http_client_t {
@@ -121,6 +131,20 @@ pub type aloop_http_response_cb = Option<
 pub type aloop_http_chunk_cb =
     Option<unsafe extern "C" fn(data: *const c_void, len: usize, user_data: *mut c_void)>;
 
+/// The head of a streamed response (`aloop_http_client_request_stream()`): `resp` holds the
+/// status and headers (its body is empty), borrowed during the call only. `id` is the
+/// request's id (for `aloop_http_client_pause()` and the others).
+pub type aloop_http_stream_head_cb = Option<
+    unsafe extern "C" fn(id: u64, resp: *const aloop_http_response_t, user_data: *mut c_void),
+>;
+/// A piece of a streamed response body: `len` (> 0) bytes at `data`, borrowed during the call.
+pub type aloop_http_stream_data_cb =
+    Option<unsafe extern "C" fn(id: u64, data: *const c_void, len: usize, user_data: *mut c_void)>;
+/// The end of a streamed request, once: `status` 0 when the whole body arrived, or the error
+/// (as for `aloop_http_response_cb`; `ALOOP_E_READ_TIMEOUT` also when the body stalls).
+pub type aloop_http_stream_done_cb =
+    Option<unsafe extern "C" fn(id: u64, status: c_int, user_data: *mut c_void)>;
+
 /// Fills `opts` with the defaults.
 #[no_mangle]
 pub extern "C" fn aloop_http_client_options_init(opts: *mut aloop_http_client_options_t) -> c_int {
@@ -137,15 +161,18 @@ pub extern "C" fn aloop_http_client_options_init(opts: *mut aloop_http_client_op
                 idle_timeout_ms: d.idle_timeout.as_millis() as u64,
                 read_timeout_ms: d.read_timeout.as_millis() as u64,
                 tls: std::ptr::null(),
+                unix_socket: std::ptr::null(),
             })
         };
         0
     })
 }
 
-/// Creates a client on `lp`. `opts` may be NULL for the defaults. On success `*out` owns the
-/// client; on failure `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero
-/// timeout or pool size), `ALOOP_E_STALE` (for the loop or `opts->tls`),
+/// Creates a client on `lp`. `opts` may be NULL for the defaults; it is read during the call
+/// only (its `unix_socket` string is copied). On success `*out` owns the client; on failure
+/// `*out` is not written. Errors: `ALOOP_E_NULL`, `ALOOP_E_INVALID` (a zero timeout or pool
+/// size, an empty `unix_socket` or one longer than 107 bytes), `ALOOP_E_STALE` (for the loop
+/// or `opts->tls`),
 /// `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_http_client_new(
@@ -156,6 +183,7 @@ pub extern "C" fn aloop_http_client_new(
     guard(|| {
         not_null!(lp, out);
         let mut o = ClientOptions::default();
+        let mut unix_socket = None;
         let mut tls = None;
         if !opts.is_null() {
             // SAFETY: non-NULL, read during the call.
@@ -175,6 +203,13 @@ pub extern "C" fn aloop_http_client_new(
                 idle_timeout: Duration::from_millis(c.idle_timeout_ms),
                 read_timeout: Duration::from_millis(c.read_timeout_ms),
             };
+            if !c.unix_socket.is_null() {
+                // SAFETY: a C string per the contract, read during the call.
+                match unsafe { super::tcp::unix_path(c.unix_socket) } {
+                    Ok(p) if crate::net::SockAddr::from_unix(&p).is_ok() => unix_socket = Some(p),
+                    _ => return Error::INVALID.code(),
+                }
+            }
             if !c.tls.is_null() {
                 match client_config(c.tls) {
                     Ok(t) => tls = Some(t),
@@ -194,6 +229,7 @@ pub extern "C" fn aloop_http_client_new(
             client,
             lp: id,
             requests: Default::default(),
+            unix_socket,
         });
         let h = handle::register(id, c);
         // SAFETY: out is non-NULL and writable.
@@ -250,9 +286,11 @@ pub extern "C" fn aloop_http_client_request(
     })
 }
 
-/// As `aloop_http_client_request`, but the response body is not collected: `on_chunk(data,
-/// len, user_data)` gets it piece by piece as it arrives (borrowed during each call; no size
-/// limit), then `cb` gets the status and headers with an empty body.
+/// The older streaming form, kept working: as `aloop_http_client_request`, but the response
+/// body is not collected: `on_chunk(data, len, user_data)` gets it piece by piece as it
+/// arrives (borrowed during each call; no size limit), and only then `cb` gets the status and
+/// headers (with an empty body). New code should use `aloop_http_client_request_stream()`,
+/// which gives the head first and can pause.
 #[no_mangle]
 pub extern "C" fn aloop_http_client_stream(
     client: *mut aloop_http_client_t,
@@ -278,6 +316,86 @@ pub extern "C" fn aloop_http_client_stream(
     })
 }
 
+/// Builds the core request from the C arguments (`ALOOP_E_*` code on failure).
+///
+/// # Safety
+/// The pointers follow `aloop_http_client_request`'s contract.
+unsafe fn build_request(
+    method: *const c_char,
+    url: *const c_char,
+    headers: *const aloop_http_header_t,
+    nheaders: usize,
+    body: *const c_void,
+    len: usize,
+) -> std::result::Result<ClientRequest, c_int> {
+    if method.is_null() || url.is_null() {
+        return Err(Error::NULL_ARG.code());
+    }
+    if body.is_null() && len > 0 || headers.is_null() && nheaders > 0 {
+        return Err(Error::NULL_ARG.code());
+    }
+    // SAFETY: C strings per the contract.
+    let (Ok(method), Ok(url)) = (unsafe { c_str(method) }, unsafe { c_str(url) }) else {
+        return Err(Error::INVALID.code());
+    };
+    let mut req = ClientRequest::new(method, url).map_err(|e| e.code())?;
+    if nheaders > 0 {
+        // SAFETY: `nheaders` headers of two C strings each, borrowed during the call.
+        for h in unsafe { std::slice::from_raw_parts(headers, nheaders) } {
+            if h.name.is_null() || h.value.is_null() {
+                return Err(Error::NULL_ARG.code());
+            }
+            // SAFETY: as above.
+            let (n, v) = unsafe {
+                (
+                    CStr::from_ptr(h.name).to_bytes(),
+                    CStr::from_ptr(h.value).to_bytes(),
+                )
+            };
+            if !crate::http::response::valid_name(n) || !crate::http::response::valid_value(v) {
+                return Err(Error::INVALID.code());
+            }
+            req.headers.push((
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            ));
+        }
+    }
+    if len > 0 {
+        // SAFETY: `len` readable bytes during the call.
+        req.body = unsafe { std::slice::from_raw_parts(body.cast::<u8>(), len) }.to_vec();
+    }
+    Ok(req)
+}
+
+/// The parts of a client handle a request needs; sets the request's Unix socket to the
+/// client's.
+fn client_parts(
+    client: *mut aloop_http_client_t,
+    req: &mut ClientRequest,
+) -> Result<(HttpClient, LoopId, Requests)> {
+    handle::with(client, |c: &aloop_http_client_t| {
+        req.unix_socket = c.unix_socket.clone();
+        (c.client.clone(), c.lp, c.requests.clone())
+    })
+}
+
+/// Files a started request under its id (returned, and written to `*id` when not NULL);
+/// `slot` learns the id, so the request's last callback can drop the entry.
+fn file_request(
+    requests: &Requests,
+    h: RequestHandle,
+    slot: &std::cell::Cell<Option<crate::reactor::Token>>,
+    id: *mut u64,
+) {
+    let t = requests.borrow_mut().insert(h);
+    slot.set(Some(t));
+    if !id.is_null() {
+        // SAFETY: non-NULL out-parameter.
+        unsafe { id.write(t.get()) };
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn start_request(
     client: *mut aloop_http_client_t,
@@ -293,51 +411,101 @@ fn start_request(
     id: *mut u64,
     on_chunk: aloop_http_chunk_cb,
 ) -> c_int {
-    {
-        not_null!(client, method, url);
-        let Some(cb) = cb else {
-            return Error::NULL_ARG.code();
-        };
-        if body.is_null() && len > 0 || headers.is_null() && nheaders > 0 {
-            return Error::NULL_ARG.code();
+    not_null!(client, method, url);
+    let Some(cb) = cb else {
+        return Error::NULL_ARG.code();
+    };
+    // SAFETY: per this function's callers' contract.
+    let mut req = match unsafe { build_request(method, url, headers, nheaders, body, len) } {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let (core, lp, requests) = match client_parts(client, &mut req) {
+        Ok(x) => x,
+        Err(e) => return e.code(),
+    };
+    let (ud, armer) = UserData::new(user_data, dtor);
+    armer.arm();
+    let slot = Rc::new(std::cell::Cell::new(None));
+    let slot2 = slot.clone();
+    let weak_requests = Rc::downgrade(&requests);
+    let done = move |r: Result<Response>| {
+        if let (Some(t), Some(reqs)) = (slot2.get(), weak_requests.upgrade()) {
+            reqs.borrow_mut().remove(t);
         }
-        // SAFETY: C strings per the contract.
-        let (Ok(method), Ok(url)) = (unsafe { c_str(method) }, unsafe { c_str(url) }) else {
-            return Error::INVALID.code();
-        };
-        let mut req = match ClientRequest::new(method, url) {
-            Ok(r) => r,
-            Err(e) => return e.code(),
-        };
-        if nheaders > 0 {
-            // SAFETY: `nheaders` headers of two C strings each, borrowed during the call.
-            for h in unsafe { std::slice::from_raw_parts(headers, nheaders) } {
-                if h.name.is_null() || h.value.is_null() {
-                    return Error::NULL_ARG.code();
+        match r {
+            Ok(resp) => {
+                let h = handle::register(lp, aloop_http_response_t::new(resp));
+                // SAFETY: the application's callback; the response handle is live for
+                // the duration of the call and retired right after it.
+                unsafe { cb(0, h, ud.ptr()) };
+                drop(handle::take::<aloop_http_response_t>(h));
+            }
+            Err(e) => {
+                if let Some(why) = crate::error::error_detail() {
+                    super::set_last_error(&why);
                 }
-                // SAFETY: as above.
-                let (n, v) = unsafe {
-                    (
-                        CStr::from_ptr(h.name).to_bytes(),
-                        CStr::from_ptr(h.value).to_bytes(),
-                    )
-                };
-                if !crate::http::response::valid_name(n) || !crate::http::response::valid_value(v) {
-                    return Error::INVALID.code();
-                }
-                req.headers.push((
-                    String::from_utf8_lossy(n).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                ));
+                // SAFETY: as above, with no response.
+                unsafe { cb(e.code(), std::ptr::null(), ud.ptr()) }
             }
         }
-        if len > 0 {
-            // SAFETY: `len` readable bytes during the call.
-            req.body = unsafe { std::slice::from_raw_parts(body.cast::<u8>(), len) }.to_vec();
-        }
-        let (core, lp, requests) = match handle::with(client, |c: &aloop_http_client_t| {
-            (c.client.clone(), c.lp, c.requests.clone())
-        }) {
+    };
+    let h = match on_chunk {
+        None => core.request(req, done),
+        Some(chunk_cb) => core.request_streaming(
+            req,
+            move |data: &[u8]| {
+                // SAFETY: the bytes are borrowed for the callback's duration; user_data is the
+                // request's, alive until its final callback.
+                unsafe { chunk_cb(data.as_ptr().cast(), data.len(), user_data) }
+            },
+            done,
+        ),
+    };
+    file_request(&requests, h, &slot, id);
+    0
+}
+
+/// Sends a request and streams its response: `on_head(id, resp, user_data)` gets the status
+/// and headers first, then `on_data(id, data, len, user_data)` (may be NULL to discard the
+/// body) each piece of the body as it arrives, straight from the receive buffer (never
+/// collected, no size limit), then `on_done(id, status, user_data)` runs once: 0 when the
+/// whole body arrived, or an error (also alone, for a request that failed before its head;
+/// `ALOOP_E_CANCELLED` after `aloop_http_client_cancel()` or `aloop_http_client_free()`).
+/// `aloop_http_client_pause()` and `_resume()` hold the body back: while paused the
+/// connection is not read, so a slow consumer holds at most one read's worth and the server
+/// is held back by TCP. The whole-request timeout ends when the head arrives; the body is
+/// bounded by the read timeout (no byte for that long: `ALOOP_E_READ_TIMEOUT`) instead.
+/// Arguments, `*id` and errors as for `aloop_http_client_request()` (`ALOOP_E_NULL` also
+/// for a NULL `on_head` or `on_done`); `dtor(user_data)` runs right after `on_done`. The
+/// callbacks run on the loop's thread, never inside this call.
+#[no_mangle]
+pub extern "C" fn aloop_http_client_request_stream(
+    client: *mut aloop_http_client_t,
+    method: *const c_char,
+    url: *const c_char,
+    headers: *const aloop_http_header_t,
+    nheaders: usize,
+    body: *const c_void,
+    len: usize,
+    on_head: aloop_http_stream_head_cb,
+    on_data: aloop_http_stream_data_cb,
+    on_done: aloop_http_stream_done_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    id: *mut u64,
+) -> c_int {
+    guard(|| {
+        not_null!(client, method, url);
+        let (Some(on_head), Some(on_done)) = (on_head, on_done) else {
+            return Error::NULL_ARG.code();
+        };
+        // SAFETY: per this function's contract.
+        let mut req = match unsafe { build_request(method, url, headers, nheaders, body, len) } {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        let (core, lp, requests) = match client_parts(client, &mut req) {
             Ok(x) => x,
             Err(e) => return e.code(),
         };
@@ -346,47 +514,76 @@ fn start_request(
         let slot = Rc::new(std::cell::Cell::new(None));
         let slot2 = slot.clone();
         let weak_requests = Rc::downgrade(&requests);
-        let done = move |r: Result<Response>| {
-            if let (Some(t), Some(reqs)) = (slot2.get(), weak_requests.upgrade()) {
-                reqs.borrow_mut().remove(t);
-            }
-            match r {
-                Ok(resp) => {
-                    let h = handle::register(lp, aloop_http_response_t::new(resp));
-                    // SAFETY: the application's callback; the response handle is live for
-                    // the duration of the call and retired right after it.
-                    unsafe { cb(0, h, ud.ptr()) };
+        let mut ud = Some(ud);
+        let h = core.request_stream(req, move |ev| {
+            let raw = slot2.get().map_or(0, |t: crate::reactor::Token| t.get());
+            let Some(u) = ud.as_ref() else { return };
+            let p = u.ptr();
+            match ev {
+                ClientEvent::Head(resp) => {
+                    let h = handle::register(lp, aloop_http_response_t::new(resp.clone()));
+                    // SAFETY: the application's callback; the response handle is live during
+                    // the call and retired right after it.
+                    unsafe { on_head(raw, h, p) };
                     drop(handle::take::<aloop_http_response_t>(h));
                 }
-                Err(e) => {
-                    if let Some(why) = crate::error::error_detail() {
-                        super::set_last_error(&why);
+                ClientEvent::Data(d) => {
+                    if let Some(on_data) = on_data {
+                        // SAFETY: the bytes are borrowed for the call.
+                        unsafe { on_data(raw, d.as_ptr().cast(), d.len(), p) };
                     }
-                    // SAFETY: as above, with no response.
-                    unsafe { cb(e.code(), std::ptr::null(), ud.ptr()) }
+                }
+                ClientEvent::Done(r) => {
+                    if let (Some(t), Some(reqs)) = (slot2.get(), weak_requests.upgrade()) {
+                        reqs.borrow_mut().remove(t);
+                    }
+                    if r.is_err() {
+                        if let Some(why) = crate::error::error_detail() {
+                            super::set_last_error(&why);
+                        }
+                    }
+                    // SAFETY: the application's callback with its user data; the destructor
+                    // runs right after (the user data is dropped here).
+                    unsafe { on_done(raw, rc(r), p) };
+                    drop(ud.take());
                 }
             }
-        };
-        let h = match on_chunk {
-            None => core.request(req, done),
-            Some(chunk_cb) => core.request_streaming(
-                req,
-                move |data: &[u8]| {
-                    // SAFETY: the bytes are borrowed for the callback's duration; user_data is the
-                    // request's, alive until its final callback.
-                    unsafe { chunk_cb(data.as_ptr().cast(), data.len(), user_data) }
-                },
-                done,
-            ),
-        };
-        let t = requests.borrow_mut().insert(h);
-        slot.set(Some(t));
-        if !id.is_null() {
-            // SAFETY: non-NULL out-parameter.
-            unsafe { id.write(t.get()) };
-        }
+        });
+        file_request(&requests, h, &slot, id);
         0
-    }
+    })
+}
+
+/// Runs `f` on the handle of the request `id` of `client` (`ALOOP_E_ALREADY` once finished).
+fn with_request(
+    client: *mut aloop_http_client_t,
+    id: u64,
+    f: impl FnOnce(&RequestHandle) -> Result<()>,
+) -> c_int {
+    let r = handle::with(client, |c: &aloop_http_client_t| {
+        let reqs = c.requests.borrow();
+        match crate::reactor::Token::from_raw(id).and_then(|t| reqs.get(t)) {
+            Some(h) => f(h),
+            None => Err(Error::ALREADY),
+        }
+    });
+    rc(r.and_then(|r| r))
+}
+
+/// Pauses the body of the streamed request `id` (`aloop_http_client_request_stream()`): no
+/// `on_data` until `aloop_http_client_resume()`; its connection stops reading. May be called
+/// from its own callbacks. Errors: `ALOOP_E_INVALID` (not a streamed request),
+/// `ALOOP_E_ALREADY` (finished), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+#[no_mangle]
+pub extern "C" fn aloop_http_client_pause(client: *mut aloop_http_client_t, id: u64) -> c_int {
+    guard(|| with_request(client, id, |h| h.pause()))
+}
+
+/// Resumes a paused streamed request; its callbacks come from the loop, never inside this
+/// call. Errors as for `aloop_http_client_pause()`.
+#[no_mangle]
+pub extern "C" fn aloop_http_client_resume(client: *mut aloop_http_client_t, id: u64) -> c_int {
+    guard(|| with_request(client, id, |h| h.resume()))
 }
 
 /// Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED`, inside this

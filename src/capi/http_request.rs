@@ -12,7 +12,7 @@ use super::handle::{self, Kind, LoopId};
 use super::{aloop_free_fn, c_str, guard, not_null, rc, SendBox, UserData};
 use crate::error::{Error, Result};
 use crate::http::server::ServerInner;
-use crate::http::{Request, RequestData};
+use crate::http::{BodyEvent, Request, RequestData};
 use crate::reactor::Token;
 
 /// A request (opaque). The handler receives it and owns it until it answers it, exactly once,
@@ -37,6 +37,26 @@ pub struct aloop_http_header_t {
 /// Called once when the client of an unanswered request goes away. `req` is still valid and
 /// must still be answered (the answer returns `ALOOP_E_CANCELLED` and frees it).
 pub type aloop_http_abort_cb =
+    Option<unsafe extern "C" fn(req: *mut aloop_http_request_t, user_data: *mut c_void)>;
+
+/// Receives a streamed request body (see `aloop_http_request_body_start()`): `nread` > 0
+/// bytes at `data` (borrowed until the callback returns); then once `ALOOP_E_EOF` (the whole
+/// body arrived) or an error, with `data` NULL: `ALOOP_E_HTTP_TOO_LARGE` (past the route's
+/// limit), `ALOOP_E_HTTP_PROTOCOL` (malformed, or the client closed before the end),
+/// `ALOOP_E_TIMEOUT` (no byte for `body_timeout_ms`), `ALOOP_E_CANCELLED` (the client went
+/// away). `req` is still unanswered in every case and must be answered.
+pub type aloop_http_body_cb = Option<
+    unsafe extern "C" fn(
+        req: *mut aloop_http_request_t,
+        nread: isize,
+        data: *const c_void,
+        user_data: *mut c_void,
+    ),
+>;
+
+/// Called when a chunked response's output so far has reached the kernel (see
+/// `aloop_http_chunk_on_drain()`).
+pub type aloop_http_drain_cb =
     Option<unsafe extern "C" fn(req: *mut aloop_http_request_t, user_data: *mut c_void)>;
 
 /// A server slot named by a request handle.
@@ -277,6 +297,46 @@ pub extern "C" fn aloop_http_request_query_param(
     })
 }
 
+/// Writes the address of the client that sent `req` into `buf` (`buf_len` bytes,
+/// NUL-terminated; may be NULL): its IP as text (46 bytes always suffice), or for a request
+/// that came on a Unix socket the peer's path, usually "" (connecting sockets are unnamed;
+/// 108 bytes suffice); and its port into `*port` (may be NULL; 0 for a Unix socket). For
+/// logs, rate limits, or checking a proxy before trusting its `X-Forwarded-For`. Returns 0;
+/// `-ENOSPC` when `buf_len` is too small (nothing written), `ALOOP_E_CANCELLED` once the
+/// client has gone, `ALOOP_E_ALREADY` for an answered request, `ALOOP_E_NULL`,
+/// `ALOOP_E_WRONG_THREAD`.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_peer_address(
+    req: *mut aloop_http_request_t,
+    buf: *mut c_char,
+    buf_len: usize,
+    port: *mut u16,
+) -> c_int {
+    guard(|| match resolve(req) {
+        Ok(s) => {
+            super::tcp::write_address(s.srv.request_address(s.token, true), buf, buf_len, port)
+        }
+        Err(e) => e.code(),
+    })
+}
+
+/// As `aloop_http_request_peer_address()`, for the server's end: the address and port the
+/// request came in on (the listener's), or the path of its Unix socket.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_local_address(
+    req: *mut aloop_http_request_t,
+    buf: *mut c_char,
+    buf_len: usize,
+    port: *mut u16,
+) -> c_int {
+    guard(|| match resolve(req) {
+        Ok(s) => {
+            super::tcp::write_address(s.srv.request_address(s.token, false), buf, buf_len, port)
+        }
+        Err(e) => e.code(),
+    })
+}
+
 /// Registers `cb(req, user_data)` to run once if the client goes away before `req` is
 /// answered; `dtor(user_data)` runs when the request ends either way. `ALOOP_E_CANCELLED` if
 /// the client is already gone (nothing registered; answer the request still).
@@ -309,6 +369,87 @@ pub extern "C" fn aloop_http_request_on_abort(
             armer.arm();
         }
         rc(r)
+    })
+}
+
+/// Starts reading the body of a request whose route streams
+/// (`aloop_http_server_route_stream()`): `cb(req, nread, data, user_data)` runs for each piece
+/// as it arrives, then once with `ALOOP_E_EOF` or an error (see `aloop_http_body_cb`); never
+/// from inside this call. A client waiting for `100 Continue` is sent it now. The pieces come
+/// straight from the receive buffer: while the reader is paused
+/// (`aloop_http_request_body_pause()`) or not started, the connection stops reading, so memory
+/// stays bounded whatever the body's size. `dtor(user_data)` runs when reading ends: after
+/// the last callback, or when the request is answered first (the rest of the body is then
+/// read and discarded when it is known to be at most 64 KiB, else the connection closes
+/// after the answer). Loop thread only. Errors (`cb` and `dtor` then never run):
+/// `ALOOP_E_INVALID` (the route does not stream), `ALOOP_E_ALREADY` (reading started, or
+/// the request was answered), `ALOOP_E_CANCELLED` (the client has gone: answer the request
+/// still), `ALOOP_E_NULL`, `ALOOP_E_WRONG_THREAD`.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_body_start(
+    req: *mut aloop_http_request_t,
+    cb: aloop_http_body_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    guard(|| {
+        let Some(cb) = cb else {
+            return Error::NULL_ARG.code();
+        };
+        let slot = match resolve(req) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let (ud, armer) = UserData::new(user_data, dtor);
+        let raw = req as usize;
+        let r = slot.srv.body_read(
+            slot.token,
+            Box::new(move |ev: BodyEvent<'_>| {
+                let req = raw as *mut aloop_http_request_t;
+                // SAFETY: the application's callback with its (still unanswered) request and
+                // user data; `data` is borrowed for the call.
+                unsafe {
+                    match ev {
+                        BodyEvent::Data(d) => {
+                            cb(req, d.len() as isize, d.as_ptr().cast(), ud.ptr())
+                        }
+                        BodyEvent::End => {
+                            cb(req, Error::EOF.code() as isize, std::ptr::null(), ud.ptr())
+                        }
+                        BodyEvent::Error(e) => {
+                            cb(req, e.code() as isize, std::ptr::null(), ud.ptr())
+                        }
+                    }
+                }
+            }),
+        );
+        if r.is_ok() {
+            armer.arm();
+        }
+        rc(r)
+    })
+}
+
+/// Pauses a started body reader: no callback until `aloop_http_request_body_resume()`; the
+/// connection stops reading, and the client's sending stops once the kernel's buffers are
+/// full. At most what one read brought in is held meanwhile. Loop thread only. Errors:
+/// `ALOOP_E_INVALID` (not started, or the route does not stream), `ALOOP_E_ALREADY`
+/// (answered), `ALOOP_E_NULL`, `ALOOP_E_WRONG_THREAD`.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_body_pause(req: *mut aloop_http_request_t) -> c_int {
+    guard(|| match resolve(req) {
+        Ok(slot) => rc(slot.srv.body_pause(slot.token)),
+        Err(e) => e.code(),
+    })
+}
+
+/// Resumes a paused body reader; the callbacks come from the loop, never inside this call.
+/// Errors as for `aloop_http_request_body_pause()`.
+#[no_mangle]
+pub extern "C" fn aloop_http_request_body_resume(req: *mut aloop_http_request_t) -> c_int {
+    guard(|| match resolve(req) {
+        Ok(slot) => rc(slot.srv.body_resume(slot.token)),
+        Err(e) => e.code(),
     })
 }
 
@@ -376,10 +517,16 @@ fn collect_headers(
     Ok(&buf.many)
 }
 
-/// Answers `req`: `status` (200..999), `nheaders` headers (`Server`, `Date`, `Content-Length`
-/// and `Connection` are written by the library; give `Server` or `Date` to replace them) and
-/// `len` bytes of `body` (copied). On success the request is consumed. Errors:
-/// `ALOOP_E_INVALID` (bad status, or CR/LF/NUL in a header: the request stays unanswered),
+/// Answers `req`: `status` (200..999), `nheaders` headers and `len` bytes of `body` (copied).
+/// `Server` and `Date` are added unless given. The framing headers are the library's, and a
+/// handler's own are honoured or refused, never dropped: `Connection: close` closes the
+/// connection after this response (requests pipelined behind it go unanswered), `keep-alive`
+/// is the default; a `Content-Length` must equal `len`, except for a HEAD request or a 304,
+/// where it gives the length a GET would get (no body is sent). On success the request is
+/// consumed. Errors:
+/// `ALOOP_E_INVALID` (bad status, CR/LF/NUL in a header, another `Connection` option, a
+/// `Content-Length` that does not fit, any `Transfer-Encoding` (see
+/// `aloop_http_respond_chunked()`): the request stays unanswered),
 /// `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`
 /// (already answered), `ALOOP_E_NULL`. Thread-safe: from a thread other than the one running
 /// the request's loop, the response is copied and handed to that loop, and 0 means "queued".
@@ -431,6 +578,16 @@ pub extern "C" fn aloop_http_respond(
             }) {
                 return Error::INVALID.code();
             }
+            // What can be checked without the request (a HEAD answer's length is checked on
+            // the loop; refused there, the request gets a 500 instead).
+            match crate::http::response::asked_framing(hs.iter().copied()) {
+                Some(a) if a.chunked => return Error::INVALID.code(),
+                Some(a) if a.length.is_some_and(|n| n != len as u64 && len > 0) => {
+                    return Error::INVALID.code()
+                }
+                None => return Error::INVALID.code(),
+                Some(_) => {}
+            }
             let owned = OwnedResponse {
                 status: status as u16,
                 headers: hs.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
@@ -444,7 +601,15 @@ pub extern "C" fn aloop_http_respond(
                 if let Ok(slot) = resolve(req) {
                     let hs: Vec<(&[u8], &[u8])> =
                         r.headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-                    let _ = slot.srv.respond(slot.token, r.status, &hs, &r.body);
+                    let done = slot.srv.respond(slot.token, r.status, &hs, &r.body);
+                    if done == Err(Error::INVALID) {
+                        let _ = slot.srv.respond(
+                            slot.token,
+                            500,
+                            &[(b"Content-Type", b"text/plain")],
+                            b"500 Internal Server Error: the handler's answer was refused\n",
+                        );
+                    }
                     settle(req, &slot);
                 }
             })) {
@@ -463,8 +628,9 @@ pub extern "C" fn aloop_http_respond(
 }
 
 /// Starts a chunked response (`Transfer-Encoding: chunked`) for bodies of unknown length;
-/// then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Errors as for
-/// `aloop_http_respond`. Loop thread only (`ALOOP_E_WRONG_THREAD` from another).
+/// then `aloop_http_chunk` any number of times and `aloop_http_chunk_end` once. Headers as
+/// for `aloop_http_respond()` (`Connection: close` honoured), but a `Content-Length` is
+/// `ALOOP_E_INVALID`. Errors as for `aloop_http_respond`. Loop thread only (`ALOOP_E_WRONG_THREAD` from another).
 #[no_mangle]
 pub extern "C" fn aloop_http_respond_chunked(
     req: *mut aloop_http_request_t,
@@ -514,6 +680,50 @@ pub extern "C" fn aloop_http_chunk(
             unsafe { std::slice::from_raw_parts(data.cast(), len) }
         };
         let r = slot.srv.chunk(slot.token, bytes, false);
+        settle(req, &slot);
+        rc(r)
+    })
+}
+
+/// Paces a chunked response: `cb(req, user_data)` runs once everything the response wrote so
+/// far has been handed to the kernel, and again after each later `aloop_http_chunk()` has
+/// (never from inside this call). A producer writes a piece, then the next one when `cb`
+/// runs: however large the body, it holds one piece at a time, and the client's reading
+/// speed sets the pace. If the client goes away, `cb` runs once more and the next
+/// `aloop_http_chunk()` returns `ALOOP_E_CANCELLED`. Registering again replaces the callback
+/// (the old `dtor` runs). `dtor(user_data)` runs when the response ends (chunk end, or the
+/// request consumed by `ALOOP_E_CANCELLED`). Loop thread only. Errors (`cb` and `dtor` then
+/// never run): `ALOOP_E_INVALID` (`aloop_http_respond_chunked()` not called yet),
+/// `ALOOP_E_CANCELLED` (the client has gone: the request is consumed), `ALOOP_E_ALREADY`,
+/// `ALOOP_E_NULL`, `ALOOP_E_WRONG_THREAD`.
+#[no_mangle]
+pub extern "C" fn aloop_http_chunk_on_drain(
+    req: *mut aloop_http_request_t,
+    cb: aloop_http_drain_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    guard(|| {
+        let Some(cb) = cb else {
+            return Error::NULL_ARG.code();
+        };
+        let slot = match resolve(req) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let (ud, armer) = UserData::new(user_data, dtor);
+        let raw = req as usize;
+        let r = slot.srv.chunk_on_drain(
+            slot.token,
+            Box::new(move || {
+                // SAFETY: the application's callback with its (still unanswered) request and
+                // user data.
+                unsafe { cb(raw as *mut aloop_http_request_t, ud.ptr()) };
+            }),
+        );
+        if r.is_ok() {
+            armer.arm();
+        }
         settle(req, &slot);
         rc(r)
     })

@@ -212,6 +212,8 @@ enum RouteKind {
     Exact,
     Prefix,
     Fallback,
+    /// Exact, with the body streamed (limit; 0: none).
+    Streaming(u64),
 }
 
 fn add_route(
@@ -245,6 +247,7 @@ fn add_route(
             RouteKind::Exact => s.server.route(method, path.unwrap(), h),
             RouteKind::Prefix => s.server.route_prefix(method, path.unwrap(), h),
             RouteKind::Fallback => s.server.fallback(h),
+            RouteKind::Streaming(max) => s.server.route_streaming(method, path.unwrap(), max, h),
         }
     });
     if r.is_ok() {
@@ -270,6 +273,37 @@ pub extern "C" fn aloop_http_server_route(
     dtor: aloop_free_fn,
 ) -> c_int {
     guard(|| add_route(srv, method, path, cb, user_data, dtor, RouteKind::Exact))
+}
+
+/// Routes like `aloop_http_server_route`, but the request body is not collected: the handler
+/// gets the request as soon as its head has arrived (`aloop_http_request_body()` gives 0
+/// bytes) and reads the body as it comes with `aloop_http_request_body_start()`, pausing and
+/// resuming at will. `max_body` bounds the body (0: no limit; the server's `max_body` does
+/// not apply): a `Content-Length` above it is answered `413` by the server before the handler
+/// runs; a chunked body that grows past it gives the reader `ALOOP_E_HTTP_TOO_LARGE`.
+/// `Expect: 100-continue` is answered when the handler starts reading. Errors and ownership
+/// as for `aloop_http_server_route`.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_route_stream(
+    srv: *mut aloop_http_server_t,
+    method: *const c_char,
+    path: *const c_char,
+    max_body: u64,
+    cb: aloop_http_handler_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+) -> c_int {
+    guard(|| {
+        add_route(
+            srv,
+            method,
+            path,
+            cb,
+            user_data,
+            dtor,
+            RouteKind::Streaming(max_body),
+        )
+    })
 }
 
 /// Routes every path starting with `prefix` (longest prefix first, after exact routes);
@@ -328,6 +362,34 @@ pub extern "C" fn aloop_http_server_listen(
             Ok(bound) => bound.port() as c_int,
             Err(e) => e.code(),
         }
+    })
+}
+
+/// Listens on the Unix stream socket `path` (`@name`: Linux's abstract namespace) and
+/// starts serving, beside any TCP listener (a reverse proxy on the same machine, nginx's
+/// `proxy_pass http://unix:PATH:`). A socket file left by a server that died is replaced; a
+/// live one is not: `-EADDRINUSE`, with `aloop_last_error_message()` saying a server listens
+/// there; `-EEXIST` when the path is not a socket; `ALOOP_E_INVALID` for an empty path or one
+/// longer than 107 bytes; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+/// `ALOOP_E_WRONG_THREAD`. The socket file is removed when the server shuts down. `path` is
+/// borrowed during the call. Returns 0.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_listen_unix(
+    srv: *mut aloop_http_server_t,
+    path: *const c_char,
+) -> c_int {
+    guard(|| {
+        not_null!(srv, path);
+        // SAFETY: path is a C string per the contract.
+        let path = match unsafe { super::tcp::unix_path(path) } {
+            Ok(p) => p,
+            Err(e) => return e.code(),
+        };
+        let r = with_server(srv, |s| s.listen_unix(&path)).and_then(|r| r);
+        if let Err(e) = r {
+            super::tcp::explain_unix_listen(&path, e);
+        }
+        rc(r)
     })
 }
 

@@ -1,4 +1,5 @@
-//! `aloop_tcp_*`: listeners and connections.
+//! `aloop_tcp_*`: listeners and connections, TCP or Unix stream sockets (`aloop_unix_*` make
+//! them; the handles are the same).
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
@@ -9,7 +10,7 @@ use super::event_loop::{aloop_loop_t, loop_of};
 use super::handle::{self, Handle, Kind, LoopId};
 use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
 use crate::error::{Error, Result};
-use crate::net::{parse_ip_port, ListenOptions, ReadEvent, TcpListener, TcpStream};
+use crate::net::{parse_ip_port, Address, ListenOptions, ReadEvent, TcpListener, TcpStream};
 
 /// Options for `aloop_tcp_listen`; fill with `aloop_listen_options_init` first.
 #[repr(C)]
@@ -24,7 +25,8 @@ pub struct aloop_listen_options_t {
     pub nodelay: c_int,
 }
 
-/// A listening socket (opaque). Owned by the caller of `aloop_tcp_listen`; ends with
+/// A listening socket (opaque), TCP or Unix. Owned by the caller of `aloop_tcp_listen` or
+/// `aloop_unix_listen`; ends with
 /// `aloop_tcp_listener_close`, freed after its close callback (then the handle is stale).
 pub struct aloop_tcp_listener_t {
     listener: TcpListener,
@@ -37,8 +39,8 @@ impl Handle for aloop_tcp_listener_t {
     const KIND: Kind = Kind::TcpListener;
 }
 
-/// A TCP connection (opaque). Owned by the application from `aloop_tcp_connect` or the accept
-/// callback; ends with `aloop_tcp_close`, freed after its close callback (then the handle is
+/// A connection (opaque), TCP or Unix stream socket. Owned by the application from
+/// `aloop_tcp_connect`, `aloop_unix_connect` or the accept callback; ends with `aloop_tcp_close`, freed after its close callback (then the handle is
 /// stale: every call returns `ALOOP_E_STALE`).
 pub struct aloop_tcp_t {
     stream: TcpStream,
@@ -176,47 +178,136 @@ pub extern "C" fn aloop_tcp_listen(
             Ok(l) => l,
             Err(e) => return e.code(),
         };
-        let reserved = handle::reserve::<aloop_tcp_listener_t>(id);
-        let this = reserved.handle() as usize;
-        let (ud, armer) = UserData::new(user_data, dtor);
-        let started = listener.start(move |r| {
-            let (status, conn) = match r {
-                Ok(stream) => (0, handle::register(id, aloop_tcp_t::new(stream, id))),
-                Err(e) => (e.code(), std::ptr::null_mut()),
-            };
-            // SAFETY: the application's callback with its listener handle (checked again by
-            // any call it makes), a new connection handle it now owns, and its user data.
-            unsafe { cb(this as *mut aloop_tcp_listener_t, status, conn, ud.ptr()) };
-        });
-        match started {
-            Ok(()) => {
-                armer.arm();
-                let h = reserved.fill(Box::new(aloop_tcp_listener_t {
-                    listener,
-                    lp: id,
-                    data: Cell::new(std::ptr::null_mut()),
-                }));
-                // SAFETY: out is non-NULL and writable.
-                unsafe { out.write(h) };
-                0
-            }
-            Err(e) => {
-                listener.close(|| {});
-                e.code()
-            }
-        }
+        start_listener(listener, id, cb, user_data, dtor, out)
     })
 }
 
-/// The port the listener is bound to (useful after binding port 0), or a negative error.
+/// Starts accepting on a bound listener and hands it to C in `*out`.
+fn start_listener(
+    listener: TcpListener,
+    id: LoopId,
+    cb: unsafe extern "C" fn(*mut aloop_tcp_listener_t, c_int, *mut aloop_tcp_t, *mut c_void),
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    out: *mut *mut aloop_tcp_listener_t,
+) -> c_int {
+    let reserved = handle::reserve::<aloop_tcp_listener_t>(id);
+    let this = reserved.handle() as usize;
+    let (ud, armer) = UserData::new(user_data, dtor);
+    let started = listener.start(move |r| {
+        let (status, conn) = match r {
+            Ok(stream) => (0, handle::register(id, aloop_tcp_t::new(stream, id))),
+            Err(e) => (e.code(), std::ptr::null_mut()),
+        };
+        // SAFETY: the application's callback with its listener handle (checked again by
+        // any call it makes), a new connection handle it now owns, and its user data.
+        unsafe { cb(this as *mut aloop_tcp_listener_t, status, conn, ud.ptr()) };
+    });
+    match started {
+        Ok(()) => {
+            armer.arm();
+            let h = reserved.fill(Box::new(aloop_tcp_listener_t {
+                listener,
+                lp: id,
+                data: Cell::new(std::ptr::null_mut()),
+            }));
+            // SAFETY: out is non-NULL and writable.
+            unsafe { out.write(h) };
+            0
+        }
+        Err(e) => {
+            listener.close(|| {});
+            e.code()
+        }
+    }
+}
+
+/// Listens on the Unix stream socket `path` (`@name` for Linux's abstract namespace, where
+/// no file is made) and starts accepting, as `aloop_tcp_listen` does: connections arrive as
+/// `aloop_tcp_t` handles, and every `aloop_tcp_*` call applies to them. A socket file left
+/// by a server that died (connecting to it is refused) is replaced; a live one is not: the
+/// call fails with `-EADDRINUSE` (`aloop_last_error_message()` says a server listens there);
+/// `-EEXIST` when the path exists and is not a socket. The file is removed when the listener
+/// closes, unless another socket has replaced it meanwhile. Only `backlog` of `opts` applies
+/// (it may be NULL). `path` is borrowed during the call. Errors otherwise as for
+/// `aloop_tcp_listen`, and `ALOOP_E_INVALID` for a path longer than 107 bytes.
+#[no_mangle]
+pub extern "C" fn aloop_unix_listen(
+    lp: *mut aloop_loop_t,
+    path: *const c_char,
+    opts: *const aloop_listen_options_t,
+    cb: aloop_accept_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    out: *mut *mut aloop_tcp_listener_t,
+) -> c_int {
+    guard(|| {
+        not_null!(lp, path, out);
+        let Some(cb) = cb else {
+            return Error::NULL_ARG.code();
+        };
+        // SAFETY: path is non-NULL and a C string per the contract.
+        let path = match unsafe { unix_path(path) } {
+            Ok(p) => p,
+            Err(e) => return e.code(),
+        };
+        let mut o = ListenOptions::default();
+        if !opts.is_null() {
+            // SAFETY: non-NULL options, read only here.
+            o.backlog = unsafe { (*opts).backlog };
+        }
+        let (core, id) = match loop_of(lp) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let listener = match TcpListener::bind_unix(&core, &path, o) {
+            Ok(l) => l,
+            Err(e) => {
+                explain_unix_listen(&path, e);
+                return e.code();
+            }
+        };
+        start_listener(listener, id, cb, user_data, dtor, out)
+    })
+}
+
+/// A Unix socket path from C (`INVALID` for an empty one).
+///
+/// # Safety
+/// `p` must be a valid C string.
+pub(crate) unsafe fn unix_path(p: *const c_char) -> Result<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: guaranteed by the caller.
+    let bytes = unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::INVALID);
+    }
+    Ok(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// Records why listening on a Unix path failed, for `aloop_last_error_message()`.
+pub(crate) fn explain_unix_listen(path: &std::path::Path, e: Error) {
+    let p = path.display();
+    if e == Error::from_errno(libc::EADDRINUSE) {
+        super::set_last_error(&format!("a server is listening on the Unix socket {p}"));
+    } else if e == Error::from_errno(libc::EEXIST) {
+        super::set_last_error(&format!("{p} exists and is not a socket"));
+    }
+}
+
+/// The port the listener is bound to (useful after binding port 0), or a negative error
+/// (`ALOOP_E_INVALID` for a Unix listener).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_listener_port(l: *const aloop_tcp_listener_t) -> c_int {
-    guard(
-        || match handle::with(l, |h: &aloop_tcp_listener_t| h.listener.local_addr().port()) {
-            Ok(port) => port as c_int,
+    guard(|| {
+        match handle::with(l, |h: &aloop_tcp_listener_t| {
+            h.listener.local_address().ip().map(|a| a.port())
+        }) {
+            Ok(Some(port)) => port as c_int,
+            Ok(None) => Error::INVALID.code(),
             Err(e) => e.code(),
-        },
-    )
+        }
+    })
 }
 
 /// Stops accepting and closes the listener. `cb(listener, user_data)` (may be NULL) runs once on
@@ -317,6 +408,59 @@ pub extern "C" fn aloop_tcp_connect(
         let this = reserved.handle() as usize;
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
         let r = TcpStream::connect(&core, addr, timeout, move |r| {
+            let ud = ud;
+            // SAFETY: the application's callback with its connection handle (published before
+            // the loop runs again) and its user data.
+            unsafe { cb(this as *mut aloop_tcp_t, rc(r), ud.ptr()) };
+        });
+        match r {
+            Ok(stream) => {
+                armer.arm();
+                let h = reserved.fill(aloop_tcp_t::new(stream, id));
+                // SAFETY: out is non-NULL and writable.
+                unsafe { out.write(h) };
+                0
+            }
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// Starts connecting to the Unix stream socket `path` (`@name`: an abstract one; borrowed
+/// during the call), as `aloop_tcp_connect` does: `cb(tcp, status, user_data)` runs once with
+/// 0, `-ENOENT` (no such socket), `-ECONNREFUSED` (nobody accepts on it), `-EAGAIN` (its
+/// backlog is full), another negative errno, `ALOOP_E_TIMEOUT` or `ALOOP_E_CANCELLED`. The
+/// handle, ownership and errors are as for `aloop_tcp_connect` (`ALOOP_E_INVALID` for an
+/// empty path or one longer than 107 bytes).
+#[no_mangle]
+pub extern "C" fn aloop_unix_connect(
+    lp: *mut aloop_loop_t,
+    path: *const c_char,
+    timeout_ms: u64,
+    cb: aloop_connect_cb,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    out: *mut *mut aloop_tcp_t,
+) -> c_int {
+    guard(|| {
+        not_null!(lp, path, out);
+        let Some(cb) = cb else {
+            return Error::NULL_ARG.code();
+        };
+        // SAFETY: path is non-NULL and a C string per the contract.
+        let path = match unsafe { unix_path(path) } {
+            Ok(p) => p,
+            Err(e) => return e.code(),
+        };
+        let (core, id) = match loop_of(lp) {
+            Ok(x) => x,
+            Err(e) => return e.code(),
+        };
+        let (ud, armer) = UserData::new(user_data, dtor);
+        let reserved = handle::reserve::<aloop_tcp_t>(id);
+        let this = reserved.handle() as usize;
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+        let r = TcpStream::connect_unix(&core, &path, timeout, move |r| {
             let ud = ud;
             // SAFETY: the application's callback with its connection handle (published before
             // the loop runs again) and its user data.
@@ -498,20 +642,28 @@ pub extern "C" fn aloop_tcp_fd(tcp: *const aloop_tcp_t) -> c_int {
     })
 }
 
-fn write_address(a: Result<SocketAddr>, ip: *mut c_char, ip_len: usize, port: *mut u16) -> c_int {
+/// Writes an address as text into `buf` (`buf_len` bytes, NUL-terminated; may be NULL) and
+/// its port into `*port` (may be NULL).
+pub(crate) fn write_address(
+    a: Result<Address>,
+    buf: *mut c_char,
+    buf_len: usize,
+    port: *mut u16,
+) -> c_int {
     let a = match a {
         Ok(a) => a,
         Err(e) => return e.code(),
     };
-    if !ip.is_null() {
-        let text = a.ip().to_string();
-        if text.len() + 1 > ip_len {
+    if !buf.is_null() {
+        let text = a.host_text();
+        if text.len() + 1 > buf_len {
             return Error::from_errno(libc::ENOSPC).code();
         }
-        // SAFETY: ip has ip_len writable bytes (caller's contract), and text fits with its NUL.
+        // SAFETY: buf has buf_len writable bytes (caller's contract), and text fits with its
+        // NUL.
         unsafe {
-            std::ptr::copy_nonoverlapping(text.as_ptr(), ip.cast::<u8>(), text.len());
-            *ip.add(text.len()) = 0;
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+            *buf.add(text.len()) = 0;
         }
     }
     if !port.is_null() {
@@ -521,8 +673,10 @@ fn write_address(a: Result<SocketAddr>, ip: *mut c_char, ip_len: usize, port: *m
     0
 }
 
-/// Writes the peer's IP as text into `ip` (`ip_len` bytes; 46 always suffice) and its port into
-/// `*port`; either may be NULL. `-ENOSPC` if `ip_len` is too small.
+/// Writes the peer's IP as text into `ip` (`ip_len` bytes; 46 always suffice for an IP) and
+/// its port into `*port`; either may be NULL. For a Unix socket: its path (`@name` for an
+/// abstract one; "" for an unnamed peer, as connecting clients are) and port 0 (108 bytes
+/// suffice). `-ENOSPC` if `ip_len` is too small (nothing written).
 #[no_mangle]
 pub extern "C" fn aloop_tcp_peer_address(
     tcp: *const aloop_tcp_t,
@@ -530,7 +684,7 @@ pub extern "C" fn aloop_tcp_peer_address(
     ip_len: usize,
     port: *mut u16,
 ) -> c_int {
-    guard(|| match with_stream(tcp, |s| s.peer_addr()) {
+    guard(|| match with_stream(tcp, |s| s.peer_address()) {
         Ok(a) => write_address(a, ip, ip_len, port),
         Err(e) => e.code(),
     })
@@ -544,7 +698,7 @@ pub extern "C" fn aloop_tcp_local_address(
     ip_len: usize,
     port: *mut u16,
 ) -> c_int {
-    guard(|| match with_stream(tcp, |s| s.local_addr()) {
+    guard(|| match with_stream(tcp, |s| s.local_address()) {
         Ok(a) => write_address(a, ip, ip_len, port),
         Err(e) => e.code(),
     })

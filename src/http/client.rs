@@ -5,6 +5,12 @@
 //! connect and whole-request timeouts,
 //! and cancellation. The callback runs exactly once, never from inside `request`.
 //!
+//! A streamed request (`request_stream`) gets its response as events: the head, then the body
+//! piece by piece straight from the receive buffer (never collected, no size limit), then the
+//! end; `RequestHandle::pause` stops reading the connection until `resume`, so a slow consumer
+//! holds at most one read's worth. Its whole-request timeout ends with the head; the body is
+//! bounded by the read timeout (no byte for that long) instead.
+//!
 //! `https://` URLs run over TLS (`net::tls`): the certificate is verified against the system's
 //! roots unless `set_tls` gave another configuration, the host name is sent as SNI and checked,
 //! ALPN offers http/1.1, each origin keeps its own session cache (resumption) and its own
@@ -18,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use super::response_parser::{Response, ResponseError, ResponseParser};
+use super::response_parser::{Response, ResponseError, ResponseParser, StreamStep};
 use crate::error::with_error_detail;
 use crate::error::{Error, Result};
 use crate::net::connect::connect_first;
@@ -114,10 +120,6 @@ impl Url {
         })
     }
 
-    fn origin(&self) -> Origin {
-        (self.host.clone(), self.port, self.tls)
-    }
-
     pub(crate) fn host_header(&self) -> String {
         let h = if self.host.contains(':') {
             format!("[{}]", self.host)
@@ -139,6 +141,9 @@ pub struct ClientRequest {
     pub url: Url,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Connect to this Unix stream socket instead of the URL's host and port, which then only
+    /// name the `Host` header (curl's `--unix-socket`). Connections are pooled per socket.
+    pub unix_socket: Option<std::path::PathBuf>,
 }
 
 impl ClientRequest {
@@ -152,7 +157,18 @@ impl ClientRequest {
             url: Url::parse(url)?,
             headers: Vec::new(),
             body: Vec::new(),
+            unix_socket: None,
         })
+    }
+
+    /// Where the request goes: its pool's key.
+    fn origin(&self) -> Origin {
+        (
+            self.url.host.clone(),
+            self.url.port,
+            self.url.tls,
+            self.unix_socket.clone(),
+        )
     }
 
     fn idempotent(&self) -> bool {
@@ -182,17 +198,44 @@ impl ClientRequest {
     }
 }
 
+/// What a streamed request's callback receives, in this order: `Head` once, `Data` any number
+/// of times, `Done` once (also alone, for a request that failed before its head).
+#[derive(Debug)]
+pub enum ClientEvent<'a> {
+    /// The status and headers (the body is empty: it follows as `Data`).
+    Head(&'a Response),
+    /// Body bytes, borrowed until the callback returns.
+    Data(&'a [u8]),
+    /// The end: `Ok` when the whole body arrived, or the error.
+    Done(Result<()>),
+}
+
 type ResponseCb = Box<dyn FnOnce(Result<Response>)>;
-type ChunkCb = Box<dyn FnMut(&[u8])>;
-/// Host, port, TLS.
-type Origin = (String, u16, bool);
+type EventCb = Box<dyn FnMut(ClientEvent<'_>)>;
+/// Host, port, TLS and Unix socket path: requests to the same origin share connections.
+type Origin = (String, u16, bool, Option<std::path::PathBuf>);
+
+/// How a request's outcome is delivered.
+enum Deliver {
+    /// The whole response, body collected (bounded by `max_body`).
+    Whole(ResponseCb),
+    /// Head, body pieces, end.
+    Stream(EventCb),
+}
 
 struct Pending {
     /// Its entry in the live table, once registered.
     id: Cell<Option<Token>>,
     req: ClientRequest,
-    cb: RefCell<Option<ResponseCb>>,
-    on_chunk: RefCell<Option<ChunkCb>>,
+    /// None once the request finished (its final callback ran, or runs now).
+    cb: RefCell<Option<Deliver>>,
+    /// A streamed request whose events are running: the callback is out of `cb`.
+    emitting: Cell<bool>,
+    /// Finished while its callback was running (cancelled from it): `Done` follows its return.
+    late_done: Cell<Option<Result<()>>>,
+    streaming: bool,
+    /// The consumer paused the body (streaming).
+    paused: Cell<bool>,
     conn: RefCell<Option<Rc<Conn>>>,
     timer: RefCell<Option<Timer>>,
     retried: Cell<bool>,
@@ -213,6 +256,8 @@ struct Conn {
     idle_timer: RefCell<Option<Timer>>,
     /// When the last bytes arrived (or the request was sent): for the read timeout.
     last_read: Cell<std::time::Instant>,
+    /// Input held while a streamed body is paused (at most one read's worth).
+    held: RefCell<Vec<u8>>,
 }
 
 impl Conn {
@@ -271,6 +316,43 @@ impl RequestHandle {
             c.finish(&p, Err(Error::CANCELLED));
         }
     }
+
+    /// Pauses a streamed request's body: no `Data` until `resume`, and its connection stops
+    /// reading (the server is held back by TCP). `INVALID` for a request that does not
+    /// stream, `ALREADY` once it finished.
+    pub fn pause(&self) -> Result<()> {
+        let p = self.pending.upgrade().ok_or(Error::ALREADY)?;
+        if !p.streaming {
+            return Err(Error::INVALID);
+        }
+        if p.cb.borrow().is_none() && !p.emitting.get() {
+            return Err(Error::ALREADY);
+        }
+        if !p.paused.replace(true) {
+            let conn = p.conn.borrow().clone();
+            if let Some(s) = conn.and_then(|c| c.stream.borrow().clone()) {
+                s.read_stop();
+            }
+        }
+        Ok(())
+    }
+
+    /// Resumes a paused streamed request (events come from the loop, never inside this call).
+    pub fn resume(&self) -> Result<()> {
+        let p = self.pending.upgrade().ok_or(Error::ALREADY)?;
+        let client = self.client.upgrade().ok_or(Error::ALREADY)?;
+        if !p.streaming {
+            return Err(Error::INVALID);
+        }
+        if p.cb.borrow().is_none() && !p.emitting.get() {
+            return Err(Error::ALREADY);
+        }
+        if p.paused.replace(false) {
+            let lp = client.lp.clone();
+            lp.defer(move || client.resume_stream(&p));
+        }
+        Ok(())
+    }
 }
 
 impl HttpClient {
@@ -306,32 +388,53 @@ impl HttpClient {
         req: ClientRequest,
         cb: impl FnOnce(Result<Response>) + 'static,
     ) -> RequestHandle {
-        self.start(req, None, Box::new(cb))
+        self.start(req, Deliver::Whole(Box::new(cb)))
     }
 
-    /// Like `request`, but the body is not collected: `on_chunk` gets it piece by piece as it
-    /// arrives (no size limit), then `cb` gets the status and headers (with an empty body).
+    /// Sends `req` and streams the response: `on_event` gets the head, the body piece by piece
+    /// as it arrives (no size limit; pause and resume with the returned handle), then the end
+    /// (see `ClientEvent`), from the loop.
+    pub fn request_stream(
+        &self,
+        req: ClientRequest,
+        on_event: impl FnMut(ClientEvent<'_>) + 'static,
+    ) -> RequestHandle {
+        self.start(req, Deliver::Stream(Box::new(on_event)))
+    }
+
+    /// The older streaming form: `on_chunk` gets the body pieces, then `cb` the status and
+    /// headers (with an empty body) or the error. Prefer `request_stream`, whose head comes
+    /// first.
     pub fn request_streaming(
         &self,
         req: ClientRequest,
-        on_chunk: impl FnMut(&[u8]) + 'static,
+        mut on_chunk: impl FnMut(&[u8]) + 'static,
         cb: impl FnOnce(Result<Response>) + 'static,
     ) -> RequestHandle {
-        self.start(req, Some(Box::new(on_chunk)), Box::new(cb))
+        let mut head = None;
+        let mut cb = Some(cb);
+        self.request_stream(req, move |ev| match ev {
+            ClientEvent::Head(r) => head = Some(r.clone()),
+            ClientEvent::Data(d) => on_chunk(d),
+            ClientEvent::Done(r) => {
+                if let Some(cb) = cb.take() {
+                    cb(r.map(|()| head.take().unwrap_or_default()));
+                }
+            }
+        })
     }
 
-    fn start(
-        &self,
-        req: ClientRequest,
-        on_chunk: Option<ChunkCb>,
-        cb: ResponseCb,
-    ) -> RequestHandle {
+    fn start(&self, req: ClientRequest, deliver: Deliver) -> RequestHandle {
         let inner = &self.inner;
+        let streaming = matches!(deliver, Deliver::Stream(_));
         let p = Rc::new(Pending {
             id: Cell::new(None),
             req,
-            cb: RefCell::new(Some(cb)),
-            on_chunk: RefCell::new(on_chunk),
+            cb: RefCell::new(Some(deliver)),
+            emitting: Cell::new(false),
+            late_done: Cell::new(None),
+            streaming,
+            paused: Cell::new(false),
             conn: RefCell::new(None),
             timer: RefCell::new(None),
             retried: Cell::new(false),
@@ -412,15 +515,16 @@ impl ClientInner {
 
     /// Calls the request's callback once and releases what it holds.
     fn finish(&self, p: &Rc<Pending>, r: Result<Response>) {
-        let Some(cb) = p.cb.borrow_mut().take() else {
-            return;
-        };
+        let cb = p.cb.borrow_mut().take();
+        if cb.is_none() && (!p.emitting.get() || p.late_done.get().is_some()) {
+            return; // finished already
+        }
         if let Some(id) = p.id.get() {
             self.live.borrow_mut().remove(id);
         }
         let t = p.timer.borrow_mut().take();
         drop(t);
-        let key = p.req.url.origin();
+        let key = p.req.origin();
         if let Some(o) = self.origins.borrow_mut().get_mut(&key) {
             o.queue.retain(|q| !Rc::ptr_eq(q, p));
         }
@@ -431,12 +535,21 @@ impl ClientInner {
                 self.close_conn(&c);
             }
         }
-        match r {
-            Err(e) => {
-                let detail = p.detail.borrow_mut().take();
-                with_error_detail(e, detail, || cb(Err(e)));
+        let detail = if r.is_err() {
+            p.detail.borrow_mut().take()
+        } else {
+            None
+        };
+        match (cb, r) {
+            (Some(Deliver::Whole(cb)), Err(e)) => with_error_detail(e, detail, || cb(Err(e))),
+            (Some(Deliver::Whole(cb)), ok) => cb(ok),
+            (Some(Deliver::Stream(mut cb)), Err(e)) => {
+                with_error_detail(e, detail, || cb(ClientEvent::Done(Err(e))))
             }
-            ok => cb(ok),
+            (Some(Deliver::Stream(mut cb)), Ok(_)) => cb(ClientEvent::Done(Ok(()))),
+            // Its callback is running (this is a cancel from inside it): `emit` delivers the
+            // end when it returns.
+            (None, r) => p.late_done.set(Some(r.map(drop))),
         }
     }
 
@@ -444,6 +557,27 @@ impl ClientInner {
     fn fail(&self, p: &Rc<Pending>, e: Error, reason: String) {
         *p.detail.borrow_mut() = Some(reason);
         self.finish(p, Err(e));
+    }
+
+    /// Gives a streamed request's callback one event (not `Done`: see `finish`). Returns
+    /// whether the request goes on (it was not cancelled from the callback).
+    fn emit(&self, p: &Rc<Pending>, ev: ClientEvent<'_>) -> bool {
+        let cb = p.cb.borrow_mut().take();
+        let Some(Deliver::Stream(mut cb)) = cb else {
+            if let Some(other) = cb {
+                *p.cb.borrow_mut() = Some(other);
+            }
+            return p.cb.borrow().is_some();
+        };
+        p.emitting.set(true);
+        cb(ev);
+        p.emitting.set(false);
+        if let Some(r) = p.late_done.take() {
+            cb(ClientEvent::Done(r)); // finished (cancelled) from inside the callback
+            return false;
+        }
+        *p.cb.borrow_mut() = Some(Deliver::Stream(cb));
+        true
     }
 
     /// Runs the read-timeout check while requests are pending (a stopped timer does not keep
@@ -489,13 +623,14 @@ impl ClientInner {
         }
         for p in live {
             let conn = p.conn.borrow().clone();
-            let silent = conn.is_some_and(|c| {
-                c.current
-                    .borrow()
-                    .as_ref()
-                    .is_some_and(|q| Rc::ptr_eq(q, &p))
-                    && now.duration_since(c.last_read.get()) >= self.opts.read_timeout
-            });
+            let silent = !p.paused.get()
+                && conn.is_some_and(|c| {
+                    c.current
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|q| Rc::ptr_eq(q, &p))
+                        && now.duration_since(c.last_read.get()) >= self.opts.read_timeout
+                });
             if silent {
                 self.finish(&p, Err(Error::READ_TIMEOUT));
             }
@@ -516,7 +651,7 @@ impl ClientInner {
             self.finish(&p, Err(Error::CANCELLED));
             return;
         }
-        let key = p.req.url.origin();
+        let key = p.req.origin();
         let idle = {
             let mut origins = self.origins.borrow_mut();
             let o = origins.entry(key.clone()).or_default();
@@ -564,8 +699,13 @@ impl ClientInner {
             closed: Cell::new(false),
             idle_timer: RefCell::new(None),
             last_read: Cell::new(self.lp.now()),
+            held: RefCell::new(Vec::new()),
         });
         *p.conn.borrow_mut() = Some(conn.clone());
+        if let Some(path) = key.3.clone() {
+            self.connect_unix(conn, &path, p);
+            return;
+        }
         match key.0.parse::<IpAddr>() {
             Ok(ip) => self.connect(conn, vec![SocketAddr::new(ip, key.1)], p),
             Err(_) => {
@@ -707,21 +847,83 @@ impl ClientInner {
         }
     }
 
-    fn connected(&self, conn: &Rc<Conn>, p: Rc<Pending>) {
-        let stream = conn.stream.borrow().clone();
-        let Some(stream) = stream else { return };
-        let (me, weak) = (self.me.clone(), Rc::downgrade(conn));
-        let r = stream.read_start(move |ev| {
-            if let (Some(me), Some(c)) = (me.upgrade(), weak.upgrade()) {
-                me.on_read(&c, ev);
+    /// Connects to the Unix socket of the origin, within the connect timeout.
+    fn connect_unix(&self, conn: Rc<Conn>, path: &std::path::Path, p: Rc<Pending>) {
+        let me = self.me.clone();
+        let (c2, p2) = (conn.clone(), p.clone());
+        let r =
+            TcpStream::connect_unix(&self.lp, path, Some(self.opts.connect_timeout), move |r| {
+                let Some(me) = me.upgrade() else { return };
+                match r {
+                    Ok(()) if c2.origin.2 => me.handshake(&c2, p2),
+                    Ok(()) => me.connected(&c2, p2),
+                    Err(e) => {
+                        me.close_conn(&c2);
+                        let e = if e == Error::TIMEOUT {
+                            Error::CONNECT_TIMEOUT
+                        } else {
+                            e
+                        };
+                        let path = c2.origin.3.as_deref().unwrap_or(std::path::Path::new(""));
+                        me.fail(&p2, e, format!("connect to {}: {e}", path.display()));
+                    }
+                }
+            });
+        match r {
+            Ok(s) if conn.closed.get() => s.close(|| {}),
+            Ok(s) => *conn.stream.borrow_mut() = Some(s),
+            Err(e) => {
+                self.close_conn(&conn);
+                self.finish(&p, Err(e));
             }
-        });
-        if let Err(e) = r {
+        }
+    }
+
+    fn connected(&self, conn: &Rc<Conn>, p: Rc<Pending>) {
+        if let Err(e) = self.start_reading(conn) {
             self.close_conn(conn);
             self.finish(&p, Err(e));
             return;
         }
         self.send(conn, p);
+    }
+
+    fn start_reading(&self, conn: &Rc<Conn>) -> Result<()> {
+        let stream = conn.stream.borrow().clone();
+        let Some(stream) = stream else {
+            return Err(Error::CLOSED);
+        };
+        let (me, weak) = (self.me.clone(), Rc::downgrade(conn));
+        stream.read_start(move |ev| {
+            if let (Some(me), Some(c)) = (me.upgrade(), weak.upgrade()) {
+                me.on_read(&c, ev);
+            }
+        })
+    }
+
+    /// A paused streamed request goes on: what its connection held, then reading.
+    fn resume_stream(&self, p: &Rc<Pending>) {
+        if p.paused.get() || p.cb.borrow().is_none() {
+            return;
+        }
+        let Some(conn) = p.conn.borrow().clone() else {
+            return;
+        };
+        conn.last_read.set(self.lp.now());
+        let held = std::mem::take(&mut *conn.held.borrow_mut());
+        if !held.is_empty() && !self.feed_stream(&conn, p, &held) {
+            return;
+        }
+        let reading = conn
+            .stream
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.is_reading());
+        if !p.paused.get() && !conn.closed.get() && !reading {
+            if let Err(e) = self.start_reading(&conn) {
+                self.finish(p, Err(e));
+            }
+        }
     }
 
     fn send(&self, conn: &Rc<Conn>, p: Rc<Pending>) {
@@ -732,10 +934,9 @@ impl ClientInner {
         *p.conn.borrow_mut() = Some(conn.clone());
         conn.got_bytes.set(false);
         conn.last_read.set(self.lp.now());
-        let streaming = p.on_chunk.borrow().is_some();
         conn.parser
             .borrow_mut()
-            .expect(p.req.method == "HEAD", streaming);
+            .expect(p.req.method == "HEAD", p.streaming);
         let mut out = self.lp.take_buffer();
         p.req.serialize(&mut out);
         *conn.current.borrow_mut() = Some(p.clone());
@@ -759,20 +960,11 @@ impl ClientInner {
             ReadEvent::Data(d) => {
                 conn.got_bytes.set(true);
                 conn.last_read.set(self.lp.now());
+                if p.streaming {
+                    self.feed_stream(conn, &p, d);
+                    return;
+                }
                 let r = conn.parser.borrow_mut().feed(d);
-                let chunk = conn.parser.borrow_mut().take_chunk();
-                if !chunk.is_empty() {
-                    let cb = p.on_chunk.borrow_mut().take();
-                    if let Some(mut cb) = cb {
-                        cb(&chunk);
-                        if p.cb.borrow().is_some() {
-                            *p.on_chunk.borrow_mut() = Some(cb);
-                        }
-                    }
-                }
-                if p.cb.borrow().is_none() {
-                    return; // cancelled from the chunk callback
-                }
                 self.on_parsed(conn, &p, r);
             }
             ReadEvent::Eof => {
@@ -783,6 +975,58 @@ impl ClientInner {
                 }
             }
             ReadEvent::Error(_) => self.connection_failed(conn),
+        }
+    }
+
+    /// Parses and hands out a streamed response's events from `data`, until the data is used
+    /// up, the consumer pauses (the rest is held) or the response ends. Returns whether the
+    /// request is still going on.
+    fn feed_stream(&self, conn: &Rc<Conn>, p: &Rc<Pending>, data: &[u8]) -> bool {
+        let mut off = 0;
+        loop {
+            if p.paused.get() {
+                conn.held.borrow_mut().extend_from_slice(&data[off..]);
+                if let Some(s) = conn.stream.borrow().as_ref() {
+                    s.read_stop();
+                }
+                return true;
+            }
+            let step = conn.parser.borrow_mut().feed_stream(&data[off..]);
+            let step = match step {
+                Ok(s) => s,
+                Err(e) => {
+                    self.on_parsed(conn, p, Err(e));
+                    return false;
+                }
+            };
+            let at = off;
+            off += step.consumed;
+            let StreamStep {
+                head, body, done, ..
+            } = step;
+            if head {
+                // The whole-request timeout ends with the head: the body may take its time,
+                // bounded by the read timeout.
+                let t = p.timer.borrow_mut().take();
+                drop(t);
+                let resp = conn.parser.borrow().current().clone();
+                if !self.emit(p, ClientEvent::Head(&resp)) {
+                    return false;
+                }
+            }
+            if let Some(r) = &body {
+                if !self.emit(p, ClientEvent::Data(&data[at + r.start..at + r.end])) {
+                    return false;
+                }
+            }
+            if done {
+                let resp = conn.parser.borrow_mut().take_done();
+                self.on_parsed(conn, p, Ok(resp));
+                return false;
+            }
+            if !head && body.is_none() {
+                return true; // all of `data` parsed: wait for more
+            }
         }
     }
 

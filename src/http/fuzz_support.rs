@@ -487,13 +487,31 @@ pub fn response_parser(data: &[u8]) {
         p.expect(head, streaming);
         let mut streamed = Vec::new();
         for piece in pieces {
-            match p.feed(piece) {
-                Ok(Some(r)) => {
-                    streamed.extend(p.take_chunk());
-                    return (Ok(Some(r)), streamed);
+            if !streaming {
+                match p.feed(piece) {
+                    Ok(Some(r)) => return (Ok(Some(r)), streamed),
+                    Ok(None) => {}
+                    Err(e) => return (Err(e), streamed),
                 }
-                Ok(None) => streamed.extend(p.take_chunk()),
-                Err(e) => return (Err(e), streamed),
+                continue;
+            }
+            let mut off = 0;
+            loop {
+                let step = match p.feed_stream(&piece[off..]) {
+                    Ok(s) => s,
+                    Err(e) => return (Err(e), streamed),
+                };
+                if let Some(r) = &step.body {
+                    assert!(!r.is_empty(), "empty body span");
+                    streamed.extend_from_slice(&piece[off + r.start..off + r.end]);
+                }
+                off += step.consumed;
+                if step.done {
+                    return (Ok(p.take_done()), streamed);
+                }
+                if !step.head && step.body.is_none() {
+                    break;
+                }
             }
         }
         (p.finish(), streamed)

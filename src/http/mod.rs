@@ -7,7 +7,7 @@ pub mod request;
 #[cfg(test)]
 mod parser_tests;
 
-pub use parser::{HttpError, Limits};
+pub use parser::{BodyMode, HttpError, Limits};
 pub use request::{valid_method, RequestData};
 pub mod client;
 pub mod date;
@@ -23,4 +23,4 @@ pub mod server;
 mod target;
 pub mod ws;
 
-pub use server::{ChunkedWriter, HttpServer, Request, ServerOptions};
+pub use server::{BodyEvent, ChunkedWriter, HttpServer, Request, ServerOptions};

@@ -5,6 +5,12 @@
 //! HTTP/1.0 request, 400), HTTP/1.x only (505; a request line without a version is 400), the
 //! request-target forms each method allows (400, see `target`), `Expect` (100-continue, else
 //! 417). Any error ends parsing for the connection.
+//!
+//! A request's body is either collected into its `RequestData` (bounded by `max_body`) or,
+//! when the sink asks for it at the end of the head (`BodyMode::Stream`), streamed: the
+//! request leaves the parser with its head, and `execute` pauses to hand out the head, each
+//! body span (a range of the bytes given, not copied) and the body's end, so the caller
+//! delivers them in order and can stop between any two of them.
 
 use std::ffi::{c_char, c_int};
 use std::marker::PhantomData;
@@ -54,19 +60,50 @@ impl HttpError {
     }
 }
 
+/// How a request's body is received, chosen by the sink when its head is complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyMode {
+    /// Collected into the request, up to `Limits::max_body` (413 beyond).
+    Buffer,
+    /// Handed out as it arrives (see `Streamed`), up to `limit` bytes (413 beyond; `u64::MAX`:
+    /// no limit).
+    Stream { limit: u64 },
+}
+
 /// What the parser hands over as it goes.
 pub trait Sink {
     /// A request starts: the storage to fill (from the pool).
     fn new_request(&mut self) -> Box<RequestData>;
-    /// Its head is complete and checked (not called for refused heads).
+    /// Its head is complete (method, target and headers are there) and a body follows
+    /// (`Content-Length` above 0, or chunked): how to take it. Called before the body limits
+    /// and `head_complete`; a request without a body is always collected (it is complete).
+    fn body_mode(&mut self, _req: &RequestData) -> BodyMode {
+        BodyMode::Buffer
+    }
+    /// Its head is complete and checked (not called for refused heads, nor for streamed ones).
     fn head_complete(&mut self, req: &mut RequestData) -> Result<(), HttpError>;
-    /// It is complete, body included.
+    /// The head of a request whose body streams is complete and checked: the request leaves
+    /// the parser now (`execute` then pauses with `Streamed::Head`).
+    #[allow(clippy::boxed_local)] // the storage moves on to whoever streams the body
+    fn stream_start(&mut self, _req: Box<RequestData>) {}
+    /// It is complete, body included (buffered requests only).
     fn request_complete(&mut self, req: Box<RequestData>);
     /// Asked after each complete request: `false` stops parsing there, and `execute` returns
     /// `Outcome::Paused` with the bytes not parsed yet (a connection at its pipeline limit).
     fn wants_more(&mut self) -> bool {
         true
     }
+}
+
+/// What a pause of `execute` hands out, for a request whose body streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Streamed {
+    /// Its head is complete (given to `Sink::stream_start`); the body follows.
+    Head,
+    /// These bytes of the input given to `execute` are body bytes (never empty).
+    Body(std::ops::Range<usize>),
+    /// The body is complete.
+    End,
 }
 
 /// How a call to `execute` ended.
@@ -82,6 +119,9 @@ pub enum Outcome {
     /// The sink asked to stop after a request (`Sink::wants_more`): the first `consumed` bytes
     /// were parsed, the rest were not. The parser is ready to go on with them.
     Paused { consumed: usize },
+    /// Stopped after `consumed` bytes to hand out `event` of a streamed request; call again
+    /// with the rest (even when nothing is left: the parser may have more to say).
+    Streamed { consumed: usize, event: Streamed },
 }
 
 #[derive(Default)]
@@ -99,6 +139,14 @@ struct State {
     chunk_ext: usize,
     /// The request-target was seen and passed `target::check`.
     target_ok: bool,
+    /// The body limit of the request in progress (`max_body`, or its stream's limit).
+    body_limit: u64,
+    /// The request in progress streams its body (it left `cur` with its head).
+    streaming: bool,
+    /// What the pause in progress hands out.
+    paused: Option<Streamed>,
+    /// Start of the input being parsed (body spans are handed out as offsets from it).
+    base: usize,
     error: Option<HttpError>,
 }
 
@@ -218,6 +266,7 @@ unsafe extern "C" fn on_message_begin<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     c.st.host_count = 0;
     c.st.body_len = 0;
     c.st.target_ok = false;
+    c.st.streaming = false;
     0
 }
 
@@ -468,16 +517,43 @@ unsafe extern "C" fn on_headers_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
             HttpError::new(400, "exactly one Host header is required"),
         );
     }
-    if flags & ll::F_CONTENT_LENGTH != 0 && content_length > st.limits.max_body as u64 {
-        return fail(st, HttpError::new(413, "request body too large"));
-    }
+    // The route (body_mode) reads the method and path: check the head's bytes first.
     let r = st.cur.as_mut().unwrap();
     r.version_minor = minor;
-    if flags & (ll::F_CONTENT_LENGTH | ll::F_CHUNKED) == 0 {
-        r.expect_continue = false; // no body to wait for
-    }
     r.check_ascii();
-    match c.sink.head_complete(r) {
+    if flags & (ll::F_CONTENT_LENGTH | ll::F_CHUNKED) == 0 {
+        // No body (the common case): collected, complete, nothing to wait for.
+        r.expect_continue = false;
+        return match c.sink.head_complete(r) {
+            Ok(()) => 0,
+            Err(e) => fail(st, e),
+        };
+    }
+    let has_body = flags & ll::F_CHUNKED != 0 || content_length > 0;
+    let mode = if has_body {
+        c.sink.body_mode(r)
+    } else {
+        BodyMode::Buffer
+    };
+    st.body_limit = match mode {
+        BodyMode::Buffer => st.limits.max_body as u64,
+        BodyMode::Stream { limit } => limit,
+    };
+    if flags & ll::F_CONTENT_LENGTH != 0 && content_length > st.body_limit {
+        return fail(st, HttpError::new(413, "request body too large"));
+    }
+    if let BodyMode::Stream { .. } = mode {
+        // SAFETY: p is the live parser; its flags are final once the head is complete.
+        let (keep_alive, upgrade) =
+            unsafe { (ll::llhttp_should_keep_alive(p) != 0, (*p).upgrade != 0) };
+        let mut req = st.cur.take().unwrap();
+        req.keep_alive = keep_alive && !upgrade;
+        st.streaming = true;
+        st.paused = Some(Streamed::Head);
+        c.sink.stream_start(req);
+        return ll::HPE_PAUSED as c_int;
+    }
+    match c.sink.head_complete(st.cur.as_mut().unwrap()) {
         Ok(()) => 0,
         Err(e) => fail(st, e),
     }
@@ -490,9 +566,17 @@ unsafe extern "C" fn on_body<S: Sink>(
 ) -> c_int {
     // SAFETY: see `ctx`.
     let st = &mut *unsafe { ctx::<S>(p) }.st;
+    if len == 0 {
+        return 0; // llhttp closes an open span at the end of each input, possibly empty
+    }
     st.body_len += len;
-    if st.body_len > st.limits.max_body {
+    if st.body_len as u64 > st.body_limit {
         return fail(st, HttpError::new(413, "request body too large"));
+    }
+    if st.streaming {
+        let start = at as usize - st.base;
+        st.paused = Some(Streamed::Body(start..start + len));
+        return ll::HPE_PAUSED as c_int;
     }
     // SAFETY: span inside the buffer being parsed.
     let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, len) };
@@ -538,6 +622,11 @@ unsafe extern "C" fn on_message_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
     };
     // SAFETY: see `ctx`.
     let c = unsafe { ctx::<S>(p) };
+    if c.st.streaming {
+        c.st.streaming = false;
+        c.st.paused = Some(Streamed::End);
+        return ll::HPE_PAUSED as c_int;
+    }
     if let Some(mut req) = c.st.cur.take() {
         // An upgrade request is answered, then the connection closes (what follows it is
         // another protocol's), unless its handler switches protocols (a WebSocket accept).
@@ -607,6 +696,7 @@ impl<S: Sink> RequestParser<S> {
     /// Parses `data`, calling `sink` for each request. After an error, do not call again.
     pub fn execute(&mut self, data: &[u8], sink: &mut S) -> Result<Outcome, HttpError> {
         let ParserInner { ll: parser, st } = &mut *self.inner;
+        st.base = data.as_ptr() as usize;
         let mut c = Ctx { st, sink };
         parser.data = (&mut c as *mut Ctx<'_, S>).cast();
         // SAFETY: the parser is initialised; data is a valid buffer; callbacks find `c` through
@@ -618,17 +708,21 @@ impl<S: Sink> RequestParser<S> {
             ll::HPE_PAUSED_UPGRADE => {
                 // SAFETY: after a pause llhttp's error position points into `data`.
                 let pos = unsafe { ll::llhttp_get_error_pos(parser) } as usize;
-                let consumed = pos.saturating_sub(data.as_ptr() as usize).min(data.len());
+                let consumed = pos.saturating_sub(c.st.base).min(data.len());
                 Ok(Outcome::Upgrade { consumed })
             }
             ll::HPE_PAUSED => {
-                // SAFETY: after a pause llhttp's error position points into `data`.
+                // SAFETY: after a pause llhttp's error position points into `data` (or at its
+                // end).
                 let pos = unsafe { ll::llhttp_get_error_pos(parser) } as usize;
-                // SAFETY: the parser is initialised; resuming clears the pause, and the next
-                // call goes on from the state llhttp kept.
+                // SAFETY: the parser is initialised, paused by one of our callbacks: resuming
+                // clears the pause, and the next call goes on from the state llhttp kept.
                 unsafe { ll::llhttp_resume(parser) };
-                let consumed = pos.saturating_sub(data.as_ptr() as usize).min(data.len());
-                Ok(Outcome::Paused { consumed })
+                let consumed = pos.saturating_sub(c.st.base).min(data.len());
+                Ok(match c.st.paused.take() {
+                    Some(event) => Outcome::Streamed { consumed, event },
+                    None => Outcome::Paused { consumed },
+                })
             }
             e => {
                 // SAFETY: llhttp's reason is a static C string (or NULL).
@@ -645,9 +739,25 @@ impl<S: Sink> RequestParser<S> {
         }
     }
 
-    /// True between the first byte of a request and its completion.
+    /// True between the first byte of a request and its completion (streamed bodies included).
     pub fn in_request(&self) -> bool {
-        self.inner.st.cur.is_some()
+        self.inner.st.cur.is_some() || self.inner.st.streaming
+    }
+
+    /// True while the body of a streamed request is being parsed.
+    pub fn streaming(&self) -> bool {
+        self.inner.st.streaming
+    }
+
+    /// Bytes of the body in progress still to come when its length is known
+    /// (`Content-Length`); `None` for a chunked body.
+    pub fn body_remaining(&self) -> Option<u64> {
+        let ll = &self.inner.ll;
+        if ll.flags & ll::F_CHUNKED != 0 {
+            None
+        } else {
+            Some(ll.content_length)
+        }
     }
 
     /// Takes back the storage of an unfinished request (to return it to the pool).

@@ -1,6 +1,6 @@
 //! The parser wrapper against well-formed, malformed and ambiguous requests (RFC 9112).
 
-use super::parser::{HttpError, Limits, Outcome, RequestParser, Sink};
+use super::parser::{BodyMode, HttpError, Limits, Outcome, RequestParser, Sink, Streamed};
 use super::request::RequestData;
 
 #[derive(Default)]
@@ -337,6 +337,109 @@ fn transfer_encoding_in_http10_is_400() {
     );
 }
 
+/// Streams the body of requests to paths under /s (limit 10 bytes), collects the others.
+#[derive(Default)]
+#[allow(clippy::vec_box)]
+struct Streams {
+    buffered: Vec<Box<RequestData>>,
+    heads: Vec<Box<RequestData>>,
+}
+
+impl Sink for Streams {
+    fn new_request(&mut self) -> Box<RequestData> {
+        Box::default()
+    }
+    fn body_mode(&mut self, req: &RequestData) -> BodyMode {
+        if req.path().starts_with("/s") {
+            BodyMode::Stream { limit: 10 }
+        } else {
+            BodyMode::Buffer
+        }
+    }
+    fn head_complete(&mut self, _req: &mut RequestData) -> Result<(), HttpError> {
+        Ok(())
+    }
+    fn stream_start(&mut self, req: Box<RequestData>) {
+        self.heads.push(req);
+    }
+    fn request_complete(&mut self, req: Box<RequestData>) {
+        self.buffered.push(req);
+    }
+}
+
+/// Feeds `input` in pieces of `step` bytes, resuming after each pause; returns what was handed
+/// out, in order ("head", "body:<bytes>", "end", "done:<path>" for a buffered request).
+fn stream_events(input: &[u8], step: usize) -> (Vec<String>, Result<(), HttpError>, Streams) {
+    let mut p = RequestParser::new(Limits::default());
+    let mut sink = Streams::default();
+    let mut events = Vec::new();
+    for piece in input.chunks(step) {
+        let mut off = 0;
+        loop {
+            let before = sink.buffered.len();
+            let r = p.execute(&piece[off..], &mut sink);
+            for d in &sink.buffered[before..] {
+                events.push(format!("done:{}", d.path()));
+            }
+            match r {
+                Ok(Outcome::Continue) => break,
+                Ok(Outcome::Streamed { consumed, event }) => {
+                    let at = off;
+                    off += consumed;
+                    events.push(match event {
+                        Streamed::Head => "head".to_string(),
+                        Streamed::Body(r) => format!(
+                            "body:{}",
+                            String::from_utf8_lossy(&piece[at + r.start..at + r.end])
+                        ),
+                        Streamed::End => "end".to_string(),
+                    });
+                }
+                Ok(o) => panic!("{o:?}"),
+                Err(e) => return (events, Err(e), sink),
+            }
+        }
+    }
+    (events, Ok(()), sink)
+}
+
+/// Joins consecutive body events, which depend on how the input was cut.
+fn joined(events: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in events {
+        match (out.last_mut(), e.strip_prefix("body:")) {
+            (Some(last), Some(b)) if last.starts_with("body:") => last.push_str(b),
+            _ => out.push(e.clone()),
+        }
+    }
+    out
+}
+
+#[test]
+fn streamed_bodies_are_handed_out_in_order_whole_or_byte_by_byte() {
+    let input: &[u8] = b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhiPOST /s2 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /s3 HTTP/1.1\r\nHost: h\r\n\r\n";
+    let want = [
+        "head",
+        "body:hello",
+        "end",
+        "done:/b",
+        "head",
+        "body:abcde",
+        "end",
+        "done:/s3", // no body: collected, whatever the route
+    ];
+    for step in [input.len(), 7, 1] {
+        let (events, r, sink) = stream_events(input, step);
+        assert_eq!(r, Ok(()), "step {step}");
+        assert_eq!(joined(&events), want, "step {step}");
+        assert_eq!(sink.heads.len(), 2);
+        assert_eq!(sink.heads[1].path(), "/s2");
+        assert!(sink.heads[0].body().is_empty());
+        assert!(sink.heads.iter().all(|h| h.keep_alive));
+        assert_eq!(sink.buffered[0].body(), b"hi");
+    }
+}
+
 /// The C string at `r` in the request's arena (what the C API hands out).
 fn c_piece(q: &RequestData, r: &std::ops::Range<usize>) -> Vec<u8> {
     // SAFETY: c_ptr points into the arena at a NUL-terminated piece.
@@ -367,6 +470,60 @@ fn path_and_query_are_nul_terminated_pieces_in_every_target_form() {
         assert_eq!(c_piece(q, &p), path.as_bytes(), "{target}");
         assert_eq!(c_piece(q, &qr), query.as_bytes(), "{target}");
     }
+}
+
+#[test]
+fn a_streamed_body_has_its_own_limit() {
+    // Content-Length above the stream's limit: refused with the head, before any event.
+    let (events, r, _) = stream_events(
+        b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n",
+        64,
+    );
+    assert_eq!(r.map_err(|e| e.status), Err(413));
+    assert!(events.is_empty());
+    // A chunked body that grows past it: refused mid-way, after what fit.
+    let (events, r, _) = stream_events(
+        b"POST /s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n",
+        1000,
+    );
+    assert_eq!(r.map_err(|e| e.status), Err(413));
+    assert_eq!(joined(&events), ["head", "body:12345678"]);
+    // A buffered route keeps max_body (1 MiB here): 11 bytes are fine.
+    let (events, r, _) = stream_events(
+        b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world",
+        64,
+    );
+    assert_eq!((r, events), (Ok(()), vec!["done:/b".to_string()]));
+}
+
+#[test]
+fn body_remaining_counts_down_a_content_length() {
+    let mut p = RequestParser::new(Limits::default());
+    let mut sink = Streams::default();
+    let input = b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\nabcd";
+    let r = p.execute(input, &mut sink).unwrap();
+    let Outcome::Streamed { consumed, event } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!((event, consumed), (Streamed::Head, input.len() - 4));
+    assert_eq!(p.body_remaining(), Some(9));
+    assert!(p.streaming() && p.in_request());
+    let r = p.execute(&input[consumed..], &mut sink).unwrap();
+    assert_eq!(
+        r,
+        Outcome::Streamed {
+            consumed: 4,
+            event: Streamed::Body(0..4)
+        }
+    );
+    assert_eq!(p.body_remaining(), Some(5));
+    assert_eq!(p.execute(b"", &mut sink), Ok(Outcome::Continue));
+    let mut p = RequestParser::new(Limits::default());
+    let _ = p.execute(
+        b"POST /s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &mut sink,
+    );
+    assert_eq!(p.body_remaining(), None);
 }
 
 #[test]

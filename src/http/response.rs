@@ -111,6 +111,70 @@ pub fn is_framing(n: &[u8]) -> bool {
     }
 }
 
+/// What an application's own framing headers ask of a response.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Asked {
+    /// `Connection: close`: the connection closes after this response.
+    pub close: bool,
+    /// A `Content-Length` (the caller checks it against the body).
+    pub length: Option<u64>,
+    /// `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b" \t".contains(b))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b" \t".contains(b))
+        .map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+/// Reads the framing headers (`is_framing`) among `headers`, which the library writes itself:
+/// `None` for one it cannot honour (a `Connection` option other than `close` and `keep-alive`,
+/// a transfer coding other than `chunked`, a malformed `Content-Length` or two that differ).
+pub fn asked_framing<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<Asked> {
+    let mut a = Asked::default();
+    for (n, v) in headers {
+        if !is_framing(n) {
+            continue;
+        }
+        let v = trim(v);
+        match n.len() {
+            10 => {
+                for t in v.split(|&b| b == b',').map(trim) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        a.close = true;
+                    } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive") {
+                        return None;
+                    }
+                }
+            }
+            14 => {
+                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if a.length.is_some_and(|m| m != n) {
+                    return None;
+                }
+                a.length = Some(n);
+            }
+            _ => {
+                if !v.eq_ignore_ascii_case(b"chunked") {
+                    return None;
+                }
+                a.chunked = true;
+            }
+        }
+    }
+    Some(a)
+}
+
 /// How the body is framed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Framing {
@@ -339,5 +403,42 @@ mod tests {
             }
         }
         assert!(valid_value("caf\u{e9}, \t\u{80}\u{ff}ok".as_bytes()));
+    }
+
+    #[test]
+    fn framing_headers_asked_by_the_application() {
+        let ask = |h: &[(&[u8], &[u8])]| asked_framing(h.iter().copied());
+        assert_eq!(ask(&[(b"X-A", b"1")]), Some(Asked::default()));
+        let a = ask(&[
+            (b"connection", b" Keep-Alive , close"),
+            (b"Content-Length", b"12 "),
+        ]);
+        assert_eq!(
+            a,
+            Some(Asked {
+                close: true,
+                length: Some(12),
+                chunked: false
+            })
+        );
+        assert!(!ask(&[(b"Connection", b"keep-alive")]).unwrap().close);
+        assert!(ask(&[(b"Transfer-Encoding", b"Chunked")]).unwrap().chunked);
+        assert_eq!(
+            ask(&[(b"Content-Length", b"3"), (b"content-length", b"3")])
+                .unwrap()
+                .length,
+            Some(3)
+        );
+        for bad in [
+            &[(&b"Connection"[..], &b"upgrade"[..])][..],
+            &[(b"Content-Length", b"")],
+            &[(b"Content-Length", b"-1")],
+            &[(b"Content-Length", b"1 2")],
+            &[(b"Content-Length", b"99999999999999999999")],
+            &[(b"Content-Length", b"3"), (b"Content-Length", b"4")],
+            &[(b"Transfer-Encoding", b"gzip")],
+        ] {
+            assert_eq!(ask(bad), None, "{bad:?}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The client's response parser: llhttp in response mode, every lenient flag off. Handles
 //! Content-Length, chunked and close-delimited bodies, skips 1xx interim responses, knows that
-//! a response to HEAD has no body, and bounds the body.
+//! a response to HEAD has no body, and bounds the body. In streaming mode the body is not
+//! collected: `feed_stream` pauses to hand out the head, each body span (a range of the bytes
+//! given, not copied) and the end, one step at a time.
 
 use std::ffi::{c_char, c_int};
 
@@ -53,9 +55,27 @@ struct State {
     max_body: usize,
     done: Option<Response>,
     too_large: bool,
-    /// Streaming: body bytes go to `chunk` (unbounded) instead of the response.
+    /// Streaming: body bytes are handed out as spans (unbounded) instead of collected.
     streaming: bool,
-    chunk: Vec<u8>,
+    /// Streaming: the head of the (final) response is complete and not handed out yet.
+    head_ready: bool,
+    /// Streaming: the body span of the pause in progress.
+    span: Option<std::ops::Range<usize>>,
+    /// Start of the input being parsed.
+    base: usize,
+}
+
+/// One step of `ResponseParser::feed_stream`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StreamStep {
+    /// Bytes of the input used.
+    pub consumed: usize,
+    /// The head is complete: see `ResponseParser::current`.
+    pub head: bool,
+    /// These bytes of the input are body bytes (never empty).
+    pub body: Option<std::ops::Range<usize>>,
+    /// The response is complete: take it with `take_done` (its body is empty).
+    pub done: bool,
 }
 
 /// Parses one response at a time on a client connection.
@@ -157,7 +177,11 @@ unsafe extern "C" fn on_headers_complete(p: *mut ll::llhttp_t) -> c_int {
         return -1;
     }
     // 1 = "no body": the answer to HEAD, and interim (1xx) responses.
-    if s.head_request || (100..200).contains(&status) {
+    let interim = (100..200).contains(&status);
+    if s.streaming && !interim {
+        s.head_ready = true;
+    }
+    if s.head_request || interim {
         1
     } else {
         0
@@ -168,8 +192,12 @@ unsafe extern "C" fn on_body(p: *mut ll::llhttp_t, at: *const c_char, len: usize
     // SAFETY: see `st`.
     let s = unsafe { st(p) };
     if s.streaming {
-        s.chunk.extend_from_slice(span(at, len));
-        return 0;
+        if len == 0 {
+            return 0; // llhttp closes an open span at the end of each input, possibly empty
+        }
+        let start = at as usize - s.base;
+        s.span = Some(start..start + len);
+        return ll::HPE_PAUSED as c_int;
     }
     if s.cur.body.len() + len > s.max_body {
         s.too_large = true;
@@ -223,10 +251,11 @@ impl ResponseParser {
     }
 
     /// Prepares for the response to a new request (`head`: the request was HEAD; `streaming`:
-    /// body bytes are handed out by `take_chunk` instead of collected).
+    /// the response is read with `feed_stream`, its body handed out, not collected).
     pub fn expect(&mut self, head: bool, streaming: bool) {
         self.st.streaming = streaming;
-        self.st.chunk.clear();
+        self.st.head_ready = false;
+        self.st.span = None;
         let _ = &self.settings;
         // SAFETY: live parser; reset keeps settings and data.
         unsafe { ll::llhttp_reset(&mut *self.parser) };
@@ -236,9 +265,49 @@ impl ResponseParser {
         self.st.too_large = false;
     }
 
-    /// Body bytes parsed since the last call (streaming mode); empty otherwise.
-    pub fn take_chunk(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.st.chunk)
+    /// Streaming mode: parses `data` up to the next thing to hand out. Call again with the
+    /// rest of the input (even when nothing is left: the end may follow a last body span)
+    /// until a step hands out nothing and `consumed` is the whole input, or `done`.
+    pub fn feed_stream(&mut self, data: &[u8]) -> Result<StreamStep, ResponseError> {
+        if self.st.done.is_some() {
+            return Ok(StreamStep {
+                done: true,
+                ..Default::default()
+            });
+        }
+        self.st.base = data.as_ptr() as usize;
+        // SAFETY: live parser whose data points at self.st; data is a valid buffer.
+        let e = unsafe { ll::llhttp_execute(&mut *self.parser, data.as_ptr().cast(), data.len()) };
+        let consumed = match e {
+            ll::HPE_OK => data.len(),
+            ll::HPE_PAUSED => {
+                // SAFETY: live parser; after a pause its error position is inside `data`.
+                let at = unsafe { ll::llhttp_get_error_pos(&*self.parser) } as usize;
+                if self.st.done.is_none() {
+                    // SAFETY: paused by on_body: go on from there at the next call.
+                    unsafe { ll::llhttp_resume(&mut *self.parser) };
+                }
+                at.saturating_sub(self.st.base).min(data.len())
+            }
+            _ if self.st.too_large => return Err(ResponseError::TooLarge),
+            _ => return Err(ResponseError::Malformed),
+        };
+        Ok(StreamStep {
+            consumed,
+            head: std::mem::take(&mut self.st.head_ready),
+            body: self.st.span.take(),
+            done: self.st.done.is_some(),
+        })
+    }
+
+    /// The response being read: status and headers once its head is complete.
+    pub fn current(&self) -> &Response {
+        self.st.done.as_ref().unwrap_or(&self.st.cur)
+    }
+
+    /// The response `feed_stream` or `finish` completed.
+    pub fn take_done(&mut self) -> Option<Response> {
+        self.st.done.take()
     }
 
     /// Feeds bytes; returns the response once complete.
@@ -261,6 +330,7 @@ impl ResponseParser {
         if self.st.done.is_some() {
             return Ok(self.st.done.take());
         }
+        self.st.span = None;
         // SAFETY: live parser.
         let e = unsafe { ll::llhttp_finish(&mut *self.parser) };
         match (e, self.st.done.take()) {
@@ -388,19 +458,66 @@ mod tests {
         assert_eq!((r.reason.as_str(), r.version_minor), ("OK", 1));
     }
 
+    /// Streams `input` cut in pieces of `step`: the events in order ("head 200", "body:..",
+    /// "done").
+    fn stream(input: &[u8], step: usize, head: bool) -> Vec<String> {
+        let mut p = ResponseParser::new(4);
+        p.expect(head, true);
+        let mut out = Vec::new();
+        for piece in input.chunks(step) {
+            let mut off = 0;
+            loop {
+                let s = p.feed_stream(&piece[off..]).unwrap();
+                let at = off;
+                off += s.consumed;
+                if s.head {
+                    out.push(format!("head {}", p.current().status));
+                }
+                if let Some(r) = &s.body {
+                    let text = String::from_utf8_lossy(&piece[at + r.start..at + r.end]);
+                    match out.last_mut() {
+                        Some(last) if last.starts_with("body:") => last.push_str(&text),
+                        _ => out.push(format!("body:{text}")),
+                    }
+                }
+                if s.done {
+                    let r = p.take_done().unwrap();
+                    assert!(r.body.is_empty());
+                    out.push("done".into());
+                    return out;
+                }
+                if !s.head && s.body.is_none() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     #[test]
-    fn streaming_hands_out_chunks() {
+    fn streaming_hands_out_head_then_body_then_end() {
+        let chunked = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n3\r\nghi\r\n0\r\n\r\n";
+        let sized = b"HTTP/1.1 201 Created\r\nContent-Length: 10\r\n\r\n0123456789";
+        for step in [1000, 5, 1] {
+            // No size limit (max_body is 4 here) and no 1xx head.
+            assert_eq!(
+                stream(chunked, step, false),
+                ["head 200", "body:abcdefghi", "done"]
+            );
+            assert_eq!(
+                stream(sized, step, false),
+                ["head 201", "body:0123456789", "done"]
+            );
+            let bodiless = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+            assert_eq!(stream(bodiless, step, true), ["head 200", "done"]);
+        }
         let mut p = ResponseParser::new(4);
         p.expect(false, true);
-        assert_eq!(
-            p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
-                .unwrap(),
-            None
-        );
-        assert_eq!(p.take_chunk(), b"abcdef");
-        let r = p.feed(b"3\r\nghi\r\n0\r\n\r\n").unwrap().unwrap();
-        assert_eq!(p.take_chunk(), b"ghi");
-        assert_eq!((r.status, r.body.len()), (200, 0));
+        let s = p
+            .feed_stream(b"HTTP/1.0 200 OK\r\n\r\nuntil close")
+            .unwrap();
+        assert!(s.head && !s.done);
+        assert_eq!(p.finish().unwrap().map(|r| r.keep_alive), Some(false));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Routes: by method and exact path, by path prefix (longest first), and a fallback. A route
 //! without a method takes any method; HEAD falls back to GET. A path that matches with another
-//! method only gives 405 and the `Allow` list.
+//! method only gives 405 and the `Allow` list. A route says how its requests' bodies arrive:
+//! collected before the handler runs, or streamed to it as they arrive.
 //!
 //! Exact paths are found by length first, then compared a word at a time (a handful of routes
 //! of each length is the common case); a table with many routes of one length uses a hash map
@@ -11,6 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use super::parser;
+use super::parser::BodyMode;
 use super::request::RequestData;
 use super::server::Request;
 
@@ -19,10 +21,22 @@ pub type Handler = Rc<dyn Fn(Request)>;
 
 /// The result of routing.
 pub enum Route {
-    Found(Handler),
+    /// The handler, and how its requests' bodies arrive.
+    Found(Handler, BodyMode),
     NotFound,
     /// The path exists for other methods: the `Allow` header's value.
     MethodNotAllowed(String),
+}
+
+impl Route {
+    /// How the body of a request that takes this route arrives (the server's own answers
+    /// collect it, bounded by `max_body`).
+    pub fn body_mode(&self) -> BodyMode {
+        match self {
+            Route::Found(_, mode) => *mode,
+            _ => BodyMode::Buffer,
+        }
+    }
 }
 
 struct Entry {
@@ -31,6 +45,7 @@ struct Entry {
     /// request has).
     code: Option<u8>,
     handler: Handler,
+    body: BodyMode,
 }
 
 /// A request's method, as a parsed request has it (llhttp's code) or by name.
@@ -179,15 +194,19 @@ pub struct Router {
     exact: Exact,
     prefixes: Vec<(String, Vec<Entry>)>,
     fallback: Option<Handler>,
+    /// The paths with a streaming route (few), so that a request's body mode is known at its
+    /// head without routing it twice: only these paths are routed there.
+    streaming_paths: Vec<String>,
 }
 
-/// The handler of the first entry that takes `method` (HEAD: else the first for GET).
+/// The route of the first entry that takes `method` (HEAD: else the first for GET).
 #[inline]
-fn pick(entries: &[Entry], method: Method<'_>) -> Option<Handler> {
+fn pick(entries: &[Entry], method: Method<'_>) -> Option<Route> {
     let find = |m: Method<'_>| entries.iter().find(|e| m.matches(e));
+    let found = |e: &Entry| Route::Found(e.handler.clone(), e.body);
     match find(method) {
-        Some(e) => Some(e.handler.clone()),
-        None if method.is_head() => find(Method::get()).map(|e| e.handler.clone()),
+        Some(e) => Some(found(e)),
+        None if method.is_head() => find(Method::get()).map(found),
         None => None,
     }
 }
@@ -202,23 +221,39 @@ fn allow_list(entries: &[Entry]) -> String {
     allow.join(", ")
 }
 
-fn add(entries: &mut Vec<Entry>, method: Option<&str>, handler: Handler) {
+fn add(entries: &mut Vec<Entry>, method: Option<&str>, handler: Handler, body: BodyMode) {
     entries.retain(|e| e.method.as_deref() != method);
     entries.push(Entry {
         method: method.map(str::to_string),
         code: method.and_then(parser::method_code),
         handler,
+        body,
     });
 }
 
 impl Router {
     /// Adds a route for `path` exactly; `method` None takes any method.
-    pub fn exact(&mut self, method: Option<&str>, path: &str, handler: Handler) {
-        add(self.exact.entries_mut(path), method, handler);
+    pub fn exact(&mut self, method: Option<&str>, path: &str, handler: Handler, body: BodyMode) {
+        let entries = self.exact.entries_mut(path);
+        add(entries, method, handler, body);
+        let streams = entries.iter().any(|e| e.body != BodyMode::Buffer);
+        self.streaming_paths.retain(|p| p != path);
+        if streams {
+            self.streaming_paths.push(path.to_string());
+        }
+    }
+
+    /// How the body of a request for `method` and `path` arrives: cheap for every path
+    /// without a streaming route (the common case), a full look-up for the others.
+    pub fn body_mode(&self, method: &str, path: &str) -> BodyMode {
+        if !self.streaming_paths.iter().any(|p| p == path) {
+            return BodyMode::Buffer;
+        }
+        self.resolve(method, path).body_mode()
     }
 
     /// Adds a route for every path starting with `prefix`.
-    pub fn prefix(&mut self, method: Option<&str>, prefix: &str, handler: Handler) {
+    pub fn prefix(&mut self, method: Option<&str>, prefix: &str, handler: Handler, body: BodyMode) {
         let i = match self.prefixes.iter().position(|(p, _)| p == prefix) {
             Some(i) => i,
             None => {
@@ -227,7 +262,7 @@ impl Router {
                 self.prefixes.iter().position(|(p, _)| p == prefix).unwrap()
             }
         };
-        add(&mut self.prefixes[i].1, method, handler);
+        add(&mut self.prefixes[i].1, method, handler, body);
     }
 
     /// The handler for requests no route takes (instead of 404/405).
@@ -253,7 +288,7 @@ impl Router {
     fn find(&self, method: Method<'_>, path: &[u8]) -> Route {
         match self.exact.get(path) {
             Some(entries) => match pick(entries, method) {
-                Some(h) => Route::Found(h),
+                Some(r) => r,
                 None => self.not_allowed(entries),
             },
             None => self.find_prefix(method, path),
@@ -266,13 +301,13 @@ impl Router {
         for (p, entries) in &self.prefixes {
             if path.starts_with(p.as_bytes()) {
                 return match pick(entries, method) {
-                    Some(h) => Route::Found(h),
+                    Some(r) => r,
                     None => self.not_allowed(entries),
                 };
             }
         }
         match &self.fallback {
-            Some(f) => Route::Found(f.clone()),
+            Some(f) => Route::Found(f.clone(), BodyMode::Buffer),
             None => Route::NotFound,
         }
     }
@@ -281,7 +316,7 @@ impl Router {
     #[cold]
     fn not_allowed(&self, entries: &[Entry]) -> Route {
         match &self.fallback {
-            Some(f) => Route::Found(f.clone()),
+            Some(f) => Route::Found(f.clone(), BodyMode::Buffer),
             None => Route::MethodNotAllowed(allow_list(entries)),
         }
     }
@@ -297,7 +332,7 @@ mod tests {
     }
 
     fn same(route: Route, h: &Handler) -> bool {
-        matches!(route, Route::Found(f) if Rc::ptr_eq(&f, h))
+        matches!(route, Route::Found(f, _) if Rc::ptr_eq(&f, h))
     }
 
     #[test]
@@ -308,7 +343,7 @@ mod tests {
             .iter()
             .map(|p| {
                 let h = handler();
-                r.exact(Some("GET"), p, h.clone());
+                r.exact(Some("GET"), p, h.clone(), BodyMode::Buffer);
                 h
             })
             .collect();
@@ -325,10 +360,10 @@ mod tests {
         // A route without a method takes every method; a later one for the same method and
         // path replaces the earlier one.
         let any = handler();
-        r.exact(None, "/any", any.clone());
+        r.exact(None, "/any", any.clone(), BodyMode::Buffer);
         assert!(same(r.resolve("DELETE", "/any"), &any));
         let again = handler();
-        r.exact(Some("GET"), "/p", again.clone());
+        r.exact(Some("GET"), "/p", again.clone(), BodyMode::Buffer);
         assert!(same(r.resolve("GET", "/p"), &again));
     }
 
@@ -351,7 +386,7 @@ mod tests {
                 for at in 1..len {
                     for i in 0..crowd {
                         let h = handler();
-                        r.exact(Some("GET"), &path(i, at), h.clone());
+                        r.exact(Some("GET"), &path(i, at), h.clone(), BodyMode::Buffer);
                         want.push((path(i, at), h));
                     }
                 }
@@ -374,10 +409,10 @@ mod tests {
         let get = handler();
         let purge = handler();
         let any = handler();
-        r.exact(Some("GET"), "/x", get.clone());
-        r.exact(Some("PURGE"), "/x", purge.clone());
-        r.exact(Some("FOO"), "/x", handler()); // not a method llhttp parses
-        r.exact(None, "/any", any.clone());
+        r.exact(Some("GET"), "/x", get.clone(), BodyMode::Buffer);
+        r.exact(Some("PURGE"), "/x", purge.clone(), BodyMode::Buffer);
+        r.exact(Some("FOO"), "/x", handler(), BodyMode::Buffer); // not a method llhttp parses
+        r.exact(None, "/any", any.clone(), BodyMode::Buffer);
         let req = |method: &str, path: &str| {
             let mut d = RequestData::default();
             d.clear();
@@ -415,13 +450,40 @@ mod tests {
         let mut r = Router::default();
         let short = handler();
         let long = handler();
-        r.prefix(None, "/api/", short.clone());
-        r.prefix(None, "/api/v2/", long.clone());
+        r.prefix(None, "/api/", short.clone(), BodyMode::Buffer);
+        r.prefix(
+            None,
+            "/api/v2/",
+            long.clone(),
+            BodyMode::Stream { limit: 5 },
+        );
         assert!(same(r.resolve("GET", "/api/x"), &short));
         assert!(same(r.resolve("GET", "/api/v2/x"), &long));
+        assert_eq!(
+            r.resolve("GET", "/api/v2/x").body_mode(),
+            BodyMode::Stream { limit: 5 }
+        );
+        assert_eq!(r.resolve("GET", "/api/x").body_mode(), BodyMode::Buffer);
         assert!(matches!(r.resolve("GET", "/other"), Route::NotFound));
         let fb = handler();
         r.fallback(fb.clone());
         assert!(same(r.resolve("GET", "/other"), &fb));
+    }
+
+    #[test]
+    fn body_modes_follow_the_route_a_request_takes() {
+        let mut r = Router::default();
+        let stream = BodyMode::Stream { limit: 9 };
+        r.exact(Some("POST"), "/up", handler(), stream);
+        r.exact(Some("GET"), "/up", handler(), BodyMode::Buffer);
+        r.exact(None, "/any", handler(), stream);
+        assert_eq!(r.body_mode("POST", "/up"), stream);
+        assert_eq!(r.body_mode("GET", "/up"), BodyMode::Buffer);
+        assert_eq!(r.body_mode("PUT", "/up"), BodyMode::Buffer); // 405: the server answers
+        assert_eq!(r.body_mode("PATCH", "/any"), stream);
+        assert_eq!(r.body_mode("POST", "/other"), BodyMode::Buffer);
+        // Replaced by a buffered route: no longer streamed.
+        r.exact(Some("POST"), "/up", handler(), BodyMode::Buffer);
+        assert_eq!(r.body_mode("POST", "/up"), BodyMode::Buffer);
     }
 }

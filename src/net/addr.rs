@@ -1,8 +1,45 @@
-//! Socket addresses: parsing numeric IP strings and converting to and from `sockaddr`.
+//! Socket addresses: parsing numeric IP strings and converting to and from `sockaddr`, for
+//! IPv4, IPv6 and Unix stream sockets (a path, or `@name` in Linux's abstract namespace).
 
+use std::ffi::OsStr;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// The address of either end of a stream socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// An IPv4 or IPv6 address and port.
+    Ip(SocketAddr),
+    /// A Unix socket's path (`@name` for an abstract one; empty for an unnamed socket, as
+    /// connecting clients' are).
+    Unix(PathBuf),
+}
+
+impl Address {
+    /// The IP address and port, for an IP socket.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            Address::Ip(a) => Some(*a),
+            Address::Unix(_) => None,
+        }
+    }
+
+    /// The text form: the IP (no port), or the Unix socket's path.
+    pub fn host_text(&self) -> String {
+        match self {
+            Address::Ip(a) => a.ip().to_string(),
+            Address::Unix(p) => p.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// The port (0 for a Unix socket).
+    pub fn port(&self) -> u16 {
+        self.ip().map_or(0, |a| a.port())
+    }
+}
 
 /// A `sockaddr_storage` with its length, ready for the kernel.
 #[derive(Clone, Copy)]
@@ -51,6 +88,56 @@ impl SockAddr {
             storage,
             len: len as libc::socklen_t,
         }
+    }
+
+    /// The kernel form of a Unix socket path; `@name` is `name` in the abstract namespace.
+    /// `INVALID` for an empty path, one with a NUL byte, or one longer than `sun_path` (107
+    /// bytes, 108 for an abstract name).
+    pub fn from_unix(path: &Path) -> Result<SockAddr> {
+        let bytes = path.as_os_str().as_bytes();
+        // SAFETY: an all-zero sockaddr_storage is a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_un.
+        let sun = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_un) };
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let (abstract_ns, name) = match bytes.strip_prefix(b"@") {
+            Some(n) => (true, n),
+            None => (false, bytes),
+        };
+        let room = sun.sun_path.len() - usize::from(!abstract_ns); // a path keeps its NUL
+        if name.is_empty() || name.len() + usize::from(abstract_ns) > room || name.contains(&0) {
+            return Err(Error::INVALID);
+        }
+        let start = usize::from(abstract_ns); // an abstract name starts after a NUL byte
+        for (i, &b) in name.iter().enumerate() {
+            sun.sun_path[start + i] = b as libc::c_char;
+        }
+        let base = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+        let len = base + start + name.len() + usize::from(!abstract_ns);
+        Ok(SockAddr {
+            storage,
+            len: len as libc::socklen_t,
+        })
+    }
+
+    /// Any family this library uses, as an `Address` (`None` for others).
+    pub fn to_address(&self) -> Option<Address> {
+        if self.storage.ss_family as i32 != libc::AF_UNIX {
+            return self.to_std().map(Address::Ip);
+        }
+        // SAFETY: the family says the storage holds a sockaddr_un.
+        let sun = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_un) };
+        let base = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+        let n = (self.len as usize)
+            .saturating_sub(base)
+            .min(sun.sun_path.len());
+        let raw: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).collect();
+        let path = match raw.first() {
+            None => Vec::new(),                    // unnamed
+            Some(0) => [b"@", &raw[1..]].concat(), // abstract
+            Some(_) => raw.split(|&b| b == 0).next().unwrap_or(&[]).to_vec(),
+        };
+        Some(Address::Unix(PathBuf::from(OsStr::from_bytes(&path))))
     }
 
     /// The std form, for AF_INET and AF_INET6.
@@ -108,6 +195,29 @@ mod tests {
         assert_eq!(
             parse_ip_port("1.2.3.256", 1).unwrap_err(),
             Error::BAD_ADDRESS
+        );
+    }
+
+    #[test]
+    fn unix_paths_and_abstract_names_round_trip() {
+        for p in ["/tmp/x.sock", "relative.sock", "@abstract-name"] {
+            let a = SockAddr::from_unix(Path::new(p)).unwrap();
+            assert_eq!(a.to_address(), Some(Address::Unix(PathBuf::from(p))), "{p}");
+        }
+        let longest = "/".to_string() + &"a".repeat(106);
+        assert!(SockAddr::from_unix(Path::new(&longest)).is_ok());
+        let too_long = longest + "b";
+        assert_eq!(
+            SockAddr::from_unix(Path::new(&too_long)).map(|_| ()),
+            Err(Error::INVALID)
+        );
+        assert_eq!(
+            SockAddr::from_unix(Path::new("")).map(|_| ()),
+            Err(Error::INVALID)
+        );
+        assert_eq!(
+            SockAddr::from_unix(Path::new("@")).map(|_| ()),
+            Err(Error::INVALID)
         );
     }
 }

@@ -1,15 +1,18 @@
-//! TCP listener: multishot accept. When accept fails for lack of resources (EMFILE, ENFILE,
+//! Stream listener (TCP, or a Unix socket path): multishot accept. When accept fails for lack of resources (EMFILE, ENFILE,
 //! ENOBUFS, ENOMEM) the error is reported and accepting pauses for `ACCEPT_RETRY`, then resumes
 //! by itself: no busy loop, and the pending connections wait in the backlog.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::addr::{Address, SockAddr};
 use super::socket;
 use super::stream::{Callbacks, TcpStream};
+use super::unix::{self, SocketFile};
 use crate::error::{Error, Result};
 use crate::reactor::{Completion, Loop, Op, OpOwner, Timer, Token};
 
@@ -46,7 +49,9 @@ type AcceptCb = Box<dyn FnMut(Result<RawFd>)>;
 struct ListenerInner {
     lp: Loop,
     fd: Cell<RawFd>,
-    local: SocketAddr,
+    local: Address,
+    /// The socket file of a Unix listener, removed at close.
+    file: Option<SocketFile>,
     nodelay: bool,
     accept: Cell<Option<Token>>,
     close_op: Cell<Option<Token>>,
@@ -56,7 +61,8 @@ struct ListenerInner {
     close_cb: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
-/// A listening TCP socket. Clones share it; `close` ends it for all of them.
+/// A listening stream socket, TCP or Unix (`bind_unix`). Clones share it; `close` ends it for
+/// all of them.
 #[derive(Clone)]
 pub struct TcpListener {
     inner: Rc<ListenerInner>,
@@ -84,13 +90,56 @@ impl TcpListener {
         socket::bind(raw, &addr)?;
         socket::listen(raw, opts.backlog.max(1))?;
         let local = socket::local_addr(raw)?;
+        Ok(TcpListener::from_bound(
+            lp,
+            fd,
+            Address::Ip(local),
+            None,
+            opts.nodelay,
+        ))
+    }
+
+    /// Creates, binds and listens on the Unix socket `path` (`@name`: Linux's abstract
+    /// namespace, no file). A socket file left by a server that died (connecting to it is
+    /// refused) is replaced; `-EADDRINUSE` when a server listens there, `-EEXIST` when the
+    /// path is not a socket, `INVALID` for a path too long for `sun_path` (107 bytes). The
+    /// file is removed when the listener closes. Only `backlog` of `opts` applies.
+    pub fn bind_unix(lp: &Loop, path: &Path, opts: ListenOptions) -> Result<TcpListener> {
+        let sa = SockAddr::from_unix(path)?;
+        unix::clear_stale(path, &sa)?;
+        let fd = socket::unix_socket()?;
+        socket::bind_raw(fd.as_raw_fd(), &sa)?;
+        let file = SocketFile::bound(path);
+        if let Err(e) = socket::listen(fd.as_raw_fd(), opts.backlog.max(1)) {
+            if let Some(f) = &file {
+                f.remove();
+            }
+            return Err(e);
+        }
+        Ok(TcpListener::from_bound(
+            lp,
+            fd,
+            Address::Unix(path.to_path_buf()),
+            file,
+            false,
+        ))
+    }
+
+    fn from_bound(
+        lp: &Loop,
+        fd: std::os::fd::OwnedFd,
+        local: Address,
+        file: Option<SocketFile>,
+        nodelay: bool,
+    ) -> TcpListener {
         lp.handle_opened();
-        Ok(TcpListener {
+        TcpListener {
             inner: Rc::new(ListenerInner {
                 lp: lp.clone(),
                 fd: Cell::new(fd.into_raw_fd()),
                 local,
-                nodelay: opts.nodelay,
+                file,
+                nodelay,
                 accept: Cell::new(None),
                 close_op: Cell::new(None),
                 on_accept: RefCell::new(None),
@@ -98,12 +147,21 @@ impl TcpListener {
                 closing: Cell::new(false),
                 close_cb: RefCell::new(None),
             }),
-        })
+        }
     }
 
-    /// The bound address (with the real port when bound to port 0).
+    /// The bound TCP address (with the real port when bound to port 0); `0.0.0.0:0` for a
+    /// Unix listener (see `local_address`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local
+        self.inner
+            .local
+            .ip()
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    }
+
+    /// The bound address, TCP or Unix.
+    pub fn local_address(&self) -> &Address {
+        &self.inner.local
     }
 
     /// The listening fd (-1 once closing).
@@ -173,6 +231,9 @@ impl ListenerInner {
         if self.closing.get() && self.accept.get().is_none() && self.close_op.get().is_none() {
             let cb = self.close_cb.borrow_mut().take();
             if let Some(cb) = cb {
+                if let Some(f) = &self.file {
+                    f.remove();
+                }
                 self.lp.defer_close(cb);
             }
         }

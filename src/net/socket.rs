@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use super::addr::SockAddr;
+use super::addr::{Address, SockAddr};
 use crate::error::{Error, Result};
 
 fn check(r: libc::c_int) -> Result<libc::c_int> {
@@ -31,6 +31,26 @@ pub fn tcp_socket(addr: &SocketAddr) -> Result<OwnedFd> {
     })?;
     // SAFETY: fd is new and owned only here.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A non-blocking, close-on-exec Unix stream socket.
+pub fn unix_socket() -> Result<OwnedFd> {
+    // SAFETY: plain syscall; checked.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: fd is new and owned only here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `bind(2)` to a kernel-form address.
+pub fn bind_raw(fd: RawFd, sa: &SockAddr) -> Result<()> {
+    // SAFETY: sa is a valid sockaddr of sa.len bytes.
+    check(unsafe { libc::bind(fd, sa.as_ptr(), sa.len) }).map(drop)
 }
 
 /// Sets an integer socket option.
@@ -86,7 +106,7 @@ pub fn listen(fd: RawFd, backlog: i32) -> Result<()> {
     check(unsafe { libc::listen(fd, backlog) }).map(drop)
 }
 
-fn name(fd: RawFd, peer: bool) -> Result<SocketAddr> {
+fn raw_name(fd: RawFd, peer: bool) -> Result<SockAddr> {
     // SAFETY: zeroed storage is valid; len tells the kernel its size.
     let mut sa = SockAddr {
         storage: unsafe { std::mem::zeroed() },
@@ -102,7 +122,27 @@ fn name(fd: RawFd, peer: bool) -> Result<SocketAddr> {
             libc::getsockname(fd, p, &mut sa.len)
         }
     })?;
-    sa.to_std().ok_or(Error::from_errno(libc::EAFNOSUPPORT))
+    Ok(sa)
+}
+
+fn name(fd: RawFd, peer: bool) -> Result<SocketAddr> {
+    raw_name(fd, peer)?
+        .to_std()
+        .ok_or(Error::from_errno(libc::EAFNOSUPPORT))
+}
+
+/// The local address of a socket of any family the library uses.
+pub fn local_address(fd: RawFd) -> Result<Address> {
+    raw_name(fd, false)?
+        .to_address()
+        .ok_or(Error::from_errno(libc::EAFNOSUPPORT))
+}
+
+/// The peer address of a connected socket of any family the library uses.
+pub fn peer_address(fd: RawFd) -> Result<Address> {
+    raw_name(fd, true)?
+        .to_address()
+        .ok_or(Error::from_errno(libc::EAFNOSUPPORT))
 }
 
 /// The local address of a socket.

@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-use super::addr::SockAddr;
+use super::addr::{Address, SockAddr};
 use super::socket;
 use super::tls::TlsSession;
 use crate::error::{Error, Result};
@@ -308,7 +308,23 @@ impl Stream<Callbacks> {
         let fd = socket::tcp_socket(&addr)?;
         let _ = socket::set_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         let s = Stream::from_fd(lp, fd.into_raw_fd(), Callbacks::default());
-        s.start_connect(addr, timeout, Box::new(cb))?;
+        s.start_connect(SockAddr::from_std(&addr), timeout, Box::new(cb))?;
+        Ok(s)
+    }
+
+    /// As `connect`, to the Unix stream socket `path` (`@name`: an abstract one). `INVALID`
+    /// for a path too long for `sun_path`; a missing socket is `-ENOENT`, one nobody accepts
+    /// on `-ECONNREFUSED`, a server whose backlog is full `-EAGAIN` (all through `cb`).
+    pub fn connect_unix(
+        lp: &Loop,
+        path: &std::path::Path,
+        timeout: Option<Duration>,
+        cb: impl FnOnce(Result<()>) + 'static,
+    ) -> Result<TcpStream> {
+        let sa = SockAddr::from_unix(path)?;
+        let fd = socket::unix_socket()?;
+        let s = Stream::from_fd(lp, fd.into_raw_fd(), Callbacks::default());
+        s.start_connect(sa, timeout, Box::new(cb))?;
         Ok(s)
     }
 
@@ -408,12 +424,12 @@ impl<H: StreamEvents> Stream<H> {
             .is_some_and(|e| e.shutdown.is_some())
     }
 
-    fn start_connect(&self, addr: SocketAddr, timeout: Option<Duration>, cb: DoneCb) -> Result<()> {
+    fn start_connect(&self, addr: SockAddr, timeout: Option<Duration>, cb: DoneCb) -> Result<()> {
         let inner = &self.inner;
         let op = {
             let mut extra = self.extra();
             let state = extra.connecting.insert(Connecting {
-                addr: SockAddr::from_std(&addr),
+                addr,
                 cb: Some(cb),
                 timer: None,
                 timed_out: false,
@@ -486,6 +502,16 @@ impl<H: StreamEvents> Stream<H> {
     /// Peer address.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         self.open_fd().and_then(socket::peer_addr)
+    }
+
+    /// Local address, TCP or Unix.
+    pub fn local_address(&self) -> Result<Address> {
+        self.open_fd().and_then(socket::local_address)
+    }
+
+    /// Peer address, TCP or Unix (a Unix peer that connected is unnamed: an empty path).
+    pub fn peer_address(&self) -> Result<Address> {
+        self.open_fd().and_then(socket::peer_address)
     }
 
     /// TCP_NODELAY on or off.

@@ -244,7 +244,9 @@ impl EpollDriver {
                     return Ok(());
                 }
                 let e = errno();
-                if e != libc::EINPROGRESS && e != libc::EAGAIN && e != libc::EINTR {
+                // EAGAIN is a failure, not a connect in progress (a Unix socket's full backlog,
+                // or no local port left for TCP): waiting for writability would report success.
+                if e != libc::EINPROGRESS && e != libc::EINTR {
                     self.ready.push(Completion {
                         token,
                         res: -e,

@@ -6,11 +6,12 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 
+use super::body::{body_error, SlotExtra};
 use super::work::ConnWork;
 use super::{Request, ServerInner};
 use crate::error::{Error, Result};
 use crate::http::date::http_date;
-use crate::http::parser::{HttpError, Outcome, RequestParser, Sink};
+use crate::http::parser::{BodyMode, HttpError, Outcome, RequestParser, Sink, Streamed};
 use crate::http::request::RequestData;
 use crate::http::response::{self, Framing};
 use crate::http::router::Route;
@@ -62,8 +63,17 @@ pub(super) struct Conn {
     pub(super) since: Cell<u64>,
     pub(super) close_after: Cell<bool>,
     /// A framing error or an upgrade ended parsing: later bytes are not requests.
-    stop_parsing: Cell<bool>,
+    pub(super) stop_parsing: Cell<bool>,
     pub(super) read_paused: Cell<bool>,
+    /// A streamed request's body is coming in (`ConnWork::streaming` names it).
+    pub(super) body_open: Cell<bool>,
+    /// Chunked responses of this connection with a drain callback (see `body`).
+    pub(super) paced: Cell<u8>,
+    /// Reading is held for a streamed body whose reader is paused or not started.
+    pub(super) body_wait: Cell<bool>,
+    /// An answer given before its body ended closes the connection: until then, everything
+    /// read is discarded, and reading never pauses (the client may not read before it sent).
+    pub(super) discarding: Cell<bool>,
     eof: Cell<bool>,
     pub(super) closing: Cell<bool>,
     pub(super) flush_scheduled: Cell<bool>,
@@ -80,6 +90,10 @@ impl Sink for ConnSink {
         self.srv.data_pool.borrow_mut().pop().unwrap_or_default()
     }
 
+    fn body_mode(&mut self, req: &RequestData) -> BodyMode {
+        self.srv.router.borrow().body_mode(req.method(), req.path())
+    }
+
     fn head_complete(&mut self, req: &mut RequestData) -> std::result::Result<(), HttpError> {
         self.conn.set_phase(Phase::Body, self.srv.now_ms());
         if req.expect_continue && self.conn.pipeline_is_empty() {
@@ -90,6 +104,27 @@ impl Sink for ConnSink {
             w.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         Ok(())
+    }
+
+    fn stream_start(&mut self, req: Box<RequestData>) {
+        let seq = self.conn.take_seq();
+        let id = self.srv.alloc_slot(req, &self.conn, seq);
+        if let Some(e) = self.srv.slots.borrow_mut().get_mut(id) {
+            e.extra = Some(SlotExtra::streamed());
+        }
+        let mut w = self.srv.work(&self.conn);
+        w.pipeline.push_back(Pending {
+            seq,
+            slot: Some(id),
+            done: false,
+            close: false,
+            upgrade: false,
+            buf: Vec::new(),
+        });
+        w.streaming = Some(id);
+        drop(w);
+        self.conn.body_open.set(true);
+        self.conn.set_phase(Phase::Body, self.srv.now_ms());
     }
 
     fn request_complete(&mut self, req: Box<RequestData>) {
@@ -123,7 +158,10 @@ impl StreamEvents for Conn {
         if let Some(srv) = conn.srv.upgrade() {
             match r {
                 Ok(()) if conn.phase.get() == Phase::Upgraded => srv.upgraded_drain(conn),
-                Ok(()) => srv.on_drain(conn),
+                Ok(()) => {
+                    srv.on_drain(conn);
+                    srv.check_drain(conn);
+                }
                 // The client is gone: nothing more can reach it.
                 Err(_) => srv.close_now(conn),
             }
@@ -173,7 +211,7 @@ impl Conn {
             .unwrap_or_default()
     }
 
-    fn take_seq(&self) -> u64 {
+    pub(super) fn take_seq(&self) -> u64 {
         let s = self.next_seq.get();
         self.next_seq.set(s + 1);
         s
@@ -221,6 +259,10 @@ impl ServerInner {
                 close_after: Cell::new(false),
                 stop_parsing: Cell::new(false),
                 read_paused: Cell::new(false),
+                body_open: Cell::new(false),
+                paced: Cell::new(0),
+                body_wait: Cell::new(false),
+                discarding: Cell::new(false),
                 eof: Cell::new(false),
                 closing: Cell::new(false),
                 flush_scheduled: Cell::new(false),
@@ -265,9 +307,30 @@ impl ServerInner {
         }
     }
 
+    /// Starts reading unless a streamed body holds the connection's input.
     pub(super) fn start_reading(&self, conn: &ConnRef) -> Result<()> {
+        if conn.body_wait.get() {
+            return Ok(());
+        }
         conn.read_paused.set(false);
         conn.start_reading()
+    }
+
+    /// Reading paused for backpressure or a streamed body starts again when none of the
+    /// reasons holds: too many unanswered requests, too much unsent output, a body's reader
+    /// that waits. A connection discarding before it closes always reads.
+    #[inline]
+    pub(super) fn maybe_resume_reading(&self, conn: &ConnRef) {
+        if !conn.read_paused.get() {
+            return;
+        }
+        let wanted = conn.discarding.get()
+            || (!conn.close_after.get()
+                && conn.pipeline_len() < self.opts.max_pipeline
+                && conn.write_queue_size() <= self.opts.max_output);
+        if wanted && !conn.closing.get() {
+            let _ = self.start_reading(conn);
+        }
     }
 
     pub(super) fn pause_reading(&self, conn: &ConnRef) {
@@ -294,10 +357,18 @@ impl ServerInner {
                 if conn.phase.get() == Phase::Idle {
                     conn.set_phase(Phase::Head, self.now_ms());
                 }
+                if conn.body_wait.get() {
+                    // Arrived while a streamed body waits for its reader: held with the rest.
+                    self.work(conn).unparsed.extend_from_slice(data);
+                    return;
+                }
                 self.parse(conn, data);
             }
             ReadEvent::Eof => {
                 conn.eof.set(true);
+                if self.streaming_slot(conn).is_some() {
+                    self.body_failed(conn, Error::HTTP_PROTOCOL); // the body was cut short
+                }
                 if conn.phase.get() == Phase::Linger || self.nothing_pending(conn) {
                     self.close_now(conn);
                 } else {
@@ -328,20 +399,31 @@ impl ServerInner {
             conn: conn.clone(),
         };
         conn.in_read.set(true);
-        let mut from = 0;
+        let mut off = 0;
         loop {
+            if self.body_blocked(conn) {
+                // A streamed body waits for its reader: keep the rest for later.
+                self.work(conn).unparsed.extend_from_slice(&data[off..]);
+                self.hold_input(conn);
+                break;
+            }
             let mut parser = self.work(conn).parser.take().unwrap_or_else(|| {
                 debug_assert!(false, "a connection parses once at a time");
                 RequestParser::new(self.opts.limits)
             });
-            let r = parser.execute(&data[from..], &mut sink);
+            let r = parser.execute(&data[off..], &mut sink);
             self.work(conn).parser = Some(parser);
             let mut paused = false;
+            let mut streamed = None;
             match r {
                 Ok(Outcome::Continue) => {}
                 Ok(Outcome::Paused { consumed }) => {
-                    from += consumed;
+                    off += consumed;
                     paused = true;
+                }
+                Ok(Outcome::Streamed { consumed, event }) => {
+                    streamed = Some((off, event));
+                    off += consumed;
                 }
                 Ok(Outcome::Upgrade { consumed }) => {
                     // No more requests: the handler switches protocols (the bytes after the
@@ -350,17 +432,38 @@ impl ServerInner {
                     // connection closes.
                     conn.stop_parsing.set(true);
                     self.pause_reading(conn);
-                    conn.unread(&data[from + consumed..]);
+                    conn.unread(&data[off + consumed..]);
                 }
                 Err(e) => {
-                    self.drop_parser(conn);
-                    self.queue_error(conn, e.status, e.reason);
+                    if self.streaming_slot(conn).is_some() {
+                        self.body_failed(conn, body_error(e));
+                    } else {
+                        self.drop_parser(conn);
+                        self.queue_error(conn, e.status, e.reason);
+                    }
                 }
             }
             self.dispatch_completed();
             if conn.phase.get() == Phase::Upgraded {
                 conn.in_read.set(false);
                 return; // the connection is no longer HTTP: taken over during dispatch
+            }
+            if let Some((at, event)) = streamed {
+                match event {
+                    Streamed::Head => {
+                        if let Some(t) = self.streaming_slot(conn) {
+                            self.dispatch(t);
+                        }
+                    }
+                    Streamed::Body(r) => {
+                        self.deliver_body(conn, &data[at + r.start..at + r.end]);
+                    }
+                    Streamed::End => self.body_ended(conn),
+                }
+                if conn.closing.get() || conn.stop_parsing.get() {
+                    break;
+                }
+                continue;
             }
             if !paused || conn.closing.get() || conn.close_after.get() || conn.stop_parsing.get() {
                 break;
@@ -370,13 +473,21 @@ impl ServerInner {
             {
                 // Answers drain first (on_drain or the pipeline settling resumes reading).
                 self.pause_reading(conn);
-                conn.unread(&data[from..]);
+                conn.unread(&data[off..]);
                 break;
             }
         }
         conn.in_read.set(false);
         let now = self.now_ms();
-        if conn.in_request() {
+        if self.streaming_slot(conn).is_some() {
+            // A streamed body: its stall timeout runs only while its reader takes it.
+            let p = if conn.body_wait.get() {
+                Phase::Busy
+            } else {
+                Phase::Body
+            };
+            conn.set_phase(p, now);
+        } else if conn.in_request() {
             if conn.phase.get() == Phase::Busy {
                 conn.set_phase(Phase::Head, now);
             }
@@ -452,6 +563,12 @@ impl ServerInner {
         // SAFETY: the slot's data lives until the request is answered; the references end
         // before the handler (which may answer) runs.
         let route = unsafe { self.router.borrow().resolve_request(&*data) };
+        if let Route::Found(_, BodyMode::Stream { .. }) = route {
+            // A streaming route's request without a body: its reader gets the end at once.
+            if let Some(e) = self.slots.borrow_mut().get_mut(slot) {
+                e.extra.get_or_insert_with(SlotExtra::streamed_complete);
+            }
+        }
         let req = Request {
             srv: self.me(),
             slot,
@@ -459,7 +576,7 @@ impl ServerInner {
             answered: false,
         };
         match route {
-            Route::Found(h) => h(req),
+            Route::Found(h, _) => h(req),
             Route::NotFound => {
                 let _ = req.respond(
                     404,
@@ -481,13 +598,7 @@ impl ServerInner {
     }
 
     fn on_drain(&self, conn: &ConnRef) {
-        if conn.read_paused.get()
-            && !conn.close_after.get()
-            && conn.pipeline_len() < self.opts.max_pipeline
-            && !conn.closing.get()
-        {
-            let _ = self.start_reading(conn);
-        }
+        self.maybe_resume_reading(conn);
         self.maybe_finish(conn);
     }
 
@@ -522,6 +633,7 @@ impl ServerInner {
         }
         self.abort_pipeline(conn);
         let work = conn.work.borrow_mut().take();
+        conn.body_open.set(false);
         self.recycle_work(work); // ends a partial request too
         conn.begin_close(); // Conn::on_closed finishes
     }

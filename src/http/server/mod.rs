@@ -11,10 +11,12 @@
 //! The files: `slots` (the request-slot table), `connection` (a connection's state machine:
 //! reading, parsing, dispatch, pausing, closing), `work` (a connection's working state and the
 //! pools it comes from), `respond` (response heads and bodies, chunked bodies, the pipeline's
-//! advance, flushing), `timeouts` (the sweeper), `shutdown` and `upgrade` (protocol switches:
-//! an answered upgrade hands the connection to a new owner, a WebSocket). The public types live
+//! advance, flushing), `body` (streamed request bodies, early answers, paced chunked
+//! responses), `timeouts` (the sweeper), `shutdown` and `upgrade` (protocol switches: an
+//! answered upgrade hands the connection to a new owner, a WebSocket). The public types live
 //! here.
 
+mod body;
 mod connection;
 mod respond;
 mod shutdown;
@@ -32,12 +34,14 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+pub use self::body::{BodyEvent, DISCARD_MAX};
+
 use self::connection::ConnRef;
 use self::slots::SlotEntry;
 use self::work::ConnWork;
 use super::date::DateCache;
 use super::head_cache::HeadCache;
-use super::parser::Limits;
+use super::parser::{BodyMode, Limits};
 use super::request::RequestData;
 use super::router::{Handler, Router};
 use crate::error::{Error, Result};
@@ -174,10 +178,32 @@ impl HttpServer {
 
     /// Routes `method` (None: any) and exactly `path` to `handler`.
     pub fn route(&self, method: Option<&str>, path: &str, handler: impl Fn(Request) + 'static) {
-        self.inner
-            .router
-            .borrow_mut()
-            .exact(method, path, Rc::new(handler) as Handler);
+        self.inner.router.borrow_mut().exact(
+            method,
+            path,
+            Rc::new(handler) as Handler,
+            BodyMode::Buffer,
+        );
+    }
+
+    /// Routes like `route`, but the handler gets each request as soon as its head arrived and
+    /// reads its body as it comes (`Request::read_body`), up to `max_body` bytes (0: no limit;
+    /// 413 beyond, to a `Content-Length` before the handler runs; past it mid-way, the reader
+    /// gets `HTTP_TOO_LARGE`). The server's `max_body` does not apply.
+    pub fn route_streaming(
+        &self,
+        method: Option<&str>,
+        path: &str,
+        max_body: u64,
+        handler: impl Fn(Request) + 'static,
+    ) {
+        let limit = if max_body == 0 { u64::MAX } else { max_body };
+        self.inner.router.borrow_mut().exact(
+            method,
+            path,
+            Rc::new(handler) as Handler,
+            BodyMode::Stream { limit },
+        );
     }
 
     /// Routes every path starting with `prefix`.
@@ -187,10 +213,12 @@ impl HttpServer {
         prefix: &str,
         handler: impl Fn(Request) + 'static,
     ) {
-        self.inner
-            .router
-            .borrow_mut()
-            .prefix(method, prefix, Rc::new(handler) as Handler);
+        self.inner.router.borrow_mut().prefix(
+            method,
+            prefix,
+            Rc::new(handler) as Handler,
+            BodyMode::Buffer,
+        );
     }
 
     /// Handles what no route takes (instead of 404/405).
@@ -209,6 +237,27 @@ impl HttpServer {
             return Err(Error::CLOSED);
         }
         let l = TcpListener::bind(&srv.lp, addr, srv.opts.listen)?;
+        let bound = l.local_addr();
+        self.serve_listener(l)?;
+        Ok(bound)
+    }
+
+    /// Listens on the Unix stream socket `path` (`@name`: an abstract one) and starts serving,
+    /// beside any other listener. A stale socket file left by a server that died is
+    /// replaced; `-EADDRINUSE` when a server listens there, `-EEXIST` when the path is not a
+    /// socket. The file is removed when the server shuts down.
+    pub fn listen_unix(&self, path: &std::path::Path) -> Result<()> {
+        let srv = &self.inner;
+        if srv.stopping.get() {
+            return Err(Error::CLOSED);
+        }
+        let l = TcpListener::bind_unix(&srv.lp, path, srv.opts.listen)?;
+        self.serve_listener(l)?;
+        Ok(())
+    }
+
+    fn serve_listener(&self, l: TcpListener) -> Result<()> {
+        let srv = &self.inner;
         let weak = srv.me.clone();
         l.start_raw(move |r| {
             if let Ok(fd) = r {
@@ -220,11 +269,10 @@ impl HttpServer {
             }
         })
         .inspect_err(|_| l.close(|| {}))?;
-        let bound = l.local_addr();
         srv.listeners.borrow_mut().push(l);
         srv.listeners_open.set(srv.listeners_open.get() + 1);
         srv.start_sweeper();
-        Ok(bound)
+        Ok(())
     }
 
     /// Serves a connection accepted elsewhere (socket activation, another acceptor, or one end
@@ -332,8 +380,11 @@ impl Request {
         self.srv.lp()
     }
 
-    /// Answers with `status`, `headers` and `body`. `INVALID` for a bad status or a header with
-    /// CR, LF or NUL (the request stays unanswered), `CANCELLED` if the client has gone.
+    /// Answers with `status`, `headers` and `body`. A `Connection: close` header closes the
+    /// connection after this answer; a `Content-Length` must match the body (or, for a HEAD or
+    /// 304 answer, gives the length a GET would get). `INVALID` for a bad status, a header with
+    /// CR, LF or NUL, or a framing header that cannot be honoured (the request is then dropped:
+    /// a 500, see `Drop`), `CANCELLED` if the client has gone.
     pub fn respond(mut self, status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) -> Result<()> {
         let r = self.srv.respond(self.slot, status, headers, body);
         if r != Err(Error::INVALID) {
@@ -342,9 +393,43 @@ impl Request {
         r
     }
 
+    /// The address of the client that sent the request: an IP and port, or for a Unix socket
+    /// its path (usually empty: connecting sockets are unnamed). `CANCELLED` once the client
+    /// has gone.
+    pub fn peer_address(&self) -> Result<crate::net::Address> {
+        self.srv.request_address(self.slot, true)
+    }
+
+    /// The address the request came in on: the listener's IP and port, or its Unix socket path.
+    /// `CANCELLED` once the client has gone.
+    pub fn local_address(&self) -> Result<crate::net::Address> {
+        self.srv.request_address(self.slot, false)
+    }
+
     /// Runs `cb` once if the client goes away before this request is answered.
     pub fn on_abort(&self, cb: impl FnOnce() + 'static) -> Result<()> {
         self.srv.on_abort(self.slot, Box::new(cb))
+    }
+
+    /// Starts reading the body of a request to a streaming route: `cb` gets its bytes as they
+    /// arrive, then `End` or `Error` once (never from inside this call). A client waiting for
+    /// `100 Continue` gets it now. Reading goes on until the body ends, `pause_body`, or the
+    /// answer (the rest of the body is then discarded, or the connection closes after the
+    /// answer: see `DISCARD_MAX`). `INVALID` for a buffered route's request, `ALREADY` once
+    /// started, `CANCELLED` when the client has gone (the request must still be answered).
+    pub fn read_body(&self, cb: impl FnMut(BodyEvent<'_>) + 'static) -> Result<()> {
+        self.srv.body_read(self.slot, Box::new(cb))
+    }
+
+    /// Pauses the body reader: no event until `resume_body`; the connection stops reading,
+    /// so the client's sending stops when the kernel's buffers are full.
+    pub fn pause_body(&self) -> Result<()> {
+        self.srv.body_pause(self.slot)
+    }
+
+    /// Resumes a paused body reader (events come from the loop, never inside this call).
+    pub fn resume_body(&self) -> Result<()> {
+        self.srv.body_resume(self.slot)
     }
 
     /// Starts a chunked response, returning the writer for its body.
@@ -418,6 +503,14 @@ impl ChunkedWriter {
     /// Sends `data` as one chunk (nothing for empty data). `CANCELLED` if the client has gone.
     pub fn write(&self, data: &[u8]) -> Result<()> {
         self.srv.chunk(self.slot, data, false)
+    }
+
+    /// Runs `cb` once everything written so far has reached the kernel, and again after each
+    /// later write has: a producer writes a piece, then the next one when `cb` runs, and never
+    /// holds more than a piece in memory. If the client goes away, `cb` runs once more and the
+    /// next `write` returns `CANCELLED`. Replaces an earlier callback; dropped at the end.
+    pub fn on_drain(&self, cb: impl FnMut() + 'static) -> Result<()> {
+        self.srv.chunk_on_drain(self.slot, Box::new(cb))
     }
 
     /// Ends the body.

@@ -11,15 +11,16 @@ use crate::net::WeakStream;
 use crate::reactor::Token;
 
 impl ServerInner {
-    fn check_headers(headers: &[(&[u8], &[u8])]) -> Result<()> {
-        if headers
+    /// Checks a handler's headers, and reads what its framing headers ask for (they are
+    /// honoured, or refused with `INVALID`: never silently dropped).
+    fn check_headers(headers: &[(&[u8], &[u8])]) -> Result<response::Asked> {
+        if !headers
             .iter()
             .all(|(n, v)| response::valid_name(n) && response::valid_value(v))
         {
-            Ok(())
-        } else {
-            Err(Error::INVALID)
+            return Err(Error::INVALID);
         }
+        response::asked_framing(headers.iter().copied()).ok_or(Error::INVALID)
     }
 
     /// Writes into the buffer of the pipeline entry at `pos`: the connection's output when it
@@ -43,6 +44,11 @@ impl ServerInner {
             }
             f(buf)
         }
+    }
+
+    /// Appends `bytes` to the output of the pipeline entry at `pos` (an interim response).
+    pub(super) fn write_at(&self, conn: &Conn, pos: usize, bytes: &[u8]) {
+        self.with_buf(conn, pos, |buf| buf.extend_from_slice(bytes));
     }
 
     /// Whether the response at `pos` in the pipeline ends the connection (`Connection: close`;
@@ -88,18 +94,34 @@ impl ServerInner {
         if !(100..=999).contains(&status) || (100..200).contains(&status) {
             return Err(Error::INVALID);
         }
-        // Headers the same as a cached head's were checked when it was cached.
+        // Headers the same as a cached head's were checked when it was cached; what their
+        // framing headers ask is read again (it is not part of the cached head).
         let hit = self.heads.borrow().find(status, headers);
-        if hit.is_none() {
-            Self::check_headers(headers)?;
+        let asked = match hit {
+            None => Self::check_headers(headers)?,
+            Some(_) => response::asked_framing(headers.iter().copied()).ok_or(Error::INVALID)?,
+        };
+        if asked.chunked {
+            return Err(Error::INVALID); // a whole response: `respond_chunked` streams one
         }
         let (conn, seq, data) = self.live_data(slot, SlotState::Waiting)?;
         // SAFETY: the slot is live; its data stays until free_slot below.
         let data = unsafe { &*data };
         let no_body = matches!(status, 204 | 304);
-        let len = if no_body { 0 } else { body.len() };
+        let len = match asked.length {
+            None if no_body => 0,
+            None => body.len(),
+            // A 204 has no body; a 304 or a HEAD answer may give the length of the body a
+            // GET would get (none is sent); anything else must describe its body.
+            Some(n) if status == 204 && n != 0 => return Err(Error::INVALID),
+            Some(n) if status == 304 || data.is_head() => n as usize,
+            Some(n) if n != body.len() as u64 => return Err(Error::INVALID),
+            Some(n) => n as usize,
+        };
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
-        let close = self.ends_connection(&conn, data, pos);
+        let early = self.body_unfinished(&conn, slot);
+        let early_close = early && self.early_answer_closes(&conn, slot);
+        let close = self.ends_connection(&conn, data, pos) || early_close || asked.close;
         {
             // The output when this response is at the front, its own buffer otherwise (as
             // `with_buf`), and its pipeline entry, under one borrow.
@@ -139,6 +161,9 @@ impl ServerInner {
             entry.close = close;
         }
         self.free_slot(slot);
+        if early {
+            self.after_early_answer(&conn, early_close);
+        }
         self.advance(&conn);
         self.schedule_flush(&conn);
         Ok(())
@@ -154,12 +179,15 @@ impl ServerInner {
         if !(200..=999).contains(&status) || matches!(status, 204 | 304) {
             return Err(Error::INVALID);
         }
-        Self::check_headers(headers)?;
+        let asked = Self::check_headers(headers)?;
+        if asked.length.is_some() {
+            return Err(Error::INVALID); // a chunked body has no length
+        }
         let (conn, seq) = self.live(slot, SlotState::Waiting)?;
         // SAFETY: live slot.
         let data = unsafe { &*self.slot_data(slot).ok_or(Error::ALREADY)? };
         let pos = conn.position(seq).ok_or(Error::ALREADY)?;
-        let close = self.ends_connection(&conn, data, pos);
+        let close = self.ends_connection(&conn, data, pos) || asked.close;
         self.with_buf(&conn, pos, |buf| {
             self.write_head(buf, data, status, headers, Framing::Chunked, close)
         });
@@ -186,9 +214,23 @@ impl ServerInner {
             });
         }
         if last {
-            self.work(&conn).pipeline[pos].done = true;
+            // A request body still streaming in: discarded, or the connection closes after
+            // this response (its head is out already: no Connection header can say so).
+            let early = self.body_unfinished(&conn, slot);
+            let early_close = early && self.early_answer_closes(&conn, slot);
+            {
+                let mut w = self.work(&conn);
+                w.pipeline[pos].done = true;
+                w.pipeline[pos].close |= early_close;
+            }
+            self.unpace(&conn, slot);
             self.free_slot(slot);
+            if early {
+                self.after_early_answer(&conn, early_close);
+            }
             self.advance(&conn);
+        } else {
+            self.arm_drain(slot);
         }
         self.schedule_flush(&conn);
         Ok(())
@@ -231,14 +273,7 @@ impl ServerInner {
         if conn.pipeline_is_empty() && !conn.in_request() && !conn.in_read.get() {
             conn.set_phase(Phase::Idle, self.now_ms());
         }
-        if conn.read_paused.get()
-            && !conn.close_after.get()
-            && conn.pipeline_len() < self.opts.max_pipeline
-            && conn.write_queue_size() <= self.opts.max_output
-            && !conn.closing.get()
-        {
-            let _ = self.start_reading(conn);
-        }
+        self.maybe_resume_reading(conn);
     }
 
     /// Cancels every request still in the pipeline: their slots report `CANCELLED` when
@@ -255,11 +290,12 @@ impl ServerInner {
             if let Some(t) = e.slot {
                 let abort = self.slots.borrow_mut().get_mut(t).and_then(|s| {
                     s.conn = WeakStream::default();
-                    s.abort.take()
+                    s.extra.as_mut().and_then(|x| x.abort.take())
                 });
                 if let Some(cb) = abort {
                     cb();
                 }
+                self.body_aborted(t);
             }
         }
     }
@@ -287,11 +323,12 @@ impl ServerInner {
                 self.close_now(conn);
                 return;
             }
-            if conn.write_queue_size() > self.opts.max_output {
+            if conn.write_queue_size() > self.opts.max_output && !conn.discarding.get() {
                 self.pause_reading(conn);
             }
         } else {
             self.lp.recycle_buffer(out);
+            self.check_drain(conn); // a chunked response that wrote nothing to send
         }
         self.release_work(conn);
         self.maybe_finish(conn);

@@ -3,11 +3,12 @@
 //! occupant, and freeing a slot advances its generation, so a stale token is refused, never a
 //! use-after-free.
 
+use super::body::SlotExtra;
 use super::connection::{Conn, ConnRef};
 use super::ServerInner;
 use crate::error::{Error, Result};
 use crate::http::request::RequestData;
-use crate::net::WeakStream;
+use crate::net::{Address, WeakStream};
 use crate::reactor::Token;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -21,17 +22,20 @@ pub(super) struct SlotEntry {
     pub(super) data: Box<RequestData>,
     pub(super) conn: WeakStream<Conn>,
     pub(super) seq: u64,
-    pub(super) abort: Option<Box<dyn FnOnce()>>,
+    /// The abort callback, a streamed body's reader, a chunked response's drain callback: only
+    /// for the requests that use them (a request's slot stays small).
+    pub(super) extra: Option<Box<SlotExtra>>,
 }
 
 impl ServerInner {
+    #[inline(always)] // once per request: keep it inlined at its two callers
     pub(super) fn alloc_slot(&self, data: Box<RequestData>, conn: &ConnRef, seq: u64) -> Token {
         self.slots.borrow_mut().insert(SlotEntry {
             state: SlotState::Waiting,
             data,
             conn: conn.downgrade(),
             seq,
-            abort: None,
+            extra: None,
         })
     }
 
@@ -40,7 +44,7 @@ impl ServerInner {
     pub(super) fn free_slot(&self, t: Token) {
         let entry = self.slots.borrow_mut().remove(t);
         if let Some(e) = entry {
-            drop(e.abort);
+            drop(e.extra);
             self.recycle_data(e.data);
         }
     }
@@ -102,13 +106,37 @@ impl ServerInner {
     }
 
     /// Registers `cb` to run once if the client goes away before the request is answered.
+    /// The peer (`peer`) or local address of the connection request `t` came on: `ALREADY`
+    /// once it is answered, `CANCELLED` when its client has gone.
+    pub(crate) fn request_address(&self, t: Token, peer: bool) -> Result<Address> {
+        let conn = self
+            .slots
+            .borrow()
+            .get(t)
+            .ok_or(Error::ALREADY)?
+            .conn
+            .upgrade();
+        let conn = conn.filter(|c| !c.closing.get()).ok_or(Error::CANCELLED)?;
+        if peer {
+            conn.peer_address()
+        } else {
+            conn.local_address()
+        }
+    }
+
     pub(crate) fn on_abort(&self, t: Token, cb: Box<dyn FnOnce()>) -> Result<()> {
         let mut slots = self.slots.borrow_mut();
         let e = slots.get_mut(t).ok_or(Error::ALREADY)?;
         if e.conn.upgrade().is_none_or(|c| c.closing.get()) {
             return Err(Error::CANCELLED);
         }
-        e.abort = Some(cb);
+        let old = e
+            .extra
+            .get_or_insert_with(Default::default)
+            .abort
+            .replace(cb);
+        drop(slots);
+        drop(old);
         Ok(())
     }
 }

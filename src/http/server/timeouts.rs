@@ -69,6 +69,20 @@ impl ServerInner {
     }
 
     fn timeout_408(&self, conn: &ConnRef) {
+        if self.streaming_slot(conn).is_some() {
+            // A streamed body stalled: its reader gets TIMEOUT; an answered one was being
+            // discarded, and the connection closes.
+            let answered = self
+                .streaming_slot(conn)
+                .is_some_and(|t| self.slot_data(t).is_none());
+            if answered {
+                self.close_now(conn);
+            } else {
+                self.body_failed(conn, crate::error::Error::TIMEOUT);
+                self.flush(conn);
+            }
+            return;
+        }
         self.drop_parser(conn);
         if conn.pipeline_is_empty() && conn.write_queue_size() == 0 {
             self.queue_error(conn, 408, "request not received in time");

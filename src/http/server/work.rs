@@ -7,6 +7,7 @@ use super::connection::{Conn, ConnSink, Pending};
 use super::ServerInner;
 use crate::http::parser::RequestParser;
 use crate::http::request::RequestData;
+use crate::reactor::Token;
 
 /// Request storage kept for reuse per server (see `recycle_data`).
 const DATA_POOL: usize = 256;
@@ -20,6 +21,10 @@ pub(super) struct ConnWork {
     pub(super) pipeline: VecDeque<Pending>,
     /// Response bytes ready to be written, in order.
     pub(super) out: Vec<u8>,
+    /// The request whose body is streaming in (its slot, which may be answered already).
+    pub(super) streaming: Option<Token>,
+    /// Input held back while a streamed body waits for its reader (at most one read's worth).
+    pub(super) unparsed: Vec<u8>,
 }
 
 impl ServerInner {
@@ -55,6 +60,8 @@ impl ServerInner {
                         parser: Some(RequestParser::new(self.opts.limits)),
                         pipeline: VecDeque::new(),
                         out: Vec::new(),
+                        streaming: None,
+                        unparsed: Vec::new(),
                     })
                 })
             })
@@ -69,6 +76,7 @@ impl ServerInner {
             w.parser.as_ref().is_some_and(|p| !p.in_request())
                 && w.pipeline.is_empty()
                 && w.out.is_empty()
+                && w.unparsed.is_empty()
         });
         if idle {
             let w = conn.work.borrow_mut().take();
@@ -80,6 +88,10 @@ impl ServerInner {
     pub(super) fn recycle_work(&self, w: Option<Box<ConnWork>>) {
         let Some(mut w) = w else { return };
         self.lp.recycle_buffer(std::mem::take(&mut w.out));
+        if w.unparsed.capacity() > 0 {
+            self.lp.recycle_buffer(std::mem::take(&mut w.unparsed));
+        }
+        w.streaming = None;
         for e in w.pipeline.drain(..) {
             self.lp.recycle_buffer(e.buf);
         }
