@@ -7,7 +7,7 @@ use std::rc::Rc;
 use super::handle::{self, Handle, Kind, LoopId};
 use super::pg::{aloop_pg_pool_t, with_pool};
 use super::pg_txn::aloop_pg_txn_t;
-use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
+use super::{aloop_free_fn, c_str, guard, rc, UserData};
 use crate::error::{Error, Result};
 use crate::pg::{CopyIn, CopyOut, Flow, PgError, PgPool, Transaction};
 
@@ -62,7 +62,23 @@ pub type aloop_pg_copy_done_cb = Option<
     ),
 >;
 
-/// Where a COPY runs.
+/// Where a COPY runs: a connection of its own from a pool, or a transaction's connection.
+#[derive(Clone, Copy)]
+enum Target {
+    Pool(*mut aloop_pg_pool_t),
+    Txn(*mut aloop_pg_txn_t),
+}
+
+/// Which way the data goes, with the callback that moves it.
+#[derive(Clone, Copy)]
+enum Direction {
+    /// `COPY ... TO STDOUT`: the data callback.
+    Out(aloop_pg_copy_data_cb),
+    /// `COPY ... FROM STDIN`: the ready callback.
+    In(aloop_pg_copy_ready_cb),
+}
+
+/// Where a checked COPY runs.
 enum Runner<'a> {
     Pool(&'a PgPool),
     Txn(&'a Transaction),
@@ -100,82 +116,115 @@ fn done_closure(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Starts a checked COPY; the handle it returns lives until the done callback returns.
 fn start(
     runner: Runner<'_>,
     lp: LoopId,
     sql: &str,
-    data: aloop_pg_copy_data_cb,
-    ready: aloop_pg_copy_ready_cb,
+    direction: Direction,
     done: DoneFn,
-    user_data: *mut c_void,
-    dtor: aloop_free_fn,
+    ud: UserData,
 ) -> *mut aloop_pg_copy_t {
     let reserved = handle::reserve::<aloop_pg_copy_t>(lp);
     let raw = reserved.handle() as u64;
-    let (ud, armer) = UserData::new(user_data, dtor);
-    armer.arm();
     let ud = Rc::new(ud);
     let on_done = done_closure(raw, done, ud.clone());
-    let value = if let Some(data) = data {
-        let on_data = move |chunk: &[u8]| {
-            // SAFETY: the application's callback; the chunk is borrowed during the call.
-            let r = unsafe {
-                data(
-                    raw as *mut aloop_pg_copy_t,
-                    chunk.as_ptr().cast(),
-                    chunk.len(),
-                    ud.ptr(),
-                )
+    let value = match direction {
+        Direction::Out(data) => {
+            let data = data.expect("checked by begin");
+            let on_data = move |chunk: &[u8]| {
+                // SAFETY: the application's callback; the chunk is borrowed during the call.
+                let r = unsafe {
+                    data(
+                        raw as *mut aloop_pg_copy_t,
+                        chunk.as_ptr().cast(),
+                        chunk.len(),
+                        ud.ptr(),
+                    )
+                };
+                if r == ALOOP_PG_COPY_PAUSE {
+                    Flow::Pause
+                } else {
+                    Flow::Continue
+                }
             };
-            if r == ALOOP_PG_COPY_PAUSE {
-                Flow::Pause
-            } else {
-                Flow::Continue
+            let h = match runner {
+                Runner::Pool(p) => p.copy_out(sql, on_data, on_done),
+                Runner::Txn(t) => t.copy_out(sql, on_data, on_done),
+            };
+            aloop_pg_copy_t {
+                out: Some(h),
+                inn: None,
             }
-        };
-        let h = match runner {
-            Runner::Pool(p) => p.copy_out(sql, on_data, on_done),
-            Runner::Txn(t) => t.copy_out(sql, on_data, on_done),
-        };
-        aloop_pg_copy_t {
-            out: Some(h),
-            inn: None,
         }
-    } else {
-        let ready = ready.expect("checked by the caller");
-        let on_ready = move |_: &CopyIn| {
-            // SAFETY: the application's callback with its handle.
-            unsafe { ready(raw as *mut aloop_pg_copy_t, ud.ptr()) };
-        };
-        let h = match runner {
-            Runner::Pool(p) => p.copy_in(sql, on_ready, on_done),
-            Runner::Txn(t) => t.copy_in(sql, on_ready, on_done),
-        };
-        aloop_pg_copy_t {
-            out: None,
-            inn: Some(h),
+        Direction::In(ready) => {
+            let ready = ready.expect("checked by begin");
+            let on_ready = move |_: &CopyIn| {
+                // SAFETY: the application's callback with its handle.
+                unsafe { ready(raw as *mut aloop_pg_copy_t, ud.ptr()) };
+            };
+            let h = match runner {
+                Runner::Pool(p) => p.copy_in(sql, on_ready, on_done),
+                Runner::Txn(t) => t.copy_in(sql, on_ready, on_done),
+            };
+            aloop_pg_copy_t {
+                out: None,
+                inn: Some(h),
+            }
         }
     };
     reserved.fill(Box::new(value))
 }
 
-/// The shared checks of the four starting calls; `Err` holds the code to return.
-fn check(
+/// The four starting calls: checks the arguments, starts the COPY on its target and writes its
+/// handle to `out`. The user data's destructor is armed only when the COPY started.
+fn begin(
+    target: Target,
     sql: *const c_char,
-    data: aloop_pg_copy_data_cb,
-    ready: aloop_pg_copy_ready_cb,
+    direction: Direction,
     done: aloop_pg_copy_done_cb,
-) -> Result<(String, DoneFn)> {
-    if sql.is_null() || (data.is_none() && ready.is_none()) {
-        return Err(Error::NULL_ARG);
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    out: *mut *mut aloop_pg_copy_t,
+) -> c_int {
+    let target_null = match target {
+        Target::Pool(p) => p.is_null(),
+        Target::Txn(t) => t.is_null(),
+    };
+    let cb_null = match direction {
+        Direction::Out(cb) => cb.is_none(),
+        Direction::In(cb) => cb.is_none(),
+    };
+    if target_null || cb_null || sql.is_null() {
+        return Error::NULL_ARG.code();
     }
     let Some(done) = done else {
-        return Err(Error::NULL_ARG);
+        return Error::NULL_ARG.code();
     };
     // SAFETY: C string per the contract.
-    let sql = unsafe { c_str(sql) }.map_err(|_| Error::INVALID)?;
-    Ok((sql.to_string(), done))
+    let Ok(sql) = (unsafe { c_str(sql) }) else {
+        return Error::INVALID.code();
+    };
+    // Armed once the target is known to be live (nothing fails after that): a call that fails
+    // leaves the user data to the caller.
+    let (ud, armer) = UserData::new(user_data, dtor);
+    let started = match target {
+        Target::Pool(pool) => with_pool(pool, |p| {
+            armer.arm();
+            start(Runner::Pool(&p.pool), p.lp, sql, direction, done, ud)
+        }),
+        Target::Txn(txn) => super::pg_txn::with_txn(txn, |t, lp| {
+            armer.arm();
+            start(Runner::Txn(t), lp, sql, direction, done, ud)
+        }),
+    };
+    match started {
+        Ok(h) => {
+            write_out(out, h);
+            0
+        }
+        Err(e) => e.code(),
+    }
 }
 
 fn write_out(out: *mut *mut aloop_pg_copy_t, h: *mut aloop_pg_copy_t) {
@@ -203,32 +252,15 @@ pub extern "C" fn aloop_pg_copy_out(
     out: *mut *mut aloop_pg_copy_t,
 ) -> c_int {
     guard(|| {
-        not_null!(pool);
-        if data_cb.is_none() {
-            return Error::NULL_ARG.code();
-        }
-        let (sql, done) = match check(sql, data_cb, None, done_cb) {
-            Ok(x) => x,
-            Err(e) => return e.code(),
-        };
-        match with_pool(pool, |p| {
-            start(
-                Runner::Pool(&p.pool),
-                p.lp,
-                &sql,
-                data_cb,
-                None,
-                done,
-                user_data,
-                dtor,
-            )
-        }) {
-            Ok(h) => {
-                write_out(out, h);
-                0
-            }
-            Err(e) => e.code(),
-        }
+        begin(
+            Target::Pool(pool),
+            sql,
+            Direction::Out(data_cb),
+            done_cb,
+            user_data,
+            dtor,
+            out,
+        )
     })
 }
 
@@ -246,37 +278,16 @@ pub extern "C" fn aloop_pg_copy_in(
     out: *mut *mut aloop_pg_copy_t,
 ) -> c_int {
     guard(|| {
-        not_null!(pool);
-        if ready_cb.is_none() {
-            return Error::NULL_ARG.code();
-        }
-        let (sql, done) = match check(sql, None, ready_cb, done_cb) {
-            Ok(x) => x,
-            Err(e) => return e.code(),
-        };
-        match with_pool(pool, |p| {
-            start(
-                Runner::Pool(&p.pool),
-                p.lp,
-                &sql,
-                None,
-                ready_cb,
-                done,
-                user_data,
-                dtor,
-            )
-        }) {
-            Ok(h) => {
-                write_out(out, h);
-                0
-            }
-            Err(e) => e.code(),
-        }
+        begin(
+            Target::Pool(pool),
+            sql,
+            Direction::In(ready_cb),
+            done_cb,
+            user_data,
+            dtor,
+            out,
+        )
     })
-}
-
-fn with_txn<R>(txn: *mut aloop_pg_txn_t, f: impl FnOnce(&Transaction, LoopId) -> R) -> Result<R> {
-    super::pg_txn::with_txn(txn, f)
 }
 
 /// `aloop_pg_copy_out` inside a transaction: it starts once the statements before it are done;
@@ -292,32 +303,15 @@ pub extern "C" fn aloop_pg_txn_copy_out(
     out: *mut *mut aloop_pg_copy_t,
 ) -> c_int {
     guard(|| {
-        not_null!(txn);
-        if data_cb.is_none() {
-            return Error::NULL_ARG.code();
-        }
-        let (sql, done) = match check(sql, data_cb, None, done_cb) {
-            Ok(x) => x,
-            Err(e) => return e.code(),
-        };
-        match with_txn(txn, |t, lp| {
-            start(
-                Runner::Txn(t),
-                lp,
-                &sql,
-                data_cb,
-                None,
-                done,
-                user_data,
-                dtor,
-            )
-        }) {
-            Ok(h) => {
-                write_out(out, h);
-                0
-            }
-            Err(e) => e.code(),
-        }
+        begin(
+            Target::Txn(txn),
+            sql,
+            Direction::Out(data_cb),
+            done_cb,
+            user_data,
+            dtor,
+            out,
+        )
     })
 }
 
@@ -333,32 +327,15 @@ pub extern "C" fn aloop_pg_txn_copy_in(
     out: *mut *mut aloop_pg_copy_t,
 ) -> c_int {
     guard(|| {
-        not_null!(txn);
-        if ready_cb.is_none() {
-            return Error::NULL_ARG.code();
-        }
-        let (sql, done) = match check(sql, None, ready_cb, done_cb) {
-            Ok(x) => x,
-            Err(e) => return e.code(),
-        };
-        match with_txn(txn, |t, lp| {
-            start(
-                Runner::Txn(t),
-                lp,
-                &sql,
-                None,
-                ready_cb,
-                done,
-                user_data,
-                dtor,
-            )
-        }) {
-            Ok(h) => {
-                write_out(out, h);
-                0
-            }
-            Err(e) => e.code(),
-        }
+        begin(
+            Target::Txn(txn),
+            sql,
+            Direction::In(ready_cb),
+            done_cb,
+            user_data,
+            dtor,
+            out,
+        )
     })
 }
 
