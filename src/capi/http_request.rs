@@ -337,6 +337,36 @@ pub extern "C" fn aloop_http_request_local_address(
     })
 }
 
+/// The shape of the calls that register a callback on a request: `cb` must be set and the
+/// request live; `install` gets the found request, the callback, the request's handle as an
+/// integer (for the closure) and the user data, whose destructor is armed only if `install`
+/// succeeds. With `settle`, the request is released if that was its end.
+fn register<C>(
+    req: *mut aloop_http_request_t,
+    cb: Option<C>,
+    user_data: *mut c_void,
+    dtor: aloop_free_fn,
+    settle_after: bool,
+    install: impl FnOnce(&Slot, C, usize, UserData) -> Result<()>,
+) -> c_int {
+    let Some(cb) = cb else {
+        return Error::NULL_ARG.code();
+    };
+    let slot = match resolve(req) {
+        Ok(x) => x,
+        Err(e) => return e.code(),
+    };
+    let (ud, armer) = UserData::new(user_data, dtor);
+    let r = install(&slot, cb, req as usize, ud);
+    if r.is_ok() {
+        armer.arm();
+    }
+    if settle_after {
+        settle(req, &slot);
+    }
+    rc(r)
+}
+
 /// Registers `cb(req, user_data)` to run once if the client goes away before `req` is
 /// answered; `dtor(user_data)` runs when the request ends either way. `ALOOP_E_CANCELLED` if
 /// the client is already gone (nothing registered; answer the request still).
@@ -348,27 +378,16 @@ pub extern "C" fn aloop_http_request_on_abort(
     dtor: aloop_free_fn,
 ) -> c_int {
     guard(|| {
-        let Some(cb) = cb else {
-            return Error::NULL_ARG.code();
-        };
-        let slot = match resolve(req) {
-            Ok(x) => x,
-            Err(e) => return e.code(),
-        };
-        let (ud, armer) = UserData::new(user_data, dtor);
-        let raw = req as usize;
-        let r = slot.srv.on_abort(
-            slot.token,
-            Box::new(move || {
-                // SAFETY: the application's callback with its (still unanswered) request and
-                // user data.
-                unsafe { cb(raw as *mut aloop_http_request_t, ud.ptr()) };
-            }),
-        );
-        if r.is_ok() {
-            armer.arm();
-        }
-        rc(r)
+        register(req, cb, user_data, dtor, false, |slot, cb, raw, ud| {
+            slot.srv.on_abort(
+                slot.token,
+                Box::new(move || {
+                    // SAFETY: the application's callback with its (still unanswered) request
+                    // and user data.
+                    unsafe { cb(raw as *mut aloop_http_request_t, ud.ptr()) };
+                }),
+            )
+        })
     })
 }
 
@@ -393,40 +412,29 @@ pub extern "C" fn aloop_http_request_body_start(
     dtor: aloop_free_fn,
 ) -> c_int {
     guard(|| {
-        let Some(cb) = cb else {
-            return Error::NULL_ARG.code();
-        };
-        let slot = match resolve(req) {
-            Ok(x) => x,
-            Err(e) => return e.code(),
-        };
-        let (ud, armer) = UserData::new(user_data, dtor);
-        let raw = req as usize;
-        let r = slot.srv.body_read(
-            slot.token,
-            Box::new(move |ev: BodyEvent<'_>| {
-                let req = raw as *mut aloop_http_request_t;
-                // SAFETY: the application's callback with its (still unanswered) request and
-                // user data; `data` is borrowed for the call.
-                unsafe {
-                    match ev {
-                        BodyEvent::Data(d) => {
-                            cb(req, d.len() as isize, d.as_ptr().cast(), ud.ptr())
-                        }
-                        BodyEvent::End => {
-                            cb(req, Error::EOF.code() as isize, std::ptr::null(), ud.ptr())
-                        }
-                        BodyEvent::Error(e) => {
-                            cb(req, e.code() as isize, std::ptr::null(), ud.ptr())
+        register(req, cb, user_data, dtor, false, |slot, cb, raw, ud| {
+            slot.srv.body_read(
+                slot.token,
+                Box::new(move |ev: BodyEvent<'_>| {
+                    let req = raw as *mut aloop_http_request_t;
+                    // SAFETY: the application's callback with its (still unanswered) request
+                    // and user data; `data` is borrowed for the call.
+                    unsafe {
+                        match ev {
+                            BodyEvent::Data(d) => {
+                                cb(req, d.len() as isize, d.as_ptr().cast(), ud.ptr())
+                            }
+                            BodyEvent::End => {
+                                cb(req, Error::EOF.code() as isize, std::ptr::null(), ud.ptr())
+                            }
+                            BodyEvent::Error(e) => {
+                                cb(req, e.code() as isize, std::ptr::null(), ud.ptr())
+                            }
                         }
                     }
-                }
-            }),
-        );
-        if r.is_ok() {
-            armer.arm();
-        }
-        rc(r)
+                }),
+            )
+        })
     })
 }
 
@@ -704,28 +712,16 @@ pub extern "C" fn aloop_http_chunk_on_drain(
     dtor: aloop_free_fn,
 ) -> c_int {
     guard(|| {
-        let Some(cb) = cb else {
-            return Error::NULL_ARG.code();
-        };
-        let slot = match resolve(req) {
-            Ok(x) => x,
-            Err(e) => return e.code(),
-        };
-        let (ud, armer) = UserData::new(user_data, dtor);
-        let raw = req as usize;
-        let r = slot.srv.chunk_on_drain(
-            slot.token,
-            Box::new(move || {
-                // SAFETY: the application's callback with its (still unanswered) request and
-                // user data.
-                unsafe { cb(raw as *mut aloop_http_request_t, ud.ptr()) };
-            }),
-        );
-        if r.is_ok() {
-            armer.arm();
-        }
-        settle(req, &slot);
-        rc(r)
+        register(req, cb, user_data, dtor, true, |slot, cb, raw, ud| {
+            slot.srv.chunk_on_drain(
+                slot.token,
+                Box::new(move || {
+                    // SAFETY: the application's callback with its (still unanswered) request
+                    // and user data.
+                    unsafe { cb(raw as *mut aloop_http_request_t, ud.ptr()) };
+                }),
+            )
+        })
     })
 }
 

@@ -187,6 +187,31 @@ fn failed(e: TlsError) -> c_int {
     e.code.code()
 }
 
+/// Hands a made configuration to C through `out` (non-NULL, checked by the caller), or
+/// reports why it could not be made.
+fn publish<T: Handle<C = T>>(made: Result<T, TlsError>, out: *mut *mut T) -> c_int {
+    match made {
+        Ok(config) => {
+            let h = handle::register(LoopId::UNBOUND, Box::new(config));
+            // SAFETY: out is non-NULL (checked by the caller) and writable.
+            unsafe { out.write(h) };
+            0
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// Frees a configuration handle: NULL is ignored, a freed one is `ALOOP_E_STALE`.
+fn free_config<T: Handle<C = T>>(cfg: *mut T) -> c_int {
+    if cfg.is_null() {
+        return 0;
+    }
+    match handle::take::<T>(cfg) {
+        Ok(_) => 0,
+        Err(e) => e.code(),
+    }
+}
+
 /// Fills `opts` with the defaults: every input NULL, TLS 1.2 and 1.3, no client
 /// certificates asked for. 0, or `ALOOP_E_NULL`. Thread-safe.
 #[no_mangle]
@@ -262,18 +287,10 @@ pub extern "C" fn aloop_tls_server_config_new(
                 min_version: version(o.min_version)?,
             })
         };
-        match make() {
-            Ok(config) => {
-                let h = handle::register(
-                    LoopId::UNBOUND,
-                    Box::new(aloop_tls_server_config_t { config }),
-                );
-                // SAFETY: out is non-NULL and writable.
-                unsafe { out.write(h) };
-                0
-            }
-            Err(e) => failed(e),
-        }
+        publish(
+            make().map(|config| aloop_tls_server_config_t { config }),
+            out,
+        )
     })
 }
 
@@ -282,15 +299,7 @@ pub extern "C" fn aloop_tls_server_config_new(
 /// Thread-safe, but not while another thread is passing the same configuration to a call.
 #[no_mangle]
 pub extern "C" fn aloop_tls_server_config_free(cfg: *mut aloop_tls_server_config_t) -> c_int {
-    guard(|| {
-        if cfg.is_null() {
-            return 0;
-        }
-        match handle::take::<aloop_tls_server_config_t>(cfg) {
-            Ok(_) => 0,
-            Err(e) => e.code(),
-        }
-    })
+    guard(|| free_config(cfg))
 }
 
 /// Fills `opts` with the defaults: the system's roots, no client certificate, TLS 1.2 and
@@ -365,18 +374,10 @@ pub extern "C" fn aloop_tls_client_config_new(
                 dangerous_skip_verification: o.insecure_skip_verify != 0,
             })
         };
-        match make() {
-            Ok(config) => {
-                let h = handle::register(
-                    LoopId::UNBOUND,
-                    Box::new(aloop_tls_client_config_t { config }),
-                );
-                // SAFETY: out is non-NULL and writable.
-                unsafe { out.write(h) };
-                0
-            }
-            Err(e) => failed(e),
-        }
+        publish(
+            make().map(|config| aloop_tls_client_config_t { config }),
+            out,
+        )
     })
 }
 
@@ -384,15 +385,7 @@ pub extern "C" fn aloop_tls_client_config_new(
 /// (0); freed already: `ALOOP_E_STALE`. Thread-safe, as `aloop_tls_server_config_free`.
 #[no_mangle]
 pub extern "C" fn aloop_tls_client_config_free(cfg: *mut aloop_tls_client_config_t) -> c_int {
-    guard(|| {
-        if cfg.is_null() {
-            return 0;
-        }
-        match handle::take::<aloop_tls_client_config_t>(cfg) {
-            Ok(_) => 0,
-            Err(e) => e.code(),
-        }
-    })
+    guard(|| free_config(cfg))
 }
 
 /// Serves TLS with `cfg` on the connections `server` accepts from now on (its listeners and
