@@ -2,12 +2,24 @@
 //! turn, the TLS handshake for `https://`, or a Unix socket path.
 
 use super::*;
+use crate::reactor::{run_blocking, Blocking};
 
 impl ClientInner {
     pub(super) fn open(&self, key: Origin, p: Rc<Pending>) {
+        if key.2 && self.tls.borrow().is_none() && !TlsClientConfig::system_ready() {
+            // The system's CA store is read from disk once per process: on a worker, while
+            // the loop runs on; the request opens its connection once it is there.
+            let me = self.me.clone();
+            let work = || drop(TlsClientConfig::system());
+            run_blocking(&self.lp, Blocking::Slow, work, move |()| {
+                if let Some(c) = me.upgrade() {
+                    c.open(key, p);
+                }
+            });
+            return;
+        }
         if key.2 {
-            // Made before connecting: loading the system's roots the first time blocks a
-            // little, and a server's handshake timer runs from the connect on.
+            // Made before connecting, so a server's handshake timer runs from the connect on.
             if let Err((e, why)) = self.origin_tls(&key) {
                 if let Some(o) = self.origins.borrow_mut().get_mut(&key) {
                     o.open = o.open.saturating_sub(1);

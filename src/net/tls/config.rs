@@ -86,11 +86,13 @@ fn parse_roots(pem: &[u8], what: &str) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// The system's roots, or why there are none, once read.
+static SYSTEM_ROOTS: OnceLock<Result<Arc<RootCertStore>, TlsError>> = OnceLock::new();
+
 /// The system's trusted roots (Debian's ca-certificates, as libcurl uses them; `SSL_CERT_FILE`
 /// and `SSL_CERT_DIR` override), read once per process.
 fn system_roots() -> Result<Arc<RootCertStore>, TlsError> {
-    static ROOTS: OnceLock<Result<Arc<RootCertStore>, TlsError>> = OnceLock::new();
-    ROOTS
+    SYSTEM_ROOTS
         .get_or_init(|| {
             let found = rustls_native_certs::load_native_certs();
             let mut roots = RootCertStore::empty();
@@ -279,6 +281,12 @@ impl TlsClientConfig {
         SYSTEM
             .get_or_init(|| TlsClientConfig::new(&TlsClientOptions::default()))
             .clone()
+    }
+
+    /// Whether `system()` returns at once: the system's store was read already (or failed to
+    /// be). Until then `system()` reads files, which a loop's thread should leave to a worker.
+    pub fn system_ready() -> bool {
+        SYSTEM_ROOTS.get().is_some()
     }
 
     /// The same configuration with a session cache of its own (`entries` sessions): the HTTP
