@@ -229,61 +229,46 @@ int single(const Config &cfg, aloop::Loop &loop, aloop::HttpClient &http) {
 
 /// -n 1 --output FILE: the response streams; its head goes to stdout as it arrives, its body to
 /// FILE piece by piece.
-struct Streamed {
-    aloop::Loop *loop;
-    FILE *out;
-    int rc = 1;
-    bool write_failed = false;
-};
-
 int single_to_file(const Config &cfg, aloop::Loop &loop, aloop::HttpClient &http) {
     FILE *out = std::fopen(cfg.output.c_str(), "wb");
     if (!out) {
         std::fprintf(stderr, "client: cannot write %s: %s\n", cfg.output.c_str(), std::strerror(errno));
         return 1;
     }
-    Streamed st{&loop, out};
-    std::vector<aloop_http_header_t> hs;
-    for (const auto &h : cfg.headers)
-        hs.push_back({h.name.c_str(), h.value.c_str()});
-    std::string url = url_of(cfg);
-    uint64_t id = 0;
-    int rc = aloop_http_client_request_stream(
-        http.get(), cfg.method.c_str(), url.c_str(), hs.data(), hs.size(), cfg.data.data(), cfg.data.size(),
-        [](uint64_t, const aloop_http_response_t *resp, void *ud) {
-            (void)ud;
-            aloop::HttpResponse r(resp);
-            std::string head = "HTTP/1.1 " + std::to_string(r.status()) + " " + std::string(r.reason()) + "\r\n";
-            for (auto &[n, v] : r.headers())
-                head += std::string(n) + ": " + std::string(v) + "\r\n";
-            head += "\r\n";
-            std::fwrite(head.data(), 1, head.size(), stdout);
-            std::fflush(stdout);
-        },
-        [](uint64_t, const void *data, size_t len, void *ud) {
-            auto *s = static_cast<Streamed *>(ud);
-            if (!s->write_failed && std::fwrite(data, 1, len, s->out) != len)
-                s->write_failed = true;
-        },
-        [](uint64_t, int status, void *ud) {
-            auto *s = static_cast<Streamed *>(ud);
-            s->loop->stop();
-            if (status != 0)
-                std::fprintf(stderr, "client: %s\n", describe(status).c_str());
-            else
-                s->rc = 0;
-        },
-        &st, nullptr, &id);
-    if (rc != 0) {
+    int rc = 1;
+    bool write_failed = false;
+    aloop::HttpClient::StreamCallbacks cbs;
+    cbs.on_head = [](uint64_t, const aloop::HttpResponse &r) {
+        std::string head = "HTTP/1.1 " + std::to_string(r.status()) + " " + std::string(r.reason()) + "\r\n";
+        for (auto &[n, v] : r.headers())
+            head += std::string(n) + ": " + std::string(v) + "\r\n";
+        head += "\r\n";
+        std::fwrite(head.data(), 1, head.size(), stdout);
+        std::fflush(stdout);
+    };
+    cbs.on_data = [&](uint64_t, std::string_view d) {
+        if (!write_failed && std::fwrite(d.data(), 1, d.size(), out) != d.size())
+            write_failed = true;
+    };
+    cbs.on_done = [&](uint64_t, int status) {
+        loop.stop();
+        if (status != 0)
+            std::fprintf(stderr, "client: %s\n", describe(status).c_str());
+        else
+            rc = 0;
+    };
+    try {
+        http.request_stream(cfg.method.c_str(), url_of(cfg), cfg.headers, cfg.data, std::move(cbs));
+    } catch (...) {
         std::fclose(out);
-        throw aloop::Error(rc, "aloop_http_client_request_stream");
+        throw;
     }
     loop.run();
-    if (std::fclose(out) != 0 || st.write_failed) {
+    if (std::fclose(out) != 0 || write_failed) {
         std::fprintf(stderr, "client: cannot write %s\n", cfg.output.c_str());
         return 1;
     }
-    return st.rc;
+    return rc;
 }
 
 /// FNV-1a, 64 bits: a checksum of a binary message that a test can compute too.
@@ -413,7 +398,7 @@ int main(int argc, char **argv) {
             opts.c.connect_timeout_ms = cfg.timeout_ms;
             opts.c.max_per_origin = static_cast<size_t>(cfg.c);
             if (!cfg.unix_path.empty())
-                opts.c.unix_socket = cfg.unix_path.c_str();
+                opts.unix_socket(cfg.unix_path);
             aloop::HttpClient http(loop, opts);
             if (!cfg.output.empty())
                 rc = single_to_file(cfg, loop, http);

@@ -871,76 +871,49 @@ void add_routes(aloop::HttpServer &http) {
 /// as binary), up to 16 MiB a message (1009 beyond).
 // ---- streamed bodies: POST /upload hashed as it arrives, GET /download?bytes=N paced -------
 
-/// The state of one upload, owned by its body reader (freed when reading ends).
+/// The state of one upload, shared by its body reader's callbacks (freed when reading ends).
 struct Upload {
     Sha256 hash;
     uint64_t bytes = 0;
 };
 
-void upload_body(aloop_http_request_t *req, ptrdiff_t nread, const void *data, void *ud) {
-    auto *u = static_cast<Upload *>(ud);
-    if (nread > 0) {
-        u->hash.update(data, static_cast<size_t>(nread));
-        u->bytes += static_cast<uint64_t>(nread);
-        return;
-    }
-    static const aloop_http_header_t json = {"Content-Type", "application/json"};
-    static const aloop_http_header_t text = {"Content-Type", "text/plain"};
-    if (nread == ALOOP_E_EOF) {
-        std::string body = "{\"bytes\":" + std::to_string(u->bytes) + ",\"sha256\":\"" + u->hash.hex() + "\"}";
-        aloop_http_respond(req, 200, &json, 1, body.data(), body.size());
-        return;
-    }
-    // The request must be answered in every case (to a client gone, the answer frees it).
-    int status = nread == ALOOP_E_HTTP_TOO_LARGE ? 413 : nread == ALOOP_E_TIMEOUT ? 408 : 400;
-    std::string body = std::to_string(status) + " " +
-                       (status == 413 ? "Payload Too Large: the upload exceeds --max-upload"
-                        : status == 408 ? "Request Timeout: the upload stalled"
-                                        : std::string("Bad Request: ") + aloop_strerror(static_cast<int>(nread))) +
-                       "\n";
-    aloop_http_respond(req, status, &text, 1, body.data(), body.size());
-}
-
 /// 64 KiB of the download pattern (byte i is i % 251), plus 251 bytes so that a piece may
 /// start at any phase of it.
 constexpr size_t DOWNLOAD_PIECE = 64 * 1024;
-const unsigned char *download_pattern() {
-    static const auto *p = [] {
-        auto *b = new unsigned char[DOWNLOAD_PIECE + 251];
-        for (size_t i = 0; i < DOWNLOAD_PIECE + 251; i++)
-            b[i] = static_cast<unsigned char>(i % 251);
+std::string_view download_pattern() {
+    static const std::string p = [] {
+        std::string b(DOWNLOAD_PIECE + 251, '\0');
+        for (size_t i = 0; i < b.size(); i++)
+            b[i] = static_cast<char>(i % 251);
         return b;
     }();
     return p;
 }
 
-struct Download {
-    uint64_t total, sent = 0;
-};
-
-/// The drain callback: one more piece each time the previous one reached the kernel, so the
-/// client's reading sets the pace and one piece at most is in memory.
-void download_more(aloop_http_request_t *req, void *ud) {
-    auto *d = static_cast<Download *>(ud);
-    if (d->sent == d->total) {
-        aloop_http_chunk_end(req);
-        return;
-    }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(DOWNLOAD_PIECE, d->total - d->sent));
-    const unsigned char *from = download_pattern() + d->sent % 251;
-    d->sent += n;
-    aloop_http_chunk(req, from, n); // ALOOP_E_CANCELLED: the client went away, the request is freed
-}
-
 void add_stream_routes(aloop::HttpServer &http, uint64_t max_upload) {
     http.route_stream("POST", "/upload", max_upload, [](Responder r) {
-        aloop_http_request_t *req = r.release();
-        auto *u = new Upload();
-        int rc = aloop_http_request_body_start(req, upload_body, u, [](void *p) { delete static_cast<Upload *>(p); });
-        if (rc != 0) {
-            delete u;
-            aloop::Responder(req).respond(500, "text/plain", std::string("500 ") + aloop_strerror(rc) + "\n");
-        }
+        auto u = std::make_shared<Upload>();
+        aloop::BodyReader reader;
+        reader.on_data = [u](Responder &, std::string_view piece) {
+            u->hash.update(piece.data(), piece.size());
+            u->bytes += piece.size();
+        };
+        reader.on_end = [u](Responder &r) {
+            r.respond(200, "application/json",
+                      "{\"bytes\":" + std::to_string(u->bytes) + ",\"sha256\":\"" + u->hash.hex() + "\"}");
+        };
+        // The request must be answered in every case (to a client gone, the answer frees it).
+        reader.on_error = [](Responder &r, int error) {
+            int status = error == ALOOP_E_HTTP_TOO_LARGE ? 413 : error == ALOOP_E_TIMEOUT ? 408 : 400;
+            r.respond(status, "text/plain",
+                      std::to_string(status) + " " +
+                          (status == 413   ? "Payload Too Large: the upload exceeds --max-upload"
+                           : status == 408 ? "Request Timeout: the upload stalled"
+                                           : std::string("Bad Request: ") + aloop_strerror(error)) +
+                          "\n");
+        };
+        if (int rc = std::move(r).read_body(std::move(reader)); rc != 0)
+            r.respond(500, "text/plain", std::string("500 ") + aloop_strerror(rc) + "\n");
     });
     http.route("GET", "/download", [](Responder r) {
         auto q = r.query_param("bytes");
@@ -948,16 +921,19 @@ void add_stream_routes(aloop::HttpServer &http, uint64_t max_upload) {
             r.respond(400, "text/plain", "400 Bad Request: bytes=N (a decimal count) expected\n");
             return;
         }
-        uint64_t n = std::stoull(*q);
-        aloop_http_request_t *req = r.release();
-        static const aloop_http_header_t octets = {"Content-Type", "application/octet-stream"};
-        if (aloop_http_respond_chunked(req, 200, &octets, 1) != 0)
-            return; // the client has gone (the request is freed)
-        auto *d = new Download{n};
-        if (aloop_http_chunk_on_drain(req, download_more, d, [](void *p) { delete static_cast<Download *>(p); }) != 0) {
-            delete d;
-            aloop_http_chunk_end(req);
-        }
+        // One more piece each time the previous one reached the kernel, so the client's
+        // reading sets the pace and one piece at most is in memory. A client gone: the write
+        // says ALOOP_E_CANCELLED, and the producer is freed.
+        r.respond_chunked(200, "application/octet-stream")
+            .on_drain([total = std::stoull(*q), sent = uint64_t(0)](aloop::ChunkedResponse &res) mutable {
+                if (sent == total) {
+                    res.end();
+                    return;
+                }
+                size_t n = static_cast<size_t>(std::min<uint64_t>(DOWNLOAD_PIECE, total - sent));
+                sent += n;
+                res.write(download_pattern().substr(static_cast<size_t>((sent - n) % 251), n));
+            });
     });
 }
 

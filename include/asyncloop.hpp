@@ -3,7 +3,9 @@
 // RAII owners for loops, timers and HTTP servers; lambdas as callbacks (stored on the heap and
 // freed by the library's user-data destructor; an exception escaping a callback is caught at
 // the trampoline and reported on stderr, never thrown through C); a move-only Responder that
-// answers its request exactly once (500 if it is destroyed unanswered).
+// answers its request exactly once (500 if it is destroyed unanswered), reads a streamed body
+// (Responder::read_body) or starts a ChunkedResponse, which ends once (paced by on_drain);
+// a client's streamed responses (HttpClient::request_stream) with pause and resume.
 #ifndef ASYNCLOOP_HPP
 #define ASYNCLOOP_HPP
 
@@ -150,6 +152,57 @@ struct Header {
     std::string name, value;
 };
 
+/// An end of a request's connection: an IP address as text and a port, or for a Unix socket
+/// its path ("" for a client's unnamed socket) and port 0.
+struct SocketAddress {
+    std::string address;
+    uint16_t port = 0;
+};
+
+class Responder;
+class ChunkedResponse;
+
+/// A streamed request body's callbacks (see `Responder::read_body`), any of which may be left
+/// empty. Each gets the request's Responder to answer it, at any point: answering before the
+/// end stops the reading (no callback follows). On the loop's thread, never inside
+/// `read_body`.
+struct BodyReader {
+    /// A piece of the body, borrowed during the call; pieces come as they arrive, none while
+    /// paused (`BodyStream::pause`).
+    std::function<void(Responder &, std::string_view)> on_data;
+    /// The whole body arrived (the last call). Answer here or move the Responder out to
+    /// answer later: one left unanswered in the reader is answered 500 when reading ends.
+    std::function<void(Responder &)> on_end;
+    /// The body cannot be read further (the last call): `ALOOP_E_HTTP_TOO_LARGE` (past the
+    /// route's limit), `ALOOP_E_HTTP_PROTOCOL` (malformed, or cut short), `ALOOP_E_TIMEOUT`
+    /// (no byte for the body timeout), `ALOOP_E_CANCELLED` (the client went away). A request
+    /// it leaves unanswered (or, without it, every such request) is answered 413, 408 or 400.
+    std::function<void(Responder &, int error)> on_error;
+};
+
+/// Backpressure on a streamed request body (from `Responder::body_stream`): a copyable,
+/// non-owning handle, usable on the loop's thread while the request is unanswered (its calls
+/// return ALOOP_E_ALREADY after that).
+class BodyStream {
+  public:
+    explicit BodyStream(aloop_http_request_t *req = nullptr) noexcept : req_(req) {}
+    /// Holds the body back: no `on_data` until `resume`, and the connection stops reading
+    /// (the client's sending stops once the kernel's buffers are full). Returns 0, or
+    /// ALOOP_E_ALREADY once the request is answered; throws `Error` before `read_body`
+    /// (ALOOP_E_INVALID) and from another thread.
+    int pause() { return result(aloop_http_request_body_pause(req_), "aloop_http_request_body_pause"); }
+    /// Reads on; the callbacks come from the loop, never inside this call. As `pause`.
+    int resume() { return result(aloop_http_request_body_resume(req_), "aloop_http_request_body_resume"); }
+
+  private:
+    static int result(int rc, const char *what) {
+        if (rc != 0 && rc != ALOOP_E_ALREADY)
+            throw Error(rc, what);
+        return rc;
+    }
+    aloop_http_request_t *req_;
+};
+
 /// The right to answer one request. Move-only; answering consumes it. If it is destroyed
 /// unanswered, the request is answered 500.
 class Responder {
@@ -169,8 +222,8 @@ class Responder {
 
     bool valid() const noexcept { return req_ != nullptr; }
     aloop_http_request_t *get() const noexcept { return req_; }
-    /// Gives up the request without answering it: the caller answers it through the C API
-    /// (aloop_http_respond_chunked, say), exactly once.
+    /// Gives up the request without answering it: the caller answers it through the C API,
+    /// exactly once.
     aloop_http_request_t *release() noexcept { return std::exchange(req_, nullptr); }
 
     std::string_view method() const { return sv(aloop_http_request_method(req_)); }
@@ -196,6 +249,22 @@ class Responder {
         v.resize(static_cast<size_t>(n));
         return v;
     }
+    /// The minor version of HTTP/1.x: 0 or 1 (a negative error code for an answered request).
+    int version() const { return aloop_http_request_version(req_); }
+    /// Every header field in the order received (borrowed until the request is answered).
+    std::vector<std::pair<std::string_view, std::string_view>> headers() const {
+        std::vector<std::pair<std::string_view, std::string_view>> out;
+        out.reserve(aloop_http_request_header_count(req_));
+        const char *n, *v;
+        for (size_t i = 0; aloop_http_request_header_at(req_, i, &n, &v) == 0; i++)
+            out.emplace_back(n, v);
+        return out;
+    }
+    /// The client's address (for logs, rate limits, checking a proxy before trusting its
+    /// X-Forwarded-For); std::nullopt once the client has gone or the request is answered.
+    std::optional<SocketAddress> peer_address() const { return address(aloop_http_request_peer_address); }
+    /// The server's end: the address and port the request came in on, or its Unix socket's path.
+    std::optional<SocketAddress> local_address() const { return address(aloop_http_request_local_address); }
 
     /// Answers; returns 0, or ALOOP_E_CANCELLED when the client has gone. Throws `Error` for a
     /// bad status or header (the request then stays unanswered and this Responder valid).
@@ -236,7 +305,39 @@ class Responder {
             delete heap;
     }
 
+    /// Starts a chunked response (`Transfer-Encoding: chunked`, for a body of unknown length)
+    /// and hands the request to the returned ChunkedResponse. Throws `Error` for a bad status
+    /// or header (a `Content-Length` among them) or from another thread: this Responder then
+    /// stays valid and unanswered. When the client has gone the request is consumed all the
+    /// same and the ChunkedResponse is not `open()`.
+    ChunkedResponse respond_chunked(int status, const std::vector<Header> &headers);
+    /// With one Content-Type given as a C string.
+    ChunkedResponse respond_chunked(int status, const char *content_type);
+
+    /// Reads the body of a request whose route streams (`HttpServer::route_stream`) with
+    /// `reader`'s callbacks, and hands them the request: this Responder is left empty, and the
+    /// callbacks answer through the one they get. A client waiting for `100 Continue` is sent
+    /// it now. The callables are destroyed once, when reading ends: after the last callback,
+    /// or when the request is answered first (the rest of the body is then discarded).
+    /// Returns 0, or ALOOP_E_CANCELLED when the client has gone (nothing is registered; this
+    /// Responder keeps the request: answer it, or let it go). Throws `Error` (and keeps the
+    /// request here, unanswered) for a route that does not stream (ALOOP_E_INVALID), a reader
+    /// started already or an answered request (ALOOP_E_ALREADY), another thread. An
+    /// exception escaping a callback is reported and answers the request 500 (if the reader
+    /// still has it).
+    int read_body(BodyReader reader) &&;
+    /// The pause and resume of this request's streamed body, for the callbacks and for code
+    /// outside them (a sink's completion, a timer); take it before `read_body` empties this.
+    BodyStream body_stream() const noexcept { return BodyStream(req_); }
+
   private:
+    std::optional<SocketAddress> address(int (*get)(aloop_http_request_t *, char *, size_t, uint16_t *)) const {
+        char buf[128]; // an IP fits in 46 bytes, a Unix socket's path in 108
+        uint16_t port = 0;
+        if (get(req_, buf, sizeof buf, &port) != 0)
+            return std::nullopt;
+        return SocketAddress{buf, port};
+    }
     int respond_raw(int status, const aloop_http_header_t *hs, size_t n, std::string_view body) {
         int rc = aloop_http_respond(req_, status, hs, n, body.data(), body.size());
         if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL)
@@ -255,6 +356,184 @@ class Responder {
     }
     aloop_http_request_t *req_ = nullptr;
 };
+
+/// A chunked response in progress (from `Responder::respond_chunked`), owned and move-only:
+/// chunks, then the end, exactly once; destroying an open one ends it.
+class ChunkedResponse {
+  public:
+    /// Runs when everything written so far has reached the kernel (see `on_drain`).
+    using DrainFn = std::function<void(ChunkedResponse &)>;
+
+    ChunkedResponse() noexcept = default;
+    /// Takes a request whose chunked response was started through the C API.
+    explicit ChunkedResponse(aloop_http_request_t *req) noexcept : req_(req) {}
+    ChunkedResponse(ChunkedResponse &&o) noexcept : req_(std::exchange(o.req_, nullptr)) {}
+    ChunkedResponse &operator=(ChunkedResponse &&o) noexcept {
+        if (this != &o) {
+            end();
+            req_ = std::exchange(o.req_, nullptr);
+        }
+        return *this;
+    }
+    ChunkedResponse(const ChunkedResponse &) = delete;
+    ChunkedResponse &operator=(const ChunkedResponse &) = delete;
+    ~ChunkedResponse() { end(); }
+
+    /// False once ended, once the client has gone (a call said ALOOP_E_CANCELLED), or moved from.
+    bool open() const noexcept { return req_ != nullptr; }
+    aloop_http_request_t *get() const noexcept { return req_; }
+    /// Gives the request up: the caller ends it through the C API.
+    aloop_http_request_t *release() noexcept { return std::exchange(req_, nullptr); }
+
+    /// Sends `data` (copied) as one chunk; an empty one sends nothing. Returns 0;
+    /// ALOOP_E_CANCELLED when the client has gone (the request is consumed: stop writing);
+    /// ALOOP_E_ALREADY when not open. Throws `Error` from another thread.
+    int write(std::string_view data) {
+        if (!req_)
+            return ALOOP_E_ALREADY;
+        // Taken before the call: one that consumes the request may run a drain destructor
+        // that destroys this object, which is touched again only when the request lives on.
+        aloop_http_request_t *r = std::exchange(req_, nullptr);
+        int rc = aloop_http_chunk(r, data.data(), data.size());
+        if (rc == ALOOP_E_CANCELLED || rc == ALOOP_E_ALREADY)
+            return rc;
+        req_ = r;
+        return check(rc, "aloop_http_chunk");
+    }
+    /// Ends the response (the request is consumed). Returns 0, ALOOP_E_CANCELLED (the client
+    /// had gone), ALOOP_E_ALREADY when not open, or another error code; never throws.
+    int end() noexcept {
+        if (!req_)
+            return ALOOP_E_ALREADY;
+        return aloop_http_chunk_end(std::exchange(req_, nullptr));
+    }
+
+    /// Paces the response: hands it to `fn`, which runs once everything written so far has
+    /// reached the kernel, and again after each later `write` has; each run writes the next
+    /// piece or ends the response, so one piece at a time is in memory and the client's reading
+    /// sets the pace. If the client goes away `fn` runs once more and its `write` returns
+    /// ALOOP_E_CANCELLED. This object is left empty: `fn` gets the response (move it out to
+    /// write from elsewhere; a later `on_drain` on it replaces `fn`). `fn` is destroyed once,
+    /// when the response ends (`end`, or the client gone); an exception escaping it is
+    /// reported and ends the response. Returns 0, ALOOP_E_CANCELLED (the client has gone:
+    /// the request is consumed, `fn` destroyed) or ALOOP_E_ALREADY (not open); throws `Error`
+    /// for an empty `fn` or from another thread (the response then stays here).
+    int on_drain(DrainFn fn) &&;
+
+  private:
+    aloop_http_request_t *req_ = nullptr;
+};
+
+namespace detail {
+/// A streamed body's reader on the heap: the request and the callbacks, until reading ends.
+struct BodyState {
+    Responder r;
+    BodyReader fns;
+};
+
+/// The answer to a streamed body's error that its callback left unanswered.
+inline void body_error_answer(Responder &r, int error) noexcept {
+    int status = error == ALOOP_E_HTTP_TOO_LARGE ? 413 : error == ALOOP_E_TIMEOUT ? 408 : 400;
+    const char *text = status == 413   ? "413 Payload Too Large\n"
+                       : status == 408 ? "408 Request Timeout\n"
+                                       : "400 Bad Request: the body could not be read\n";
+    try {
+        r.respond(status, "text/plain", text);
+    } catch (...) {
+        report("HTTP body");
+    }
+}
+
+inline void body_tramp(aloop_http_request_t *, ptrdiff_t nread, const void *data, void *ud) {
+    auto *s = static_cast<BodyState *>(ud);
+    try {
+        if (nread > 0) {
+            if (s->fns.on_data)
+                s->fns.on_data(s->r, std::string_view(static_cast<const char *>(data), static_cast<size_t>(nread)));
+        } else if (nread == ALOOP_E_EOF) {
+            if (s->fns.on_end)
+                s->fns.on_end(s->r);
+        } else {
+            if (s->fns.on_error)
+                s->fns.on_error(s->r, static_cast<int>(nread));
+            if (s->r.valid())
+                body_error_answer(s->r, static_cast<int>(nread));
+        }
+    } catch (...) {
+        report("HTTP body");
+        Responder failed(std::move(s->r)); // answered 500 here, if the reader still had it
+    }
+}
+
+/// A paced chunked response on the heap: the response and its producer, until it ends.
+struct DrainState {
+    ChunkedResponse res;
+    ChunkedResponse::DrainFn fn;
+};
+
+inline void drain_tramp(aloop_http_request_t *, void *ud) {
+    auto *s = static_cast<DrainState *>(ud);
+    try {
+        s->fn(s->res);
+    } catch (...) {
+        report("HTTP drain");
+        s->res.end();
+    }
+}
+} // namespace detail
+
+inline ChunkedResponse Responder::respond_chunked(int status, const std::vector<Header> &headers) {
+    std::vector<aloop_http_header_t> hs;
+    hs.reserve(headers.size());
+    for (const auto &h : headers)
+        hs.push_back({h.name.c_str(), h.value.c_str()});
+    int rc = aloop_http_respond_chunked(req_, status, hs.data(), hs.size());
+    if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL || rc == ALOOP_E_WRONG_THREAD)
+        throw Error(rc, "aloop_http_respond_chunked");
+    aloop_http_request_t *r = std::exchange(req_, nullptr);
+    return ChunkedResponse(rc == 0 ? r : nullptr);
+}
+
+inline ChunkedResponse Responder::respond_chunked(int status, const char *content_type) {
+    const aloop_http_header_t h = {"Content-Type", content_type};
+    int rc = aloop_http_respond_chunked(req_, status, &h, 1);
+    if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL || rc == ALOOP_E_WRONG_THREAD)
+        throw Error(rc, "aloop_http_respond_chunked");
+    aloop_http_request_t *r = std::exchange(req_, nullptr);
+    return ChunkedResponse(rc == 0 ? r : nullptr);
+}
+
+inline int Responder::read_body(BodyReader reader) && {
+    auto *s = new detail::BodyState{std::move(*this), std::move(reader)};
+    int rc = aloop_http_request_body_start(s->r.get(), detail::body_tramp, s, detail::delete_fn<detail::BodyState>);
+    if (rc == 0)
+        return 0;
+    // Refused: the destructor never runs, and the request comes back here unanswered.
+    *this = std::move(s->r);
+    delete s;
+    if (rc == ALOOP_E_CANCELLED)
+        return rc;
+    throw Error(rc, "aloop_http_request_body_start");
+}
+
+inline int ChunkedResponse::on_drain(DrainFn fn) && {
+    if (!req_)
+        return ALOOP_E_ALREADY;
+    if (!fn)
+        throw Error(ALOOP_E_NULL, "ChunkedResponse::on_drain");
+    auto *s = new detail::DrainState{std::move(*this), std::move(fn)};
+    int rc = aloop_http_chunk_on_drain(s->res.get(), detail::drain_tramp, s, detail::delete_fn<detail::DrainState>);
+    if (rc == 0)
+        return 0;
+    if (rc == ALOOP_E_CANCELLED || rc == ALOOP_E_ALREADY) {
+        s->res.release(); // consumed (the client has gone) or over
+        delete s;
+        return rc;
+    }
+    *this = std::move(s->res);
+    delete s;
+    throw Error(rc, "aloop_http_chunk_on_drain");
+}
 
 /// The reason text of the failure just reported on this thread (read it inside the callback
 /// that got the error code, or right after a call failed); "" when there is none.
@@ -377,8 +656,8 @@ class HttpServer {
                    "aloop_http_server_fallback");
     }
     /// As `route`, for a route whose body streams (`aloop_http_server_route_stream`, `max_body`
-    /// 0: no limit): the handler runs once the head is in; it reads the body with
-    /// `aloop_http_request_body_start()` on the request it takes with `Responder::release()`.
+    /// 0: no limit): the handler runs once the head is in, and reads the body with
+    /// `std::move(r).read_body(...)` (`Responder::body()` is empty).
     void route_stream(const char *method, const char *path, uint64_t max_body, Handler h) {
         auto *heap = new Handler(std::move(h));
         registered(aloop_http_server_route_stream(srv_, method, path, max_body, trampoline, heap, detail::delete_fn<Handler>),
@@ -388,6 +667,10 @@ class HttpServer {
     int listen(const char *ip, uint16_t port) { return check(aloop_http_server_listen(srv_, ip, port), "listen"); }
     /// Also serves on the Unix stream socket `path` (a stale socket file is replaced).
     void listen_unix(const char *path) { check(aloop_http_server_listen_unix(srv_, path), "aloop_http_server_listen_unix"); }
+    /// Serves a connection accepted elsewhere (a connected stream socket: socket activation,
+    /// one end of a socketpair). On success the server owns `fd`; when this throws `Error`
+    /// (ALOOP_E_INVALID for anything else, ALOOP_E_CLOSED after shutdown) it stays the caller's.
+    void serve_fd(int fd) { check(aloop_http_server_serve_fd(srv_, fd), "aloop_http_server_serve_fd"); }
     /// Serves TLS with `cfg` on new connections from now on (open ones keep theirs); the
     /// server keeps its own reference. On the loop's thread.
     void set_tls(const TlsServerConfig &cfg) { check(aloop_http_server_set_tls(srv_, cfg.get()), "aloop_http_server_set_tls"); }
@@ -954,10 +1237,21 @@ class HttpClient {
             c.tls = cfg.get();
             return *this;
         }
+        /// Every request connects to the Unix stream socket `path` (`@name`: an abstract
+        /// one), the URL naming only the Host header (curl's --unix-socket).
+        Options &unix_socket(std::string path) {
+            unix_path = std::move(path);
+            return *this;
+        }
+        /// Set by `unix_socket` (when not empty, it wins over `c.unix_socket`).
+        std::string unix_path;
     };
 
     explicit HttpClient(Loop &loop, const Options &opts = Options()) {
-        check(aloop_http_client_new(loop.get(), &opts.c, &client_), "aloop_http_client_new");
+        aloop_http_client_options_t c = opts.c;
+        if (!opts.unix_path.empty())
+            c.unix_socket = opts.unix_path.c_str();
+        check(aloop_http_client_new(loop.get(), &c, &client_), "aloop_http_client_new");
     }
     HttpClient(const HttpClient &) = delete;
     HttpClient &operator=(const HttpClient &) = delete;
@@ -997,7 +1291,95 @@ class HttpClient {
     uint64_t get(const std::string &url, Callback cb) { return request("GET", url, {}, {}, std::move(cb)); }
     void cancel(uint64_t id) { aloop_http_client_cancel(client_, id); }
 
+    /// A streamed response's callbacks, each given the request's id (for `pause`, `resume`,
+    /// `cancel`). On the loop's thread, never inside `request_stream`.
+    struct StreamCallbacks {
+        /// The status and headers, first (the response's body is empty; borrowed during the call).
+        std::function<void(uint64_t id, const HttpResponse &head)> on_head;
+        /// A piece of the body as it arrives, borrowed during the call (empty: the body is
+        /// read and dropped).
+        std::function<void(uint64_t id, std::string_view data)> on_data;
+        /// The last call, once: 0 when the whole body arrived, or the error (as for
+        /// `Callback`; also alone, for a request that failed before its head;
+        /// ALOOP_E_READ_TIMEOUT when the body stalls; ALOOP_E_CANCELLED after `cancel` or when
+        /// the client is destroyed).
+        std::function<void(uint64_t id, int status)> on_done;
+    };
+
+    /// Sends a request and streams its response (see aloop_http_client_request_stream): the
+    /// head first, then the body piece by piece, never collected and without a size limit,
+    /// then the end. `pause` and `resume` hold the body back (the connection is not read
+    /// meanwhile). The callables are destroyed once, right after `on_done`; an exception
+    /// escaping `on_head` or `on_data` is reported and cancels the request. Returns the
+    /// request's id; throws `Error` (nothing is kept of `cbs`) for a bad URL, method or header.
+    uint64_t request_stream(const char *method, const std::string &url, const std::vector<Header> &headers,
+                            std::string_view body, StreamCallbacks cbs) {
+        std::vector<aloop_http_header_t> hs;
+        for (const auto &h : headers)
+            hs.push_back({h.name.c_str(), h.value.c_str()});
+        auto *s = new StreamState{client_, std::move(cbs)};
+        uint64_t id = 0;
+        int rc = aloop_http_client_request_stream(client_, method, url.c_str(), hs.data(), hs.size(), body.data(),
+                                                  body.size(), stream_head, stream_data, stream_done, s,
+                                                  detail::delete_fn<StreamState>, &id);
+        if (rc != 0) {
+            delete s;
+            throw Error(rc, "aloop_http_client_request_stream");
+        }
+        return id;
+    }
+    uint64_t get_stream(const std::string &url, StreamCallbacks cbs) {
+        return request_stream("GET", url, {}, {}, std::move(cbs));
+    }
+    /// Holds the body of the streamed request `id` back: no `on_data` until `resume`. May be
+    /// called from its callbacks. Returns 0, or ALOOP_E_ALREADY once it has finished; throws
+    /// `Error` for a request that does not stream (ALOOP_E_INVALID), a destroyed client,
+    /// another thread.
+    int pause(uint64_t id) { return paused(aloop_http_client_pause(client_, id), "aloop_http_client_pause"); }
+    /// Reads on; the callbacks come from the loop, never inside this call. As `pause`.
+    int resume(uint64_t id) { return paused(aloop_http_client_resume(client_, id), "aloop_http_client_resume"); }
+
   private:
+    struct StreamState {
+        aloop_http_client_t *client;
+        StreamCallbacks cbs;
+    };
+    static void stream_head(uint64_t id, const aloop_http_response_t *r, void *ud) {
+        auto *s = static_cast<StreamState *>(ud);
+        try {
+            if (s->cbs.on_head) {
+                HttpResponse head(r);
+                s->cbs.on_head(id, head);
+            }
+        } catch (...) {
+            detail::report("HTTP client stream");
+            aloop_http_client_cancel(s->client, id); // on_done follows, once this returns
+        }
+    }
+    static void stream_data(uint64_t id, const void *data, size_t len, void *ud) {
+        auto *s = static_cast<StreamState *>(ud);
+        try {
+            if (s->cbs.on_data)
+                s->cbs.on_data(id, std::string_view(static_cast<const char *>(data), len));
+        } catch (...) {
+            detail::report("HTTP client stream");
+            aloop_http_client_cancel(s->client, id);
+        }
+    }
+    static void stream_done(uint64_t id, int status, void *ud) {
+        auto *s = static_cast<StreamState *>(ud);
+        try {
+            if (s->cbs.on_done)
+                s->cbs.on_done(id, status);
+        } catch (...) {
+            detail::report("HTTP client stream");
+        }
+    }
+    static int paused(int rc, const char *what) {
+        if (rc != 0 && rc != ALOOP_E_ALREADY)
+            throw Error(rc, what);
+        return rc;
+    }
     aloop_http_client_t *client_ = nullptr;
 };
 

@@ -269,8 +269,66 @@ fn cancels_failures_and_the_older_form(b: Backend) {
     assert_eq!(*order.borrow(), ["data", "response 200"]);
 }
 
+/// Paused by its last body bytes and resumed after: the connection goes back to the pool
+/// reading again, and the next request on it is answered. (The pause stopped the connection's
+/// reading, and a request that ended while paused, or as it resumed, handed it to the pool
+/// still stopped: the next request on it got nothing until its read timeout.)
+fn paused_at_the_end_keeps_the_connection(b: Backend) {
+    let lp = common::new_loop(b);
+    let (_srv, port) = server(&lp, Rc::default());
+    let client = HttpClient::new(
+        &lp,
+        ClientOptions {
+            read_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+    );
+    for (path, total) in [("/sized", 300_000), ("/download?n=1048576", 1 << 20)] {
+        let seen: Rc<RefCell<Seen>> = Rc::default();
+        let handle: Rc<RefCell<Option<asyncloop::http::client::RequestHandle>>> = Rc::default();
+        let (h2, s2, mut rec) = (handle.clone(), seen.clone(), record(&seen));
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let h = client.request_stream(ClientRequest::new("GET", &url).unwrap(), move |ev| {
+            let is_data = matches!(ev, ClientEvent::Data(_));
+            rec(ev);
+            if is_data && s2.borrow().bytes == total {
+                h2.borrow().as_ref().unwrap().pause().unwrap();
+            }
+        });
+        *handle.borrow_mut() = Some(h);
+        let s3 = seen.clone();
+        run_until(
+            &lp,
+            move || s3.borrow().bytes == total,
+            Duration::from_secs(10),
+        );
+        let _ = handle.borrow().as_ref().unwrap().resume(); // ALREADY if it ended paused
+        let s4 = seen.clone();
+        run_until(
+            &lp,
+            move || s4.borrow().done.is_some(),
+            Duration::from_secs(10),
+        );
+        assert_eq!(seen.borrow().done, Some(Ok(())), "{path}");
+        // The next request goes on the pooled connection.
+        let next: Rc<RefCell<Seen>> = Rc::default();
+        let url = format!("http://127.0.0.1:{port}/sized");
+        client.request_stream(ClientRequest::new("GET", &url).unwrap(), record(&next));
+        let n2 = next.clone();
+        run_until(
+            &lp,
+            move || n2.borrow().done.is_some(),
+            Duration::from_secs(10),
+        );
+        let n = next.borrow();
+        assert_eq!((n.done, n.bytes), (Some(Ok(())), 300_000), "after {path}");
+        assert_eq!(client.open_connections(), 1);
+    }
+}
+
 both_backends!(
     head_then_body_then_end,
     pause_holds_the_server_back,
-    cancels_failures_and_the_older_form
+    cancels_failures_and_the_older_form,
+    paused_at_the_end_keeps_the_connection
 );

@@ -294,6 +294,23 @@ class GuidePrograms(unittest.TestCase):
         finally:
             p.kill()
 
+    def test_run_stream(self):
+        p = Program(self.exe("stream.cpp"), 0)
+        try:
+            blob = bytes((i * 7) % 256 for i in range(3_000_000))
+            total = 0
+            for b in blob:
+                total = (total * 31 + b) % 1000000007
+            self.assertEqual(http("POST", p.url("/upload"), blob)[::2],
+                             (200, f"3000000 bytes, sum {total}\n".encode()))
+            big = b"x" * ((64 << 20) + 1)
+            self.assertEqual(http("POST", p.url("/upload"), big)[0], 413)
+            status, headers, body = http("GET", p.url("/count?n=100000"))
+            self.assertEqual((status, headers["Transfer-Encoding"]), (200, "chunked"))
+            self.assertEqual(body, "".join(f"{i}\n" for i in range(1, 100001)).encode())
+        finally:
+            p.kill()
+
     # ---- http-client.md ------------------------------------------------------------------
 
     def test_run_fetch(self):

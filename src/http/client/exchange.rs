@@ -194,8 +194,10 @@ impl ClientInner {
             return;
         };
         conn.last_read.set(self.lp.now());
+        // With nothing held the parser is asked again all the same: paused by the body's last
+        // bytes, it still has the end to give, and a server done sending sends nothing more.
         let held = std::mem::take(&mut *conn.held.borrow_mut());
-        if !held.is_empty() && !self.feed_stream(&conn, p, &held) {
+        if !self.feed_stream(&conn, p, &held) {
             return;
         }
         let reading = conn
@@ -369,6 +371,17 @@ impl ClientInner {
             return;
         }
         if self.shut.get() {
+            self.close_conn(conn);
+            return;
+        }
+        // A streamed request that ended paused, or as it resumed, left its connection not
+        // reading: the next request, or the server closing an idle one, must be heard.
+        let reading = conn
+            .stream
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.is_reading());
+        if !reading && self.start_reading(conn).is_err() {
             self.close_conn(conn);
             return;
         }
