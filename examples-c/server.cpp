@@ -1030,8 +1030,16 @@ int main(int argc, char **argv) {
             w.api = std::make_unique<aloop::HttpClient>(*w.loop, copts);
             add_upstream_routes(*w.http, *w.api, *w.db, cfg.upstream);
             port = w.http->listen(cfg.address.c_str(), static_cast<uint16_t>(port));
-            if (!cfg.unix_path.empty() && &w == &workers[0])
-                w.http->listen_unix(cfg.unix_path.c_str()); // one socket file: the first loop serves it
+            // With reuse_port every loop's server shares the one socket at the path.
+            if (!cfg.unix_path.empty()) {
+                int rc = aloop_http_server_listen_unix(w.http->get(), cfg.unix_path.c_str());
+                if (rc < 0) {
+                    const char *detail = aloop_last_error_message(); // for -EADDRINUSE, -EEXIST
+                    std::fprintf(stderr, "server: cannot listen on %s: %s%s%s\n", cfg.unix_path.c_str(),
+                                 aloop_strerror(rc), *detail ? ": " : "", detail);
+                    return 1;
+                }
+            }
         }
     } catch (const aloop::Error &e) {
         std::fprintf(stderr, "server: cannot listen on %s:%d: %s\n", cfg.address.c_str(), cfg.port, e.what());

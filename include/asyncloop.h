@@ -773,7 +773,8 @@ typedef struct aloop_http_server_options_t {
    */
   size_t max_output;
   /**
-   * Non-zero: SO_REUSEPORT on the listeners (several loops or processes on one port).
+   * Non-zero: SO_REUSEPORT on the listeners (several loops or processes on one port); the
+   * servers of this process on one Unix path share its socket (`aloop_http_server_listen_unix`).
    */
   int reuse_port;
   /**
@@ -1009,7 +1010,8 @@ typedef struct aloop_listen_options_t {
    */
   int backlog;
   /**
-   * Non-zero: SO_REUSEPORT, so several loops or processes can listen on the same port.
+   * Non-zero: SO_REUSEPORT, so several loops or processes can listen on the same port (on a
+   * Unix path, the loops of this process share its socket: see `aloop_unix_listen`).
    */
   int reuse_port;
   /**
@@ -1833,8 +1835,11 @@ int aloop_http_server_listen(struct aloop_http_server_t *srv, const char *ip, ui
  * live one is not: `-EADDRINUSE`, with `aloop_last_error_message()` saying a server listens
  * there; `-EEXIST` when the path is not a socket; `ALOOP_E_INVALID` for an empty path or one
  * longer than 107 bytes; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`,
- * `ALOOP_E_WRONG_THREAD`. The socket file is removed when the server shuts down. `path` is
- * borrowed during the call. Returns 0.
+ * `ALOOP_E_WRONG_THREAD`. The socket file is removed when the server shuts down. With the
+ * server's `reuse_port`, the servers of this process (one per loop and thread) that listen on
+ * one path share one socket: each accepts from it and the kernel gives each connection to
+ * one waiting loop (SO_REUSEPORT does not spread a Unix socket's connections); the file is
+ * removed when the last of them shuts down. `path` is borrowed during the call. Returns 0.
  */
 int aloop_http_server_listen_unix(struct aloop_http_server_t *srv, const char *path);
 
@@ -2404,8 +2409,12 @@ int aloop_tcp_listen(struct aloop_loop_t *lp,
  * by a server that died (connecting to it is refused) is replaced; a live one is not: the
  * call fails with `-EADDRINUSE` (`aloop_last_error_message()` says a server listens there);
  * `-EEXIST` when the path exists and is not a socket. The file is removed when the listener
- * closes, unless another socket has replaced it meanwhile. Only `backlog` of `opts` applies
- * (it may be NULL). `path` is borrowed during the call. Errors otherwise as for
+ * closes, unless another socket has replaced it meanwhile. `opts` may be NULL; `backlog` and
+ * `reuse_port` apply. With `reuse_port`, listeners of this process on one path (on any loops,
+ * all asking `reuse_port`) share one socket, since SO_REUSEPORT does not spread a Unix
+ * socket's connections: the first call binds it, later ones accept from it too, the kernel
+ * gives each connection to one loop that is waiting, and the file is removed when the last
+ * of them closes. `path` is borrowed during the call. Errors otherwise as for
  * `aloop_tcp_listen`, and `ALOOP_E_INVALID` for a path longer than 107 bytes.
  */
 int aloop_unix_listen(struct aloop_loop_t *lp,

@@ -49,7 +49,8 @@ pub struct aloop_http_server_options_t {
     pub max_pipeline: usize,
     /// Unsent response bytes per connection before reading pauses (default 1 MiB).
     pub max_output: usize,
-    /// Non-zero: SO_REUSEPORT on the listeners (several loops or processes on one port).
+    /// Non-zero: SO_REUSEPORT on the listeners (several loops or processes on one port); the
+    /// servers of this process on one Unix path share its socket (`aloop_http_server_listen_unix`).
     pub reuse_port: c_int,
     /// listen(2) backlog (default 1024).
     pub backlog: c_int,
@@ -371,8 +372,11 @@ pub extern "C" fn aloop_http_server_listen(
 /// live one is not: `-EADDRINUSE`, with `aloop_last_error_message()` saying a server listens
 /// there; `-EEXIST` when the path is not a socket; `ALOOP_E_INVALID` for an empty path or one
 /// longer than 107 bytes; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`,
-/// `ALOOP_E_WRONG_THREAD`. The socket file is removed when the server shuts down. `path` is
-/// borrowed during the call. Returns 0.
+/// `ALOOP_E_WRONG_THREAD`. The socket file is removed when the server shuts down. With the
+/// server's `reuse_port`, the servers of this process (one per loop and thread) that listen on
+/// one path share one socket: each accepts from it and the kernel gives each connection to
+/// one waiting loop (SO_REUSEPORT does not spread a Unix socket's connections); the file is
+/// removed when the last of them shuts down. `path` is borrowed during the call. Returns 0.
 #[no_mangle]
 pub extern "C" fn aloop_http_server_listen_unix(
     srv: *mut aloop_http_server_t,

@@ -17,7 +17,8 @@ use crate::net::{parse_ip_port, Address, ListenOptions, ReadEvent, TcpListener, 
 pub struct aloop_listen_options_t {
     /// `listen(2)` backlog (default 1024).
     pub backlog: c_int,
-    /// Non-zero: SO_REUSEPORT, so several loops or processes can listen on the same port.
+    /// Non-zero: SO_REUSEPORT, so several loops or processes can listen on the same port (on a
+    /// Unix path, the loops of this process share its socket: see `aloop_unix_listen`).
     pub reuse_port: c_int,
     /// Non-zero: an IPv6 listener takes IPv6 only (IPV6_V6ONLY).
     pub ipv6_only: c_int,
@@ -228,8 +229,12 @@ fn start_listener(
 /// by a server that died (connecting to it is refused) is replaced; a live one is not: the
 /// call fails with `-EADDRINUSE` (`aloop_last_error_message()` says a server listens there);
 /// `-EEXIST` when the path exists and is not a socket. The file is removed when the listener
-/// closes, unless another socket has replaced it meanwhile. Only `backlog` of `opts` applies
-/// (it may be NULL). `path` is borrowed during the call. Errors otherwise as for
+/// closes, unless another socket has replaced it meanwhile. `opts` may be NULL; `backlog` and
+/// `reuse_port` apply. With `reuse_port`, listeners of this process on one path (on any loops,
+/// all asking `reuse_port`) share one socket, since SO_REUSEPORT does not spread a Unix
+/// socket's connections: the first call binds it, later ones accept from it too, the kernel
+/// gives each connection to one loop that is waiting, and the file is removed when the last
+/// of them closes. `path` is borrowed during the call. Errors otherwise as for
 /// `aloop_tcp_listen`, and `ALOOP_E_INVALID` for a path longer than 107 bytes.
 #[no_mangle]
 pub extern "C" fn aloop_unix_listen(
@@ -254,7 +259,9 @@ pub extern "C" fn aloop_unix_listen(
         let mut o = ListenOptions::default();
         if !opts.is_null() {
             // SAFETY: non-NULL options, read only here.
-            o.backlog = unsafe { (*opts).backlog };
+            let c = unsafe { &*opts };
+            o.backlog = c.backlog;
+            o.reuse_port = c.reuse_port != 0;
         }
         let (core, id) = match loop_of(lp) {
             Ok(x) => x,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::addr::{Address, SockAddr};
 use super::socket;
 use super::stream::{Callbacks, TcpStream};
-use super::unix::{self, SocketFile};
+use super::unix::{self, FileOwner, Shared, SocketFile};
 use crate::error::{Error, Result};
 use crate::reactor::{Completion, Loop, Op, OpOwner, Timer, Token};
 
@@ -24,7 +24,8 @@ pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 pub struct ListenOptions {
     /// `listen(2)` backlog.
     pub backlog: i32,
-    /// SO_REUSEPORT: several sockets (loops, processes) share the address and port.
+    /// SO_REUSEPORT: several sockets (loops, processes) share the address and port. For a
+    /// Unix path: the listeners of this process share one socket (see `bind_unix`).
     pub reuse_port: bool,
     /// IPV6_V6ONLY for IPv6 addresses.
     pub ipv6_only: bool,
@@ -50,8 +51,10 @@ struct ListenerInner {
     lp: Loop,
     fd: Cell<RawFd>,
     local: Address,
-    /// The socket file of a Unix listener, removed at close.
-    file: Option<SocketFile>,
+    /// The socket file of a Unix listener, released (removed, or left to other sharers) at close.
+    file: RefCell<Option<FileOwner>>,
+    /// Listeners on other loops accept from the same socket (a shared Unix socket).
+    shared: bool,
     nodelay: bool,
     accept: Cell<Option<Token>>,
     close_op: Cell<Option<Token>>,
@@ -103,24 +106,40 @@ impl TcpListener {
     /// namespace, no file). A socket file left by a server that died (connecting to it is
     /// refused) is replaced; `-EADDRINUSE` when a server listens there, `-EEXIST` when the
     /// path is not a socket, `INVALID` for a path too long for `sun_path` (107 bytes). The
-    /// file is removed when the listener closes. Only `backlog` of `opts` applies.
+    /// file is removed when the listener closes.
+    ///
+    /// With `reuse_port`, listeners of this process on one path share one socket: the first
+    /// binds it, the next ones (on any loop or thread, also asking `reuse_port`) accept from
+    /// the same socket, and the kernel hands each connection to one loop that waits for it
+    /// (SO_REUSEPORT does not spread a Unix socket's connections). The file is removed when
+    /// the last of them closes. `backlog` and `reuse_port` of `opts` apply.
     pub fn bind_unix(lp: &Loop, path: &Path, opts: ListenOptions) -> Result<TcpListener> {
         let sa = SockAddr::from_unix(path)?;
-        unix::clear_stale(path, &sa)?;
-        let fd = socket::unix_socket()?;
-        socket::bind_raw(fd.as_raw_fd(), &sa)?;
-        let file = SocketFile::bound(path);
-        if let Err(e) = socket::listen(fd.as_raw_fd(), opts.backlog.max(1)) {
-            if let Some(f) = &file {
-                f.remove();
+        let bind = || -> Result<(std::os::fd::OwnedFd, Option<SocketFile>)> {
+            unix::clear_stale(path, &sa)?;
+            let fd = socket::unix_socket()?;
+            socket::bind_raw(fd.as_raw_fd(), &sa)?;
+            let file = SocketFile::bound(path);
+            if let Err(e) = socket::listen(fd.as_raw_fd(), opts.backlog.max(1)) {
+                if let Some(f) = &file {
+                    f.remove();
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+            Ok((fd, file))
+        };
+        let (fd, owner) = if opts.reuse_port {
+            let (fd, shared) = Shared::listen(path, bind)?;
+            (fd, Some(FileOwner::Shared(shared)))
+        } else {
+            let (fd, file) = bind()?;
+            (fd, file.map(FileOwner::Own))
+        };
         Ok(TcpListener::from_bound(
             lp,
             fd,
             Address::Unix(path.to_path_buf()),
-            file,
+            owner,
             false,
         ))
     }
@@ -129,7 +148,7 @@ impl TcpListener {
         lp: &Loop,
         fd: std::os::fd::OwnedFd,
         local: Address,
-        file: Option<SocketFile>,
+        file: Option<FileOwner>,
         nodelay: bool,
     ) -> TcpListener {
         lp.handle_opened();
@@ -138,7 +157,8 @@ impl TcpListener {
                 lp: lp.clone(),
                 fd: Cell::new(fd.into_raw_fd()),
                 local,
-                file,
+                shared: matches!(file, Some(FileOwner::Shared(_))),
+                file: RefCell::new(file),
                 nodelay,
                 accept: Cell::new(None),
                 close_op: Cell::new(None),
@@ -220,9 +240,13 @@ impl TcpListener {
 
 impl ListenerInner {
     fn arm(self: Rc<Self>) -> Result<()> {
-        let t = self
-            .lp
-            .submit(Op::Accept { fd: self.fd.get() }, self.clone())?;
+        let t = self.lp.submit(
+            Op::Accept {
+                fd: self.fd.get(),
+                shared: self.shared,
+            },
+            self.clone(),
+        )?;
         self.accept.set(Some(t));
         Ok(())
     }
@@ -231,8 +255,9 @@ impl ListenerInner {
         if self.closing.get() && self.accept.get().is_none() && self.close_op.get().is_none() {
             let cb = self.close_cb.borrow_mut().take();
             if let Some(cb) = cb {
-                if let Some(f) = &self.file {
-                    f.remove();
+                let file = self.file.borrow_mut().take();
+                if let Some(f) = file {
+                    f.release();
                 }
                 self.lp.defer_close(cb);
             }

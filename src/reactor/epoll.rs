@@ -25,6 +25,8 @@ const FD_PAGE: usize = 256;
 enum ReadKind {
     #[default]
     Accept,
+    /// Accept on a socket other loops accept from too (`EPOLLEXCLUSIVE`).
+    AcceptShared,
     Recv,
     PollRead,
 }
@@ -32,7 +34,8 @@ enum ReadKind {
 impl ReadKind {
     fn of(op: &Op) -> Option<ReadKind> {
         match op {
-            Op::Accept { .. } => Some(ReadKind::Accept),
+            Op::Accept { shared: false, .. } => Some(ReadKind::Accept),
+            Op::Accept { shared: true, .. } => Some(ReadKind::AcceptShared),
             Op::Recv { .. } => Some(ReadKind::Recv),
             Op::PollRead { .. } => Some(ReadKind::PollRead),
             _ => None,
@@ -41,7 +44,8 @@ impl ReadKind {
 
     fn op(self, fd: RawFd) -> Op {
         match self {
-            ReadKind::Accept => Op::Accept { fd },
+            ReadKind::Accept => Op::Accept { fd, shared: false },
+            ReadKind::AcceptShared => Op::Accept { fd, shared: true },
             ReadKind::Recv => Op::Recv { fd },
             ReadKind::PollRead => Op::PollRead { fd },
         }
@@ -204,8 +208,17 @@ impl EpollDriver {
         } else {
             libc::EPOLL_CTL_MOD
         };
+        let mut events = u32::from(want);
+        if op == libc::EPOLL_CTL_ADD && s.read().is_some() && s.read_kind == ReadKind::AcceptShared
+        {
+            // A listening socket several loops accept from wakes one of them per connection,
+            // one that waits in epoll_wait (a busy one is passed over), not all. A listener
+            // only ever waits for input, so it is added and deleted, never modified (which
+            // EPOLLEXCLUSIVE forbids).
+            events |= libc::EPOLLEXCLUSIVE as u32;
+        }
         let mut ev = libc::epoll_event {
-            events: want.into(),
+            events,
             u64: fd as u64,
         };
         // SAFETY: epfd and ev are valid; fd is owned by the operation's owner.
@@ -385,7 +398,7 @@ impl EpollDriver {
 
     fn on_readable(&mut self, token: Token, op: Op, hup: bool, out: &mut Vec<Completion>) {
         match op {
-            Op::Accept { fd } => {
+            Op::Accept { fd, .. } => {
                 for _ in 0..ACCEPTS_PER_EVENT {
                     // SAFETY: accept4 with null address out-parameters.
                     let nfd = unsafe {

@@ -9,8 +9,13 @@ use super::token::Token;
 /// alive by the loop's op table until then.
 #[derive(Clone, Copy, Debug)]
 pub enum Op {
-    /// Multishot accept on a listening socket; each completion carries a new fd.
-    Accept { fd: RawFd },
+    /// Accept on a listening socket; each completion carries a new fd. Multishot, unless
+    /// `shared`: listeners on other loops accept from the same socket, and the driver makes
+    /// them take turns. epoll wakes one waiting loop per connection (`EPOLLEXCLUSIVE`) and
+    /// stays armed; io_uring accepts one connection per operation (`more` is false, the owner
+    /// arms again), since a multishot accept keeps its place at the head of the socket's wait
+    /// queue and would take every connection.
+    Accept { fd: RawFd, shared: bool },
     /// Multishot receive into the loop's provided buffers; each completion carries a buffer.
     Recv { fd: RawFd },
     /// One `sendmsg(MSG_NOSIGNAL)` of the iovecs in `msg`.
@@ -39,7 +44,7 @@ impl Op {
     /// The file descriptor the operation works on.
     pub fn fd(&self) -> RawFd {
         match *self {
-            Op::Accept { fd }
+            Op::Accept { fd, .. }
             | Op::Recv { fd }
             | Op::Send { fd, .. }
             | Op::SendOne { fd, .. }

@@ -188,9 +188,14 @@ impl UringDriver {
     /// Queues `op` under `token`; it is handed to the kernel at the next `wait`.
     pub fn submit(&mut self, token: Token, op: &Op) -> io::Result<()> {
         let e = match *op {
-            Op::Accept { fd } => opcode::AcceptMulti::new(Fd(fd))
+            Op::Accept { fd, shared: false } => opcode::AcceptMulti::new(Fd(fd))
                 .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
                 .build(),
+            Op::Accept { fd, shared: true } => {
+                opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                    .build()
+            }
             Op::Recv { fd } => opcode::RecvMulti::new(Fd(fd), BGID).build(),
             Op::Send { fd, msg } => opcode::SendMsg::new(Fd(fd), msg)
                 .flags(libc::MSG_NOSIGNAL as u32)

@@ -245,7 +245,9 @@ impl HttpServer {
     /// Listens on the Unix stream socket `path` (`@name`: an abstract one) and starts serving,
     /// beside any other listener. A stale socket file left by a server that died is
     /// replaced; `-EADDRINUSE` when a server listens there, `-EEXIST` when the path is not a
-    /// socket. The file is removed when the server shuts down.
+    /// socket. The file is removed when the server shuts down. With `reuse_port` in the
+    /// listen options, the servers of this process on one path share its socket (see
+    /// `TcpListener::bind_unix`).
     pub fn listen_unix(&self, path: &std::path::Path) -> Result<()> {
         let srv = &self.inner;
         if srv.stopping.get() {
