@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the C test programs built by the Makefile: each plainly, each under AddressSanitizer +
-# UBSan (checking that the sanitizer runtime is really linked), and test_tcp (both backends) and
-# test_http under valgrind memcheck. Prints one line per run and a closing "N passed, N failed".
+# UBSan (checking that the sanitizer runtime is really linked), and test_tcp (both backends),
+# test_http, test_ws and test_signal under valgrind memcheck. Prints one line per run and a
+# closing "N passed, N failed".
 #
 # test_http runs under valgrind on epoll only: valgrind 3.19 keeps its global lock while a
 # thread sits in io_uring_enter, so another thread's post cannot run until the wait times out.
@@ -53,6 +54,7 @@ if command -v valgrind >/dev/null; then
   run "test_tcp (valgrind)" "${vg[@]}" "$dir/test_tcp"
   run "test_http (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_http"
   run "test_ws (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_ws"
+  run "test_signal (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_signal"
 else
   failed=$((failed + 1))
   echo "FAIL  valgrind is not installed (scripts/deps.sh test installs it)"
