@@ -3,19 +3,16 @@
  *
  *   echo [address] [port]      (defaults: 127.0.0.1 8080)
  *
- * Every connection gets back what it sends. SIGINT/SIGTERM: the signal handler writes to a
- * pipe watched with aloop_poll; its callback closes the listener and every connection, and the
- * loop returns once their close callbacks ran. Then the loop is freed and the program exits 0.
+ * Every connection gets back what it sends. SIGINT/SIGTERM: a signal handle's callback on the
+ * loop stops both handles, closes the listener and every connection, and the loop returns once
+ * their close callbacks ran. Then the loop is freed and the program exits 0.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <asyncloop.h>
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 /* One record per open connection, in a doubly linked list so shutdown can close them all. */
 struct conn {
@@ -27,19 +24,9 @@ struct conn {
 struct server {
     aloop_loop_t *loop;
     aloop_tcp_listener_t *listener;
-    aloop_poll_t *stopper;
+    aloop_signal_t *sigint, *sigterm;
     struct conn *conns;
 };
-
-static int stop_pipe[2] = {-1, -1};
-
-static void on_signal(int sig) {
-    (void)sig;
-    int saved = errno;
-    ssize_t n = write(stop_pipe[1], "x", 1);
-    (void)n;
-    errno = saved;
-}
 
 /* Close callback: unlink and free our record; the library frees the handle after return. */
 static void on_conn_closed(aloop_tcp_t *tcp, void *user_data) {
@@ -101,15 +88,14 @@ static void on_accept(aloop_tcp_listener_t *listener, int status, aloop_tcp_t *t
     }
 }
 
-static void on_stop_requested(aloop_poll_t *poll, int events, void *user_data) {
-    (void)poll;
-    (void)events;
+static void on_stop_requested(aloop_signal_t *sig, int signum, void *user_data) {
+    (void)sig;
+    (void)signum;
     struct server *srv = user_data;
-    char buf[16];
-    ssize_t n = read(stop_pipe[0], buf, sizeof buf);
-    (void)n;
-    /* Stop watching, stop accepting, close every connection: the loop then runs dry. */
-    aloop_poll_set(srv->stopper, 0);
+    /* Stop watching (a started signal handle keeps the loop running), stop accepting, close
+     * every connection: the loop then runs dry. */
+    aloop_signal_stop(srv->sigint);
+    aloop_signal_stop(srv->sigterm);
     if (srv->listener) {
         aloop_tcp_listener_close(srv->listener, NULL, NULL);
         srv->listener = NULL;
@@ -140,17 +126,12 @@ int main(int argc, char **argv) {
         aloop_loop_free(srv.loop);
         return 1;
     }
-    if (pipe(stop_pipe) != 0 ||
-        aloop_poll_new(srv.loop, stop_pipe[0], on_stop_requested, &srv, NULL, &srv.stopper) != 0 ||
-        aloop_poll_set(srv.stopper, ALOOP_READABLE) != 0) {
-        fprintf(stderr, "echo: cannot watch for signals\n");
+    if ((rc = aloop_signal_new(srv.loop, &srv.sigint)) != 0 || (rc = aloop_signal_new(srv.loop, &srv.sigterm)) != 0 ||
+        (rc = aloop_signal_start(srv.sigint, SIGINT, on_stop_requested, &srv, NULL)) != 0 ||
+        (rc = aloop_signal_start(srv.sigterm, SIGTERM, on_stop_requested, &srv, NULL)) != 0) {
+        fprintf(stderr, "echo: cannot watch for signals: %s\n", aloop_strerror(rc));
         return 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
 
     printf("listening on %s:%d (backend=%s)\n", addr, aloop_tcp_listener_port(srv.listener),
            aloop_backend_name(aloop_loop_backend(srv.loop)));
@@ -160,13 +141,12 @@ int main(int argc, char **argv) {
     rc = aloop_loop_run(srv.loop, ALOOP_RUN_DEFAULT);
     if (rc < 0)
         fprintf(stderr, "echo: run: %s\n", aloop_strerror(rc));
-    aloop_poll_free(srv.stopper);
+    aloop_signal_free(srv.sigint);
+    aloop_signal_free(srv.sigterm);
     rc = aloop_loop_free(srv.loop);
     if (rc != 0) {
         fprintf(stderr, "echo: loop_free: %s\n", aloop_strerror(rc));
         return 1;
     }
-    close(stop_pipe[0]);
-    close(stop_pipe[1]);
     return 0;
 }

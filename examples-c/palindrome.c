@@ -6,27 +6,16 @@
  * Any POST answers 200 text/plain "The input is a palindrome." or "The input is not a
  * palindrome." depending on whether the body's bytes read the same reversed (exact,
  * case-sensitive); an empty body is 400. Other methods get 405 with "Allow: POST".
- * SIGINT/SIGTERM stop it gracefully (in-flight requests finish, then it exits 0).
+ * SIGINT/SIGTERM stop it gracefully (in-flight requests finish, then it exits 0): two signal
+ * handles on the loop turn them into a callback.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <asyncloop.h>
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-static int signal_pipe[2] = {-1, -1};
-
-static void on_signal(int sig) {
-    (void)sig;
-    int saved = errno;
-    ssize_t n = write(signal_pipe[1], "x", 1);
-    (void)n;
-    errno = saved;
-}
 
 static int is_palindrome(const unsigned char *s, size_t n) {
     for (size_t i = 0, j = n; i + 1 < j; i++, j--)
@@ -60,7 +49,7 @@ static void handle(aloop_http_request_t *req, void *user_data) {
 struct app {
     aloop_loop_t *loop;
     aloop_http_server_t *server;
-    aloop_poll_t *signals;
+    aloop_signal_t *sigint, *sigterm;
 };
 
 static void on_stopped(aloop_http_server_t *server, void *user_data) {
@@ -69,13 +58,14 @@ static void on_stopped(aloop_http_server_t *server, void *user_data) {
     aloop_loop_stop(app->loop);
 }
 
-static void on_signal_pipe(aloop_poll_t *poll, int events, void *user_data) {
-    (void)events;
+/* On the loop's thread. Once the server shuts down, the handles stop: a second SIGINT then
+ * ends the process at once, as it would without them. */
+static void on_signal(aloop_signal_t *sig, int signum, void *user_data) {
+    (void)sig;
+    (void)signum;
     struct app *app = user_data;
-    char buf[8];
-    ssize_t n = read(signal_pipe[0], buf, sizeof buf);
-    (void)n;
-    aloop_poll_set(poll, 0);
+    aloop_signal_stop(app->sigint);
+    aloop_signal_stop(app->sigterm);
     aloop_http_server_shutdown(app->server, 5000, on_stopped, app);
 }
 
@@ -100,23 +90,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "palindrome: cannot serve on port %d: %s\n", port, aloop_strerror(rc));
         return 1;
     }
-    if (pipe(signal_pipe) != 0 || aloop_poll_new(app.loop, signal_pipe[0], on_signal_pipe, &app, NULL, &app.signals) != 0 ||
-        aloop_poll_set(app.signals, ALOOP_READABLE) != 0) {
-        fprintf(stderr, "palindrome: cannot watch for signals\n");
+    int port_rc = rc;
+    if ((rc = aloop_signal_new(app.loop, &app.sigint)) != 0 || (rc = aloop_signal_new(app.loop, &app.sigterm)) != 0 ||
+        (rc = aloop_signal_start(app.sigint, SIGINT, on_signal, &app, NULL)) != 0 ||
+        (rc = aloop_signal_start(app.sigterm, SIGTERM, on_signal, &app, NULL)) != 0) {
+        fprintf(stderr, "palindrome: cannot watch for signals: %s\n", aloop_strerror(rc));
         return 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    rc = port_rc;
     printf("listening on 0.0.0.0:%d (backend=%s, threads=1)\n", rc, aloop_backend_name(aloop_loop_backend(app.loop)));
     fflush(stdout);
 
     rc = aloop_loop_run(app.loop, ALOOP_RUN_DEFAULT);
     if (rc < 0)
         fprintf(stderr, "palindrome: run: %s\n", aloop_strerror(rc));
-    aloop_poll_free(app.signals);
+    aloop_signal_free(app.sigint);
+    aloop_signal_free(app.sigterm);
     if ((rc = aloop_http_server_free(app.server)) != 0)
         fprintf(stderr, "palindrome: server_free: %s\n", aloop_strerror(rc));
     if ((rc = aloop_loop_free(app.loop)) != 0)

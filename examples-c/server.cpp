@@ -6,9 +6,10 @@
 // /palindrome, GET and POST /books, and the upstream routes /api/<rest>, /chain/api-db/<rest>,
 // /chain/db-api?id=N, and the streamed POST /upload and GET /download?bytes=N (see
 // docs/examples.md). One loop per thread, each with its own SO_REUSEPORT
-// listener, PostgreSQL pool and HTTP client. SIGINT/SIGTERM: graceful stop, exit 0. With
-// --tls-cert/--tls-key it serves HTTPS; SIGHUP reloads those files (new connections get the new
-// certificate, open ones keep theirs).
+// listener, PostgreSQL pool and HTTP client. SIGINT/SIGTERM: graceful stop, exit 0 (every loop
+// watches them with its own aloop::Signal and shuts its server down). With --tls-cert/--tls-key
+// it serves HTTPS; SIGHUP reloads those files (the first loop watches it; new connections get
+// the new certificate, open ones keep theirs).
 #include <asyncloop.hpp>
 #include <nlohmann/json.hpp>
 
@@ -950,28 +951,62 @@ void add_websocket_routes(aloop::HttpServer &http, uint64_t ping_ms) {
     http.route("GET", "/ws/echo", [opts, cbs](Responder r) { aloop::ws_accept(std::move(r), *opts, cbs); });
 }
 
-/// One loop, its HTTP server, and the thread running them.
+/// One loop, its HTTP server, its signal handles, and the thread running them.
 struct Worker {
     std::unique_ptr<aloop::Loop> loop;
     std::unique_ptr<PgPool> db;
     std::unique_ptr<Events> events;
     std::unique_ptr<aloop::HttpClient> api;
     std::unique_ptr<aloop::HttpServer> http;
+    std::vector<std::unique_ptr<aloop::Signal>> signals;
+    bool stopping = false;
     std::thread thread;
 };
+
+/// SIGINT/SIGTERM on this worker's loop: stop accepting, finish what is in flight (bounded),
+/// then stop the loop. A repeated signal changes nothing.
+void watch_stop_signals(Worker &w) {
+    for (int sig : {SIGINT, SIGTERM}) {
+        w.signals.push_back(std::make_unique<aloop::Signal>(*w.loop, sig, [&w](int) {
+            if (w.stopping)
+                return;
+            w.stopping = true;
+            w.events->close_all(); // event streams never end by themselves
+            aloop::Loop *loop = w.loop.get();
+            w.http->shutdown(5000, [loop] { loop->stop(); });
+        }));
+    }
+}
+
+/// SIGHUP on the first worker's loop: a new TLS certificate for new connections on every loop;
+/// open ones keep theirs. A file that does not load leaves the current configuration in place.
+/// Without --tls-cert, SIGHUP is watched and ignored (it would end the process otherwise).
+void watch_reload_signal(Worker &first, std::vector<Worker> &workers, const Config &cfg) {
+    first.signals.push_back(std::make_unique<aloop::Signal>(*first.loop, SIGHUP, [&workers, &cfg](int) {
+        if (cfg.tls_cert.empty())
+            return;
+        try {
+            auto fresh = std::make_shared<aloop::TlsServerConfig>(
+                aloop::TlsServerConfig::from_files(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca));
+            for (auto &w : workers) {
+                // Runs on w's own thread, which is also the one that tears its server down.
+                Worker *target = &w;
+                w.loop->post([target, fresh] {
+                    if (target->http && !target->stopping)
+                        target->http->set_tls(*fresh);
+                });
+            }
+            std::fprintf(stderr, "server: SIGHUP: TLS certificate reloaded\n");
+        } catch (const aloop::Error &e) {
+            std::fprintf(stderr, "server: SIGHUP: %s (keeping the current certificate)\n", e.what());
+        }
+    }));
+}
 
 } // namespace
 
 int main(int argc, char **argv) {
     Config cfg = parse_args(argc, argv);
-
-    // Signals are taken by sigwait in the main thread only; worker threads inherit the mask.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
     // TLS configurations, made once and shared by every thread's server and client.
     std::shared_ptr<aloop::TlsServerConfig> tls;
@@ -1040,7 +1075,11 @@ int main(int argc, char **argv) {
                     return 1;
                 }
             }
+            // Watched from here on, before the listening line: a signal that comes before the
+            // loop runs waits for it.
+            watch_stop_signals(w);
         }
+        watch_reload_signal(workers[0], workers, cfg);
     } catch (const aloop::Error &e) {
         std::fprintf(stderr, "server: cannot listen on %s:%d: %s\n", cfg.address.c_str(), cfg.port, e.what());
         return 1;
@@ -1052,8 +1091,11 @@ int main(int argc, char **argv) {
     for (auto &w : workers) {
         w.thread = std::thread([&w] {
             try {
-                w.loop->run();
-                // Tear down on the loop's own thread: the pool's closing work runs here.
+                w.loop->run(); // until a stop signal's shutdown has finished
+                // Tear down on the loop's own thread: the pool's closing work runs here. The
+                // signal handles go first (started ones would keep the loop running); the last
+                // one of each signal puts its previous action back.
+                w.signals.clear();
                 w.http.reset();
                 w.api.reset();
                 w.events.reset();
@@ -1062,34 +1104,6 @@ int main(int argc, char **argv) {
             } catch (const std::exception &e) {
                 std::fprintf(stderr, "server: loop: %s\n", e.what());
             }
-        });
-    }
-
-    int sig = 0;
-    while (sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
-        if (cfg.tls_cert.empty())
-            continue;
-        // A new certificate for new connections; open ones keep theirs. A file that does not
-        // load leaves the current configuration in place.
-        try {
-            auto fresh = std::make_shared<aloop::TlsServerConfig>(
-                aloop::TlsServerConfig::from_files(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca));
-            for (auto &w : workers) {
-                aloop::HttpServer *http = w.http.get();
-                w.loop->post([http, fresh] { http->set_tls(*fresh); });
-            }
-            std::fprintf(stderr, "server: SIGHUP: TLS certificate reloaded\n");
-        } catch (const aloop::Error &e) {
-            std::fprintf(stderr, "server: SIGHUP: %s (keeping the current certificate)\n", e.what());
-        }
-    }
-    for (auto &w : workers) {
-        aloop::Loop *loop = w.loop.get();
-        aloop::HttpServer *http = w.http.get();
-        Events *events = w.events.get();
-        loop->post([loop, http, events] {
-            events->close_all(); // event streams never end by themselves
-            http->shutdown(5000, [loop] { loop->stop(); });
         });
     }
     for (auto &w : workers)

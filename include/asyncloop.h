@@ -537,6 +537,12 @@ typedef struct aloop_pg_txn_t aloop_pg_txn_t;
 typedef struct aloop_poll_t aloop_poll_t;
 
 /**
+ * A signal handle (opaque). Owned by the caller of `aloop_signal_new` until
+ * `aloop_signal_free`; bound to its loop's thread while the loop runs.
+ */
+typedef struct aloop_signal_t aloop_signal_t;
+
+/**
  * A listening socket (opaque), TCP or Unix. Owned by the caller of `aloop_tcp_listen` or
  * `aloop_unix_listen`; ends with
  * `aloop_tcp_listener_close`, freed after its close callback (then the handle is stale).
@@ -1000,6 +1006,13 @@ typedef struct aloop_pg_txn_options_t {
  * triggered: while wanted and still ready, it is reported again on later turns.
  */
 typedef void (*aloop_poll_cb)(struct aloop_poll_t *poll, int events, void *user_data);
+
+/**
+ * Called on the loop's thread after `signum` was delivered to the process. Deliveries that
+ * arrive before the loop gets to them may be one call (as the kernel itself merges a standard
+ * signal that is already pending).
+ */
+typedef void (*aloop_signal_cb)(struct aloop_signal_t *sig, int signum, void *user_data);
 
 /**
  * Options for `aloop_tcp_listen`; fill with `aloop_listen_options_init` first.
@@ -2378,6 +2391,72 @@ int aloop_poll_set(struct aloop_poll_t *p, int events);
  * freed, or `ALOOP_E_WRONG_THREAD`; NULL is ignored (0).
  */
 int aloop_poll_free(struct aloop_poll_t *p);
+
+/**
+ * Creates a stopped signal handle on `lp`; on success `*out` owns it until
+ * `aloop_signal_free` (on failure `*out` is not written). Creating one changes no signal
+ * disposition: only `aloop_signal_start` does. Errors: `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`. The handle counts as an open handle of the loop until freed.
+ */
+int aloop_signal_new(struct aloop_loop_t *lp, struct aloop_signal_t **out);
+
+/**
+ * Starts watching `signum` (`SIGINT`, `SIGTERM`, `SIGHUP`, `SIGUSR1`, ...): `cb(sig, signum,
+ * user_data)` runs on the loop's thread after each delivery to the process, whichever thread
+ * the kernel delivered it to. Every started handle of that signal, on this loop and on
+ * others, gets its callback. Restarting a started handle replaces its signal and callback.
+ * `dtor(user_data)` (may be NULL) runs once when this registration ends: on stop, restart or
+ * free (inside the callback too: then after the callback returns). The callback may stop,
+ * restart or free its own handle. A started handle keeps `aloop_loop_run` going, as an armed
+ * timer does.
+ *
+ * What it does to the process: the first started handle of a signal (in the whole process)
+ * installs the library's handler with `sigaction` (`SA_RESTART | SA_ONSTACK`), saving the
+ * action it replaces; while any handle of that signal is started, that previous action (the
+ * default, `SIG_IGN` or the program's own handler) does not run. When the last one stops or
+ * is freed, the saved action is put back, unless the program installed another action
+ * meanwhile (which then stays). No thread's signal mask is changed: a signal that every
+ * thread blocks stays pending and reaches no handle until some thread unblocks it. The
+ * handler does only async-signal-safe work; it never runs application code.
+ *
+ * Errors (`cb` and `dtor` then never run, and the handle is left as it was): `ALOOP_E_NULL`,
+ * `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`, `ALOOP_E_INVALID` for a signal that cannot be
+ * watched: not in 1..64, `SIGKILL` or `SIGSTOP`, a fault signal (`SIGSEGV`, `SIGBUS`,
+ * `SIGFPE`, `SIGILL`), or one the C library reserves for itself (`aloop_last_error_message`
+ * says which).
+ */
+int aloop_signal_start(struct aloop_signal_t *sig,
+                       int signum,
+                       aloop_signal_cb cb,
+                       void *user_data,
+                       aloop_free_fn dtor);
+
+/**
+ * Stops watching (the destructor of the user data runs; the last started handle of the
+ * signal in the process puts its previous action back, see `aloop_signal_start`). Stopping a
+ * stopped handle is not an error. Errors: `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+ * `ALOOP_E_WRONG_THREAD`.
+ */
+int aloop_signal_stop(struct aloop_signal_t *sig);
+
+/**
+ * The signal the handle watches, 0 when it is stopped, or a negative error (`ALOOP_E_NULL`,
+ * `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`).
+ */
+int aloop_signal_signum(const struct aloop_signal_t *sig);
+
+/**
+ * The loop the handle belongs to (NULL for a NULL, stale or wrong-thread handle).
+ */
+struct aloop_loop_t *aloop_signal_loop(const struct aloop_signal_t *sig);
+
+/**
+ * Stops and frees the handle at once; allowed inside its own callback (the destructor of its
+ * user data then runs when the callback returns). Returns 0, or `ALOOP_E_STALE` for a handle
+ * already freed, `ALOOP_E_WRONG_THREAD` from another thread while its loop runs; NULL is
+ * ignored (0).
+ */
+int aloop_signal_free(struct aloop_signal_t *sig);
 
 /**
  * Fills `opts` with the defaults: backlog 1024, no SO_REUSEPORT, dual-stack IPv6, TCP_NODELAY.

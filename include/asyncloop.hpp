@@ -147,6 +147,56 @@ class Timer {
     aloop_timer_t *t_ = nullptr;
 };
 
+/// A signal handle, owned (see aloop_signal_start): `fn(signum)` runs on the loop's thread
+/// after the process receives the signal, whichever thread the kernel picked. Several
+/// deliveries before the loop turns may be one call. The destructor stops it; the last
+/// started handle of a signal puts back the action that was there before. A started handle
+/// keeps `Loop::run` going.
+class Signal {
+  public:
+    explicit Signal(Loop &loop) { check(aloop_signal_new(loop.get(), &s_), "aloop_signal_new"); }
+    /// A handle started on `signum` at once.
+    Signal(Loop &loop, int signum, std::function<void(int)> fn) : Signal(loop) {
+        try {
+            start(signum, std::move(fn));
+        } catch (...) {
+            aloop_signal_free(s_);
+            throw;
+        }
+    }
+    Signal(const Signal &) = delete;
+    Signal &operator=(const Signal &) = delete;
+    ~Signal() { aloop_signal_free(s_); }
+
+    /// Starts or restarts watching `signum` with `fn`; throws `Error` (ALOOP_E_INVALID for a
+    /// signal that cannot be watched, with aloop_last_error_message in the text).
+    void start(int signum, std::function<void(int)> fn) {
+        using F = std::function<void(int)>;
+        auto *heap = new F(std::move(fn));
+        int rc = aloop_signal_start(
+            s_, signum,
+            [](aloop_signal_t *, int n, void *ud) {
+                try {
+                    (*static_cast<F *>(ud))(n);
+                } catch (...) {
+                    detail::report("signal");
+                }
+            },
+            heap, detail::delete_fn<F>);
+        if (rc != 0) {
+            delete heap;
+            throw Error(rc, rc == ALOOP_E_INVALID ? aloop_last_error_message() : "aloop_signal_start");
+        }
+    }
+    void stop() { aloop_signal_stop(s_); }
+    /// The watched signal, 0 when stopped.
+    int signum() const { return aloop_signal_signum(s_); }
+    aloop_signal_t *get() const noexcept { return s_; }
+
+  private:
+    aloop_signal_t *s_ = nullptr;
+};
+
 /// An HTTP response header.
 struct Header {
     std::string name, value;

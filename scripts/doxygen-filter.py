@@ -30,8 +30,8 @@ HEADER = os.path.join(ROOT, "include", "asyncloop.h")
 GROUPS = [
     (r"ALOOP_E_|aloop_strerror$|aloop_err_name$", "errors"),
     (r"ALOOP_VERSION|aloop_version$|aloop_free_fn$", "basics"),
-    (r"aloop_loop|aloop_post_cb$|aloop_backend_name$|ALOOP_BACKEND_|ALOOP_RUN_|aloop_signal",
-     "loop"),
+    (r"aloop_signal", "signal"),
+    (r"aloop_loop|aloop_post_cb$|aloop_backend_name$|ALOOP_BACKEND_|ALOOP_RUN_", "loop"),
     (r"aloop_timer", "timer"),
     (r"aloop_poll|ALOOP_READABLE$|ALOOP_WRITABLE$", "poll"),
     (r"aloop_tls|ALOOP_TLS", "tls"),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the C test programs built by the Makefile: each plainly, each under AddressSanitizer +
 # UBSan (checking that the sanitizer runtime is really linked), and test_tcp (both backends),
-# test_http, test_ws and test_cpp_stream under valgrind memcheck. Prints one line per run and
-# a closing "N passed, N failed".
+# test_http, test_ws, test_cpp_stream and test_signal under valgrind memcheck. Prints one line
+# per run and a closing "N passed, N failed".
 #
 # test_http and those after it run under valgrind on epoll only: valgrind 3.19 keeps its
 # global lock while a thread sits in io_uring_enter, so another thread's post cannot run until
@@ -56,6 +56,7 @@ if command -v valgrind >/dev/null; then
   run "test_http (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_http"
   run "test_ws (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_ws"
   run "test_cpp_stream (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_cpp_stream"
+  run "test_signal (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_signal"
 else
   failed=$((failed + 1))
   echo "FAIL  valgrind is not installed (scripts/deps.sh test installs it)"

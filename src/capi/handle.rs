@@ -65,6 +65,7 @@ pub(crate) enum Kind {
     TlsServerConfig,
     TlsClientConfig,
     WebSocket,
+    Signal,
 }
 
 /// A Rust value handed to C as `*mut Self::C` (an opaque type; often `Self`).

@@ -499,23 +499,32 @@ impl EpollDriver {
                 Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
             }
         };
-        // SAFETY: events has MAX_EVENTS entries.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epfd.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                MAX_EVENTS as i32,
-                ms,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::EINTR) {
-                Ok(())
-            } else {
-                Err(e)
+        let mut ms = ms;
+        let n = loop {
+            // SAFETY: events has MAX_EVENTS entries.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epfd.as_raw_fd(),
+                    self.events.as_mut_ptr(),
+                    MAX_EVENTS as i32,
+                    ms,
+                )
             };
-        }
+            if n >= 0 {
+                break n;
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+            if ms == 0 {
+                return Ok(());
+            }
+            // Interrupted: look once more without waiting. A signal handled on this thread
+            // (a signal handle's) has just made the wake-up eventfd readable, and the turn
+            // should deliver it rather than end empty.
+            ms = 0;
+        };
         for i in 0..n as usize {
             let ev = self.events[i];
             let fd = ev.u64 as RawFd;

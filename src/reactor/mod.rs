@@ -1,8 +1,9 @@
 //! The event loop: one per thread, owning every handle registered on it. Operations are
 //! submitted to a driver (io_uring or epoll) under a generational token and their completions
 //! are dispatched to the owner the token names; timers, loop-local deferred calls and jobs
-//! posted from other threads run between waits. Blocking calls run on the process's bounded
-//! blocking-work pool (`blocking`).
+//! posted from other threads run between waits; signal handles are dispatched when the
+//! wake-up eventfd shows a signal caught (`signal`). Blocking calls run on the process's
+//! bounded blocking-work pool (`blocking`).
 
 mod blocking;
 mod buffers;
@@ -10,6 +11,7 @@ mod driver;
 mod epoll;
 mod op;
 mod remote;
+mod signal;
 mod timer;
 mod token;
 mod uring;
@@ -25,6 +27,7 @@ pub use blocking::{blocking_pool_stats, run_blocking, spawn_blocking, Blocking};
 pub use driver::Backend;
 pub use op::{Completion, Op};
 pub use remote::{Job, Remote};
+pub use signal::{refusal as signal_refusal, Signal};
 pub use timer::Timer;
 pub use token::{Slab, Token};
 pub use watch::{FdWatch, Readiness};
@@ -87,6 +90,9 @@ pub(crate) struct LoopInner {
     timers: RefCell<TimerQueue>,
     deferred: RefCell<VecDeque<Box<dyn FnOnce()>>>,
     completions: RefCell<Vec<Completion>>,
+    /// Before `remote`: its slot in the signal handler's table is given back before the
+    /// eventfd it names can close.
+    signals: RefCell<signal::LoopSignals>,
     remote: Arc<Remote>,
     wake_token: Cell<Option<Token>>,
     /// Pending operations that do not keep `run` going (see `unref_op`).
@@ -123,6 +129,7 @@ impl OpOwner for WakeOwner {
         for job in jobs {
             job();
         }
+        signal::dispatch(lp);
     }
 }
 
@@ -158,6 +165,7 @@ impl Loop {
                 timers: RefCell::new(TimerQueue::default()),
                 deferred: RefCell::new(VecDeque::new()),
                 completions: RefCell::new(Vec::with_capacity(256)),
+                signals: RefCell::default(),
                 remote: Arc::new(Remote::new()?),
                 wake_token: Cell::new(None),
                 unref_ops: Cell::new(0),
@@ -321,10 +329,12 @@ impl Loop {
     }
 
     /// Whether anything keeps the loop running: operations (but those marked with `unref_op`),
-    /// armed timers (but those that do not keep it alive), deferred calls or posted jobs.
+    /// armed timers (but those that do not keep it alive), started signal handles, deferred
+    /// calls or posted jobs.
     pub fn is_alive(&self) -> bool {
         self.pending_ops() > self.inner.unref_ops.get()
             || self.inner.timers.borrow().armed_keeping_alive() > 0
+            || self.inner.signals.borrow().keeps_alive()
             || !self.inner.deferred.borrow().is_empty()
             || self.inner.remote.has_jobs()
     }

@@ -252,6 +252,21 @@ impl UringDriver {
                 _ => return Err(e),
             }
         }
+        if want > 0 && self.ring.completion().is_empty() && self.ring.submission().taskrun() {
+            // The wait ended without a completion and with deferred work pending: a signal
+            // interrupted it (the enter then returns what it submitted, or EINTR), and the
+            // handler of a signal handle made the wake-up eventfd readable on the way back.
+            // One enter without waiting runs that work, so this turn delivers it.
+            let ts = Timespec::from(Duration::ZERO);
+            let args = SubmitArgs::new().timespec(&ts);
+            if let Err(e) = self.ring.submitter().submit_with_args(0, &args) {
+                match e.raw_os_error() {
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                    | Some(libc::EAGAIN) => {}
+                    _ => return Err(e),
+                }
+            }
+        }
         for cqe in self.ring.completion() {
             if cqe.user_data() == CANCEL_USER_DATA {
                 continue;
