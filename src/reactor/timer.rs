@@ -126,11 +126,15 @@ impl TimerQueue {
     }
 }
 
-/// Runs expired timers. Called by the loop between waits.
+/// Whether a timer may be due at `now` (false in the common turn: nothing to run).
+#[inline(always)]
+pub(super) fn any_due(lp: &Loop, now: Instant) -> bool {
+    lp.inner.timers.borrow().earliest.is_some_and(|e| e <= now)
+}
+
+/// Runs expired timers. Called by the loop between waits, when `any_due`.
+#[inline(never)]
 pub(super) fn run_expired(lp: &Loop, now: Instant) {
-    if lp.inner.timers.borrow().earliest.is_none_or(|e| e > now) {
-        return; // nothing due: the common turn
-    }
     loop {
         let popped = lp.inner.timers.borrow_mut().pop_expired(now);
         let Some((t, mut cb)) = popped else { break };

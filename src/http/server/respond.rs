@@ -300,10 +300,20 @@ impl ServerInner {
         }
     }
 
+    /// Flushes the connection's output after the current callback, unless a flush is coming
+    /// anyway (the read path flushes when it is done, or one is scheduled): that test, the
+    /// common case, inline.
+    #[inline]
     pub(super) fn schedule_flush(&self, conn: &ConnRef) {
-        if conn.in_read.get() || conn.flush_scheduled.replace(true) {
-            return; // the read path flushes when it is done
+        if conn.in_read.get() || conn.flush_scheduled.get() {
+            return;
         }
+        self.defer_flush(conn);
+    }
+
+    #[inline(never)]
+    fn defer_flush(&self, conn: &ConnRef) {
+        conn.flush_scheduled.set(true);
         let (weak_srv, c) = (self.me.clone(), conn.clone());
         self.lp.defer(move || {
             c.flush_scheduled.set(false);
