@@ -10,6 +10,7 @@ mod driver;
 mod epoll;
 mod op;
 mod remote;
+mod sys;
 mod timer;
 mod token;
 mod uring;
