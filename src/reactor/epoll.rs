@@ -484,7 +484,10 @@ impl EpollDriver {
             match timeout {
                 None => -1,
                 // Round up so a timer is never woken for early.
-                Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+                // (u64 arithmetic: whole seconds are whole milliseconds.)
+                Some(d) => (d.as_secs().min(i32::MAX as u64 / 1000) * 1000
+                    + u64::from(d.subsec_nanos()).div_ceil(1_000_000))
+                .min(i32::MAX as u64) as i32,
             }
         };
         // SAFETY: events has MAX_EVENTS entries.
