@@ -7,7 +7,7 @@
 //! its own.
 
 use super::date::DATE_LEN;
-use super::response::{self, Framing};
+use super::response::{self, Asked, Framing};
 
 /// Heads kept (replaced in turn).
 const ENTRIES: usize = 4;
@@ -29,6 +29,8 @@ struct Entry {
     prefix: Vec<u8>,
     /// Where the `Date` value is in `prefix` (None when the application gave its own).
     date_at: Option<usize>,
+    /// What the headers' framing headers ask (`response::asked_framing` of them).
+    asked: Asked,
 }
 
 impl Entry {
@@ -56,6 +58,8 @@ impl Entry {
 pub struct Hit {
     index: usize,
     fills: u64,
+    /// What the headers' framing headers ask, as found when they were cached.
+    pub asked: Asked,
 }
 
 /// The heads of recent responses with a `Content-Length` (one cache per server, on its loop).
@@ -78,6 +82,7 @@ impl HeadCache {
             .map(|index| Hit {
                 index,
                 fills: self.fills,
+                asked: self.entries[index].asked,
             })
     }
 
@@ -109,7 +114,8 @@ impl HeadCache {
     }
 
     /// Writes a head with `write_head` and keeps it for reuse when its headers are few and
-    /// short enough. The headers must have been checked.
+    /// short enough. The headers must have been checked, and `asked` is what their framing
+    /// headers ask.
     #[allow(clippy::too_many_arguments)]
     pub fn write_and_fill(
         &mut self,
@@ -117,6 +123,7 @@ impl HeadCache {
         status: u16,
         date: &[u8; DATE_LEN],
         headers: &[(&[u8], &[u8])],
+        asked: Asked,
         len: usize,
         close: bool,
         http10_keep_alive: bool,
@@ -152,6 +159,7 @@ impl HeadCache {
         e.prefix.clear();
         e.prefix.extend_from_slice(&out[start..start + length_at]);
         e.date_at = layout.date_at;
+        e.asked = asked;
     }
 }
 
@@ -160,6 +168,10 @@ mod tests {
     use super::*;
 
     const D1: &[u8; DATE_LEN] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    fn asked(hs: &[(&[u8], &[u8])]) -> Asked {
+        response::asked_framing(hs.iter().copied()).unwrap_or_default()
+    }
     const D2: &[u8; DATE_LEN] = b"Mon, 07 Nov 1994 09:50:38 GMT";
 
     fn plain(
@@ -200,7 +212,7 @@ mod tests {
             for status in [200, 404, 999] {
                 let mut c = HeadCache::default();
                 let mut out = b"before".to_vec();
-                c.write_and_fill(&mut out, status, D1, hs, 13, false, false);
+                c.write_and_fill(&mut out, status, D1, hs, asked(hs), 13, false, false);
                 assert_eq!(out[6..], plain(status, hs, D1, 13, false, false)[..]);
                 for (len, close, ka) in [
                     (0, false, false),
@@ -226,7 +238,7 @@ mod tests {
     fn only_exact_headers_match() {
         let mut c = HeadCache::default();
         let hs: &[(&[u8], &[u8])] = &[(b"A", b"b: c")];
-        c.write_and_fill(&mut Vec::new(), 200, D1, hs, 1, false, false);
+        c.write_and_fill(&mut Vec::new(), 200, D1, hs, asked(hs), 1, false, false);
         assert!(c.find(200, hs).is_some());
         assert!(c.find(201, hs).is_none());
         // The same bytes split otherwise ("A: b: c") are another header.
@@ -241,11 +253,20 @@ mod tests {
     fn a_hit_from_before_a_fill_is_not_used() {
         let mut c = HeadCache::default();
         let a: &[(&[u8], &[u8])] = &[(b"A", b"1")];
-        c.write_and_fill(&mut Vec::new(), 200, D1, a, 1, false, false);
+        c.write_and_fill(&mut Vec::new(), 200, D1, a, asked(a), 1, false, false);
         let hit = c.find(200, a).unwrap();
         for i in 0..ENTRIES {
             let v = [b'0' + i as u8];
-            c.write_and_fill(&mut Vec::new(), 200, D1, &[(b"B", &v)], 1, false, false);
+            c.write_and_fill(
+                &mut Vec::new(),
+                200,
+                D1,
+                &[(b"B", &v)],
+                Asked::default(),
+                1,
+                false,
+                false,
+            );
         }
         let mut out = Vec::new();
         assert!(!c.write(hit, &mut out, D1, 1, false, false));
@@ -254,15 +275,34 @@ mod tests {
     }
 
     #[test]
+    fn a_hit_gives_what_its_framing_headers_ask() {
+        let mut c = HeadCache::default();
+        let hs: &[(&[u8], &[u8])] = &[(b"Connection", b"close"), (b"Content-Length", b"5")];
+        c.write_and_fill(&mut Vec::new(), 200, D1, hs, asked(hs), 5, true, false);
+        let a = c.find(200, hs).expect("cached").asked;
+        assert_eq!(a, asked(hs));
+        assert!(a.close && a.length == Some(5) && !a.chunked);
+    }
+
+    #[test]
     fn many_or_long_headers_are_not_kept() {
         let mut c = HeadCache::default();
         let many: Vec<(&[u8], &[u8])> = vec![(b"X", b"1"); MAX_HEADERS + 1];
-        c.write_and_fill(&mut Vec::new(), 200, D1, &many, 1, false, false);
+        c.write_and_fill(
+            &mut Vec::new(),
+            200,
+            D1,
+            &many,
+            asked(&many),
+            1,
+            false,
+            false,
+        );
         assert!(c.find(200, &many).is_none());
         let long = vec![b'v'; MAX_KEY];
         let hs: &[(&[u8], &[u8])] = &[(b"X", &long)];
         let mut out = Vec::new();
-        c.write_and_fill(&mut out, 200, D1, hs, 1, false, false);
+        c.write_and_fill(&mut out, 200, D1, hs, asked(hs), 1, false, false);
         assert_eq!(out, plain(200, hs, D1, 1, false, false));
         assert!(c.find(200, hs).is_none());
     }

@@ -143,6 +143,10 @@ struct State {
     body_limit: u64,
     /// The request in progress streams its body (it left `cur` with its head).
     streaming: bool,
+    /// The last request completed with the connection kept alive and llhttp went on to wait
+    /// for the next one: its state is a new parser's but for what only its `on_reset`
+    /// callback (not set) reads. Cleared at the start of each request.
+    clean: bool,
     /// What the pause in progress hands out.
     paused: Option<Streamed>,
     /// Start of the input being parsed (body spans are handed out as offsets from it).
@@ -267,6 +271,7 @@ unsafe extern "C" fn on_message_begin<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     c.st.body_len = 0;
     c.st.target_ok = false;
     c.st.streaming = false;
+    c.st.clean = false;
     0
 }
 
@@ -636,6 +641,9 @@ unsafe extern "C" fn on_message_complete<S: Sink>(p: *mut ll::llhttp_t) -> c_int
         if !upgrade && !c.sink.wants_more() {
             return ll::HPE_PAUSED;
         }
+        // Not paused: llhttp runs its after-message step now and, kept alive, waits for the
+        // next request's first byte.
+        c.st.clean = keep_alive && !upgrade;
     }
     0
 }
@@ -691,6 +699,20 @@ impl<S: Sink> RequestParser<S> {
             limits: inner.st.limits,
             ..Default::default()
         };
+    }
+
+    /// `reset`, unless the parser is in effect a new one already: between two requests of a
+    /// connection kept alive (the common case when a connection's working state is returned
+    /// to the pool), with no error.
+    pub fn reset_unless_clean(&mut self) {
+        let inner = &mut *self.inner;
+        // SAFETY: the parser is initialised.
+        let ok = unsafe { ll::llhttp_get_errno(&inner.ll) } == ll::HPE_OK;
+        if inner.st.clean && ok && inner.st.cur.is_none() && !inner.st.streaming {
+            inner.st.paused = None;
+            return;
+        }
+        self.reset();
     }
 
     /// Parses `data`, calling `sink` for each request. After an error, do not call again.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::buffers::BufPool;
 use super::op::{Completion, Op};
+use super::sys;
 use super::token::Token;
 
 /// Accepts done for one readiness event before other fds get a turn.
@@ -359,11 +360,11 @@ impl EpollDriver {
         match *op {
             // SAFETY: msg points to a msghdr and iovecs kept alive by the op's owner.
             Op::Send { fd, msg } => {
-                Self::sent(token, unsafe { libc::sendmsg(fd, msg, libc::MSG_NOSIGNAL) })
+                Self::sent(token, unsafe { sys::sendmsg(fd, msg, libc::MSG_NOSIGNAL) })
             }
             // SAFETY: iov points to an iovec (and its buffer) kept alive by the op's owner.
             Op::SendOne { fd, iov } => Self::sent(token, unsafe {
-                libc::send(fd, (*iov).iov_base, (*iov).iov_len, libc::MSG_NOSIGNAL)
+                sys::send(fd, (*iov).iov_base, (*iov).iov_len, libc::MSG_NOSIGNAL)
             }),
             Op::Connect { fd, .. } => {
                 let mut err: libc::c_int = 0;
@@ -442,7 +443,7 @@ impl EpollDriver {
                 };
                 let p = self.pool.ptr(bid);
                 // SAFETY: p points to a free pool buffer of pool.size() bytes.
-                let n = unsafe { libc::recv(fd, p.cast(), self.pool.size(), 0) };
+                let n = unsafe { sys::recv(fd, p.cast(), self.pool.size(), 0) };
                 if n > 0 {
                     out.push(Completion {
                         token,
@@ -496,14 +497,17 @@ impl EpollDriver {
             match timeout {
                 None => -1,
                 // Round up so a timer is never woken for early.
-                Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+                // (u64 arithmetic: whole seconds are whole milliseconds.)
+                Some(d) => (d.as_secs().min(i32::MAX as u64 / 1000) * 1000
+                    + u64::from(d.subsec_nanos()).div_ceil(1_000_000))
+                .min(i32::MAX as u64) as i32,
             }
         };
         let mut ms = ms;
         let n = loop {
             // SAFETY: events has MAX_EVENTS entries.
             let n = unsafe {
-                libc::epoll_wait(
+                sys::epoll_wait(
                     self.epfd.as_raw_fd(),
                     self.events.as_mut_ptr(),
                     MAX_EVENTS as i32,

@@ -1,10 +1,10 @@
-//! Timers: a binary heap of deadlines over a slab of timer slots. Stopping or restarting a timer
+//! Timers: a binary heap of deadlines (the loop's `now_ns`) over a slab of timer slots. Stopping or restarting a timer
 //! leaves its old heap entry behind, recognised as stale by its sequence number; the heap is
 //! rebuilt when stale entries outnumber live ones, so large numbers of timers stay cheap.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::token::{Slab, Token};
 use super::Loop;
@@ -16,15 +16,17 @@ struct TimerSlot {
     armed_seq: u64,
     /// Whether, while armed, it keeps `Loop::run` going (the default).
     keeps_alive: bool,
-    deadline: Instant,
-    repeat: Option<Duration>,
+    /// In the loop's nanoseconds (`Loop::now_ns`).
+    deadline: u64,
+    /// Nanoseconds.
+    repeat: Option<u64>,
     cb: Option<TimerCb>,
 }
 
 /// All timers of one loop.
 #[derive(Default)]
 pub struct TimerQueue {
-    heap: BinaryHeap<Reverse<(Instant, u64, Token)>>,
+    heap: BinaryHeap<Reverse<(u64, u64, Token)>>,
     slots: Slab<TimerSlot>,
     seq: u64,
     armed: usize,
@@ -32,11 +34,16 @@ pub struct TimerQueue {
     armed_unref: usize,
     /// No live deadline is earlier than this (None: the heap is empty), so a turn with no
     /// timer due returns without looking at the heap.
-    earliest: Option<Instant>,
+    earliest: Option<u64>,
+}
+
+/// A duration in nanoseconds (saturating: about 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl TimerQueue {
-    fn arm(&mut self, t: Token, deadline: Instant) {
+    fn arm(&mut self, t: Token, deadline: u64) {
         self.seq += 1;
         let seq = self.seq;
         let s = self.slots.get_mut(t).expect("live timer");
@@ -73,8 +80,8 @@ impl TimerQueue {
         self.slots.get(t).is_some_and(|s| s.armed_seq == seq)
     }
 
-    /// The earliest live deadline.
-    pub fn next_deadline(&mut self) -> Option<Instant> {
+    /// The earliest live deadline (`Loop::now_ns`).
+    pub fn next_deadline(&mut self) -> Option<u64> {
         while let Some(Reverse((d, seq, t))) = self.heap.peek().copied() {
             if self.is_live(seq, t) {
                 return Some(d);
@@ -91,7 +98,7 @@ impl TimerQueue {
 
     /// Pops one expired timer: re-arms a repeating one (never in the past, so a slow callback
     /// cannot make the loop spin), disarms a one-shot one, and hands out its callback.
-    fn pop_expired(&mut self, now: Instant) -> Option<(Token, TimerCb)> {
+    fn pop_expired(&mut self, now: u64) -> Option<(Token, TimerCb)> {
         loop {
             let Some(&Reverse((d, seq, t))) = self.heap.peek() else {
                 self.earliest = None;
@@ -109,9 +116,9 @@ impl TimerQueue {
             let s = self.slots.get_mut(t).expect("live timer");
             match s.repeat {
                 Some(r) => {
-                    let mut next = s.deadline + r;
+                    let mut next = s.deadline.saturating_add(r);
                     if next <= now {
-                        next = now + r;
+                        next = now.saturating_add(r);
                     }
                     self.arm(t, next);
                 }
@@ -126,11 +133,15 @@ impl TimerQueue {
     }
 }
 
-/// Runs expired timers. Called by the loop between waits.
-pub(super) fn run_expired(lp: &Loop, now: Instant) {
-    if lp.inner.timers.borrow().earliest.is_none_or(|e| e > now) {
-        return; // nothing due: the common turn
-    }
+/// Whether a timer may be due at `now` (false in the common turn: nothing to run).
+#[inline(always)]
+pub(super) fn any_due(lp: &Loop, now: u64) -> bool {
+    lp.inner.timers.borrow().earliest.is_some_and(|e| e <= now)
+}
+
+/// Runs expired timers. Called by the loop between waits, when `any_due`.
+#[inline(never)]
+pub(super) fn run_expired(lp: &Loop, now: u64) {
     loop {
         let popped = lp.inner.timers.borrow_mut().pop_expired(now);
         let Some((t, mut cb)) = popped else { break };
@@ -161,7 +172,7 @@ impl Timer {
         let token = lp.inner.timers.borrow_mut().slots.insert(TimerSlot {
             armed_seq: 0,
             keeps_alive: true,
-            deadline: Instant::now(),
+            deadline: 0,
             repeat: None,
             cb: None,
         });
@@ -177,9 +188,9 @@ impl Timer {
     pub fn start(&self, after: Duration, repeat: Option<Duration>, cb: impl FnMut() + 'static) {
         let old = {
             let mut tq = self.lp.inner.timers.borrow_mut();
-            let deadline = self.lp.now() + after;
+            let deadline = self.lp.now_ns().saturating_add(nanos(after));
             let s = tq.slots.get_mut(self.token).expect("live timer");
-            s.repeat = repeat.filter(|r| !r.is_zero());
+            s.repeat = repeat.filter(|r| !r.is_zero()).map(nanos);
             let old = s.cb.replace(Box::new(cb));
             tq.arm(self.token, deadline);
             old
@@ -232,7 +243,8 @@ impl Timer {
     pub fn remaining(&self) -> Option<Duration> {
         let tq = self.lp.inner.timers.borrow();
         let s = tq.slots.get(self.token)?;
-        (s.armed_seq != 0).then(|| s.deadline.saturating_duration_since(self.lp.now()))
+        (s.armed_seq != 0)
+            .then(|| Duration::from_nanos(s.deadline.saturating_sub(self.lp.now_ns())))
     }
 }
 

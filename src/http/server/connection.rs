@@ -83,6 +83,9 @@ pub(super) struct Conn {
 pub(super) struct ConnSink {
     srv: Rc<ServerInner>,
     conn: ConnRef,
+    /// The pipeline's length after the last request completed (read by `wants_more`, which
+    /// the parser asks right after `request_complete`: no handler runs in between).
+    pipelined: usize,
 }
 
 impl Sink for ConnSink {
@@ -130,7 +133,8 @@ impl Sink for ConnSink {
     fn request_complete(&mut self, req: Box<RequestData>) {
         let seq = self.conn.take_seq();
         let id = self.srv.alloc_slot(req, &self.conn, seq);
-        self.srv.work(&self.conn).pipeline.push_back(Pending {
+        let mut w = self.srv.work(&self.conn);
+        w.pipeline.push_back(Pending {
             seq,
             slot: Some(id),
             done: false,
@@ -138,12 +142,14 @@ impl Sink for ConnSink {
             upgrade: false,
             buf: Vec::new(),
         });
+        self.pipelined = w.pipeline.len();
+        drop(w);
         self.srv.completed.borrow_mut().push(id);
         self.conn.set_phase(Phase::Busy, self.srv.now_ms());
     }
 
     fn wants_more(&mut self) -> bool {
-        self.conn.pipeline_len() < self.srv.opts.max_pipeline
+        self.pipelined < self.srv.opts.max_pipeline
     }
 }
 
@@ -397,6 +403,7 @@ impl ServerInner {
         let mut sink = ConnSink {
             srv: self.me(),
             conn: conn.clone(),
+            pipelined: 0,
         };
         conn.in_read.set(true);
         let mut off = 0;

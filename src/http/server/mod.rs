@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use self::body::{BodyEvent, DISCARD_MAX};
 
@@ -100,11 +100,8 @@ pub struct ServerInner {
     /// Working state of connections that went idle, for reuse (at most `DATA_POOL`).
     #[allow(clippy::vec_box)] // boxed: lent to connections as a unit
     work_pool: RefCell<Vec<Box<ConnWork>>>,
-    /// The origin of `now_ms`.
-    epoch: Instant,
-    /// `now_ms` of the loop time it was last computed for: several calls per request, one
-    /// computation per loop turn.
-    clock: Cell<(Instant, u64)>,
+    /// The origin of `now_ms`, in the loop's milliseconds (`Loop::now_ns`).
+    epoch_ms: u64,
     /// The `Date` header's text, formatted once per second.
     date: DateCache,
     /// Heads of recent responses, reused by answers with the same status and headers.
@@ -154,8 +151,7 @@ impl HttpServer {
                 slots: RefCell::new(Slab::default()),
                 data_pool: RefCell::new(Vec::new()),
                 work_pool: RefCell::new(Vec::new()),
-                epoch: lp.now(),
-                clock: Cell::new((lp.now(), 0)),
+                epoch_ms: lp.now_ns() / 1_000_000,
                 date: DateCache::default(),
                 heads: RefCell::new(HeadCache::default()),
                 completed: RefCell::new(Vec::new()),
@@ -348,15 +344,9 @@ impl ServerInner {
     }
 
     /// Milliseconds of loop time since the server was made (connection phase times).
+    #[inline]
     fn now_ms(&self) -> u64 {
-        let now = self.lp.now();
-        let (at, ms) = self.clock.get();
-        if at == now {
-            return ms;
-        }
-        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        self.clock.set((now, ms));
-        ms
+        (self.lp.now_ns() / 1_000_000).saturating_sub(self.epoch_ms)
     }
 
     /// The `Date` header's value for a response made now.

@@ -94,12 +94,12 @@ impl ServerInner {
         if !(100..=999).contains(&status) || (100..200).contains(&status) {
             return Err(Error::INVALID);
         }
-        // Headers the same as a cached head's were checked when it was cached; what their
-        // framing headers ask is read again (it is not part of the cached head).
+        // Headers the same as a cached head's were checked when it was cached, and what their
+        // framing headers ask was noted then.
         let hit = self.heads.borrow().find(status, headers);
         let asked = match hit {
             None => Self::check_headers(headers)?,
-            Some(_) => response::asked_framing(headers.iter().copied()).ok_or(Error::INVALID)?,
+            Some(hit) => hit.asked,
         };
         if asked.chunked {
             return Err(Error::INVALID); // a whole response: `respond_chunked` streams one
@@ -148,6 +148,7 @@ impl ServerInner {
                     status,
                     &date,
                     headers,
+                    asked,
                     len,
                     close,
                     http10_keep_alive,
@@ -300,10 +301,20 @@ impl ServerInner {
         }
     }
 
+    /// Flushes the connection's output after the current callback, unless a flush is coming
+    /// anyway (the read path flushes when it is done, or one is scheduled): that test, the
+    /// common case, inline.
+    #[inline]
     pub(super) fn schedule_flush(&self, conn: &ConnRef) {
-        if conn.in_read.get() || conn.flush_scheduled.replace(true) {
-            return; // the read path flushes when it is done
+        if conn.in_read.get() || conn.flush_scheduled.get() {
+            return;
         }
+        self.defer_flush(conn);
+    }
+
+    #[inline(never)]
+    fn defer_flush(&self, conn: &ConnRef) {
+        conn.flush_scheduled.set(true);
         let (weak_srv, c) = (self.me.clone(), conn.clone());
         self.lp.defer(move || {
             c.flush_scheduled.set(false);

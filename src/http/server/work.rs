@@ -47,7 +47,7 @@ impl ServerInner {
         if let Some(partial) = p.take_partial() {
             self.recycle_data(partial);
         }
-        p.reset();
+        p.reset_unless_clean();
     }
 
     /// A connection's working state, lent from the pool on first need.
@@ -92,8 +92,10 @@ impl ServerInner {
             self.lp.recycle_buffer(std::mem::take(&mut w.unparsed));
         }
         w.streaming = None;
-        for e in w.pipeline.drain(..) {
-            self.lp.recycle_buffer(e.buf);
+        if !w.pipeline.is_empty() {
+            for e in w.pipeline.drain(..) {
+                self.lp.recycle_buffer(e.buf);
+            }
         }
         let Some(p) = w.parser.as_mut() else { return };
         self.restart_parser(p);
