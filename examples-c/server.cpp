@@ -61,6 +61,7 @@ struct Config {
         std::fprintf(stderr, "server: %s\n", msg);
     std::fprintf(stderr,
                  "usage: server [options] <listen_address> <listen_port>\n"
+                 "       server [options] --unix PATH    (a Unix socket only, no TCP)\n"
                  "  --backend auto|uring|epoll   event loop backend (default auto)\n"
                  "  --threads N                  N loops on N threads (default 1)\n"
                  "  --pg CONNINFO                libpq conninfo (default: $DATABASE_URL, else PG* defaults)\n"
@@ -76,7 +77,7 @@ struct Config {
                  "  --write-timeout MS           time a response may wait for the client to read (default 30000)\n"
                  "  --max-body BYTES             request body limit (default 1048576)\n"
                  "  --max-upload BYTES           body limit of the streamed POST /upload (default 0: none)\n"
-                 "  --unix PATH                  also serve on a Unix stream socket at PATH\n"
+                 "  --unix PATH                  also serve on a Unix stream socket at PATH (alone: instead of TCP)\n"
                  "  --tls-cert FILE --tls-key FILE   serve HTTPS on the listen port (PEM; RSA or ECDSA;\n"
                  "                               SIGHUP reloads them)\n"
                  "  --tls-client-ca FILE         require client certificates signed by this CA\n"
@@ -167,14 +168,19 @@ Config parse_args(int argc, char **argv) {
         else
             positional.push_back(argv[i]);
     }
-    if (positional.size() != 2)
+    if (positional.empty() && !c.unix_path.empty()) {
+        // A Unix socket only: no TCP listener.
+    } else if (positional.size() != 2) {
         usage("expected <listen_address> <listen_port>");
+    }
     if (c.tls_cert.empty() != c.tls_key.empty())
         usage("--tls-cert and --tls-key go together");
     if (!c.tls_client_ca.empty() && c.tls_cert.empty())
         usage("--tls-client-ca needs --tls-cert and --tls-key");
-    c.address = positional[0];
-    c.port = static_cast<int>(number("listen_port", positional[1], 0, 65535));
+    if (!positional.empty()) {
+        c.address = positional[0];
+        c.port = static_cast<int>(number("listen_port", positional[1], 0, 65535));
+    }
     return c;
 }
 
@@ -1064,7 +1070,8 @@ int main(int argc, char **argv) {
                 copts.tls(*upstream_tls);
             w.api = std::make_unique<aloop::HttpClient>(*w.loop, copts);
             add_upstream_routes(*w.http, *w.api, *w.db, cfg.upstream);
-            port = w.http->listen(cfg.address.c_str(), static_cast<uint16_t>(port));
+            if (!cfg.address.empty())
+                port = w.http->listen(cfg.address.c_str(), static_cast<uint16_t>(port));
             // With reuse_port every loop's server shares the one socket at the path.
             if (!cfg.unix_path.empty()) {
                 int rc = aloop_http_server_listen_unix(w.http->get(), cfg.unix_path.c_str());
@@ -1084,8 +1091,12 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "server: cannot listen on %s:%d: %s\n", cfg.address.c_str(), cfg.port, e.what());
         return 1;
     }
-    std::printf("listening on %s:%d (backend=%s, threads=%d)\n", cfg.address.c_str(), port,
-                workers[0].loop->backend_name(), cfg.threads);
+    if (cfg.address.empty())
+        std::printf("listening on unix:%s (backend=%s, threads=%d)\n", cfg.unix_path.c_str(),
+                    workers[0].loop->backend_name(), cfg.threads);
+    else
+        std::printf("listening on %s:%d (backend=%s, threads=%d)\n", cfg.address.c_str(), port,
+                    workers[0].loop->backend_name(), cfg.threads);
     std::fflush(stdout);
 
     for (auto &w : workers) {

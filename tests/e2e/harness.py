@@ -24,13 +24,15 @@ class Proc:
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
                                   preexec_fn=preexec_fn)
         line = self.p.stdout.readline().decode()
-        m = re.search(r"listening on (\S+):(\d+) \(backend=(\w+), threads=(\d+)\)", line)
+        # "ADDR:PORT", or "unix:PATH" for a server on a Unix socket only (port None).
+        m = re.search(r"listening on (?:unix:(\S+)|(\S+):(\d+)) \(backend=(\w+), threads=(\d+)\)", line)
         if not m:
             self.p.kill()
             raise RuntimeError(f"no 'listening on' line from {argv}: {line!r} {self.p.stderr.read()!r}")
         self.line = line.strip()
-        self.port = int(m.group(2))
-        self.backend = m.group(3)
+        self.unix_path = m.group(1)
+        self.port = int(m.group(3)) if m.group(3) else None
+        self.backend = m.group(4)
         self.pid = self.p.pid
 
     def stop(self, sig=signal.SIGTERM, timeout=10):

@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-from harness import BACKENDS, server, wait_until
+from harness import BACKENDS, Proc, server, wait_until
 
 MiB = 1 << 20
 
@@ -252,6 +252,39 @@ def make_tests(backend):
             finally:
                 self.assertEqual(srv.stop(), 0)
             self.assertFalse(os.path.exists(stale))
+
+        def test_unix_socket_only(self):
+            # `server --unix PATH` without an address and port serves the socket alone: it says
+            # so, answers there, and has no TCP socket at all.
+            path = os.path.join(self.tmp, "only.sock")
+            binary = os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin", "server")
+            srv = Proc([binary, "--backend", backend, "--threads", "2", "--unix", path])
+            try:
+                self.assertEqual(srv.unix_path, path, srv.line)
+                self.assertIsNone(srv.port)
+                self.assertEqual(self.curl("--unix-socket", path, "http://x/plaintext"), b"Hello, World!")
+                inodes = set()
+                for fd in os.listdir(f"/proc/{srv.pid}/fd"):
+                    try:
+                        target = os.readlink(f"/proc/{srv.pid}/fd/{fd}")
+                    except OSError:
+                        continue
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+                tcp = set()
+                for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+                    with open(table) as f:
+                        next(f)
+                        tcp.update(line.split()[9] for line in f)
+                self.assertTrue(inodes, "the server holds its Unix socket")
+                self.assertFalse(inodes & tcp, "a Unix-only server has a TCP socket")
+            finally:
+                self.assertEqual(srv.stop(), 0)
+            self.assertFalse(os.path.exists(path))
+            # Neither an address nor --unix: a usage error.
+            p = subprocess.run([binary], capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 2)
+            self.assertIn(b"expected <listen_address> <listen_port>", p.stderr)
 
     UnixTests.__name__ = f"Unix_{backend}"
     return UnixTests
