@@ -2798,12 +2798,13 @@ int aloop_ws_accept(struct aloop_http_request_t *req,
  * may be NULL for the defaults; `url` and `cbs` (required) are read during the call. On
  * success `*out` is the connection at once: sends are queued until the open callback; if the
  * opening fails, the close callback says why (`ALOOP_E_DNS`, a connect errno,
- * `ALOOP_E_TIMEOUT`, an `ALOOP_E_TLS_*` code with the verifier's reason,
- * `ALOOP_E_WS_HANDSHAKE` with the server's answer as the reason). The
- * handle is the application's until its close callback returns; `dtor(user_data)` runs after
- * it. Errors (`*out` unwritten, no callback, no `dtor`): `ALOOP_E_NULL`, `ALOOP_E_URL` (not a
- * `ws://` or `wss://` URL), `ALOOP_E_INVALID` (bad options), `ALOOP_E_TLS_CONFIG` (no
- * usable system roots for `wss://`), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+ * `ALOOP_E_TIMEOUT`, an `ALOOP_E_TLS_*` code with the verifier's reason, `ALOOP_E_TLS_CONFIG`
+ * when the system has no usable roots, `ALOOP_E_WS_HANDSHAKE` with the server's answer as the
+ * reason). The system's CA store, the first time a process needs it, is read on a worker
+ * thread, not the loop's. The handle is the application's until its close callback returns;
+ * `dtor(user_data)` runs after it. Errors (`*out` unwritten, no callback, no `dtor`):
+ * `ALOOP_E_NULL`, `ALOOP_E_URL` (not a `ws://` or `wss://` URL), `ALOOP_E_INVALID` (bad
+ * options), `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
  */
 int aloop_ws_connect(struct aloop_loop_t *lp,
                      const char *url,

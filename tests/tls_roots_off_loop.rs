@@ -1,8 +1,9 @@
-//! The system's CA store is read off the loop: the first `https://` request of a process that
-//! has no CA of its own waits for the store on a worker thread while the loop runs on. Its own
-//! test binary, because the store is read once per process: `SSL_CERT_FILE` here is a FIFO
-//! that gives the file only when the test writes it, so a read on the loop's thread would
-//! stop every timer until then.
+//! The system's CA store is read off the loop: the first `https://` request, or the first
+//! `wss://` connect, of a process that has no CA of its own waits for the store on a worker
+//! thread while the loop runs on. The store is read once per process, so each client kind runs
+//! in a process of its own (this binary again, with `--ignored --exact child`): there
+//! `SSL_CERT_FILE` is a FIFO that gives the file only when the test writes it, 300 ms later,
+//! so a read on the loop's thread would stop every timer until then.
 
 #[path = "common_backends.rs"]
 #[allow(unused_macros)]
@@ -11,25 +12,72 @@ mod common;
 mod common_tls;
 
 use std::cell::{Cell, RefCell};
+use std::process::Command;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use asyncloop::error::Error;
+use asyncloop::error::{Error, Result};
 use asyncloop::http::client::{ClientOptions, ClientRequest, HttpClient};
-use asyncloop::reactor::{Backend, RunMode, Timer};
+use asyncloop::http::ws::{self, CloseInfo, Message, WebSocket, WsHandler, WsOptions};
+use asyncloop::reactor::{Backend, Loop, RunMode, Timer};
+
+fn in_own_process(kind: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ALOOP_ROOTS_CLIENT", kind)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{kind}: {text}");
+    assert!(
+        text.contains("1 passed"),
+        "{kind}: the child ran nothing: {text}"
+    );
+}
 
 #[test]
 fn the_first_https_request_reads_the_system_roots_on_a_worker() {
+    in_own_process("http");
+}
+
+#[test]
+fn the_first_wss_connect_reads_the_system_roots_on_a_worker() {
+    in_own_process("ws");
+}
+
+/// Ends the loop with how a `wss://` connect ended.
+struct Ended(Rc<RefCell<Option<Result<()>>>>, Loop);
+
+impl WsHandler for Ended {
+    fn on_message(&self, _ws: &WebSocket, _msg: Message<'_>) {}
+    fn on_close(&self, _ws: &WebSocket, info: &CloseInfo<'_>) {
+        *self.0.borrow_mut() = Some(info.status);
+        self.1.stop();
+    }
+}
+
+/// The child process: one client kind's first TLS connection, the store arriving late.
+#[test]
+#[ignore = "run by the tests above, in a process of its own"]
+fn child() {
+    let kind = std::env::var("ALOOP_ROOTS_CLIENT").expect("started by in_own_process");
     let dir = std::env::temp_dir().join(format!("aloop-roots-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("ca.pem");
-    let _ = std::fs::remove_file(&fifo);
     let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: a valid C string; mkfifo only creates the file.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
     // The test CA, made (by openssl) before the variable points at the FIFO.
     let pem = common_tls::certs().read("ca.pem");
-    // Set before anything in this process reads the store (this binary's only test).
     std::env::set_var("SSL_CERT_FILE", &fifo);
     std::env::remove_var("SSL_CERT_DIR");
 
@@ -40,11 +88,11 @@ fn the_first_https_request_reads_the_system_roots_on_a_worker() {
 
     // The store arrives 300 ms from now, from another thread (opening a FIFO for writing waits
     // for its reader, so the writer also waits for whoever reads the store).
-    let written = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let written = Arc::new(AtomicBool::new(false));
     let w = written.clone();
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        w.store(true, std::sync::atomic::Ordering::SeqCst);
+        w.store(true, Ordering::SeqCst);
         std::fs::write(&fifo, pem).unwrap();
     });
 
@@ -55,33 +103,42 @@ fn the_first_https_request_reads_the_system_roots_on_a_worker() {
         Some(Duration::from_millis(20)),
         move || {
             t.set(t.get() + 1);
-            if wr.load(std::sync::atomic::Ordering::SeqCst) && tw.get().is_none() {
+            if wr.load(Ordering::SeqCst) && tw.get().is_none() {
                 tw.set(Some(t.get()));
             }
         },
     );
 
+    // Port 1 on loopback refuses: each client fails at connect, after the store was read.
     let client = HttpClient::new(&lp, ClientOptions::default());
-    // Port 1 on loopback refuses: the request fails at connect, after the roots are read.
-    let req = ClientRequest::new("GET", "https://127.0.0.1:1/").unwrap();
-    let (r, tk, lp2) = (result.clone(), tick.clone(), lp.clone());
-    client.request(req, move |res| {
-        *r.borrow_mut() = Some(res.map(|_| ()));
-        tk.stop();
-        lp2.stop();
-    });
+    let _ws;
+    if kind == "http" {
+        let req = ClientRequest::new("GET", "https://127.0.0.1:1/").unwrap();
+        let (r, lp2) = (result.clone(), lp.clone());
+        client.request(req, move |res| {
+            *r.borrow_mut() = Some(res.map(|_| ()));
+            lp2.stop();
+        });
+    } else {
+        let h = Rc::new(Ended(result.clone(), lp.clone()));
+        _ws = ws::connect(&lp, "wss://127.0.0.1:1/", &WsOptions::default(), h).expect("connect");
+    }
     lp.run(RunMode::Default).unwrap();
+    tick.stop();
     writer.join().unwrap();
 
-    let got = result.borrow_mut().take().expect("the request finished");
+    let got = result
+        .borrow_mut()
+        .take()
+        .expect("the connection attempt ended");
     assert!(
         got.is_err() && got != Err(Error::TLS_CONFIG),
-        "the roots were read and the connect refused: {got:?}"
+        "{kind}: the store was read and the connect refused: {got:?}"
     );
     let before = ticks_when_written.get().unwrap_or(ticks.get());
     assert!(
         before >= 5,
-        "the loop's 20 ms timer ran {before} times in the 300 ms the store took: the loop waited for it"
+        "{kind}: the loop's 20 ms timer ran {before} times in the 300 ms the store took: the loop waited for it"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,7 +21,7 @@ use crate::net::connect::connect_first;
 use crate::net::resolve::resolve_off_loop;
 use crate::net::tls::TlsClientConfig;
 use crate::net::{ReadEvent, TcpStream};
-use crate::reactor::Loop;
+use crate::reactor::{run_blocking, Blocking, Loop};
 
 type ClientWs = WsConn<ClientLink>;
 
@@ -158,7 +158,13 @@ fn parse_url(url: &str) -> Result<Url> {
 
 /// Sends the opening handshake and reads the answer: at once on `ws://`, after the TLS
 /// handshake on `wss://` (its failure ends the connection with its `TLS_*` code and reason).
-fn begin_handshake(ws: &Rc<ClientWs>, tls: Option<(TlsClientConfig, String)>, request: Vec<u8>) {
+/// `tls`: the configuration (None: the system's roots, read off the loop before the connect
+/// began) and the host name for SNI.
+fn begin_handshake(
+    ws: &Rc<ClientWs>,
+    tls: Option<(Option<TlsClientConfig>, String)>,
+    request: Vec<u8>,
+) {
     let send = move |ws: &Rc<ClientWs>, request: Vec<u8>| {
         start_reading(ws);
         let sent = ws
@@ -170,6 +176,10 @@ fn begin_handshake(ws: &Rc<ClientWs>, tls: Option<(TlsClientConfig, String)>, re
     };
     let Some((cfg, host)) = tls else {
         return send(ws, request);
+    };
+    let cfg = match cfg.map_or_else(TlsClientConfig::system, Ok) {
+        Ok(c) => c,
+        Err(e) => return ws.abort(Err(e.code), e.reason.as_bytes()),
     };
     let Some(stream) = ws.with_transport(|l| l.stream()).flatten() else {
         return;
@@ -206,8 +216,9 @@ fn random_key() -> String {
 /// Connects to `url` (`ws://` or `wss://`); returns the connection's handle at once, `handler`
 /// gets `on_open` when the handshake is done, or `on_close` with why it failed (`DNS`, a
 /// connect error, `TIMEOUT` past `opts.connect_timeout` (the TLS handshake included), a
-/// `TLS_*` code with the verifier's reason, `WS_HANDSHAKE` with the server's answer as the
-/// reason). Sends made before `on_open` are queued. `BAD_URL` for another URL; `INVALID`
+/// `TLS_*` code with the verifier's reason (`TLS_CONFIG` when the system has no usable roots;
+/// the system's store is read on a worker the first time), `WS_HANDSHAKE` with the server's
+/// answer as the reason). Sends made before `on_open` are queued. `BAD_URL` for another URL; `INVALID`
 /// for a subprotocol that is not a token or a header with CR, LF or NUL. A failed call never
 /// calls `handler`.
 pub fn connect(
@@ -217,15 +228,10 @@ pub fn connect(
     handler: Rc<dyn WsHandler>,
 ) -> Result<WebSocket> {
     let url = parse_url(url)?;
-    let mut tls = if url.tls {
-        let cfg = match &opts.tls {
-            Some(c) => c.clone(),
-            None => TlsClientConfig::system().map_err(|e| e.code)?,
-        };
-        Some((cfg, url.host.clone()))
-    } else {
-        None
-    };
+    let mut tls = url.tls.then(|| (opts.tls.clone(), url.host.clone()));
+    // The system's CA store, when it is needed and not read yet, is read on a worker before
+    // the connect starts (it is read from disk once per process).
+    let read_roots = url.tls && opts.tls.is_none() && !TlsClientConfig::system_ready();
     if !opts
         .subprotocols
         .iter()
@@ -289,13 +295,21 @@ pub fn connect(
             });
         }
     };
-    match url.host.parse::<IpAddr>() {
-        Ok(ip) => {
-            // Started from the loop, never inside this call.
-            let addr = std::net::SocketAddr::new(ip, url.port);
-            lp.defer(move || go(vec![addr]));
-        }
-        Err(_) => resolve_off_loop(lp, url.host.clone(), url.port, go),
+    let (host, port, lp2) = (url.host.clone(), url.port, lp.clone());
+    let start = move || match host.parse::<IpAddr>() {
+        // Started from the loop, never inside this call.
+        Ok(ip) => lp2.defer(move || go(vec![std::net::SocketAddr::new(ip, port)])),
+        Err(_) => resolve_off_loop(&lp2, host, port, go),
+    };
+    if read_roots {
+        run_blocking(
+            lp,
+            Blocking::Slow,
+            || drop(TlsClientConfig::system()),
+            move |()| start(),
+        );
+    } else {
+        start();
     }
     Ok(ws.handle())
 }
