@@ -859,9 +859,12 @@ void add_upstream_routes(aloop::HttpServer &http, aloop::HttpClient &client, PgP
 }
 
 void add_routes(aloop::HttpServer &http) {
-    http.route("GET", "/plaintext", [](aloop::Responder r) { r.respond(200, "text/plain", "Hello, World!"); });
-    http.route("GET", "/json", [](aloop::Responder r) {
-        r.respond(200, "application/json", "{\"message\":\"Hello, World!\"}");
+    // Status and headers checked once, shared by every loop's routes (immutable).
+    auto text = std::make_shared<const aloop::PreparedResponse>(200, "text/plain");
+    auto json = std::make_shared<const aloop::PreparedResponse>(200, "application/json");
+    http.route("GET", "/plaintext", [text](aloop::Responder r) { r.respond(*text, "Hello, World!"); });
+    http.route("GET", "/json", [json](aloop::Responder r) {
+        r.respond(*json, "{\"message\":\"Hello, World!\"}");
     });
     http.route("POST", "/palindrome", [](aloop::Responder r) {
         std::string_view body = r.body();

@@ -470,6 +470,13 @@
 typedef struct aloop_http_client_t aloop_http_client_t;
 
 /**
+ * A response's status and headers, checked once (opaque): made by
+ * `aloop_http_prepared_new()`, used by `aloop_http_respond_prepared()`, owned by the caller
+ * until `aloop_http_prepared_free()`.
+ */
+typedef struct aloop_http_prepared_t aloop_http_prepared_t;
+
+/**
  * A request (opaque). The handler receives it and owns it until it answers it, exactly once,
  * with `aloop_http_respond` or the chunked calls, right away or later (from any callback, or
  * `aloop_http_respond` from any thread). Pointers it returns stay valid until then. A handle
@@ -1568,6 +1575,48 @@ int aloop_http_response_header_at(const struct aloop_http_response_t *resp,
  * The body (not NUL-terminated) and its length in `*len` (may be NULL).
  */
 const void *aloop_http_response_body(const struct aloop_http_response_t *resp, size_t *len);
+
+/**
+ * Prepares a response: `status` (200..999) and `nheaders` headers (copied), checked as
+ * `aloop_http_respond()` checks them, with the response head laid out once. Answers made with
+ * it (`aloop_http_respond_prepared()`) send the bytes `aloop_http_respond()` would send with
+ * the same status, headers and body, and skip the work on the headers. Make one per kind of
+ * answer at start-up (e.g. `200` with `Content-Type: text/plain`) and keep it. On success
+ * `*out` owns it. Errors (`*out` is then not written): `ALOOP_E_INVALID` (what
+ * `aloop_http_respond()` refuses whatever the body: a bad status, CR/LF/NUL in a header or an
+ * invalid name, another `Connection` option, a malformed `Content-Length`, any
+ * `Transfer-Encoding`), `ALOOP_E_NULL`. A `Content-Length` among the headers is checked
+ * against each answer's body. Thread-safe: a prepared response is immutable, and requests of
+ * any loop may use it, from any thread.
+ */
+int aloop_http_prepared_new(int status,
+                            const struct aloop_http_header_t *headers,
+                            size_t nheaders,
+                            struct aloop_http_prepared_t **out);
+
+/**
+ * Frees a prepared response. Answers queued from other threads with it are unaffected. NULL
+ * is ignored (0); one freed already gives `ALOOP_E_STALE`. Thread-safe, but not while another
+ * thread is passing the same prepared response to a call.
+ */
+int aloop_http_prepared_free(struct aloop_http_prepared_t *prepared);
+
+/**
+ * Answers `req` with a prepared status and headers and `len` bytes of `body` (copied): as
+ * `aloop_http_respond()` with them would, framing included (`Server` and `Date` added unless
+ * given, `Connection: close` honoured; a prepared `Content-Length` must equal `len`, except
+ * for a HEAD request or a 304). On success the request is consumed. Errors:
+ * `ALOOP_E_STALE` (`prepared` was freed), `ALOOP_E_NULL` (`req` or `prepared` NULL, or `body`
+ * NULL with `len` > 0), `ALOOP_E_INVALID` (a prepared `Content-Length` that `len` does not
+ * match: the request stays unanswered), `ALOOP_E_CANCELLED` (the client has gone: the
+ * request is consumed), `ALOOP_E_ALREADY` (already answered). Thread-safe as
+ * `aloop_http_respond()`: from a thread other than the one running the request's loop, the
+ * body is copied and the answer handed to that loop, and 0 means "queued".
+ */
+int aloop_http_respond_prepared(struct aloop_http_request_t *req,
+                                const struct aloop_http_prepared_t *prepared,
+                                const void *body,
+                                size_t len);
 
 /**
  * The method ("GET"), NUL-terminated; valid until the request is answered. NULL for an

@@ -209,6 +209,46 @@ struct SocketAddress {
     uint16_t port = 0;
 };
 
+/// A response's status and headers, checked and laid out once (`aloop_http_prepared_new`),
+/// for any number of answers with bodies of their own (`Responder::respond(const
+/// PreparedResponse &, body)`): the same bytes as `Responder::respond` with them, without
+/// the work on the headers per answer. Owned and move-only; immutable, so requests of any
+/// loop may use it from any thread. Destroy it only once no thread is answering with it.
+class PreparedResponse {
+  public:
+    /// Throws `Error` (ALOOP_E_INVALID) for what an answer with them would be refused for
+    /// whatever its body: a bad status or header, a framing header that cannot be honoured.
+    PreparedResponse(int status, const std::vector<Header> &headers) {
+        std::vector<aloop_http_header_t> hs;
+        hs.reserve(headers.size());
+        for (const auto &h : headers)
+            hs.push_back({h.name.c_str(), h.value.c_str()});
+        make(status, hs.data(), hs.size());
+    }
+    /// With one Content-Type.
+    PreparedResponse(int status, const char *content_type) {
+        const aloop_http_header_t h = {"Content-Type", content_type};
+        make(status, &h, 1);
+    }
+    PreparedResponse(PreparedResponse &&o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    PreparedResponse &operator=(PreparedResponse &&o) noexcept {
+        std::swap(p_, o.p_);
+        return *this;
+    }
+    PreparedResponse(const PreparedResponse &) = delete;
+    PreparedResponse &operator=(const PreparedResponse &) = delete;
+    ~PreparedResponse() { aloop_http_prepared_free(p_); }
+    const aloop_http_prepared_t *get() const noexcept { return p_; }
+
+  private:
+    void make(int status, const aloop_http_header_t *hs, size_t n) {
+        int rc = aloop_http_prepared_new(status, hs, n, &p_);
+        if (rc != 0)
+            throw Error(rc, "aloop_http_prepared_new");
+    }
+    aloop_http_prepared_t *p_ = nullptr;
+};
+
 class Responder;
 class ChunkedResponse;
 
@@ -335,6 +375,17 @@ class Responder {
     }
     int respond(int status, std::string_view content_type, std::string_view body) {
         return respond(status, std::string(content_type), body);
+    }
+
+    /// Answers with a prepared status and headers and `body`; as `respond`. Throws `Error`
+    /// for a prepared `Content-Length` that `body` does not match (ALOOP_E_INVALID: the
+    /// request stays unanswered and this Responder valid) or a destroyed `prepared`.
+    int respond(const PreparedResponse &prepared, std::string_view body) {
+        int rc = aloop_http_respond_prepared(req_, prepared.get(), body.data(), body.size());
+        if (rc == ALOOP_E_INVALID || rc == ALOOP_E_NULL || rc == ALOOP_E_STALE)
+            throw Error(rc, "aloop_http_respond_prepared");
+        req_ = nullptr;
+        return rc;
     }
 
     /// Runs `fn` once if the client goes away before the answer.

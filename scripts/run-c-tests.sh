@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the C test programs built by the Makefile: each plainly, each under AddressSanitizer +
 # UBSan (checking that the sanitizer runtime is really linked), and test_tcp (both backends),
-# test_http, test_ws, test_cpp_stream and test_signal under valgrind memcheck. Prints one line
+# test_http, test_http_prepared, test_ws, test_cpp_stream and test_signal under valgrind memcheck. Prints one line
 # per run and a closing "N passed, N failed".
 #
 # test_http and those after it run under valgrind on epoll only: valgrind 3.19 keeps its
@@ -54,6 +54,7 @@ if command -v valgrind >/dev/null; then
   vg=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite)
   run "test_tcp (valgrind)" "${vg[@]}" "$dir/test_tcp"
   run "test_http (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_http"
+  run "test_http_prepared (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_http_prepared"
   run "test_ws (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_ws"
   run "test_cpp_stream (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_cpp_stream"
   run "test_signal (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_signal"

@@ -55,6 +55,7 @@ pub(crate) enum Kind {
     TcpListener,
     HttpServer,
     HttpRequest,
+    HttpPrepared,
     HttpClient,
     HttpResponse,
     PgPool,

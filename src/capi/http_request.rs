@@ -7,13 +7,14 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 
 use super::handle::{self, Kind, LoopId};
-use super::{aloop_free_fn, c_str, guard, not_null, rc, SendBox, UserData};
+use super::{aloop_free_fn, c_str, guard, not_null, rc, UserData};
 use crate::error::{Error, Result};
 use crate::http::server::ServerInner;
 use crate::http::{BodyEvent, Request, RequestData};
-use crate::reactor::Token;
+use crate::reactor::{Remote, Token};
 
 /// A request (opaque). The handler receives it and owns it until it answers it, exactly once,
 /// with `aloop_http_respond` or the chunked calls, right away or later (from any callback, or
@@ -60,9 +61,9 @@ pub type aloop_http_drain_cb =
     Option<unsafe extern "C" fn(req: *mut aloop_http_request_t, user_data: *mut c_void)>;
 
 /// A server slot named by a request handle.
-struct Slot {
-    srv: Rc<ServerInner>,
-    token: Token,
+pub(super) struct Slot {
+    pub(super) srv: Rc<ServerInner>,
+    pub(super) token: Token,
 }
 
 /// Hands a request to C: the returned handle owns it until it is answered.
@@ -85,7 +86,7 @@ fn slot_of(words: [u64; 2]) -> Result<Slot> {
 
 /// The live request behind a handle, on its loop's thread. Stale handles give `ALREADY`: the
 /// request was answered.
-fn resolve(req: *mut aloop_http_request_t) -> Result<Slot> {
+pub(super) fn resolve(req: *mut aloop_http_request_t) -> Result<Slot> {
     match handle::inline_words(req as u64, Kind::HttpRequest) {
         Ok(w) => slot_of(w),
         Err(Error::STALE) => Err(Error::ALREADY),
@@ -95,7 +96,7 @@ fn resolve(req: *mut aloop_http_request_t) -> Result<Slot> {
 
 /// Retires the handle once the server no longer has its slot (the answer consumed it). The
 /// call that answered checked the handle for this thread already.
-fn settle(req: *mut aloop_http_request_t, slot: &Slot) {
+pub(super) fn settle(req: *mut aloop_http_request_t, slot: &Slot) {
     if slot.srv.slot_data(slot.token).is_none() {
         if let Ok(words) = handle::retire_inline_checked(req as u64, Kind::HttpRequest) {
             // SAFETY: the weak count the handle owned (see `slot_of`), released once, here.
@@ -461,6 +462,61 @@ pub extern "C" fn aloop_http_request_body_resume(req: *mut aloop_http_request_t)
     })
 }
 
+/// Where an answer to a request runs.
+pub(super) enum Route {
+    /// On this thread, its loop's: answer now.
+    Here(Slot),
+    /// On another thread: post the answer to its loop.
+    Remote(Arc<Remote>),
+}
+
+/// Where an answer to `req` runs, from any thread. On the loop's thread (the common case) the
+/// handle's payload comes with the check. `ALREADY` for an answered request.
+pub(super) fn route(req: *mut aloop_http_request_t) -> Result<Route> {
+    let local = match handle::inline_words_here(req as u64, Kind::HttpRequest) {
+        Ok(w) => w,
+        Err(Error::STALE) => return Err(Error::ALREADY),
+        Err(e) => return Err(e),
+    };
+    if local.is_none() {
+        match handle::remote_of(req as u64, Kind::HttpRequest) {
+            Ok((r, false)) => return Ok(Route::Remote(r)),
+            Ok((_, true)) => {}
+            Err(Error::STALE) => return Err(Error::ALREADY),
+            Err(e) => return Err(e),
+        }
+    }
+    local.map_or_else(|| resolve(req), slot_of).map(Route::Here)
+}
+
+/// Posts an answer to `req`'s loop: `answer` runs there if the request is still unanswered,
+/// and a response it refuses (`INVALID`: what could not be checked before, a HEAD answer's
+/// length) becomes a 500. 0 ("queued") or the error of the post.
+pub(super) fn post_answer(
+    req: *mut aloop_http_request_t,
+    remote: &Remote,
+    answer: impl FnOnce(&Slot) -> Result<()> + Send + 'static,
+) -> c_int {
+    let req = req as usize;
+    match remote.post(Box::new(move || {
+        let req = req as *mut aloop_http_request_t;
+        if let Ok(slot) = resolve(req) {
+            if answer(&slot) == Err(Error::INVALID) {
+                let _ = slot.srv.respond(
+                    slot.token,
+                    500,
+                    &[(b"Content-Type", b"text/plain")],
+                    b"500 Internal Server Error: the handler's answer was refused\n",
+                );
+            }
+            settle(req, &slot);
+        }
+    })) {
+        Ok(()) => 0,
+        Err((e, _job)) => e.code(),
+    }
+}
+
 /// Owned copy of a response, for answering from another thread.
 struct OwnedResponse {
     status: u16,
@@ -475,13 +531,13 @@ type HeaderPair = (&'static [u8], &'static [u8]);
 
 /// Storage for a call's headers, borrowed for the call: on the caller's stack up to
 /// `FEW_HEADERS`, else in a Vec.
-struct HeaderBuf {
+pub(super) struct HeaderBuf {
     few: [HeaderPair; FEW_HEADERS],
     many: Vec<HeaderPair>,
 }
 
 impl HeaderBuf {
-    fn new() -> HeaderBuf {
+    pub(super) fn new() -> HeaderBuf {
         HeaderBuf {
             few: [(&[], &[]); FEW_HEADERS],
             many: Vec::new(),
@@ -489,7 +545,7 @@ impl HeaderBuf {
     }
 }
 
-fn collect_headers(
+pub(super) fn collect_headers(
     headers: *const aloop_http_header_t,
     n: usize,
     buf: &mut HeaderBuf,
@@ -565,73 +621,38 @@ pub extern "C" fn aloop_http_respond(
             // SAFETY: `len` readable bytes at body during the call.
             unsafe { std::slice::from_raw_parts(body.cast(), len) }
         };
-        // On the loop's thread (the common case) the handle's payload comes with the check;
-        // from another, the answer is copied and posted to the loop.
-        let local = match handle::inline_words_here(req as u64, Kind::HttpRequest) {
-            Ok(w) => w,
-            Err(Error::STALE) => return Error::ALREADY.code(),
+        let remote = match route(req) {
+            Ok(Route::Here(slot)) => {
+                let r = slot.srv.respond(slot.token, status as u16, hs, body);
+                settle(req, &slot);
+                return rc(r);
+            }
+            Ok(Route::Remote(remote)) => remote,
             Err(e) => return e.code(),
         };
-        let (remote, here) = match local {
-            Some(_) => (None, true),
-            None => match handle::remote_of(req as u64, Kind::HttpRequest) {
-                Ok((r, here)) => (Some(r), here),
-                Err(Error::STALE) => return Error::ALREADY.code(),
-                Err(e) => return e.code(),
-            },
-        };
-        if let (Some(remote), false) = (remote, here) {
-            if hs.iter().any(|(n, v)| {
-                !crate::http::response::valid_name(n) || !crate::http::response::valid_value(v)
-            }) {
-                return Error::INVALID.code();
+        // What can be checked without the request (a HEAD answer's length is checked on
+        // the loop; refused there, the request gets a 500 instead).
+        match crate::http::response::check_headers(hs) {
+            Some(a) if a.chunked => return Error::INVALID.code(),
+            Some(a) if a.length.is_some_and(|n| n != len as u64 && len > 0) => {
+                return Error::INVALID.code()
             }
-            // What can be checked without the request (a HEAD answer's length is checked on
-            // the loop; refused there, the request gets a 500 instead).
-            match crate::http::response::asked_framing(hs.iter().copied()) {
-                Some(a) if a.chunked => return Error::INVALID.code(),
-                Some(a) if a.length.is_some_and(|n| n != len as u64 && len > 0) => {
-                    return Error::INVALID.code()
-                }
-                None => return Error::INVALID.code(),
-                Some(_) => {}
-            }
-            let owned = OwnedResponse {
-                status: status as u16,
-                headers: hs.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
-                body: body.to_vec(),
-            };
-            let job = SendBox((req as usize, owned));
-            return match remote.post(Box::new(move || {
-                let job = job;
-                let (req, r) = job.0;
-                let req = req as *mut aloop_http_request_t;
-                if let Ok(slot) = resolve(req) {
-                    let hs: Vec<(&[u8], &[u8])> =
-                        r.headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-                    let done = slot.srv.respond(slot.token, r.status, &hs, &r.body);
-                    if done == Err(Error::INVALID) {
-                        let _ = slot.srv.respond(
-                            slot.token,
-                            500,
-                            &[(b"Content-Type", b"text/plain")],
-                            b"500 Internal Server Error: the handler's answer was refused\n",
-                        );
-                    }
-                    settle(req, &slot);
-                }
-            })) {
-                Ok(()) => 0,
-                Err((e, _job)) => e.code(),
-            };
+            None => return Error::INVALID.code(),
+            Some(_) => {}
         }
-        let slot = match local.map_or_else(|| resolve(req), slot_of) {
-            Ok(x) => x,
-            Err(e) => return e.code(),
+        let owned = OwnedResponse {
+            status: status as u16,
+            headers: hs.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
+            body: body.to_vec(),
         };
-        let r = slot.srv.respond(slot.token, status as u16, hs, body);
-        settle(req, &slot);
-        rc(r)
+        post_answer(req, &remote, move |slot| {
+            let hs: Vec<(&[u8], &[u8])> = owned
+                .headers
+                .iter()
+                .map(|(n, v)| (&n[..], &v[..]))
+                .collect();
+            slot.srv.respond(slot.token, owned.status, &hs, &owned.body)
+        })
     })
 }
 

@@ -7,7 +7,7 @@
 //! its own.
 
 use super::date::DATE_LEN;
-use super::response::{self, Asked, Framing};
+use super::response::{self, Asked, Framing, HeadLayout};
 
 /// Heads kept (replaced in turn).
 const ENTRIES: usize = 4;
@@ -15,6 +15,50 @@ const ENTRIES: usize = 4;
 const MAX_HEADERS: usize = 8;
 /// Most bytes of application header names and values in a cached head.
 const MAX_KEY: usize = 512;
+
+/// A head laid out for reuse: the bytes `write_head` wrote up to and including
+/// `Content-Length: `, and where its `Date` value is in them.
+#[derive(Default, Clone, Debug)]
+pub struct Template {
+    prefix: Vec<u8>,
+    /// None when the application gave its own `Date`.
+    date_at: Option<usize>,
+}
+
+impl Template {
+    /// Keeps the head `write_head` wrote as `head` (from its first byte) with `layout`; false
+    /// (nothing kept) for a chunked one.
+    pub fn set(&mut self, head: &[u8], layout: HeadLayout) -> bool {
+        let Some(length_at) = layout.length_at else {
+            return false;
+        };
+        self.prefix.clear();
+        self.prefix.extend_from_slice(&head[..length_at]);
+        self.date_at = layout.date_at;
+        true
+    }
+
+    /// Writes the head with the current `date`, a body of `len` bytes and the `Connection`
+    /// line `write_head` would write for `close` and `http10_keep_alive`.
+    #[inline]
+    pub fn write(
+        &self,
+        out: &mut Vec<u8>,
+        date: &[u8; DATE_LEN],
+        len: usize,
+        close: bool,
+        http10_keep_alive: bool,
+    ) {
+        let start = out.len();
+        out.reserve(self.prefix.len() + 48);
+        out.extend_from_slice(&self.prefix);
+        if let Some(at) = self.date_at {
+            out[start + at..start + at + DATE_LEN].copy_from_slice(date);
+        }
+        response::push_decimal(out, len as u64);
+        out.extend_from_slice(response::head_end(close, http10_keep_alive));
+    }
+}
 
 #[derive(Default)]
 struct Entry {
@@ -25,10 +69,8 @@ struct Entry {
     lens: [(usize, usize); MAX_HEADERS],
     /// Their names and values, concatenated.
     key: Vec<u8>,
-    /// The head up to and including `Content-Length: `.
-    prefix: Vec<u8>,
-    /// Where the `Date` value is in `prefix` (None when the application gave its own).
-    date_at: Option<usize>,
+    /// The head, up to its `Content-Length` value.
+    head: Template,
     /// What the headers' framing headers ask (`response::asked_framing` of them).
     asked: Asked,
 }
@@ -101,15 +143,9 @@ impl HeadCache {
         if hit.fills != self.fills {
             return false;
         }
-        let e = &self.entries[hit.index];
-        let start = out.len();
-        out.reserve(e.prefix.len() + 48);
-        out.extend_from_slice(&e.prefix);
-        if let Some(at) = e.date_at {
-            out[start + at..start + at + DATE_LEN].copy_from_slice(date);
-        }
-        response::push_decimal(out, len as u64);
-        out.extend_from_slice(response::head_end(close, http10_keep_alive));
+        self.entries[hit.index]
+            .head
+            .write(out, date, len, close, http10_keep_alive);
         true
     }
 
@@ -139,10 +175,7 @@ impl HeadCache {
             http10_keep_alive,
         );
         let key_len: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-        let Some(length_at) = layout.length_at else {
-            return;
-        };
-        if headers.len() > MAX_HEADERS || key_len > MAX_KEY {
+        if layout.length_at.is_none() || headers.len() > MAX_HEADERS || key_len > MAX_KEY {
             return;
         }
         let e = &mut self.entries[self.next];
@@ -156,9 +189,7 @@ impl HeadCache {
             e.key.extend_from_slice(n);
             e.key.extend_from_slice(v);
         }
-        e.prefix.clear();
-        e.prefix.extend_from_slice(&out[start..start + length_at]);
-        e.date_at = layout.date_at;
+        e.head.set(&out[start..], layout);
         e.asked = asked;
     }
 }

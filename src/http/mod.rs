@@ -15,7 +15,8 @@ pub mod date;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_support;
-mod head_cache;
+pub(crate) mod head_cache;
+mod prepared;
 pub mod response;
 pub mod response_parser;
 pub mod router;
@@ -23,4 +24,5 @@ pub mod server;
 mod target;
 pub mod ws;
 
+pub use prepared::PreparedResponse;
 pub use server::{BodyEvent, ChunkedWriter, HttpServer, Request, ServerOptions};

@@ -175,6 +175,16 @@ pub fn asked_framing<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) ->
     Some(a)
 }
 
+/// Checks an application's headers (`valid_name`, `valid_value`) and reads what its framing
+/// headers ask (they are honoured, or refused: never silently dropped). `None` for a header the
+/// library cannot send or a framing header it cannot honour.
+pub fn check_headers(headers: &[(&[u8], &[u8])]) -> Option<Asked> {
+    if !headers.iter().all(|(n, v)| valid_name(n) && valid_value(v)) {
+        return None;
+    }
+    asked_framing(headers.iter().copied())
+}
+
 /// How the body is framed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Framing {

@@ -2,15 +2,19 @@
 // aloop::Error with the code, and the callable it was given is destroyed, not leaked (the C
 // library never runs the destructor of a registration it refused). Runs plain and under
 // ASan+UBSan (LeakSanitizer on), on both backends. aloop::Signal end to end.
+// aloop::PreparedResponse: what it refuses, answers with it, and misuse when answering.
 #include <asyncloop.hpp>
 
 #include <csignal>
 #include <cstring>
 #include <memory>
 #include <signal.h>
+#include <string>
+#include <thread>
 
 extern "C" {
 #include "check.h"
+#include "dial.h"
 }
 
 namespace {
@@ -48,6 +52,64 @@ void run(int backend) {
     CHECK_RC(code_of([&] { http.shutdown(100, [&] { again = true; }); }), ALOOP_E_ALREADY);
     loop.run();
     CHECK(!again);
+}
+
+// aloop::PreparedResponse: refused headers throw; an answer with one is the same as
+// `respond` with its headers; a body its Content-Length does not match throws and keeps the
+// request; a moved-from one throws (NULL).
+void run_prepared(int backend) {
+    CHECK_RC(code_of([] { aloop::PreparedResponse p(200, {{"X-Evil", "a\r\nb"}}); }), ALOOP_E_INVALID);
+    CHECK_RC(code_of([] { aloop::PreparedResponse p(200, {{"Transfer-Encoding", "chunked"}}); }), ALOOP_E_INVALID);
+    CHECK_RC(code_of([] { aloop::PreparedResponse p(99, "text/plain"); }), ALOOP_E_INVALID);
+    aloop::Loop loop(static_cast<aloop::Loop::Backend>(backend));
+    aloop::HttpServer http(loop);
+    aloop::PreparedResponse text(200, "text/plain");
+    aloop::PreparedResponse sized(200, {{"Content-Length", "2"}});
+    aloop::PreparedResponse gone(200, "text/plain");
+    aloop::PreparedResponse taker(std::move(gone));
+    int misuse = 0;
+    http.route("GET", "/p", [&](aloop::Responder r) { CHECK_RC(r.respond(text, "Hello"), 0); });
+    http.route("GET", "/r", [&](aloop::Responder r) { CHECK_RC(r.respond(200, "text/plain", "Hello"), 0); });
+    http.route("GET", "/misuse", [&](aloop::Responder r) {
+        misuse = code_of([&] { r.respond(sized, "three"); });
+        CHECK(r.valid());
+        CHECK_RC(code_of([&] { r.respond(gone, "x"); }), ALOOP_E_NULL);
+        CHECK(r.valid());
+        CHECK_RC(r.respond(sized, "ok"), 0);
+        CHECK(!r.valid());
+    });
+    int port = http.listen("127.0.0.1", 0);
+    std::string got;
+    std::thread client([&] {
+        int fd = dial(port);
+        static const char reqs[] = "GET /p HTTP/1.1\r\nHost: t\r\n\r\n"
+                                   "GET /r HTTP/1.1\r\nHost: t\r\n\r\n"
+                                   "GET /misuse HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        CHECK(write(fd, reqs, sizeof reqs - 1) == static_cast<ssize_t>(sizeof reqs - 1));
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof buf)) > 0)
+            got.append(buf, static_cast<size_t>(n));
+        close(fd);
+        loop.post([&] { http.shutdown(100, [] {}); });
+    });
+    loop.run();
+    client.join();
+    CHECK_RC(misuse, ALOOP_E_INVALID);
+    // Date lines aside, /p and /r answered the same bytes.
+    auto strip = [](std::string s) {
+        auto at = s.find("Date: ");
+        return at == std::string::npos ? s : s.erase(at, s.find("\r\n", at) + 2 - at);
+    };
+    auto second = got.find("HTTP/1.1 ", 1), third = got.find("HTTP/1.1 ", second + 1);
+    CHECK(second != std::string::npos && third != std::string::npos);
+    if (second != std::string::npos && third != std::string::npos) {
+        CHECK(strip(got.substr(0, second)) == strip(got.substr(second, third - second)));
+        CHECK(got.compare(third, std::string::npos, "") != 0);
+        CHECK(strip(got.substr(third)) ==
+              "HTTP/1.1 200 OK\r\nServer: asyncloop\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    }
+    CHECK(got.find("Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nHello") != std::string::npos);
 }
 
 void (*disposition(int sig))(int) {
@@ -103,6 +165,7 @@ int main() {
     for (int b : all_backends) {
         run(b);
         run_signal(b);
+        run_prepared(b);
     }
     return check_summary("test_cpp");
 }

@@ -220,6 +220,8 @@ class GuidePrograms(unittest.TestCase):
                              (200, "chunked", b"3\n2\n1\nliftoff\n"))
             self.assertEqual(http("GET", p.url("/fib?n=90"))[2], b"fib(90) = 2880067194370816120\n")
             self.assertEqual(http("GET", p.url("/fib?n=91"))[0], 400)
+            status, headers, body = http("GET", p.url("/ping"))
+            self.assertEqual((status, headers["Content-Type"], body), (200, "text/plain", b"pong\n"))
             # A request in flight when SIGTERM arrives is still answered; then the program exits 0.
             result = {}
             t = threading.Thread(target=lambda: result.update(r=http("GET", p.url("/later"))))

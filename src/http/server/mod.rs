@@ -42,6 +42,7 @@ use self::work::ConnWork;
 use super::date::DateCache;
 use super::head_cache::HeadCache;
 use super::parser::{BodyMode, Limits};
+use super::prepared::PreparedResponse;
 use super::request::RequestData;
 use super::router::{Handler, Router};
 use crate::error::{Error, Result};
@@ -379,6 +380,18 @@ impl Request {
     /// a 500, see `Drop`), `CANCELLED` if the client has gone.
     pub fn respond(mut self, status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) -> Result<()> {
         let r = self.srv.respond(self.slot, status, headers, body);
+        if r != Err(Error::INVALID) {
+            self.answered = true;
+        }
+        r
+    }
+
+    /// Answers with a prepared status and headers and `body` (copied): the same bytes as
+    /// `respond` with them would send, without checking the headers again. Errors as for
+    /// `respond` (`INVALID`: a prepared `Content-Length` that `body` does not match, and the
+    /// request stays unanswered).
+    pub fn respond_prepared(mut self, prepared: &PreparedResponse, body: &[u8]) -> Result<()> {
+        let r = self.srv.respond_prepared(self.slot, prepared, body);
         if r != Err(Error::INVALID) {
             self.answered = true;
         }

@@ -5,22 +5,29 @@ use super::connection::{Conn, ConnRef, Phase};
 use super::slots::SlotState;
 use super::ServerInner;
 use crate::error::{Error, Result};
+use crate::http::head_cache::{Hit, Template};
 use crate::http::request::RequestData;
 use crate::http::response::{self, Framing};
+use crate::http::PreparedResponse;
 use crate::net::WeakStream;
 use crate::reactor::Token;
+
+/// Where an answer's head comes from.
+enum Head<'a> {
+    /// The application's headers (checked), and the cached head they matched, if any.
+    Given {
+        headers: &'a [(&'a [u8], &'a [u8])],
+        hit: Option<Hit>,
+    },
+    /// A prepared response's.
+    Prepared(&'a Template),
+}
 
 impl ServerInner {
     /// Checks a handler's headers, and reads what its framing headers ask for (they are
     /// honoured, or refused with `INVALID`: never silently dropped).
     fn check_headers(headers: &[(&[u8], &[u8])]) -> Result<response::Asked> {
-        if !headers
-            .iter()
-            .all(|(n, v)| response::valid_name(n) && response::valid_value(v))
-        {
-            return Err(Error::INVALID);
-        }
-        response::asked_framing(headers.iter().copied()).ok_or(Error::INVALID)
+        response::check_headers(headers).ok_or(Error::INVALID)
     }
 
     /// Writes into the buffer of the pipeline entry at `pos`: the connection's output when it
@@ -101,6 +108,30 @@ impl ServerInner {
             None => Self::check_headers(headers)?,
             Some(hit) => hit.asked,
         };
+        self.answer(slot, status, asked, Head::Given { headers, hit }, body)
+    }
+
+    /// Answers a request with a prepared status and headers (checked when prepared) and `body`.
+    pub(crate) fn respond_prepared(
+        &self,
+        slot: Token,
+        prepared: &PreparedResponse,
+        body: &[u8],
+    ) -> Result<()> {
+        let (status, asked) = (prepared.status(), prepared.asked());
+        self.answer(slot, status, asked, Head::Prepared(prepared.head()), body)
+    }
+
+    /// Answers a request with a complete response whose headers were checked (`asked` is what
+    /// their framing headers ask).
+    fn answer(
+        &self,
+        slot: Token,
+        status: u16,
+        asked: response::Asked,
+        head: Head,
+        body: &[u8],
+    ) -> Result<()> {
         if asked.chunked {
             return Err(Error::INVALID); // a whole response: `respond_chunked` streams one
         }
@@ -137,22 +168,27 @@ impl ServerInner {
             }
             let date = self.http_date();
             let http10_keep_alive = data.version_minor == 0 && !close;
-            let reused = hit.is_some_and(|hit| {
-                self.heads
-                    .borrow()
-                    .write(hit, buf, &date, len, close, http10_keep_alive)
-            });
-            if !reused {
-                self.heads.borrow_mut().write_and_fill(
-                    buf,
-                    status,
-                    &date,
-                    headers,
-                    asked,
-                    len,
-                    close,
-                    http10_keep_alive,
-                );
+            match head {
+                Head::Prepared(t) => t.write(buf, &date, len, close, http10_keep_alive),
+                Head::Given { headers, hit } => {
+                    let reused = hit.is_some_and(|hit| {
+                        self.heads
+                            .borrow()
+                            .write(hit, buf, &date, len, close, http10_keep_alive)
+                    });
+                    if !reused {
+                        self.heads.borrow_mut().write_and_fill(
+                            buf,
+                            status,
+                            &date,
+                            headers,
+                            asked,
+                            len,
+                            close,
+                            http10_keep_alive,
+                        );
+                    }
+                }
             }
             if !no_body && !data.is_head() {
                 buf.extend_from_slice(body);
