@@ -224,6 +224,44 @@ std::string world_json(int id, long long rn) {
     return "{\"id\":" + std::to_string(id) + ",\"randomNumber\":" + std::to_string(rn) + "}";
 }
 
+/// A JSON string value: `s` between quotes, with `"`, `\\` and control characters escaped.
+/// Writes into `out`, which must hold 6 * s.size() + 2 bytes; returns the end.
+char *write_json_string(char *out, std::string_view s) {
+    static const char hex[] = "0123456789abcdef";
+    *out++ = '"';
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') {
+            *out++ = '\\';
+            *out++ = static_cast<char>(c);
+        } else if (c < 0x20) {
+            std::memcpy(out, "\\u00", 4);
+            out[4] = hex[c >> 4];
+            out[5] = hex[c & 15];
+            out += 6;
+        } else {
+            *out++ = static_cast<char>(c);
+        }
+    }
+    *out++ = '"';
+    return out;
+}
+
+/// TFB's /json object, built and serialized for each request (the rules ask for both).
+struct HelloMessage {
+    std::string_view message;
+    /// `{"message":...}` into `buf` (on the stack: no allocation); the bytes written.
+    template <size_t N> std::string_view serialize(char (&buf)[N]) const {
+        static constexpr std::string_view open = "{\"message\":";
+        if (N < open.size() + 6 * message.size() + 3)
+            return {};
+        char *p = buf;
+        std::memcpy(p, open.data(), open.size());
+        p = write_json_string(p + open.size(), message);
+        *p++ = '}';
+        return {buf, static_cast<size_t>(p - buf)};
+    }
+};
+
 /// Appends `s` to `out` with HTML's five special characters escaped.
 void append_escaped(std::string &out, std::string_view s) {
     for (char c : s) {
@@ -864,7 +902,8 @@ void add_routes(aloop::HttpServer &http) {
     auto json = std::make_shared<const aloop::PreparedResponse>(200, "application/json");
     http.route("GET", "/plaintext", [text](aloop::Responder r) { r.respond(*text, "Hello, World!"); });
     http.route("GET", "/json", [json](aloop::Responder r) {
-        r.respond(*json, "{\"message\":\"Hello, World!\"}");
+        char buf[128];
+        r.respond(*json, HelloMessage{"Hello, World!"}.serialize(buf));
     });
     http.route("POST", "/palindrome", [](aloop::Responder r) {
         std::string_view body = r.body();
