@@ -1011,6 +1011,35 @@ struct Worker {
     std::thread thread;
 };
 
+/// Frees a worker's parts on the thread that runs its loop (the pool's closing work runs
+/// there). The signal handles go first (started ones would keep the loop running); the last one
+/// of each signal puts its previous action back. The loop itself stays, for the caller.
+void tear_down(Worker &w) {
+    w.signals.clear();
+    if (w.http && !w.stopping) {
+        // Never served (start-up failed): stop its listeners and close at once.
+        aloop::Loop *loop = w.loop.get();
+        w.http->shutdown(0, [loop] { loop->stop(); });
+        w.loop->run();
+    }
+    w.http.reset();
+    w.api.reset();
+    w.events.reset();
+    w.db.reset();
+    if (w.loop)
+        w.loop->run(); // the client's and the pool's connections finish closing
+}
+
+/// Start-up failed: every worker made so far is torn down on this thread (no loop runs yet),
+/// so nothing is leaked and no socket file is left behind. Returns the exit status, 1.
+int fail_start(std::vector<Worker> &workers) {
+    for (auto &w : workers) {
+        tear_down(w);
+        w.loop.reset();
+    }
+    return 1;
+}
+
 /// SIGINT/SIGTERM on this worker's loop: stop accepting, finish what is in flight (bounded),
 /// then stop the loop. A repeated signal changes nothing.
 void watch_stop_signals(Worker &w) {
@@ -1121,7 +1150,7 @@ int main(int argc, char **argv) {
                     const char *detail = aloop_last_error_message(); // for -EADDRINUSE, -EEXIST
                     std::fprintf(stderr, "server: cannot listen on %s: %s%s%s\n", cfg.unix_path.c_str(),
                                  aloop_strerror(rc), *detail ? ": " : "", detail);
-                    return 1;
+                    return fail_start(workers);
                 }
             }
             // Watched from here on, before the listening line: a signal that comes before the
@@ -1131,7 +1160,7 @@ int main(int argc, char **argv) {
         watch_reload_signal(workers[0], workers, cfg);
     } catch (const aloop::Error &e) {
         std::fprintf(stderr, "server: cannot listen on %s:%d: %s\n", cfg.address.c_str(), cfg.port, e.what());
-        return 1;
+        return fail_start(workers);
     }
     if (cfg.address.empty())
         std::printf("listening on unix:%s (backend=%s, threads=%d)\n", cfg.unix_path.c_str(),
@@ -1145,15 +1174,7 @@ int main(int argc, char **argv) {
         w.thread = std::thread([&w] {
             try {
                 w.loop->run(); // until a stop signal's shutdown has finished
-                // Tear down on the loop's own thread: the pool's closing work runs here. The
-                // signal handles go first (started ones would keep the loop running); the last
-                // one of each signal puts its previous action back.
-                w.signals.clear();
-                w.http.reset();
-                w.api.reset();
-                w.events.reset();
-                w.db.reset();
-                w.loop->run(); // the client's and the pool's connections finish closing
+                tear_down(w);
             } catch (const std::exception &e) {
                 std::fprintf(stderr, "server: loop: %s\n", e.what());
             }

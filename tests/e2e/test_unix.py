@@ -237,8 +237,10 @@ def make_tests(backend):
             other = os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin", "server")
             p = subprocess.run([other, "--backend", backend, "--unix", self.sock, "127.0.0.1", "0"],
                                capture_output=True, timeout=30)
-            self.assertNotEqual(p.returncode, 0)
+            self.assertEqual(p.returncode, 1)
             self.assertIn(b"a server is listening on the Unix socket", p.stderr)
+            # What start-up had made is torn down, not abandoned.
+            self.assertNotIn(b"leaked", p.stderr)
             self.assertEqual(self.curl("--unix-socket", self.sock, "http://x/plaintext"), b"Hello, World!")
             # A socket file nobody listens on (its server died) is replaced.
             stale = os.path.join(self.tmp, "stale.sock")
@@ -285,6 +287,22 @@ def make_tests(backend):
             p = subprocess.run([binary], capture_output=True, timeout=30)
             self.assertEqual(p.returncode, 2)
             self.assertIn(b"expected <listen_address> <listen_port>", p.stderr)
+
+        def test_tcp_port_taken_fails_cleanly(self):
+            # A TCP port held by a socket without SO_REUSEPORT: the server exits 1 saying why,
+            # after tearing down what it had made (here its Unix socket file, too).
+            path = os.path.join(self.tmp, "tcpfail.sock")
+            binary = os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin", "server")
+            with socket.socket() as held:
+                held.bind(("127.0.0.1", 0))
+                held.listen()
+                port = held.getsockname()[1]
+                p = subprocess.run([binary, "--backend", backend, "--threads", "2", "--unix", path,
+                                    "127.0.0.1", str(port)], capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(b"cannot listen on 127.0.0.1", p.stderr)
+            self.assertNotIn(b"leaked", p.stderr)
+            self.assertFalse(os.path.exists(path))
 
     UnixTests.__name__ = f"Unix_{backend}"
     return UnixTests
