@@ -24,6 +24,7 @@ SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 
 EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server $(BINDIR)/client
 C_TESTS    := test_version test_loop test_tcp test_http test_http_prepared test_http_client test_shutdown test_pg test_pg_app test_pg_cpp test_misuse test_cpp test_cpp_stream test_blocking_pool test_stream test_client_stream test_tls test_ws test_signal
+HPP        := include/asyncloop.hpp $(wildcard include/asyncloop/*.hpp)
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml
 
@@ -62,7 +63,7 @@ $(BINDIR)/%: examples-c/%.c include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(BINDIR)
 	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LDFLAGS)
 
-$(BINDIR)/%: examples-c/%.cpp include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+$(BINDIR)/%: examples-c/%.cpp include/asyncloop.h $(HPP) $(LIBFILES)
 	@mkdir -p $(BINDIR)
 	$(CXX) $(EX_CXXFLAGS) $< -o $@ $(EX_LDFLAGS)
 
@@ -121,7 +122,7 @@ test-install: $(LIBFILES)
 	@cmake -S tests/consumer -B $(CONSUMER)/cmake -DCMAKE_PREFIX_PATH=$(INST) \
 	   -DASYNCLOOP_VERSION_WANTED=$(MAJOR).$(word 2,$(subst ., ,$(VERSION))) >$(CONSUMER)/cmake.log 2>&1 \
 	   && cmake --build $(CONSUMER)/cmake >>$(CONSUMER)/cmake.log 2>&1 || { cat $(CONSUMER)/cmake.log; exit 1; }
-	@$(CONSUMER)/cmake/consumer && $(CONSUMER)/cmake/consumer_static
+	@$(CONSUMER)/cmake/consumer && $(CONSUMER)/cmake/consumer_static && $(CONSUMER)/cmake/consumer_cpp
 	@! ldd $(CONSUMER)/cmake/consumer_static | grep -q libasyncloop || { echo "consumer_static needs libasyncloop.so"; exit 1; }
 	@ldd $(CONSUMER)/cmake/consumer | grep -q "libasyncloop.so.$(MAJOR) => $(INST)/lib/" || { echo "consumer does not use the installed libasyncloop.so"; exit 1; }
 	@! cmake -S tests/consumer -B $(CONSUMER)/cmake-future -DCMAKE_PREFIX_PATH=$(INST) \
@@ -139,7 +140,7 @@ test-install: $(LIBFILES)
 	   $$($(INST_PC) --static --cflags --libs asyncloop) -Wl,--gc-sections 2>>$(CONSUMER)/static.log \
 	   || { cat $(CONSUMER)/static.log; exit 1; }
 	@python3 tests/consumer/palindrome_static.py $(CONSUMER)/palindrome_static
-	@echo "install: consumer built with CMake (shared, static), pkg-config and pkg-config --static (fully static); static palindrome answers"
+	@echo "install: consumer built with CMake (shared, static, C++), pkg-config and pkg-config --static (fully static); static palindrome answers"
 
 $(TESTDIR)/%: tests/c/%.c tests/c/check.h tests/c/dial.h include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(TESTDIR)
@@ -149,11 +150,11 @@ $(TESTDIR)/%.asan: tests/c/%.c tests/c/check.h tests/c/dial.h include/asyncloop.
 	@mkdir -p $(TESTDIR)
 	$(CC) -std=c11 $(CWARN) -Iinclude -Itests/c -O1 -g $(SAN) $< -o $@ $(EX_LDFLAGS)
 
-$(TESTDIR)/%: tests/c/%.cpp tests/c/check.h include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+$(TESTDIR)/%: tests/c/%.cpp tests/c/check.h include/asyncloop.h $(HPP) $(LIBFILES)
 	@mkdir -p $(TESTDIR)
 	$(CXX) -std=c++17 $(CWARN) -Iinclude -Itests/c -O1 -g $< -o $@ $(EX_LDFLAGS)
 
-$(TESTDIR)/%.asan: tests/c/%.cpp tests/c/check.h include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+$(TESTDIR)/%.asan: tests/c/%.cpp tests/c/check.h include/asyncloop.h $(HPP) $(LIBFILES)
 	@mkdir -p $(TESTDIR)
 	$(CXX) -std=c++17 $(CWARN) -Iinclude -Itests/c -O1 -g $(SAN) $< -o $@ $(EX_LDFLAGS)
 
@@ -168,7 +169,7 @@ $(SANDIR)/%: examples-c/%.c include/asyncloop.h $(LIBFILES)
 	@mkdir -p $(SANDIR)
 	$(CC) $(EX_CFLAGS) $(SAN) $< -o $@ -L$(LIBDIR) -lasyncloop -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lpthread
 
-$(SANDIR)/%: examples-c/%.cpp include/asyncloop.h include/asyncloop.hpp $(LIBFILES)
+$(SANDIR)/%: examples-c/%.cpp include/asyncloop.h $(HPP) $(LIBFILES)
 	@mkdir -p $(SANDIR)
 	$(CXX) $(EX_CXXFLAGS) $(SAN) $< -o $@ -L$(LIBDIR) -lasyncloop -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lpthread
 
@@ -276,7 +277,9 @@ install: lib
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libasyncloop.so
 	install -m 0644 $(LIBDIR)/libasyncloop.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 0644 include/asyncloop.h $(DESTDIR)$(PREFIX)/include/
-	@[ ! -f include/asyncloop.hpp ] || install -m 0644 include/asyncloop.hpp $(DESTDIR)$(PREFIX)/include/
+	install -d $(DESTDIR)$(PREFIX)/include/asyncloop
+	install -m 0644 include/asyncloop.hpp $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 include/asyncloop/*.hpp $(DESTDIR)$(PREFIX)/include/asyncloop/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/asyncloop.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/asyncloop.pc
 	install -d $(DESTDIR)$(PREFIX)/lib/cmake/asyncloop
