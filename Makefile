@@ -173,6 +173,10 @@ $(SANDIR)/%: examples-c/%.cpp include/asyncloop.h $(HPP) $(LIBFILES)
 	@mkdir -p $(SANDIR)
 	$(CXX) $(EX_CXXFLAGS) $(SAN) $< -o $@ -L$(LIBDIR) -lasyncloop -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lpthread
 
+# The example server's parts (one file per concern, included by server.cpp).
+SERVER_PARTS := examples-c/sha256.hpp $(wildcard examples-c/server/*.hpp)
+$(BINDIR)/server $(SANDIR)/server: $(SERVER_PARTS)
+
 # The library itself built with AddressSanitizer too (RUSTC_BOOTSTRAP lets the stable toolchain
 # use -Zsanitizer; gcc's libasan serves both sides), loaded by the sanitized programs in place of
 # the plain one through LD_LIBRARY_PATH.
