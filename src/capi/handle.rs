@@ -19,7 +19,6 @@
 //! they get the loop's `Remote` from a registry of their own.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -143,8 +142,8 @@ fn entry(index: u32) -> Option<&'static Entry> {
 }
 
 impl GlobalFree {
-    /// Moves up to `BATCH` free indices into `out`, making a page when none is free.
-    fn take_batch(&mut self, out: &mut VecDeque<u32>) {
+    /// Gives up to `BATCH` free indices to `put`, making a page when none is free.
+    fn take_batch(&mut self, mut put: impl FnMut(u32)) {
         if self.free.is_empty() {
             assert!(
                 self.pages < MAX_PAGES,
@@ -159,41 +158,92 @@ impl GlobalFree {
         }
         let n = self.free.len().min(BATCH);
         for i in self.free.drain(self.free.len() - n..) {
-            out.push_front(i);
+            put(i);
         }
     }
 }
 
-/// A thread's free entries, oldest first; given back to the global list when the thread ends.
-struct LocalFree(VecDeque<u32>);
+/// Room in a thread's free list: more than it ever holds (`QUARANTINE + 2 * BATCH + 1`).
+const RING: usize = 512;
+const _: () = assert!(RING.is_power_of_two() && RING > QUARANTINE + 2 * BATCH + 1);
+
+/// A thread's free entries, oldest first (a ring of `RING` indices from `head`, `len` of them,
+/// allocated at the first free or refill); given back to the global list when the thread ends.
+struct LocalFree {
+    ring: Vec<u32>,
+    head: usize,
+    len: usize,
+}
 
 impl LocalFree {
-    fn pop(&mut self) -> u32 {
-        if self.0.len() <= QUARANTINE {
-            GLOBAL.lock().take_batch(&mut self.0);
+    const fn new() -> LocalFree {
+        LocalFree {
+            ring: Vec::new(),
+            head: 0,
+            len: 0,
         }
-        self.0
-            .pop_front()
-            .expect("take_batch gives at least one index")
+    }
+
+    fn pop(&mut self) -> u32 {
+        if self.len <= QUARANTINE {
+            self.refill();
+        }
+        let i = self.ring[self.head];
+        self.head = (self.head + 1) & (RING - 1);
+        self.len -= 1;
+        i
     }
 
     fn push(&mut self, index: u32) {
-        self.0.push_back(index);
-        if self.0.len() > QUARANTINE + 2 * BATCH {
-            let mut g = GLOBAL.lock();
-            g.free.extend(self.0.drain(..BATCH));
+        if self.ring.is_empty() {
+            self.ring = vec![0; RING];
+        }
+        self.ring[(self.head + self.len) & (RING - 1)] = index;
+        self.len += 1;
+        if self.len > QUARANTINE + 2 * BATCH {
+            self.spill();
+        }
+    }
+
+    /// Puts a batch from the global list in front (the next ones taken), so the entries this
+    /// thread freed stay behind them: at least `QUARANTINE` of them stay here.
+    #[cold]
+    fn refill(&mut self) {
+        if self.ring.is_empty() {
+            self.ring = vec![0; RING];
+        }
+        GLOBAL.lock().take_batch(|i| {
+            self.head = (self.head + RING - 1) & (RING - 1);
+            self.ring[self.head] = i;
+            self.len += 1;
+        });
+        assert!(self.len > 0, "take_batch gives at least one index");
+    }
+
+    /// Gives the oldest `BATCH` back to the global list.
+    #[cold]
+    fn spill(&mut self) {
+        let mut g = GLOBAL.lock();
+        for _ in 0..BATCH {
+            g.free.push(self.ring[self.head]);
+            self.head = (self.head + 1) & (RING - 1);
+            self.len -= 1;
         }
     }
 }
 
 impl Drop for LocalFree {
     fn drop(&mut self) {
-        GLOBAL.lock().free.extend(self.0.drain(..));
+        let mut g = GLOBAL.lock();
+        for k in 0..self.len {
+            g.free.push(self.ring[(self.head + k) & (RING - 1)]);
+        }
+        self.len = 0;
     }
 }
 
 thread_local! {
-    static LOCAL: RefCell<LocalFree> = const { RefCell::new(LocalFree(VecDeque::new())) };
+    static LOCAL: RefCell<LocalFree> = const { RefCell::new(LocalFree::new()) };
 }
 
 /// This thread's id for the thread checks: its `pthread_t`, never 0, unique among running
@@ -208,10 +258,12 @@ fn alloc_index() -> u32 {
     LOCAL
         .try_with(|l| l.borrow_mut().pop())
         .unwrap_or_else(|_| {
-            let mut one = VecDeque::new();
-            GLOBAL.lock().take_batch(&mut one);
-            let i = one.pop_front().expect("a batch is never empty");
-            GLOBAL.lock().free.extend(one);
+            // This thread's list is gone (a handle made by a thread-local destructor).
+            let mut g = GLOBAL.lock();
+            let mut one = Vec::new();
+            g.take_batch(|i| one.push(i));
+            let i = one.pop().expect("a batch is never empty");
+            g.free.extend(one);
             i
         })
 }
