@@ -1537,7 +1537,9 @@ int aloop_http_client_resume(struct aloop_http_client_t *client, uint64_t id);
 
 /**
  * Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED`, inside this
- * call (unless it already ran: then `ALOOP_E_ALREADY`). `ALOOP_E_STALE` for a freed client.
+ * call (unless it already ran: then `ALOOP_E_ALREADY`). Called from inside one of that
+ * request's own callbacks (a streamed request's head or data callback), the final callback
+ * runs right after that callback returns instead. `ALOOP_E_STALE` for a freed client.
  */
 int aloop_http_client_cancel(struct aloop_http_client_t *client, uint64_t id);
 

@@ -587,7 +587,9 @@ pub extern "C" fn aloop_http_client_resume(client: *mut aloop_http_client_t, id:
 }
 
 /// Cancels the request with this id: its callback runs with `ALOOP_E_CANCELLED`, inside this
-/// call (unless it already ran: then `ALOOP_E_ALREADY`). `ALOOP_E_STALE` for a freed client.
+/// call (unless it already ran: then `ALOOP_E_ALREADY`). Called from inside one of that
+/// request's own callbacks (a streamed request's head or data callback), the final callback
+/// runs right after that callback returns instead. `ALOOP_E_STALE` for a freed client.
 #[no_mangle]
 pub extern "C" fn aloop_http_client_cancel(client: *mut aloop_http_client_t, id: u64) -> c_int {
     guard(|| {
