@@ -49,8 +49,9 @@ pub extern "C" fn aloop_signal_new(lp: *mut aloop_loop_t, out: *mut *mut aloop_s
 
 /// Starts watching `signum` (`SIGINT`, `SIGTERM`, `SIGHUP`, `SIGUSR1`, ...): `cb(sig, signum,
 /// user_data)` runs on the loop's thread after each delivery to the process, whichever thread
-/// the kernel delivered it to. Every started handle of that signal, on this loop and on
-/// others, gets its callback. Restarting a started handle replaces its signal and callback.
+/// the kernel delivered it to; deliveries that come before the loop gets to the first make
+/// one call. Every started handle of that signal, on this loop and on others, gets its
+/// callback. Restarting a started handle replaces its signal and callback.
 /// `dtor(user_data)` (may be NULL) runs once when this registration ends: on stop, restart or
 /// free (inside the callback too: then after the callback returns). The callback may stop,
 /// restart or free its own handle. A started handle keeps `aloop_loop_run` going, as an armed
