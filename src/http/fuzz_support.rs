@@ -24,9 +24,14 @@ fn fuzz_limits() -> Limits {
 /// A parsed request as compared between runs: method, target, headers, body, keep-alive.
 type Seen = (String, String, Vec<(String, String)>, Vec<u8>, bool);
 
+/// What else of a request the fast path and llhttp must agree on: path, query, llhttp's method
+/// code, minor version, upgrade, 100-continue, and whether the head was found to be ASCII.
+type SeenMore = (String, String, Option<u8>, u8, bool, bool, bool);
+
 #[derive(Default)]
 struct Record {
     done: Vec<Seen>,
+    more: Vec<SeenMore>,
 }
 
 impl Sink for Record {
@@ -50,33 +55,51 @@ impl Sink for Record {
             r.body().to_vec(),
             r.keep_alive,
         ));
+        self.more.push((
+            r.path().into(),
+            r.query().into(),
+            r.method_code,
+            r.version_minor,
+            r.upgrade,
+            r.expect_continue,
+            r.head_ascii,
+        ));
     }
 }
 
-type Parsed = (
-    Vec<(String, String, Vec<(String, String)>, Vec<u8>, bool)>,
-    Option<u16>,
-);
+type Parsed = (Vec<Seen>, Option<u16>);
 
 fn parse_in_pieces(data: &[u8], cuts: &[usize]) -> Parsed {
+    let (done, _, status) = parse_with(data, cuts, true);
+    (done, status)
+}
+
+/// Parses `data` cut at `cuts`, with the fast path on or off.
+fn parse_with(data: &[u8], cuts: &[usize], fast: bool) -> (Vec<Seen>, Vec<SeenMore>, Option<u16>) {
     let mut p = RequestParser::new(fuzz_limits());
+    p.set_fast_heads(fast);
     let mut sink = Record::default();
     let mut start = 0;
     for &end in cuts.iter().chain(std::iter::once(&data.len())) {
         let end = end.clamp(start, data.len());
         if let Err(e) = p.execute(&data[start..end], &mut sink) {
-            return (sink.done, Some(e.status));
+            return (sink.done, sink.more, Some(e.status));
         }
         start = end;
     }
-    (sink.done, None)
+    (sink.done, sink.more, None)
 }
 
 /// The parser wrapper: the same requests, and the same decision to refuse, whether the input
 /// arrives whole, in two pieces, or byte by byte; statuses are ones the server is meant to
 /// send. (Which refusal wins may depend on the pieces: a too-long target that also holds a
-/// bad byte is 414 when the limit is seen first and 400 when the byte is.)
+/// bad byte is 414 when the limit is seen first and 400 when the byte is.) With the fast path
+/// off, every head goes through llhttp: the requests, what is known of each and the refusal
+/// are exactly those of the fast path's run.
 pub fn parser(data: &[u8]) {
+    let fast = parse_with(data, &[], true);
+    let llhttp = parse_with(data, &[], false);
+    assert_eq!(fast, llhttp, "the fast path and llhttp differ");
     let whole = parse_in_pieces(data, &[]);
     if let Some(s) = whole.1 {
         assert!(

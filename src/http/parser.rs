@@ -17,6 +17,7 @@ use std::marker::PhantomData;
 
 use llhttp_sys as ll;
 
+use super::fast_head;
 pub(crate) use super::method::method_code;
 use super::method::push_method;
 use super::request::RequestData;
@@ -145,10 +146,15 @@ struct State {
     body_limit: u64,
     /// The request in progress streams its body (it left `cur` with its head).
     streaming: bool,
-    /// The last request completed with the connection kept alive and llhttp went on to wait
-    /// for the next one: its state is a new parser's but for what only its `on_reset`
-    /// callback (not set) reads. Cleared at the start of each request.
+    /// llhttp waits for the first byte of a request, in a new parser's state but for what only
+    /// its `on_reset` callback (not set) reads: a new parser, or the last request completed
+    /// with the connection kept alive and llhttp went on. Cleared at the start of each request
+    /// llhttp parses; the fast path (`fast_head`) runs only then.
     clean: bool,
+    /// Whether heads of the common shape skip llhttp (`fast_head`); on unless a test compares.
+    fast_heads: bool,
+    /// Storage the fast path took from the sink and then left to llhttp: the next request's.
+    spare: Option<Box<RequestData>>,
     /// What the pause in progress hands out.
     paused: Option<Streamed>,
     /// Start of the input being parsed (body spans are handed out as offsets from it).
@@ -262,7 +268,7 @@ fn copy_piece(st: &mut State, src: std::ops::Range<usize>) -> std::ops::Range<us
 unsafe extern "C" fn on_message_begin<S: Sink>(p: *mut ll::llhttp_t) -> c_int {
     // SAFETY: see `ctx`.
     let c = unsafe { ctx::<S>(p) };
-    let mut req = c.sink.new_request();
+    let mut req = c.st.spare.take().unwrap_or_else(|| c.sink.new_request());
     req.clear();
     c.st.cur = Some(req);
     c.st.piece_start = 0;
@@ -660,6 +666,7 @@ impl<S: Sink> RequestParser<S> {
                 ll: unsafe { std::mem::zeroed() },
                 st: State {
                     limits,
+                    fast_heads: true,
                     ..Default::default()
                 },
             }),
@@ -680,8 +687,18 @@ impl<S: Sink> RequestParser<S> {
         debug_assert_eq!(inner.ll.lenient_flags, 0);
         inner.st = State {
             limits: inner.st.limits,
+            clean: true,
+            fast_heads: inner.st.fast_heads,
+            spare: inner.st.spare.take(),
             ..Default::default()
         };
+    }
+
+    /// Turns the fast path off (on by default), so that every head goes through llhttp: the
+    /// fuzz harness compares the two.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn set_fast_heads(&mut self, on: bool) {
+        self.inner.st.fast_heads = on;
     }
 
     /// `reset`, unless the parser is in effect a new one already: between two requests of a
@@ -700,13 +717,41 @@ impl<S: Sink> RequestParser<S> {
 
     /// Parses `data`, calling `sink` for each request. After an error, do not call again.
     pub fn execute(&mut self, data: &[u8], sink: &mut S) -> Result<Outcome, HttpError> {
+        let mut off = 0;
+        if self.inner.st.clean && self.inner.st.fast_heads {
+            // Whole heads of the common shape, while they come; llhttp takes the rest from
+            // the first byte the fast path leaves, in the state of a new parser.
+            let st = &mut self.inner.st;
+            while off < data.len() {
+                let mut req = st.spare.take().unwrap_or_else(|| sink.new_request());
+                req.clear();
+                let Some(len) = fast_head::parse(&data[off..], &st.limits, &mut req) else {
+                    st.spare = Some(req);
+                    break;
+                };
+                off += len;
+                if let Err(e) = sink.head_complete(&mut req) {
+                    st.cur = Some(req);
+                    st.clean = false;
+                    return Err(e);
+                }
+                sink.request_complete(req);
+                if !sink.wants_more() {
+                    return Ok(Outcome::Paused { consumed: off });
+                }
+            }
+            if off == data.len() {
+                return Ok(Outcome::Continue);
+            }
+        }
         let ParserInner { ll: parser, st } = &mut *self.inner;
         st.base = data.as_ptr() as usize;
         let mut c = Ctx { st, sink };
         parser.data = (&mut c as *mut Ctx<'_, S>).cast();
-        // SAFETY: the parser is initialised; data is a valid buffer; callbacks find `c` through
+        let rest = &data[off..];
+        // SAFETY: the parser is initialised; rest is a valid buffer; callbacks find `c` through
         // parser.data, which is cleared again before `c` goes out of scope.
-        let errno = unsafe { ll::llhttp_execute(parser, data.as_ptr().cast(), data.len()) };
+        let errno = unsafe { ll::llhttp_execute(parser, rest.as_ptr().cast(), rest.len()) };
         parser.data = std::ptr::null_mut();
         match errno {
             ll::HPE_OK => Ok(Outcome::Continue),
