@@ -1,7 +1,6 @@
 //! HTTP/1.1 on llhttp: the request parser with limits, requests, responses, the Date cache, the
 //! server (connections, pipelining, deferred responses, timeouts) and its router.
 
-mod fast_head;
 mod method;
 pub mod parser;
 pub mod request;

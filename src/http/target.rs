@@ -73,7 +73,7 @@ pub(crate) fn check(method: &[u8], target: &[u8]) -> Result<TargetParts, HttpErr
 
 /// The index of the first `?` or `#` in `t` (`t.len()` when there is none), eight bytes at a
 /// time.
-pub(crate) fn find_query_or_fragment(t: &[u8]) -> usize {
+fn find_query_or_fragment(t: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;

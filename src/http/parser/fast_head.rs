@@ -13,9 +13,8 @@
 
 use std::ops::Range;
 
-use super::parser::Limits;
-use super::request::RequestData;
-use super::target::find_query_or_fragment;
+use super::super::request::RequestData;
+use super::Limits;
 
 /// What each byte may be, as a bit set.
 const TOKEN: u8 = 1; // a header name's byte (RFC 9110 tchar)
@@ -63,6 +62,38 @@ const fn above(x: u64, n: u8) -> u64 {
 /// A target ends at a byte outside 0x21..=0x7e, or is declined at `#`.
 fn target_stops(x: u64) -> u64 {
     below(x, 0x21) | above(x, 0x7e) | below(x ^ (ONES * b'#' as u64), 1)
+}
+
+/// The end of the target starting at `i` and its first `?`: `target_stops` and, until one is
+/// found, `?` stop the word scan.
+fn scan_target(buf: &[u8], mut i: usize) -> (usize, Option<usize>) {
+    let mut query = None;
+    while let Some(word) = buf.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let q = if query.is_none() {
+            below(x ^ (ONES * b'?' as u64), 1)
+        } else {
+            0
+        };
+        let m = target_stops(x) | q;
+        if m == 0 {
+            i += 8;
+            continue;
+        }
+        i += (m.trailing_zeros() / 8) as usize;
+        if buf[i] != b'?' {
+            return (i, query); // every other byte `target_stops` flags ends the target
+        }
+        query = Some(i);
+        i += 1;
+    }
+    while i < buf.len() && CLASS[buf[i] as usize] & TARGET != 0 {
+        if buf[i] == b'?' && query.is_none() {
+            query = Some(i);
+        }
+        i += 1;
+    }
+    (i, query)
 }
 
 /// A value ends at a control byte (HTAB aside, which `scan` steps over) or one above 0x7e.
@@ -123,11 +154,10 @@ pub(super) fn parse(buf: &[u8], limits: &Limits, req: &mut RequestData) -> Optio
     if buf.get(t0) != Some(&b'/') {
         return None;
     }
-    let t_end = scan(buf, t0, TARGET, target_stops);
+    let (t_end, query_at) = scan_target(buf, t0);
     if t_end - t0 > limits.max_request_line || buf.get(t_end..t_end + 11)? != b" HTTP/1.1\r\n" {
         return None;
     }
-    let query_at = Some(find_query_or_fragment(&buf[t0..t_end])).filter(|&q| q < t_end - t0);
     let mut i = t_end + 11;
     let mut hosts = 0u32;
     let mut header_bytes = 0usize;
@@ -194,8 +224,8 @@ pub(super) fn parse(buf: &[u8], limits: &Limits, req: &mut RequestData) -> Optio
     (req.path, req.query) = match query_at {
         None => (t0..t_end, t_end..t_end),
         Some(q) => {
-            let copy = push_piece(arena, t0..t0 + q);
-            (copy, t0 + q + 1..t_end)
+            let copy = push_piece(arena, t0..q);
+            (copy, q + 1..t_end)
         }
     };
     req.version_minor = 1;
@@ -313,27 +343,23 @@ mod tests {
     }
 
     #[test]
-    fn the_word_scan_stops_where_the_byte_loop_does() {
-        // Every byte value at every offset of two words, alone and after an HTAB, a `#` or a
-        // byte above 0x7f, for both scans: the same end as one byte at a time.
-        for (class, stops) in [
-            (TARGET, target_stops as fn(u64) -> u64),
-            (VALUE, value_stops),
-        ] {
-            for b in 0..=255u8 {
-                for at in 0..17 {
-                    for before in [None, Some(b'\t'), Some(b'#'), Some(0x80)] {
-                        let mut buf = vec![b'a'; 24];
-                        buf[at] = b;
-                        if let Some(c) = before.filter(|_| at > 0) {
-                            buf[at - 1] = c;
-                        }
-                        assert_eq!(
-                            scan(&buf, 0, class, stops),
-                            skip(&buf, 0, class),
-                            "class {class}, byte {b:#x} at {at} after {before:?}"
-                        );
+    fn the_word_scans_stop_where_the_byte_loop_does() {
+        // Every byte value at every offset of two words, alone and after an HTAB, a `#`, a `?`
+        // or a byte above 0x7f: the same end as one byte at a time, and the same first `?`.
+        for b in 0..=255u8 {
+            for at in 0..17 {
+                for before in [None, Some(b'\t'), Some(b'#'), Some(b'?'), Some(0x80)] {
+                    let mut buf = vec![b'a'; 24];
+                    buf[at] = b;
+                    if let Some(c) = before.filter(|_| at > 0) {
+                        buf[at - 1] = c;
                     }
+                    let why = format!("byte {b:#x} at {at} after {before:?}");
+                    let end = skip(&buf, 0, TARGET);
+                    let query = buf[..end].iter().position(|&c| c == b'?');
+                    assert_eq!(scan_target(&buf, 0), (end, query), "target: {why}");
+                    let end = skip(&buf, 0, VALUE);
+                    assert_eq!(scan(&buf, 0, VALUE, value_stops), end, "value: {why}");
                 }
             }
         }
