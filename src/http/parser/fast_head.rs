@@ -202,9 +202,12 @@ pub(super) fn parse(buf: &[u8], limits: &Limits, req: &mut RequestData) -> Optio
             _ => {}
         }
         headers.push((name, value));
+        if headers.len() > limits.max_headers || header_bytes > limits.max_header_bytes {
+            return None; // as soon as a limit is passed: a long head is not scanned twice
+        }
         i = v_end + 2;
     }
-    if hosts != 1 || headers.len() > limits.max_headers || header_bytes > limits.max_header_bytes {
+    if hosts != 1 {
         return None;
     }
     let len = i + 2;
