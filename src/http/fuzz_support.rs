@@ -460,6 +460,27 @@ fn check_responses(out: &[u8]) {
     }
 }
 
+/// Where a chunked body starting at `at` ends (after its last chunk's CRLF).
+fn chunked_end(out: &[u8], mut at: usize) -> Result<usize, String> {
+    loop {
+        let e = out[at..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("chunk size line")?;
+        let size = std::str::from_utf8(&out[at..at + e])
+            .ok()
+            .and_then(|t| usize::from_str_radix(t, 16).ok())
+            .ok_or("bad chunk size")?;
+        at += e + 2 + size + 2;
+        if at > out.len() {
+            return Err("truncated chunk".into());
+        }
+        if size == 0 {
+            return Ok(at);
+        }
+    }
+}
+
 fn check_from(
     out: &[u8],
     pos: usize,
@@ -501,28 +522,15 @@ fn check_from(
     }
     let body = pos + end + 4;
     let mut next = Vec::new();
+    let mut err_chunked = None;
     if status == 100 {
         next.push(body);
     } else if chunked {
-        let mut at = body;
-        loop {
-            let e = out[at..]
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or("chunk size line")?;
-            let size = std::str::from_utf8(&out[at..at + e])
-                .ok()
-                .and_then(|t| usize::from_str_radix(t, 16).ok())
-                .ok_or("bad chunk size")?;
-            at += e + 2 + size + 2;
-            if at > out.len() {
-                return Err("truncated chunk".into());
-            }
-            if size == 0 {
-                break;
-            }
+        match chunked_end(out, body) {
+            Ok(at) => next.push(at),
+            Err(e) => err_chunked = Some(e),
         }
-        next.push(at);
+        next.push(body); // a HEAD response: the framing a GET would have, no body
     } else {
         let n = len.ok_or("neither Content-Length nor chunked")?;
         if body + n <= out.len() {
@@ -532,7 +540,7 @@ fn check_from(
             next.push(body); // a HEAD response
         }
     }
-    let mut err = format!("no way to read on after the response at {pos}");
+    let mut err = err_chunked.unwrap_or(format!("no way to read on after the response at {pos}"));
     for at in next {
         if failed.contains(&at) {
             continue;
