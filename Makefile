@@ -23,7 +23,7 @@ EX_LDFLAGS := -L$(LIBDIR) -lasyncloop -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES   := $(BINDIR)/echo $(BINDIR)/palindrome $(BINDIR)/server $(BINDIR)/client
-C_TESTS    := test_version test_loop test_tcp test_http test_http_prepared test_http_client test_shutdown test_pg test_pg_app test_pg_cpp test_misuse test_cpp test_cpp_stream test_blocking_pool test_stream test_client_stream test_tls test_ws test_signal
+C_TESTS    := test_version test_loop test_tcp test_http test_http_prepared test_http_client test_shutdown test_pg test_pg_app test_pg_cpp test_misuse test_cpp test_cpp_stream test_blocking_pool test_stream test_client_stream test_tls test_ws test_signal test_listen_fd
 HPP        := include/asyncloop.hpp $(wildcard include/asyncloop/*.hpp)
 LIBFILES   := $(LIBDIR)/libasyncloop.so.$(VERSION) $(LIBDIR)/libasyncloop.a
 RUST_SRC   := $(shell find src ffi -name '*.rs') build.rs cbindgen.toml Cargo.toml

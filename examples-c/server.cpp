@@ -19,8 +19,13 @@
 #include "sha256.hpp"
 
 #include <set>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
@@ -105,6 +110,29 @@ int fail_start(std::vector<Worker> &workers) {
         w.loop.reset();
     }
     return 1;
+}
+
+/// The address a listening socket is bound to, as the listening line gives it:
+/// "127.0.0.1:8080", "[::1]:8080" or "unix:/run/app.sock".
+std::string socket_name(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0)
+        return "fd:" + std::to_string(fd);
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (ss.ss_family == AF_INET) {
+        auto *a = reinterpret_cast<sockaddr_in *>(&ss);
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
+    }
+    if (ss.ss_family == AF_INET6) {
+        auto *a = reinterpret_cast<sockaddr_in6 *>(&ss);
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
+    }
+    if (ss.ss_family == AF_UNIX)
+        return std::string("unix:") + reinterpret_cast<sockaddr_un *>(&ss)->sun_path;
+    return "fd:" + std::to_string(fd);
 }
 
 /// SIGINT/SIGTERM on this worker's loop: stop accepting, finish what is in flight (bounded),
@@ -219,6 +247,15 @@ int main(int argc, char **argv) {
                     return fail_start(workers);
                 }
             }
+            // The inherited socket: every loop's server listens on a duplicate of it.
+            if (cfg.listen_fd >= 0) {
+                int rc = aloop_http_server_listen_fd(w.http->get(), cfg.listen_fd);
+                if (rc < 0) {
+                    std::fprintf(stderr, "server: cannot listen on fd %d: %s: %s\n", cfg.listen_fd, aloop_strerror(rc),
+                                 aloop_last_error_message());
+                    return fail_start(workers);
+                }
+            }
             // Watched from here on, before the listening line: a signal that comes before the
             // loop runs waits for it.
             watch_stop_signals(w);
@@ -228,13 +265,18 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "server: cannot listen on %s:%d: %s\n", cfg.address.c_str(), cfg.port, e.what());
         return fail_start(workers);
     }
-    if (cfg.address.empty())
+    if (cfg.address.empty() && cfg.listen_fd >= 0) {
+        std::printf("listening on %s (backend=%s, threads=%d)\n", socket_name(cfg.listen_fd).c_str(),
+                    workers[0].loop->backend_name(), cfg.threads);
+    } else if (cfg.address.empty())
         std::printf("listening on unix:%s (backend=%s, threads=%d)\n", cfg.unix_path.c_str(),
                     workers[0].loop->backend_name(), cfg.threads);
     else
         std::printf("listening on %s:%d (backend=%s, threads=%d)\n", cfg.address.c_str(), port,
                     workers[0].loop->backend_name(), cfg.threads);
     std::fflush(stdout);
+    if (cfg.listen_fd >= 0)
+        close(cfg.listen_fd); // every server listens on a duplicate of its own
 
     for (auto &w : workers) {
         w.thread = std::thread([&w] {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the C test programs built by the Makefile: each plainly, each under AddressSanitizer +
 # UBSan (checking that the sanitizer runtime is really linked), and test_tcp (both backends),
-# test_http, test_http_prepared, test_ws, test_cpp_stream and test_signal under valgrind memcheck. Prints one line
+# test_http, test_http_prepared, test_ws, test_cpp_stream, test_listen_fd and test_signal under valgrind memcheck. Prints one line
 # per run and a closing "N passed, N failed".
 #
 # test_http and those after it run under valgrind on epoll only: valgrind 3.19 keeps its
@@ -57,6 +57,7 @@ if command -v valgrind >/dev/null; then
   run "test_http_prepared (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_http_prepared"
   run "test_ws (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_ws"
   run "test_cpp_stream (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_cpp_stream"
+  run "test_listen_fd (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_listen_fd"
   run "test_signal (valgrind, epoll)" env ASYNCLOOP_BACKEND=epoll "${vg[@]}" "$dir/test_signal"
 else
   failed=$((failed + 1))

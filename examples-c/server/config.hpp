@@ -21,6 +21,7 @@ struct Config {
     size_t max_body = 1048576;
     uint64_t max_upload = 0; // 0: no limit
     std::string unix_path;
+    int listen_fd = -1; // an inherited listening socket (socket activation); -1: none
     std::string tls_cert, tls_key, tls_client_ca, upstream_cacert;
     uint64_t ws_ping_ms = 0;
     std::string address;
@@ -33,6 +34,7 @@ struct Config {
     std::fprintf(stderr,
                  "usage: server [options] <listen_address> <listen_port>\n"
                  "       server [options] --unix PATH    (a Unix socket only, no TCP)\n"
+                 "       server [options] --listen-fd FD (an inherited listening socket only)\n"
                  "  --backend auto|uring|epoll   event loop backend (default auto)\n"
                  "  --threads N                  N loops on N threads (default 1)\n"
                  "  --pg CONNINFO                libpq conninfo (default: $DATABASE_URL, else PG* defaults)\n"
@@ -49,6 +51,8 @@ struct Config {
                  "  --max-body BYTES             request body limit (default 1048576)\n"
                  "  --max-upload BYTES           body limit of the streamed POST /upload (default 0: none)\n"
                  "  --unix PATH                  also serve on a Unix stream socket at PATH (alone: instead of TCP)\n"
+                 "  --listen-fd FD               also serve on the listening socket FD, TCP or Unix, inherited\n"
+                 "                               from the parent (socket activation; alone: instead of TCP)\n"
                  "  --tls-cert FILE --tls-key FILE   serve HTTPS on the listen port (PEM; RSA or ECDSA;\n"
                  "                               SIGHUP reloads them)\n"
                  "  --tls-client-ca FILE         require client certificates signed by this CA\n"
@@ -126,6 +130,8 @@ Config parse_args(int argc, char **argv) {
             c.max_upload = number("--max-upload", value(), 0, UINT64_MAX);
         else if (a == "--unix")
             c.unix_path = value();
+        else if (a == "--listen-fd")
+            c.listen_fd = static_cast<int>(number("--listen-fd", value(), 0, 1 << 30));
         else if (a == "--tls-cert")
             c.tls_cert = value();
         else if (a == "--tls-key")
@@ -139,8 +145,8 @@ Config parse_args(int argc, char **argv) {
         else
             positional.push_back(argv[i]);
     }
-    if (positional.empty() && !c.unix_path.empty()) {
-        // A Unix socket only: no TCP listener.
+    if (positional.empty() && (!c.unix_path.empty() || c.listen_fd >= 0)) {
+        // A Unix socket or an inherited one only: no TCP listener of our own.
     } else if (positional.size() != 2) {
         usage("expected <listen_address> <listen_port>");
     }

@@ -58,6 +58,12 @@ class HttpServer {
     int listen(const char *ip, uint16_t port) { return check(aloop_http_server_listen(srv_, ip, port), "listen"); }
     /// Also serves on the Unix stream socket `path` (a stale socket file is replaced).
     void listen_unix(const char *path) { check(aloop_http_server_listen_unix(srv_, path), "aloop_http_server_listen_unix"); }
+    /// Also serves from a socket made elsewhere and already listening (TCP or Unix: socket
+    /// activation, an inherited socket). `fd` stays the caller's (the server listens on a
+    /// duplicate), so one socket can go to the servers of several loops. Returns the TCP port,
+    /// or 0 for a Unix socket; throws `Error` (ALOOP_E_INVALID for anything but a listening
+    /// stream socket).
+    int listen_fd(int fd) { return check(aloop_http_server_listen_fd(srv_, fd), "aloop_http_server_listen_fd"); }
     /// Serves a connection accepted elsewhere (a connected stream socket: socket activation,
     /// one end of a socketpair). On success the server owns `fd`; when this throws `Error`
     /// (ALOOP_E_INVALID for anything else, ALOOP_E_CLOSED after shutdown) it stays the caller's.

@@ -397,6 +397,34 @@ pub extern "C" fn aloop_http_server_listen_unix(
     })
 }
 
+/// Serves from a socket made elsewhere and already listening, TCP or Unix: socket activation
+/// (systemd's `LISTEN_FDS`), a socket inherited from a parent, or one shared by the workers
+/// of a pre-forking server. The server listens on a duplicate of `fd`, closed at shutdown;
+/// `fd` stays the caller's, so one socket can be given to the servers of several loops, which
+/// then share its connections (as other processes accepting from it may). `fd` is made
+/// non-blocking (the duplicate shares its flags). A Unix socket's file is left in place at
+/// shutdown: it is not the server's. Returns the socket's TCP port (> 0), or 0 for a Unix
+/// socket; `ALOOP_E_INVALID` for anything but a listening stream socket (-1, a pipe, a
+/// connected or unlistened socket, UDP), with `aloop_last_error_message()` saying so;
+/// `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+#[no_mangle]
+pub extern "C" fn aloop_http_server_listen_fd(srv: *mut aloop_http_server_t, fd: c_int) -> c_int {
+    guard(|| {
+        not_null!(srv);
+        match with_server(srv, |s| s.listen_raw_fd(fd)).and_then(|r| r) {
+            Ok(crate::net::Address::Ip(a)) => c_int::from(a.port()),
+            Ok(_) => 0,
+            Err(e) => {
+                if e == Error::INVALID {
+                    let why = format!("descriptor {fd} is not a listening stream socket");
+                    super::set_last_error(&why);
+                }
+                e.code()
+            }
+        }
+    })
+}
+
 /// Serves a connection accepted elsewhere: socket activation, another acceptor, a passed
 /// descriptor, one end of a `socketpair`. `fd` must be a connected stream socket; it is made
 /// non-blocking. On success (0) the server owns `fd` and closes it; on an error

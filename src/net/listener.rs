@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
@@ -53,7 +53,8 @@ struct ListenerInner {
     local: Address,
     /// The socket file of a Unix listener, released (removed, or left to other sharers) at close.
     file: RefCell<Option<FileOwner>>,
-    /// Listeners on other loops accept from the same socket (a shared Unix socket).
+    /// Listeners on other loops or processes may accept from the same socket (a shared Unix
+    /// socket, or one made elsewhere: `adopt`).
     shared: bool,
     nodelay: bool,
     accept: Cell<Option<Token>>,
@@ -98,6 +99,7 @@ impl TcpListener {
             fd,
             Address::Ip(local),
             None,
+            false,
             opts.nodelay,
         ))
     }
@@ -135,13 +137,35 @@ impl TcpListener {
             let (fd, file) = bind()?;
             (fd, file.map(FileOwner::Own))
         };
+        let shared = matches!(owner, Some(FileOwner::Shared(_)));
         Ok(TcpListener::from_bound(
             lp,
             fd,
             Address::Unix(path.to_path_buf()),
             owner,
+            shared,
             false,
         ))
+    }
+
+    /// Listens on a socket made elsewhere and already listening: socket activation
+    /// (systemd's `LISTEN_FDS`), a socket inherited from a parent, or one shared by the
+    /// workers of a pre-forking server. `INVALID` for anything but a listening TCP or Unix
+    /// stream socket (`fd` is then dropped). `fd` is made non-blocking and closed at `close`.
+    /// Other processes or loops may accept from the same socket, so it is accepted from as a
+    /// shared one (see `bind_unix`). A Unix socket's file is not the listener's: it stays
+    /// when the listener closes.
+    pub(crate) fn adopt(lp: &Loop, fd: OwnedFd, nodelay: bool) -> Result<TcpListener> {
+        let raw = fd.as_raw_fd();
+        let stream = socket::get_opt(raw, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM);
+        let listening = socket::get_opt(raw, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Ok(1);
+        let local = match socket::local_address(raw) {
+            Ok(a) if stream && listening => a,
+            _ => return Err(Error::INVALID),
+        };
+        socket::set_nonblocking(raw)?;
+        let nodelay = nodelay && matches!(local, Address::Ip(_));
+        Ok(TcpListener::from_bound(lp, fd, local, None, true, nodelay))
     }
 
     fn from_bound(
@@ -149,6 +173,7 @@ impl TcpListener {
         fd: std::os::fd::OwnedFd,
         local: Address,
         file: Option<FileOwner>,
+        shared: bool,
         nodelay: bool,
     ) -> TcpListener {
         lp.handle_opened();
@@ -157,7 +182,7 @@ impl TcpListener {
                 lp: lp.clone(),
                 fd: Cell::new(fd.into_raw_fd()),
                 local,
-                shared: matches!(file, Some(FileOwner::Shared(_))),
+                shared,
                 file: RefCell::new(file),
                 nodelay,
                 accept: Cell::new(None),

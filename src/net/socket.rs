@@ -93,6 +93,14 @@ pub fn set_nonblocking(fd: RawFd) -> Result<()> {
     check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
 }
 
+/// A duplicate of `fd` (close-on-exec), owned by the caller.
+pub fn dup_cloexec(fd: RawFd) -> Result<std::os::fd::OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor or fails; it touches nothing else.
+    let new = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `new` was just made and is owned by nobody else.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(new) })
+}
+
 /// `bind(2)`.
 pub fn bind(fd: RawFd, addr: &SocketAddr) -> Result<()> {
     let sa = SockAddr::from_std(addr);

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -26,6 +27,25 @@ static int dial(int port) {
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return fd;
+}
+
+/* Sends `req` and reads until `want` appears (or the connection ends); returns 1 if found. */
+static inline int roundtrip(int fd, const char *req, const char *want) {
+    if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+        return 0;
+    char buf[4096];
+    size_t got = 0;
+    while (got < sizeof buf - 1) {
+        ssize_t n = read(fd, buf + got, sizeof buf - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        buf[got] = 0;
+        if (strstr(buf, want))
+            return 1;
+    }
+    fprintf(stderr, "got: %s\nwanted: %s\n", buf, want);
+    return 0;
 }
 
 #endif

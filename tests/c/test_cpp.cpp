@@ -78,7 +78,24 @@ void run_prepared(int backend) {
         CHECK_RC(r.respond(sized, "ok"), 0);
         CHECK(!r.valid());
     });
-    int port = http.listen("127.0.0.1", 0);
+    CHECK(http.listen("127.0.0.1", 0) > 0);
+    // listen_fd: a socket made and bound here gives back its port and is served (the client
+    // below goes to it); a pipe is refused with the library's code.
+    int own = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sa_len = sizeof sa;
+    CHECK(bind(own, reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0 && listen(own, 8) == 0);
+    CHECK(getsockname(own, reinterpret_cast<sockaddr *>(&sa), &sa_len) == 0);
+    int port = http.listen_fd(own);
+    CHECK_RC(port, ntohs(sa.sin_port));
+    int pipe_fds[2];
+    CHECK(pipe(pipe_fds) == 0);
+    CHECK_RC(code_of([&] { http.listen_fd(pipe_fds[0]); }), ALOOP_E_INVALID);
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    close(own); // the server listens on its own duplicate
     std::string got;
     std::thread client([&] {
         int fd = dial(port);

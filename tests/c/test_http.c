@@ -131,25 +131,6 @@ static void on_chunked(aloop_http_request_t *req, void *ud) {
 
 /* ---- client thread ----------------------------------------------------------------------- */
 
-/* Sends `req` and reads until `want` appears (or the connection ends); returns 1 if found. */
-static int roundtrip(int fd, const char *req, const char *want) {
-    if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
-        return 0;
-    char buf[4096];
-    size_t got = 0;
-    while (got < sizeof buf - 1) {
-        ssize_t n = read(fd, buf + got, sizeof buf - 1 - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-        buf[got] = 0;
-        if (strstr(buf, want))
-            return 1;
-    }
-    fprintf(stderr, "got: %s\nwanted: %s\n", buf, want);
-    return 0;
-}
-
 static void on_stopped(aloop_http_server_t *s, void *ud) {
     (void)s;
     ((struct ctx *)ud)->stopped = 1;

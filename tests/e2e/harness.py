@@ -18,11 +18,11 @@ IMF_FIXDATE = re.compile(rb"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Ap
 class Proc:
     """A running example binary; `port` is what it printed in its 'listening on' line."""
 
-    def __init__(self, argv, env=None, preexec_fn=None):
+    def __init__(self, argv, env=None, preexec_fn=None, pass_fds=()):
         e = dict(os.environ)
         e.update(env or {})
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
-                                  preexec_fn=preexec_fn)
+                                  preexec_fn=preexec_fn, pass_fds=pass_fds)
         line = self.p.stdout.readline().decode()
         # "ADDR:PORT", or "unix:PATH" for a server on a Unix socket only (port None).
         m = re.search(r"listening on (?:unix:(\S+)|(\S+):(\d+)) \(backend=(\w+), threads=(\d+)\)", line)

@@ -30,7 +30,7 @@ pub use upgrade::{UpgradeHandler, UpgradedStream};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ use super::request::RequestData;
 use super::router::{Handler, Router};
 use crate::error::{Error, Result};
 use crate::net::tls::TlsServerConfig;
-use crate::net::{socket, ListenOptions, TcpListener};
+use crate::net::{socket, Address, ListenOptions, TcpListener};
 use crate::reactor::{Loop, Slab, Timer, Token};
 
 /// Server settings (`Default` gives the documented defaults).
@@ -253,6 +253,32 @@ impl HttpServer {
         let l = TcpListener::bind_unix(&srv.lp, path, srv.opts.listen)?;
         self.serve_listener(l)?;
         Ok(())
+    }
+
+    /// Serves from a socket made elsewhere and already listening, TCP or Unix: socket
+    /// activation (systemd's `LISTEN_FDS`), a socket inherited from a parent, or one shared by
+    /// the workers of a pre-forking server. The server listens on a duplicate of `fd`, closed
+    /// at shutdown; `fd` stays the caller's, so one socket can be given to the servers of
+    /// several loops, which then share its connections (as other processes may). `fd` is made
+    /// non-blocking (the duplicate shares its flags). A Unix socket's file stays at shutdown:
+    /// it is not the server's. `INVALID` for anything but a listening stream socket, `CLOSED`
+    /// after shutdown. Returns the socket's address.
+    pub fn listen_fd(&self, fd: BorrowedFd<'_>) -> Result<Address> {
+        self.listen_raw_fd(fd.as_raw_fd())
+    }
+
+    /// As `listen_fd`, for the C API, whose descriptor may be any number: one that is not
+    /// open is `INVALID`.
+    pub(crate) fn listen_raw_fd(&self, fd: RawFd) -> Result<Address> {
+        let srv = &self.inner;
+        if srv.stopping.get() {
+            return Err(Error::CLOSED);
+        }
+        let dup = socket::dup_cloexec(fd).map_err(|_| Error::INVALID)?;
+        let l = TcpListener::adopt(&srv.lp, dup, srv.opts.listen.nodelay)?;
+        let local = l.local_address().clone();
+        self.serve_listener(l)?;
+        Ok(local)
     }
 
     fn serve_listener(&self, l: TcpListener) -> Result<()> {
