@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -130,8 +131,13 @@ std::string socket_name(int fd) {
         inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
         return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
     }
-    if (ss.ss_family == AF_UNIX)
-        return std::string("unix:") + reinterpret_cast<sockaddr_un *>(&ss)->sun_path;
+    if (ss.ss_family == AF_UNIX) {
+        auto *a = reinterpret_cast<sockaddr_un *>(&ss);
+        size_t n = len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+        if (n > 0 && a->sun_path[0] == '\0') // abstract: "@name", as --unix takes it
+            return "unix:@" + std::string(a->sun_path + 1, n - 1);
+        return std::string("unix:") + a->sun_path;
+    }
     return "fd:" + std::to_string(fd);
 }
 

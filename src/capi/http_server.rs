@@ -401,12 +401,14 @@ pub extern "C" fn aloop_http_server_listen_unix(
 /// (systemd's `LISTEN_FDS`), a socket inherited from a parent, or one shared by the workers
 /// of a pre-forking server. The server listens on a duplicate of `fd`, closed at shutdown;
 /// `fd` stays the caller's, so one socket can be given to the servers of several loops, which
-/// then share its connections (as other processes accepting from it may). `fd` is made
-/// non-blocking (the duplicate shares its flags). A Unix socket's file is left in place at
-/// shutdown: it is not the server's. Returns the socket's TCP port (> 0), or 0 for a Unix
-/// socket; `ALOOP_E_INVALID` for anything but a listening stream socket (-1, a pipe, a
-/// connected or unlistened socket, UDP), with `aloop_last_error_message()` saying so;
-/// `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`, `ALOOP_E_WRONG_THREAD`.
+/// then share its connections (as other processes accepting from it may). Once it passes the
+/// checks, `fd` is made non-blocking (the duplicate shares its flags). A Unix socket's file is
+/// left in place at shutdown: it is not the server's. Returns the socket's TCP port (> 0), or
+/// 0 for a Unix socket; `ALOOP_E_INVALID` for anything but a listening stream socket (-1, a
+/// descriptor not open, a pipe, a connected or unlistened socket, UDP), with
+/// `aloop_last_error_message()` saying so; `-EMFILE` or `-ENFILE` when no descriptor is left
+/// for the duplicate; `ALOOP_E_CLOSED` after shutdown; `ALOOP_E_NULL`, `ALOOP_E_STALE`,
+/// `ALOOP_E_WRONG_THREAD`.
 #[no_mangle]
 pub extern "C" fn aloop_http_server_listen_fd(srv: *mut aloop_http_server_t, fd: c_int) -> c_int {
     guard(|| {

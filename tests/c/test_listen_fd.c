@@ -2,7 +2,8 @@
  * socket activation or a parent would hand them over), one TCP and one Unix, each given to the
  * servers of two loops on two threads, which share their connections; what it refuses (and
  * leaves open); and that the descriptors and the socket file stay the caller's: after both
- * servers have shut down, the kernel still queues a connection on the TCP socket. */
+ * servers have shut down, the kernel still queues a connection on the TCP socket. With no
+ * descriptor left for the server's duplicate, the call gives -EMFILE. */
 #define _POSIX_C_SOURCE 200809L
 #include <asyncloop.h>
 
@@ -12,6 +13,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -125,6 +128,25 @@ static void refusals(aloop_http_server_t *srv) {
     }
 }
 
+/* With no descriptor left for the duplicate, the call says so (not "not a listening socket"),
+ * and the socket stays usable for the next call. */
+static void out_of_descriptors(aloop_http_server_t *srv, int tcp, int port) {
+    struct rlimit old, low;
+    CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+    low = old;
+    low.rlim_cur = 256;
+    CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    int fillers[256], n = 0;
+    while (n < 256 && (fillers[n] = dup(tcp)) >= 0)
+        n++;
+    CHECK(n < 256);
+    CHECK_RC(aloop_http_server_listen_fd(srv, tcp), -EMFILE);
+    while (n > 0)
+        close(fillers[--n]);
+    CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+    CHECK_RC(aloop_http_server_listen_fd(srv, tcp), port);
+}
+
 static void run(int backend) {
     char path[64];
     snprintf(path, sizeof path, "/tmp/aloop-listen-fd-%d-%d.sock", (int)getpid(), backend);
@@ -145,7 +167,10 @@ static void run(int backend) {
         if (i == 0)
             refusals(w[i].server);
         /* The same two sockets for both servers: the port comes back, 0 for the Unix one. */
-        CHECK_RC(aloop_http_server_listen_fd(w[i].server, tcp), port);
+        if (i == 0)
+            out_of_descriptors(w[i].server, tcp, port);
+        else
+            CHECK_RC(aloop_http_server_listen_fd(w[i].server, tcp), port);
         CHECK_RC(aloop_http_server_listen_fd(w[i].server, unx), 0);
         CHECK(is_open(tcp) && is_open(unx));
     }

@@ -1,5 +1,5 @@
 """End to end, on each backend: `server --listen-fd FD` serves on a listening socket its parent
-made and bound, as socket activation hands one over (TCP and Unix), on every loop of
+made and bound, as socket activation hands one over (TCP, Unix, abstract Unix), on every loop of
 `--threads 2`, with Python's http.client; the listening line names the socket's address; a
 descriptor that is not a listening socket fails the start-up with the reason and exit 1; and
 the socket stays the parent's: after the server stops it still queues connections."""
@@ -82,6 +82,25 @@ def make_tests(backend):
                     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late:
                         late.settimeout(5)
                         late.connect(path)
+
+        def test_abstract_unix_socket_is_named_with_an_at(self):
+            name = f"aloop-listen-fd-{os.getpid()}-{backend}"
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as lsock:
+                lsock.bind("\0" + name)
+                lsock.listen(8)
+                srv = start(lsock.fileno())
+                try:
+                    self.assertEqual(srv.unix_path, "@" + name, srv.line)
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                        c.settimeout(10)
+                        c.connect("\0" + name)
+                        c.sendall(b"GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        got = b""
+                        while chunk := c.recv(4096):
+                            got += chunk
+                        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK\r\n"), got)
+                finally:
+                    self.assertEqual(srv.stop(), 0)
 
         def test_not_a_listening_socket_fails_the_start(self):
             for make in (lambda: socket.socket(), lambda: socket.socket(type=socket.SOCK_DGRAM)):

@@ -259,10 +259,11 @@ impl HttpServer {
     /// activation (systemd's `LISTEN_FDS`), a socket inherited from a parent, or one shared by
     /// the workers of a pre-forking server. The server listens on a duplicate of `fd`, closed
     /// at shutdown; `fd` stays the caller's, so one socket can be given to the servers of
-    /// several loops, which then share its connections (as other processes may). `fd` is made
-    /// non-blocking (the duplicate shares its flags). A Unix socket's file stays at shutdown:
-    /// it is not the server's. `INVALID` for anything but a listening stream socket, `CLOSED`
-    /// after shutdown. Returns the socket's address.
+    /// several loops, which then share its connections (as other processes may). Once it
+    /// passes the checks, `fd` is made non-blocking (the duplicate shares its flags). A Unix
+    /// socket's file stays at shutdown: it is not the server's. `INVALID` for anything but a
+    /// listening stream socket, `CLOSED` after shutdown, `-EMFILE`/`-ENFILE` with no
+    /// descriptor left for the duplicate. Returns the socket's address.
     pub fn listen_fd(&self, fd: BorrowedFd<'_>) -> Result<Address> {
         self.listen_raw_fd(fd.as_raw_fd())
     }
@@ -274,7 +275,14 @@ impl HttpServer {
         if srv.stopping.get() {
             return Err(Error::CLOSED);
         }
-        let dup = socket::dup_cloexec(fd).map_err(|_| Error::INVALID)?;
+        // Not open: INVALID; out of descriptors (EMFILE, ENFILE) is said as it is.
+        let dup = socket::dup_cloexec(fd).map_err(|e| {
+            if e == Error::from_errno(libc::EBADF) {
+                Error::INVALID
+            } else {
+                e
+            }
+        })?;
         let l = TcpListener::adopt(&srv.lp, dup, srv.opts.listen.nodelay)?;
         let local = l.local_address().clone();
         self.serve_listener(l)?;
