@@ -380,7 +380,40 @@ fn pipeline_limit_holds_within_one_read(b: Backend) {
     );
 }
 
+/// `listen_fd`: a socket bound and listening elsewhere (here a std listener, as a parent or
+/// socket activation would hand one over) is served, its address comes back, and it stays its
+/// owner's: after the server shuts down, the kernel still queues connections on it. A UDP
+/// socket is refused.
+fn listens_on_a_socket_made_elsewhere(b: Backend) {
+    use std::os::fd::AsFd;
+    let (lp, srv, _) = server(b, ServerOptions::default());
+    let theirs = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = theirs.local_addr().unwrap();
+    assert_eq!(
+        srv.listen_fd(theirs.as_fd()).unwrap(),
+        asyncloop::net::Address::Ip(at)
+    );
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert_eq!(
+        srv.listen_fd(udp.as_fd()),
+        Err(asyncloop::error::Error::INVALID)
+    );
+    let got = run_with_client(&lp, &srv, move || {
+        let mut s = std::net::TcpStream::connect(at).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        out
+    });
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
+    assert!(got.ends_with(b"\r\n\r\nhello"), "{got:?}");
+    std::net::TcpStream::connect(at).expect("the owner's socket still listens");
+}
+
 both_backends!(
+    listens_on_a_socket_made_elsewhere,
     repeated_heads_keep_their_bytes,
     pipeline_limit_holds_within_one_read,
     upgrade_is_answered_then_closed,
