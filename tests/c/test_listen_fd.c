@@ -92,18 +92,6 @@ static int listening_unix(const char *path) {
     return fd;
 }
 
-static int dial_unix(const char *path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un a = unix_addr(path);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return fd;
-}
-
 /* Everything listen_fd refuses, each left open for its owner. */
 static void refusals(aloop_http_server_t *srv) {
     int pipe_fds[2], pair[2];

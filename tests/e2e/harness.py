@@ -1,4 +1,5 @@
 """Shared helpers for the end-to-end tests: start the example binaries, talk raw HTTP."""
+import http.client
 import os
 import re
 import signal
@@ -54,6 +55,24 @@ def server(*args, backend="uring", threads=None, preexec_fn=None):
     if threads:
         argv += ["--threads", str(threads)]
     return Proc(argv + list(args) + ["127.0.0.1", "0"], preexec_fn=preexec_fn)
+
+
+def unix_connect(path, timeout=10):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    return s
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix stream socket: the host only names the Host header."""
+
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = unix_connect(self.path, self.timeout)
 
 
 def unused_port():

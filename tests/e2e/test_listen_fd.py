@@ -10,18 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BACKENDS, BIN, Proc
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=10)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.path)
+from harness import BACKENDS, BIN, Proc, UnixHTTPConnection
 
 
 def make_tests(backend):

@@ -3,7 +3,6 @@ spreads the socket's connections over every loop; nginx proxying to the socket
 (`proxy_pass http://unix:PATH:` and an upstream block with keep-alive); Python's http.client
 over AF_UNIX; a stale socket file replaced and a live one refused."""
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import threading
 import time
 import unittest
 
-from harness import BACKENDS, Proc, server, wait_until
+from harness import BACKENDS, Proc, UnixHTTPConnection, server, unix_connect, wait_until
 
 MiB = 1 << 20
 
@@ -34,24 +33,6 @@ def thread_cpu_ns(pid):
         except OSError:
             pass  # a thread that ended meanwhile
     return out
-
-
-def unix_connect(path, timeout=10):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(path)
-    return s
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a Unix stream socket: the host only names the Host header."""
-
-    def __init__(self, path, timeout=30):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = unix_connect(self.path, self.timeout)
 
 
 def connected_server_sockets(path):
